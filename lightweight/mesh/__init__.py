@@ -1,0 +1,7 @@
+"""Mesh layer: data model, structured grids, named sets and file I/O (no physics here)."""
+
+from .grid import grid_node_index, structured_grid
+from .io import read_mesh, write_mesh
+from .mesh import Mesh
+
+__all__ = ["Mesh", "structured_grid", "grid_node_index", "read_mesh", "write_mesh"]

@@ -1,0 +1,278 @@
+"""The mesh data model: node coordinates, one type of solid cells, and named sets.
+
+A :class:`Mesh` holds what every layer above needs and nothing about physics:
+
+- ``points`` (n_nodes, dim) float64, ``dim`` is 2 or 3;
+- ``cells`` (n_cells, nodes_per_cell) int64 in meshio/VTK node order, one ``cell_type``;
+- ``node_sets`` {name: (k,) node ids}, ``cell_sets`` {name: (k,) cell ids},
+  ``face_sets`` {name: (n_faces, nodes_per_face) node ids} of boundary faces. Every face set
+  is also a node set of the same name (its nodes), so supports can name a face set.
+- ``grid`` (nx, ny[, nz]) for structured grids (with ``grid_spacing`` and ``grid_origin``),
+  which unlocks fast paths higher up; ``None`` for general meshes.
+
+Set lookups go through :meth:`Mesh.node_set`, :meth:`Mesh.face_set` and :meth:`Mesh.cell_set`,
+which raise :class:`~lightweight.errors.UnknownSetError` listing the sets that do exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from ..errors import MeshError, UnknownSetError
+from .cell_types import CELL_TYPES, SOLID_TYPES, quadrature, shape_functions
+
+Predicate = Callable[[np.ndarray], np.ndarray]
+
+
+def _known(sets: dict) -> str:
+    return ", ".join(repr(k) for k in sorted(sets)) or "(none)"
+
+
+@dataclass(eq=False)
+class Mesh:
+    """A finite-element mesh of one solid cell type with named sets (see module docstring)."""
+
+    points: np.ndarray
+    cells: np.ndarray
+    cell_type: str
+    node_sets: dict[str, np.ndarray] = field(default_factory=dict)
+    face_sets: dict[str, np.ndarray] = field(default_factory=dict)
+    cell_sets: dict[str, np.ndarray] = field(default_factory=dict)
+    grid: tuple[int, ...] | None = None
+    grid_spacing: tuple[float, ...] | None = None
+    grid_origin: tuple[float, ...] | None = None
+    source: str | None = None   # file the mesh was read from, for messages and provenance
+
+    def __post_init__(self) -> None:
+        where = f" in {self.source}" if self.source else ""
+        if self.cell_type not in SOLID_TYPES:
+            raise MeshError(f"unsupported cell type {self.cell_type!r}{where}; "
+                            f"supported: {', '.join(SOLID_TYPES)}")
+        pts = np.asarray(self.points, dtype=np.float64)
+        if pts.ndim != 2 or pts.shape[1] not in (2, 3):
+            raise MeshError(f"points{where} must have shape (n_nodes, 2|3), got {pts.shape}")
+        if not np.all(np.isfinite(pts)):
+            bad = np.flatnonzero(~np.isfinite(pts).all(axis=1))
+            raise MeshError(f"non-finite node coordinates{where} at nodes {bad[:10].tolist()}")
+        ct = CELL_TYPES[self.cell_type]
+        if ct.dim != pts.shape[1]:
+            raise MeshError(f"{self.cell_type!r} cells need {ct.dim}D points{where}, "
+                            f"got {pts.shape[1]}D")
+        cells = np.asarray(self.cells)
+        if cells.ndim != 2 or cells.shape[1] != ct.n_nodes:
+            raise MeshError(f"cells{where} must have shape (n_cells, {ct.n_nodes}) for "
+                            f"{self.cell_type!r}, got {cells.shape}")
+        if cells.shape[0] == 0:
+            raise MeshError(f"mesh{where} has no {self.cell_type!r} cells")
+        cells = cells.astype(np.int64, copy=False)
+        if cells.min() < 0 or cells.max() >= pts.shape[0]:
+            bad = np.flatnonzero((cells < 0).any(axis=1) | (cells >= pts.shape[0]).any(axis=1))
+            raise MeshError(f"cells {bad[:10].tolist()}{where} refer to nodes outside "
+                            f"0..{pts.shape[0] - 1}")
+        self.points = np.ascontiguousarray(pts)
+        self.cells = np.ascontiguousarray(cells)
+        self.node_sets = {str(k): self._check_ids(k, v, pts.shape[0], "node")
+                          for k, v in self.node_sets.items()}
+        self.cell_sets = {str(k): self._check_ids(k, v, cells.shape[0], "cell")
+                          for k, v in self.cell_sets.items()}
+        faces = dict(self.face_sets)
+        self.face_sets = {}
+        for name, f in faces.items():
+            self.add_face_set(name, f)
+
+    # ------------------------------------------------------------------ basic facts
+    @property
+    def dim(self) -> int:
+        """Spatial dimension (2 or 3)."""
+        return self.points.shape[1]
+
+    @property
+    def n_nodes(self) -> int:
+        return self.points.shape[0]
+
+    @property
+    def n_cells(self) -> int:
+        return self.cells.shape[0]
+
+    def __repr__(self) -> str:
+        g = f", grid={self.grid}" if self.grid else ""
+        return (f"Mesh({self.n_cells} {self.cell_type} cells, {self.n_nodes} nodes, {self.dim}D{g}; "
+                f"node sets [{_known(self.node_sets)}], face sets [{_known(self.face_sets)}], "
+                f"cell sets [{_known(self.cell_sets)}])")
+
+    def _check_ids(self, name, ids, n, what) -> np.ndarray:
+        ids = np.unique(np.asarray(ids, dtype=np.int64).ravel())
+        if ids.size and (ids[0] < 0 or ids[-1] >= n):
+            raise MeshError(f"{what} set {name!r} refers to {what}s outside 0..{n - 1}")
+        return ids
+
+    # ------------------------------------------------------------------ named sets
+    def add_node_set(self, name: str, ids_or_predicate) -> np.ndarray:
+        """Add (or replace) a node set from node ids or a predicate ``f(points) -> bool mask``.
+
+        Returns the node ids (sorted, unique). An empty result is an error: a predicate that
+        selects nothing is almost always a wrong coordinate or tolerance.
+        """
+        if callable(ids_or_predicate):
+            mask = np.asarray(ids_or_predicate(self.points), dtype=bool).ravel()
+            if mask.shape != (self.n_nodes,):
+                raise MeshError(f"predicate for node set {name!r} must return one bool per node "
+                                f"({self.n_nodes}), got shape {mask.shape}")
+            ids = np.flatnonzero(mask)
+        else:
+            ids = ids_or_predicate
+        ids = self._check_ids(name, ids, self.n_nodes, "node")
+        if ids.size == 0:
+            raise MeshError(f"node set {name!r} is empty: the predicate or id list selects no node")
+        self.node_sets[name] = ids
+        return ids
+
+    def add_cell_set(self, name: str, ids_or_predicate) -> np.ndarray:
+        """Add a cell set from cell ids or a predicate ``f(cell_centers) -> bool mask``."""
+        if callable(ids_or_predicate):
+            mask = np.asarray(ids_or_predicate(self.cell_centers()), dtype=bool).ravel()
+            if mask.shape != (self.n_cells,):
+                raise MeshError(f"predicate for cell set {name!r} must return one bool per cell")
+            ids = np.flatnonzero(mask)
+        else:
+            ids = ids_or_predicate
+        ids = self._check_ids(name, ids, self.n_cells, "cell")
+        if ids.size == 0:
+            raise MeshError(f"cell set {name!r} is empty")
+        self.cell_sets[name] = ids
+        return ids
+
+    def add_face_set(self, name: str, faces_or_predicate) -> np.ndarray:
+        """Add a boundary face set from face connectivity or a node predicate.
+
+        A predicate ``f(points) -> bool mask`` selects every boundary face whose nodes all
+        satisfy it. The face set is also registered as a node set of the same name.
+        """
+        face_type = CELL_TYPES[self.cell_type].face_type
+        n_face_nodes = CELL_TYPES[face_type].n_nodes
+        if callable(faces_or_predicate):
+            mask = np.asarray(faces_or_predicate(self.points), dtype=bool).ravel()
+            bf = self.boundary_faces()
+            faces = bf[mask[bf].all(axis=1)]
+        else:
+            faces = np.asarray(faces_or_predicate, dtype=np.int64)
+            if faces.ndim == 1 and faces.size == 0:
+                faces = faces.reshape(0, n_face_nodes)
+        if faces.ndim != 2 or faces.shape[1] != n_face_nodes:
+            raise MeshError(f"face set {name!r} must have shape (n_faces, {n_face_nodes}) "
+                            f"({face_type} faces of {self.cell_type} cells), got {faces.shape}")
+        if faces.shape[0] == 0:
+            raise MeshError(f"face set {name!r} is empty")
+        if faces.min() < 0 or faces.max() >= self.n_nodes:
+            raise MeshError(f"face set {name!r} refers to nodes outside 0..{self.n_nodes - 1}")
+        self.face_sets[name] = np.ascontiguousarray(faces)
+        self.node_sets[name] = np.unique(faces)
+        return faces
+
+    def node_set(self, name: str) -> np.ndarray:
+        """Node ids of a named node set (face sets count too)."""
+        try:
+            return self.node_sets[name]
+        except KeyError:
+            raise UnknownSetError(f"no node set {name!r} in the mesh{self._src()}; known node sets: "
+                                  f"{_known(self.node_sets)}") from None
+
+    def face_set(self, name: str) -> np.ndarray:
+        """Face connectivity (n_faces, nodes_per_face) of a named boundary face set."""
+        try:
+            return self.face_sets[name]
+        except KeyError:
+            hint = (" (it is a node set: use PointLoad for forces on its nodes)"
+                    if name in self.node_sets else "")
+            raise UnknownSetError(f"no face set {name!r} in the mesh{self._src()}{hint}; known face "
+                                  f"sets: {_known(self.face_sets)}") from None
+
+    def cell_set(self, name: str) -> np.ndarray:
+        """Cell ids of a named cell set."""
+        try:
+            return self.cell_sets[name]
+        except KeyError:
+            raise UnknownSetError(f"no cell set {name!r} in the mesh{self._src()}; known cell sets: "
+                                  f"{_known(self.cell_sets)}") from None
+
+    def cells_touching(self, name: str) -> np.ndarray:
+        """Cell ids in a cell set, or of the cells having a node in a node/face set."""
+        if name in self.cell_sets:
+            return self.cell_sets[name]
+        nodes = self.node_set(name)
+        mask = np.zeros(self.n_nodes, dtype=bool)
+        mask[nodes] = True
+        return np.flatnonzero(mask[self.cells].any(axis=1))
+
+    def _src(self) -> str:
+        return f" read from {self.source}" if self.source else ""
+
+    # ------------------------------------------------------------------ geometry
+    def cell_centers(self) -> np.ndarray:
+        """Centroid of each cell's corner nodes, (n_cells, dim)."""
+        n_corners = CELL_TYPES[self.cell_type].n_corners
+        return self.points[self.cells[:, :n_corners]].mean(axis=1)
+
+    def jacobian_determinants(self) -> np.ndarray:
+        """det(dx/dxi) at each quadrature point, (n_cells, n_quadrature_points)."""
+        xi, _ = quadrature(self.cell_type)
+        _, dN = shape_functions(self.cell_type, xi)          # (q, a, r)
+        coords = self.points[self.cells]                       # (e, a, d)
+        J = np.einsum("ead,qar->eqdr", coords, dN)             # (e, q, d, r)
+        return np.linalg.det(J)
+
+    def cell_volumes(self) -> np.ndarray:
+        """Volume (3D) or area (2D) of each cell, (n_cells,), by Gauss quadrature."""
+        _, w = quadrature(self.cell_type)
+        return self.jacobian_determinants() @ w
+
+    def check_cells(self) -> None:
+        """Raise MeshError naming inverted or degenerate cells (non-positive Jacobian)."""
+        detJ = self.jacobian_determinants()
+        scale = np.abs(detJ).max()
+        bad = np.flatnonzero((detJ <= 1e-12 * scale).any(axis=1))
+        if bad.size:
+            raise MeshError(
+                f"{bad.size} inverted or degenerate {self.cell_type} cell(s){self._src()}: "
+                f"non-positive Jacobian in cells {bad[:20].tolist()}"
+                f"{' ...' if bad.size > 20 else ''}; check their node order (meshio/VTK) and "
+                f"for duplicate nodes")
+
+    def boundary_faces(self) -> np.ndarray:
+        """All boundary faces (faces owned by exactly one cell), (n_faces, nodes_per_face)."""
+        faces, owners = self._all_faces()
+        key = np.sort(faces[:, :CELL_TYPES[CELL_TYPES[self.cell_type].face_type].n_corners], axis=1)
+        _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+        return faces[counts[inverse.ravel()] == 1]
+
+    def _all_faces(self) -> tuple[np.ndarray, np.ndarray]:
+        ct = CELL_TYPES[self.cell_type]
+        local = np.array(ct.faces)                   # (n_faces_per_cell, nodes_per_face)
+        faces = self.cells[:, local].reshape(-1, local.shape[1])
+        owners = np.repeat(np.arange(self.n_cells), local.shape[0])
+        return faces, owners
+
+    def face_owners(self, faces: np.ndarray) -> np.ndarray:
+        """The cell owning each given boundary face (matched by corner nodes), (n_faces,).
+
+        Raises MeshError if a face is not a face of any cell.
+        """
+        all_faces, owners = self._all_faces()
+        n_corners = CELL_TYPES[CELL_TYPES[self.cell_type].face_type].n_corners
+        table = {tuple(k): o for k, o in zip(np.sort(all_faces[:, :n_corners], axis=1).tolist(),
+                                               owners.tolist())}
+        result = np.empty(len(faces), dtype=np.int64)
+        for i, key in enumerate(np.sort(np.asarray(faces)[:, :n_corners], axis=1).tolist()):
+            owner = table.get(tuple(key))
+            if owner is None:
+                raise MeshError(f"face {np.asarray(faces)[i].tolist()} is not a face of any "
+                                f"{self.cell_type} cell{self._src()}")
+            result[i] = owner
+        return result
+
+    def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
+        """(min corner, max corner) of the node coordinates, each (dim,)."""
+        return self.points.min(axis=0), self.points.max(axis=0)
