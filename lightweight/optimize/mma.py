@@ -1,0 +1,555 @@
+"""Method of Moving Asymptotes (MMA): one call to :meth:`MMA.update` is one design update.
+
+Problem solved
+--------------
+::
+
+    minimise   f0(x)
+    subject to f_i(x) <= 0,          i = 1..m
+               xmin_j <= x_j <= xmax_j, j = 1..n
+
+Every outer iteration replaces f0 and f_i by separable convex approximations built from the
+current values and gradients, around two *moving asymptotes* ``low_j < x_j < upp_j``::
+
+    f~_i(x) = r_i + sum_j ( p_ij / (upp_j - x_j) + q_ij / (x_j - low_j) ),   i = 0..m
+
+    p_ij = (upp_j - x_j)^2 * (1.001 * max(df_i/dx_j, 0) + 0.001 * max(-df_i/dx_j, 0) + raa0 / dx_j)
+    q_ij = (x_j - low_j)^2 * (0.001 * max(df_i/dx_j, 0) + 1.001 * max(-df_i/dx_j, 0) + raa0 / dx_j)
+
+with ``raa0 = 1e-5`` and ``dx_j = max(xmax_j - xmin_j, 1e-5)``; the small terms make every
+approximation strictly convex, so the subproblem has a unique solution. The subproblem is
+Svanberg's (2007) form with artificial variables y (m,) and z (scalar), which keep it feasible
+even when the linearised constraints cannot all be met::
+
+    minimise   f~_0(x) + a0 z + sum_i ( c_i y_i + d_i y_i^2 / 2 )
+    subject to f~_i(x) - a_i z - y_i <= 0,   alpha_j <= x_j <= beta_j,   y >= 0,  z >= 0
+
+``a0 = 1, a_i = 0`` gives the standard problem; ``c_i`` (``constraint_penalty``, default 1000)
+must exceed the Lagrange multipliers of the real problem, otherwise the optimum of the subproblem
+has y_i > 0 and constraint i stays violated.
+
+Asymptotes (Svanberg 1987, 2007): in the first two iterations ``low = x - s0 (xmax - xmin)``,
+``upp = x + s0 (xmax - xmin)`` with ``s0 = asymptote_init``. Later, for each variable, if the last
+two steps went the same way the asymptotes are pushed out by ``asymptote_increase`` (the
+approximation was too careful), if they oscillated they are pulled in by ``asymptote_decrease``,
+otherwise they keep their distance; they are then kept between 0.01 and 10 times
+``xmax - xmin`` from x. The box of the subproblem is::
+
+    alpha = max(xmin, low + 0.1 (x - low), x - move (xmax - xmin))
+    beta  = min(xmax, upp - 0.1 (upp - x), x + move (xmax - xmin))
+
+so the new design stays inside the bounds, away from the asymptotes, and within the move limit.
+
+Subproblem solver
+-----------------
+A primal-dual interior-point method in the spirit of Svanberg's ``subsolv``: the relaxed KKT
+conditions (complementarity = eps) are solved by damped Newton steps (step cut back to stay in the
+interior, then halved until the residual norm drops), for eps = 1, 0.1, ..., 1e-7 (``1e-9`` is the
+default floor here: tighter subproblem solves make the outer iterates smoother). The bound, slack
+and artificial-variable unknowns are eliminated analytically, which leaves one dense linear
+system of size ``m + 1`` (for m < n: the Schur complement on the multipliers,
+``G D_x^-1 G^T + D``, with G the (m, n) gradient of the approximations) or ``n + 1`` (for n <= m).
+Everything else is element-wise NumPy on (n,) and (m, n) arrays, so the cost of an update is
+O(m^2 n) per Newton step and the memory O(m n): n = 10^6 variables with a handful of constraints
+is fine; nothing n x n is ever formed.
+
+Scaling
+-------
+MMA is invariant to scaling f0 except through two absolute numbers: ``raa0`` (which dominates
+when gradients are tiny, making steps needlessly timid) and ``c_i`` (which must exceed the
+multipliers, which grow with f0). Callers should normalise (f0 ~ 1..100, e.g. compliance divided
+by its initial value; constraints as ``g/g_max - 1``). To stay usable without that, the objective
+is by default multiplied internally by ``1/|f0|`` of the first update (``objective_scale=None``);
+pass ``objective_scale=1.0`` for the unscaled, textbook behaviour. Constraints are not rescaled:
+their size sets the size of the multipliers relative to ``c_i``, so normalise them.
+
+Why our own MMA
+---------------
+What we looked at:
+
+* nlopt ``LD_MMA`` (pip wheel, 2.11): the CCSA variant of Svanberg (2002) with inner
+  conservative-approximation loops, and nlopt owns the optimisation loop (it calls our function).
+  That fights what the SIMP loop needs: continuation of the penalty/projection sharpness between
+  iterations, per-iteration filtering and history records, and checkpoint/resume (nlopt's
+  asymptotes and internal state are not reachable, so a restart loses them). We keep nlopt as the
+  reference in the tests.
+* mmapy 0.3.1 (pure Python, ``mmasub``/``subsolv``): a direct port of Svanberg's MATLAB routines
+  with a functional API of some twenty positional (n, 1) column-vector arguments, the state
+  (xold1, xold2, low, upp) carried by the caller, and a GPL-3.0 licence, which this MIT package
+  cannot vendor. We did not use or copy its code.
+
+So this module writes the classic method itself: a small object that holds the state between
+calls (``state()`` / ``from_state()`` give a bit-identical resume), takes arrays in and returns the
+new design, and whose subproblem solver is vectorised for large n. Randomness: none.
+
+References
+----------
+* K. Svanberg, "The method of moving asymptotes - a new method for structural optimization",
+  Int. J. Numer. Meth. Engng 24 (1987) 359-373.
+* K. Svanberg, "A class of globally convergent optimization methods based on conservative convex
+  separable approximations", SIAM J. Optim. 12 (2002) 555-573.
+* K. Svanberg, "MMA and GCMMA - two methods for nonlinear optimization", lecture notes (2007):
+  the subproblem with a0, a, c, d and the primal-dual interior-point solution used here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..errors import OptimizationError
+
+__all__ = ["MMA", "kkt_residual"]
+
+_STATE_VERSION = 1
+_RAA0 = 1e-5                 # convexity regularisation of the approximations (Svanberg's raa0)
+_MIN_RANGE = 1e-5            # floor of xmax - xmin in the raa0 term
+_ASYMPTOTE_MIN_DISTANCE = 0.01   # asymptotes at least this * (xmax - xmin) from x ...
+_ASYMPTOTE_MAX_DISTANCE = 10.0   # ... and at most this much
+_SCALE_LIMITS = (1e-12, 1e12)    # clamp of the automatic objective scale
+
+
+class MMA:
+    """Method of Moving Asymptotes for ``min f0(x)  s.t.  f_i(x) <= 0, i=1..m,  xmin <= x <= xmax``.
+
+    n_variables: n; n_constraints: m (0 is allowed).
+    lower_bound, upper_bound: xmin, xmax, scalars or (n,) arrays, xmax > xmin everywhere.
+    move_limit: largest change of x_j per update, as a fraction of (xmax_j - xmin_j).
+    asymptote_init: initial distance of the asymptotes from x, as a fraction of (xmax - xmin).
+    asymptote_decrease / asymptote_increase: factors on the asymptote distance after an
+        oscillating / a monotone pair of steps (Svanberg: 0.7 / 1.2).
+    asymptote_margin: alpha/beta keep this fraction of the distance to the asymptotes (0.1).
+    constraint_penalty: c_i, linear price of the artificial variables y_i (scalar or (m,));
+        must exceed the constraint multipliers.
+    constraint_penalty_quadratic: d_i, quadratic price of y_i (scalar or (m,)).
+    a0, a: coefficients of the artificial variable z (1 and zeros give the standard MMA).
+    objective_scale: factor on f0 and its gradient inside MMA; None = 1/|f0| of the first update.
+    subproblem_tolerance: final barrier parameter eps of the interior-point subproblem solver.
+    """
+
+    def __init__(self, n_variables: int, n_constraints: int, lower_bound, upper_bound,
+                 move_limit: float = 0.2, asymptote_init: float = 0.5,
+                 asymptote_decrease: float = 0.7, asymptote_increase: float = 1.2,
+                 asymptote_margin: float = 0.1, constraint_penalty=1000.0,
+                 constraint_penalty_quadratic=1.0, a0: float = 1.0, a=0.0,
+                 objective_scale: float | None = None, subproblem_tolerance: float = 1e-9):
+        n, m = int(n_variables), int(n_constraints)
+        if n < 1 or m < 0:
+            raise OptimizationError(
+                f"MMA needs n_variables >= 1 and n_constraints >= 0, got {n_variables} and "
+                f"{n_constraints}")
+        self.n_variables, self.n_constraints = n, m
+        self.lower_bound = _vector(lower_bound, n, "lower_bound")
+        self.upper_bound = _vector(upper_bound, n, "upper_bound")
+        narrow = np.flatnonzero(~(self.upper_bound > self.lower_bound))
+        if narrow.size:
+            j = int(narrow[0])
+            raise OptimizationError(
+                f"MMA needs upper_bound > lower_bound for every variable; variable {j} has "
+                f"[{self.lower_bound[j]}, {self.upper_bound[j]}] ({narrow.size} such variables). "
+                "Remove fixed variables from the design vector instead of pinning their bounds.")
+        for name, value, low, high in (("move_limit", move_limit, 0.0, 1.0),
+                                       ("asymptote_init", asymptote_init, 0.0, 10.0),
+                                       ("asymptote_decrease", asymptote_decrease, 0.0, 1.0),
+                                       ("asymptote_margin", asymptote_margin, 0.0, 1.0)):
+            if not (low < float(value) <= high):
+                raise OptimizationError(f"MMA {name} must lie in ({low}, {high}], got {value}")
+        if not float(asymptote_increase) >= 1.0:
+            raise OptimizationError(
+                f"MMA asymptote_increase must be >= 1, got {asymptote_increase}")
+        self.move_limit = float(move_limit)
+        self.asymptote_init = float(asymptote_init)
+        self.asymptote_decrease = float(asymptote_decrease)
+        self.asymptote_increase = float(asymptote_increase)
+        self.asymptote_margin = float(asymptote_margin)
+        self.constraint_penalty = _vector(constraint_penalty, m, "constraint_penalty")
+        self.constraint_penalty_quadratic = _vector(constraint_penalty_quadratic, m,
+                                                    "constraint_penalty_quadratic")
+        self.a = _vector(a, m, "a")
+        self.a0 = float(a0)
+        if self.a0 <= 0 or np.any(self.a < 0) or np.any(self.constraint_penalty < 0) \
+                or np.any(self.constraint_penalty_quadratic < 0):
+            raise OptimizationError(
+                "MMA needs a0 > 0 and a, constraint_penalty, constraint_penalty_quadratic >= 0")
+        if np.any(self.constraint_penalty + self.constraint_penalty_quadratic <= 0):
+            raise OptimizationError("MMA needs constraint_penalty + "
+                                    "constraint_penalty_quadratic > 0 for every constraint")
+        if objective_scale is not None and not (np.isfinite(objective_scale)
+                                                and objective_scale > 0):
+            raise OptimizationError(
+                f"MMA objective_scale must be a positive number or None, got {objective_scale}")
+        self.auto_scale = objective_scale is None
+        # nan until the first update fixes the automatic scale
+        self.objective_scale = np.nan if objective_scale is None else float(objective_scale)
+        if not (0 < float(subproblem_tolerance) < 1):
+            raise OptimizationError(
+                f"MMA subproblem_tolerance must lie in (0, 1), got {subproblem_tolerance}")
+        self.subproblem_tolerance = float(subproblem_tolerance)
+
+        # History (nan = not yet known; used from the third update on).
+        self.iteration = 0
+        self.xold1 = np.full(n, np.nan)
+        self.xold2 = np.full(n, np.nan)
+        self.low = np.full(n, np.nan)
+        self.upp = np.full(n, np.nan)
+        # Diagnostics of the last update (not needed to resume).
+        self.constraint_multipliers = np.zeros(m)
+        self.artificial_y = np.zeros(m)
+        self.artificial_z = 0.0
+        self.subproblem_iterations = 0
+
+    # ------------------------------------------------------------------ the update
+    def update(self, x, objective, objective_gradient, constraints=None,
+               constraint_gradients=None) -> np.ndarray:
+        """One MMA step from design x: returns the new design (n,).
+
+        x: current design (n,), within [lower_bound, upper_bound].
+        objective: f0(x), float; objective_gradient: df0/dx (n,).
+        constraints: f_i(x) (m,), feasible when <= 0; constraint_gradients: df_i/dx (m, n).
+        """
+        n, m = self.n_variables, self.n_constraints
+        x = self._check_design(x)
+        f0 = float(objective)
+        df0 = _vector(objective_gradient, n, "objective_gradient", broadcast=False)
+        fval = np.zeros(0) if constraints is None and m == 0 else \
+            _vector(constraints, m, "constraints", broadcast=False)
+        if constraint_gradients is None and m == 0:
+            dfdx = np.zeros((0, n))
+        else:
+            dfdx = np.asarray(constraint_gradients, dtype=float)
+            if dfdx.ndim == 1 and m == 1:
+                dfdx = dfdx[None, :]
+            if dfdx.shape != (m, n):
+                raise OptimizationError(
+                    f"MMA constraint_gradients must have shape (m, n) = ({m}, {n}), got "
+                    f"{dfdx.shape}")
+        if not np.isfinite(f0):
+            raise OptimizationError(f"MMA objective is not finite: {objective}")
+        for name, arr in (("objective_gradient", df0), ("constraints", fval),
+                          ("constraint_gradients", dfdx)):
+            if not np.all(np.isfinite(arr)):
+                raise OptimizationError(
+                    f"MMA {name} has {np.count_nonzero(~np.isfinite(arr))} non-finite entries; "
+                    "check the analysis (singular stiffness?) before the update")
+
+        if self.auto_scale and self.iteration == 0:
+            scale = 1.0 / abs(f0) if f0 != 0 else 1.0
+            self.objective_scale = float(np.clip(scale, *_SCALE_LIMITS))
+        f0 = f0 * self.objective_scale
+        df0 = df0 * self.objective_scale
+
+        k = self.iteration + 1
+        low, upp = self._asymptotes(x, k)
+        span = self.upper_bound - self.lower_bound
+        alpha = np.maximum.reduce([self.lower_bound,
+                                   low + self.asymptote_margin * (x - low),
+                                   x - self.move_limit * span])
+        beta = np.minimum.reduce([self.upper_bound,
+                                  upp - self.asymptote_margin * (upp - x),
+                                  x + self.move_limit * span])
+
+        # Approximations: p, q for the objective (row 0) and the constraints (rows 1..m).
+        grads = np.vstack([df0[None, :], dfdx])                      # (m+1, n)
+        ux2 = (upp - x) ** 2
+        xl2 = (x - low) ** 2
+        regular = _RAA0 / np.maximum(span, _MIN_RANGE)
+        positive = np.maximum(grads, 0.0)
+        negative = np.maximum(-grads, 0.0)
+        p = ux2 * (1.001 * positive + 0.001 * negative + regular)
+        q = xl2 * (0.001 * positive + 1.001 * negative + regular)
+        del positive, negative, grads
+        # b_i: constant part of constraint i moved to the right-hand side, f~_i(x) = f_i(x).
+        b = p[1:] @ (1.0 / (upp - x)) + q[1:] @ (1.0 / (x - low)) - fval
+
+        sub = _solve_subproblem(p[0], q[0], p[1:], q[1:], b, low, upp, alpha, beta,
+                                self.a0, self.a, self.constraint_penalty,
+                                self.constraint_penalty_quadratic, self.subproblem_tolerance)
+        x_new = np.clip(sub.x, alpha, beta)   # guard against round-off at the box edges
+
+        self.xold2 = self.xold1
+        self.xold1 = x.copy()
+        self.low, self.upp = low, upp
+        self.iteration = k
+        self.constraint_multipliers = sub.lam / self.objective_scale
+        self.artificial_y = sub.y
+        self.artificial_z = sub.z
+        self.subproblem_iterations = sub.iterations
+        return x_new
+
+    def _asymptotes(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper asymptotes (n,) for outer iteration k (1-based) at design x."""
+        span = self.upper_bound - self.lower_bound
+        if k <= 2:
+            return x - self.asymptote_init * span, x + self.asymptote_init * span
+        trend = (x - self.xold1) * (self.xold1 - self.xold2)
+        factor = np.ones_like(x)
+        factor[trend > 0] = self.asymptote_increase
+        factor[trend < 0] = self.asymptote_decrease
+        low = x - factor * (self.xold1 - self.low)
+        upp = x + factor * (self.upp - self.xold1)
+        low = np.clip(low, x - _ASYMPTOTE_MAX_DISTANCE * span, x - _ASYMPTOTE_MIN_DISTANCE * span)
+        upp = np.clip(upp, x + _ASYMPTOTE_MIN_DISTANCE * span, x + _ASYMPTOTE_MAX_DISTANCE * span)
+        return low, upp
+
+    def _check_design(self, x) -> np.ndarray:
+        x = _vector(x, self.n_variables, "x", broadcast=False)
+        if not np.all(np.isfinite(x)):
+            raise OptimizationError("MMA design x has non-finite entries")
+        slack = 1e-9 * (self.upper_bound - self.lower_bound)
+        outside = np.flatnonzero((x < self.lower_bound - slack) | (x > self.upper_bound + slack))
+        if outside.size:
+            j = int(outside[0])
+            raise OptimizationError(
+                f"MMA design x lies outside its bounds at {outside.size} variables, e.g. "
+                f"x[{j}] = {x[j]} not in [{self.lower_bound[j]}, {self.upper_bound[j]}]; "
+                "start from (and keep) a design inside lower_bound..upper_bound")
+        return np.clip(x, self.lower_bound, self.upper_bound)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, Any]:
+        """Everything needed to resume: options and history as numpy arrays / python scalars."""
+        return {
+            "version": _STATE_VERSION,
+            "n_variables": self.n_variables,
+            "n_constraints": self.n_constraints,
+            "lower_bound": self.lower_bound.copy(),
+            "upper_bound": self.upper_bound.copy(),
+            "move_limit": self.move_limit,
+            "asymptote_init": self.asymptote_init,
+            "asymptote_decrease": self.asymptote_decrease,
+            "asymptote_increase": self.asymptote_increase,
+            "asymptote_margin": self.asymptote_margin,
+            "constraint_penalty": self.constraint_penalty.copy(),
+            "constraint_penalty_quadratic": self.constraint_penalty_quadratic.copy(),
+            "a0": self.a0,
+            "a": self.a.copy(),
+            "auto_scale": self.auto_scale,
+            "objective_scale": self.objective_scale,
+            "subproblem_tolerance": self.subproblem_tolerance,
+            "iteration": self.iteration,
+            "xold1": self.xold1.copy(),
+            "xold2": self.xold2.copy(),
+            "low": self.low.copy(),
+            "upp": self.upp.copy(),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "MMA":
+        """A new optimizer that continues exactly where the one that wrote ``state`` stopped."""
+        try:
+            mma = cls(int(state["n_variables"]), int(state["n_constraints"]),
+                      state["lower_bound"], state["upper_bound"],
+                      move_limit=state["move_limit"], asymptote_init=state["asymptote_init"],
+                      asymptote_decrease=state["asymptote_decrease"],
+                      asymptote_increase=state["asymptote_increase"],
+                      asymptote_margin=state["asymptote_margin"],
+                      constraint_penalty=state["constraint_penalty"],
+                      constraint_penalty_quadratic=state["constraint_penalty_quadratic"],
+                      a0=state["a0"], a=state["a"],
+                      subproblem_tolerance=state["subproblem_tolerance"])
+        except KeyError as err:
+            raise OptimizationError(f"MMA state lacks the entry {err}; it was not written by "
+                                    "MMA.state()") from None
+        mma.load_state(state)
+        return mma
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore the history (and options) from ``state()`` of an optimizer of the same size."""
+        if int(state.get("version", -1)) != _STATE_VERSION:
+            raise OptimizationError(
+                f"MMA state has version {state.get('version')}, this code reads {_STATE_VERSION}")
+        n, m = self.n_variables, self.n_constraints
+        if int(state["n_variables"]) != n or int(state["n_constraints"]) != m:
+            raise OptimizationError(
+                f"MMA state is for n={state['n_variables']}, m={state['n_constraints']} but this "
+                f"optimizer has n={n}, m={m}; build it with MMA.from_state(state) instead")
+        self.lower_bound = _vector(state["lower_bound"], n, "state lower_bound").copy()
+        self.upper_bound = _vector(state["upper_bound"], n, "state upper_bound").copy()
+        for name in ("move_limit", "asymptote_init", "asymptote_decrease", "asymptote_increase",
+                     "asymptote_margin", "a0", "objective_scale", "subproblem_tolerance"):
+            setattr(self, name, float(state[name]))
+        for name in ("constraint_penalty", "constraint_penalty_quadratic", "a"):
+            setattr(self, name, _vector(state[name], m, f"state {name}").copy())
+        self.auto_scale = bool(state["auto_scale"])
+        self.iteration = int(state["iteration"])
+        for name in ("xold1", "xold2", "low", "upp"):
+            setattr(self, name, _vector(state[name], n, f"state {name}", broadcast=False).copy())
+
+
+# ---------------------------------------------------------------------- subproblem solver
+class _SubproblemSolution:
+    """Primal-dual point of the MMA subproblem (see ``_solve_subproblem``)."""
+
+    __slots__ = ("x", "y", "z", "lam", "iterations")
+
+    def __init__(self, x, y, z, lam, iterations):
+        self.x, self.y, self.z, self.lam, self.iterations = x, y, z, lam, iterations
+
+
+def _solve_subproblem(p0, q0, P, Q, b, low, upp, alpha, beta, a0, a, c, d, eps_min,
+                      max_newton=200, max_halvings=50) -> _SubproblemSolution:
+    """Primal-dual interior-point solution of the MMA subproblem.
+
+    p0, q0: (n,) objective coefficients; P, Q: (m, n) constraint coefficients; b: (m,) right-hand
+    sides (constraint i reads sum_j P_ij/(upp_j-x_j) + Q_ij/(x_j-low_j) - a_i z - y_i <= b_i);
+    low, upp, alpha, beta: (n,); a0 scalar; a, c, d: (m,).
+    Unknowns: x (n,), y (m,), z; multipliers lam (m,) of the constraints, xsi/eta (n,) of
+    x >= alpha / x <= beta, mu (m,) of y >= 0, zet of z >= 0, and slacks s (m,).
+    """
+    n = p0.size
+    m = b.size
+    x = 0.5 * (alpha + beta)
+    y = np.ones(m)
+    z = 1.0
+    lam = np.ones(m)
+    xsi = np.maximum(1.0 / (x - alpha), 1.0)
+    eta = np.maximum(1.0 / (beta - x), 1.0)
+    mu = np.maximum(1.0, 0.5 * c)
+    zet = 1.0
+    s = np.ones(m)
+    use_dual_system = m < n
+    total = 0
+
+    def residual(x, y, z, lam, xsi, eta, mu, zet, s, eps):
+        """(2-norm, max-norm) of the relaxed KKT residual at a point."""
+        uxinv = 1.0 / (upp - x)
+        xlinv = 1.0 / (x - low)
+        plam = p0 + lam @ P
+        qlam = q0 + lam @ Q
+        parts = (plam * uxinv ** 2 - qlam * xlinv ** 2 - xsi + eta,      # d/dx of Lagrangian
+                 c + d * y - lam - mu,                                    # d/dy
+                 np.array([a0 - zet - a @ lam]),                          # d/dz
+                 P @ uxinv + Q @ xlinv - a * z - y + s - b,               # constraints + slack
+                 xsi * (x - alpha) - eps, eta * (beta - x) - eps,         # complementarity
+                 mu * y - eps, np.array([zet * z - eps]), lam * s - eps)
+        sq = sum(float(r @ r) for r in parts)
+        mx = max(float(np.max(np.abs(r))) if r.size else 0.0 for r in parts)
+        return np.sqrt(sq), mx
+
+    eps = 1.0
+    while eps > 0.5 * eps_min:
+        norm2, normmax = residual(x, y, z, lam, xsi, eta, mu, zet, s, eps)
+        newton = 0
+        while normmax > 0.9 * eps and newton < max_newton:
+            newton += 1
+            ux1 = upp - x
+            xl1 = x - low
+            uxinv1 = 1.0 / ux1
+            xlinv1 = 1.0 / xl1
+            uxinv2 = uxinv1 * uxinv1
+            xlinv2 = xlinv1 * xlinv1
+            dxa = x - alpha
+            dbx = beta - x
+            plam = p0 + lam @ P
+            qlam = q0 + lam @ Q
+            gvec = P @ uxinv1 + Q @ xlinv1
+            G = P * uxinv2 - Q * xlinv2                      # (m, n) gradient of f~_i
+            # Right-hand sides with xsi, eta, mu, zet, s eliminated.
+            rx = plam * uxinv2 - qlam * xlinv2 - eps / dxa + eps / dbx
+            ry = c + d * y - lam - eps / y
+            rz = a0 - a @ lam - eps / z
+            rlam = gvec - a * z - y - b + eps / lam
+            diag_x = 2.0 * (plam * uxinv2 * uxinv1 + qlam * xlinv2 * xlinv1) + xsi / dxa + eta / dbx
+            diag_y = d + mu / y
+            diag_lamy = s / lam + 1.0 / diag_y
+            rlamy = rlam + ry / diag_y
+            if use_dual_system:
+                # (m+1) system on (dlam, dz): Schur complement of the x block.
+                G_over_dx = G / diag_x
+                A = np.empty((m + 1, m + 1))
+                A[:m, :m] = G_over_dx @ G.T
+                A[:m, :m][np.diag_indices(m)] += diag_lamy
+                A[:m, m] = a
+                A[m, :m] = a
+                A[m, m] = -zet / z
+                rhs = np.concatenate([rlamy - G_over_dx @ rx, [rz]])
+                sol = np.linalg.solve(A, rhs)
+                dlam, dz = sol[:m], sol[m]
+                dx = -(rx + G.T @ dlam) / diag_x
+            else:
+                # (n+1) system on (dx, dz): Schur complement of the lam block.
+                G_over_l = G / diag_lamy[:, None]
+                a_over_l = a / diag_lamy
+                A = np.empty((n + 1, n + 1))
+                A[:n, :n] = G.T @ G_over_l
+                A[:n, :n][np.diag_indices(n)] += diag_x
+                A[:n, n] = -G_over_l.T @ a
+                A[n, :n] = A[:n, n]
+                A[n, n] = zet / z + a @ a_over_l
+                rhs = np.concatenate([-rx - G_over_l.T @ rlamy, [-rz + a_over_l @ rlamy]])
+                sol = np.linalg.solve(A, rhs)
+                dx, dz = sol[:n], sol[n]
+                dlam = (G @ dx - a * dz + rlamy) / diag_lamy
+            dy = (dlam - ry) / diag_y
+            dxsi = -xsi + (eps - xsi * dx) / dxa
+            deta = -eta + (eps + eta * dx) / dbx
+            dmu = -mu + (eps - mu * dy) / y
+            dzet = -zet + (eps - zet * dz) / z
+            ds = -s + (eps - s * dlam) / lam
+
+            # Longest step that keeps every positive unknown positive and x inside (alpha, beta).
+            ratio = max(1.0,
+                        _max_ratio(-1.01 * dy, y), -1.01 * dz / z, _max_ratio(-1.01 * dlam, lam),
+                        _max_ratio(-1.01 * dxsi, xsi), _max_ratio(-1.01 * deta, eta),
+                        _max_ratio(-1.01 * dmu, mu), -1.01 * dzet / zet,
+                        _max_ratio(-1.01 * ds, s),
+                        _max_ratio(-1.01 * dx, dxa), _max_ratio(1.01 * dx, dbx))
+            step = 1.0 / ratio
+            old = (x, y, z, lam, xsi, eta, mu, zet, s)
+            for _ in range(max_halvings):
+                trial = (old[0] + step * dx, old[1] + step * dy, old[2] + step * dz,
+                         old[3] + step * dlam, old[4] + step * dxsi, old[5] + step * deta,
+                         old[6] + step * dmu, old[7] + step * dzet, old[8] + step * ds)
+                new_norm2, new_max = residual(*trial, eps)
+                if new_norm2 < norm2:
+                    break
+                step *= 0.5
+            x, y, z, lam, xsi, eta, mu, zet, s = trial
+            norm2, normmax = new_norm2, new_max
+        total += newton
+        eps *= 0.1
+    return _SubproblemSolution(x, y, float(z), lam, total)
+
+
+def _max_ratio(num: np.ndarray, den: np.ndarray) -> float:
+    """max(num / den) or 0 for empty arrays."""
+    return float(np.max(num / den)) if num.size else 0.0
+
+
+# ---------------------------------------------------------------------- helpers
+def _vector(value, size: int, name: str, broadcast: bool = True) -> np.ndarray:
+    """value as a float64 (size,) array; scalars broadcast when allowed."""
+    arr = np.asarray(value, dtype=float)
+    if arr.ndim == 0 and broadcast:
+        return np.full(size, float(arr))
+    arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    if arr.shape != (size,):
+        raise OptimizationError(f"MMA {name} must have shape ({size},), got {np.shape(value)}")
+    return np.array(arr, dtype=float)
+
+
+def kkt_residual(x, lower_bound, upper_bound, objective_gradient, constraints,
+                 constraint_gradients, multipliers) -> float:
+    """Max-norm of the KKT residual of the original problem at design x.
+
+    x, lower_bound, upper_bound, objective_gradient: (n,); constraints: (m,) values f_i(x);
+    constraint_gradients: (m, n); multipliers: (m,) estimates (e.g. ``MMA.constraint_multipliers``,
+    which refer to the unscaled objective). Bound multipliers are taken as the parts of the
+    Lagrangian gradient that push against an active bound. Combines stationarity, primal
+    feasibility, dual feasibility and complementarity; 0 at a KKT point.
+    """
+    x = np.asarray(x, float)
+    lam = np.asarray(multipliers, float).reshape(-1)
+    fval = np.asarray(constraints, float).reshape(-1)
+    jac = np.asarray(constraint_gradients, float).reshape(lam.size, x.size)
+    grad = np.asarray(objective_gradient, float) + lam @ jac
+    at_lower = x <= np.asarray(lower_bound, float)
+    at_upper = x >= np.asarray(upper_bound, float)
+    # At a lower bound a positive gradient is balanced by the bound multiplier, at an upper
+    # bound a negative one.
+    stationarity = np.where(at_lower, np.minimum(grad, 0.0),
+                            np.where(at_upper, np.maximum(grad, 0.0), grad))
+    parts = [np.abs(stationarity), np.maximum(fval, 0.0), np.maximum(-lam, 0.0),
+             np.abs(lam * fval)]
+    return float(max(np.max(p) if p.size else 0.0 for p in parts))
