@@ -1,0 +1,13 @@
+"""FE layer: linear elasticity (elements, assembly, loads, solvers, results).
+
+Knows nothing about design variables: it takes one stiffness multiplier per cell.
+"""
+
+from .loads import BodyForce, Gravity, PointLoad, Pressure, Traction
+from .material import Material
+from .model import Model
+from .results import Solution
+from .static import simp_scale, solve
+
+__all__ = ["Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity",
+           "Solution", "solve", "simp_scale"]

@@ -1,0 +1,84 @@
+"""``solve(model, density)``: one static analysis with all results, as a Solution.
+
+The density field is a per-cell multiplier of the material through the SIMP law
+E_e = E_min + rho_e^p (E0 - E_min); ``density=None`` is the solid part. Self-weight scales
+linearly with rho (mass is proportional to density).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import LightweightError
+from ..provenance import hash_inputs, provenance
+from .results import Solution
+
+
+def simp_scale(density: np.ndarray, penalty: float = 3.0, min_stiffness: float = 1e-9) -> np.ndarray:
+    """SIMP stiffness multiplier min_stiffness + rho^p (1 - min_stiffness), (n_cells,)."""
+    return min_stiffness + density ** penalty * (1.0 - min_stiffness)
+
+
+def check_density(density, n_cells: int, what: str = "density") -> np.ndarray:
+    """Validate a per-cell density field in [0, 1]; returns a float array (n_cells,)."""
+    rho = np.asarray(density, dtype=float).ravel()
+    if rho.shape != (n_cells,):
+        raise LightweightError(f"{what} must have one value per cell ({n_cells}), got {rho.shape[0]}")
+    if not np.all(np.isfinite(rho)):
+        raise LightweightError(f"{what} has non-finite values at cells {np.flatnonzero(~np.isfinite(rho))[:10].tolist()}")
+    if rho.min() < 0 or rho.max() > 1:
+        bad = np.flatnonzero((rho < 0) | (rho > 1))
+        raise LightweightError(f"{what} must lie in [0, 1]; cells {bad[:10].tolist()} are outside")
+    return rho
+
+
+def solve(model, density=None, penalty: float = 3.0, min_stiffness: float = 1e-9,
+          solver: str = "auto") -> Solution:
+    """Solve every load case of ``model`` for a density field (None: solid) -> Solution."""
+    system = model.system()
+    n_cells = model.mesh.n_cells
+    if density is None:
+        rho = None
+        scale = np.ones(n_cells)
+    else:
+        rho = check_density(density, n_cells)
+        scale = simp_scale(rho, penalty, min_stiffness)
+    U, F = system.solve(scale, mass_scale=rho, solver=solver)
+    return build_solution(model, U, F, rho, scale, penalty=penalty, min_stiffness=min_stiffness)
+
+
+def build_solution(model, U, F, rho, scale, **parameters) -> Solution:
+    """Assemble a Solution from displacements U (n_cases, n_dofs) and loads F."""
+    system = model.system()
+    dim = model.dim
+    names = system.case_names
+    energies = system.element_energies(U) * scale[None, :]
+    stress = system.stresses(U, scale)
+    vm = system.von_mises(stress)
+    reactions = system.reactions(U, F)
+    # f.u plus the work of prescribed displacements = u^T K u
+    u_fixed = U[:, system.fixed_dofs]
+    residual_fixed = ((system._last_K_full @ U.T).T - F)[:, system.fixed_dofs]
+    compliance = np.einsum("cd,cd->c", F, U) + np.einsum("cd,cd->c", residual_fixed, u_fixed)
+    volumes = model.mesh.cell_volumes() * (model.thickness if dim == 2 else 1.0)
+    volume = float(volumes.sum() if rho is None else volumes @ rho)
+    disp = {c: U[i].reshape(-1, dim) for i, c in enumerate(names)}
+    prov = provenance(model_sha256=model.fingerprint(),
+                      density_sha256=hash_inputs(rho) if rho is not None else None,
+                      parameters=parameters, solver=system.last_solve_info.get("solver"))
+    return Solution(
+        model=model,
+        displacement=disp,
+        compliance={c: float(compliance[i]) for i, c in enumerate(names)},
+        strain_energy={c: 0.5 * energies[i] for i, c in enumerate(names)},
+        stress={c: stress[i] for i, c in enumerate(names)},
+        von_mises={c: vm[i] for i, c in enumerate(names)},
+        von_mises_nodal={c: system.nodal_average(vm[i]) for i, c in enumerate(names)},
+        reactions={c: reactions[i] for i, c in enumerate(names)},
+        max_displacement={c: float(np.linalg.norm(disp[c], axis=1).max()) for c in names},
+        density=rho,
+        volume=volume,
+        mass=volume * model.material.density,
+        provenance=prov,
+        solver_info=dict(system.last_solve_info),
+    )

@@ -1,0 +1,285 @@
+"""The discretized model: element matrices, CSR pattern, loads, constraints and solves.
+
+Built once per :class:`~lightweight.fem.model.Model` and reused: every call of
+:meth:`LinearElasticSystem.solve` takes one stiffness multiplier per cell (SIMP's E_e / E0)
+and, for self-weight, one mass multiplier per cell, refills K on the fixed pattern, applies
+the supports symmetrically and solves all load cases with one factorization.
+
+Arrays: displacements ``U`` are (n_cases, n_dofs) with node-major DOFs; per-cell results are
+(n_cases, n_cells). Nothing here knows about design variables.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import scipy.sparse.csgraph as csgraph
+import scipy.sparse as sp
+
+from ..errors import SingularStiffnessError
+from ..mesh.cell_types import CELL_TYPES
+from .assembly import DirichletMask, build_pattern, element_dofs, refill
+from .elements import element_stiffness, element_stress, von_mises
+from .loads import (COMPONENTS, BodyForce, Gravity, body_force_density, cell_shape_integrals,
+                    nodal_forces)
+
+_MODE_NAMES_2D = ("translation in x", "translation in y", "rotation about z")
+_MODE_NAMES_3D = ("translation in x", "translation in y", "translation in z",
+                  "rotation about x", "rotation about y", "rotation about z")
+
+
+class LinearElasticSystem:
+    """Discretization of a Model (see module docstring)."""
+
+    def __init__(self, model):
+        mesh = model.mesh
+        self.model = model
+        self.mesh = mesh
+        self.dim = dim = mesh.dim
+        self.n_cells = mesh.n_cells
+        self.n_dofs = mesh.n_nodes * dim
+        self.case_names = model.load_cases
+        mat = model.material
+        self.D = mat.elasticity_matrix(dim, model.plane)
+        self.D_unit = self.D / mat.E
+        coords = mesh.points[mesh.cells]
+        # Structured grids share one element matrix (all cells are translated copies).
+        self.shared_element_matrix = mesh.grid is not None
+        sample = coords[:1] if self.shared_element_matrix else coords
+        self.element_matrices, _ = element_stiffness(mesh.cell_type, sample, self.D, model.thickness)
+        self.cell_dofs = element_dofs(mesh.cells, dim)
+        self.pattern = build_pattern(mesh.cells, mesh.n_nodes, dim)
+        self._setup_constraints()
+        self._setup_loads()
+        self.dirichlet = DirichletMask(self.pattern, self.fixed_dofs)
+        self.solver = None
+        self.solver_name = None
+        self.last_solve_info: dict = {}
+
+    # ------------------------------------------------------------------ supports
+    def _setup_constraints(self) -> None:
+        mesh, dim = self.mesh, self.dim
+        fixed = {}
+        self.support_nodes = {}
+        for name, comps in self.model.supports.items():
+            nodes = mesh.node_set(name)
+            self.support_nodes[name] = nodes
+            for comp, value in comps.items():
+                for dof in nodes * dim + comp:
+                    fixed[int(dof)] = value
+        # Nodes no cell uses have no stiffness: hold them in place instead of failing.
+        used = np.zeros(mesh.n_nodes, dtype=bool)
+        used[mesh.cells.ravel()] = True
+        self.orphan_nodes = np.flatnonzero(~used)
+        for node in self.orphan_nodes:
+            for comp in range(dim):
+                fixed.setdefault(int(node * dim + comp), 0.0)
+        self.fixed_dofs = np.array(sorted(fixed), dtype=np.int64)
+        self.fixed_values = np.array([fixed[d] for d in self.fixed_dofs])
+        self.free_mask = np.ones(self.n_dofs, dtype=bool)
+        self.free_mask[self.fixed_dofs] = False
+        self._check_mechanisms()
+
+    def _check_mechanisms(self) -> None:
+        """Raise SingularStiffnessError if supports leave a rigid-body motion free.
+
+        Per connected part of the mesh: the rigid-body modes restricted to the fixed DOFs must
+        have full column rank; a null vector of that restriction is a free motion.
+        """
+        mesh, dim = self.mesh, self.dim
+        n_cells, n_per = mesh.cells.shape
+        rows = np.repeat(np.arange(n_cells), n_per)
+        incidence = sp.csr_matrix((np.ones(rows.size), (rows, mesh.cells.ravel())),
+                                  shape=(n_cells, mesh.n_nodes))
+        n_parts, labels = csgraph.connected_components(incidence.T @ incidence, directed=False)
+        used = np.zeros(mesh.n_nodes, dtype=bool)
+        used[mesh.cells.ravel()] = True
+        fixed_node_comp = np.zeros((mesh.n_nodes, dim), dtype=bool)
+        fixed_node_comp.reshape(-1)[self.fixed_dofs] = True
+        names = _MODE_NAMES_2D if dim == 2 else _MODE_NAMES_3D
+        for part in range(n_parts):
+            nodes = np.flatnonzero((labels == part) & used)
+            if nodes.size == 0:
+                continue
+            pts = mesh.points[nodes]
+            center = pts.mean(axis=0)
+            length = max(np.ptp(pts, axis=0).max(), 1e-300)
+            rel = (pts - center) / length
+            modes = _rigid_modes(rel)                         # (n*dim, n_modes), node-major
+            mask = fixed_node_comp[nodes].reshape(-1)
+            restricted = modes[mask]
+            if restricted.shape[0] == 0:
+                free = np.eye(modes.shape[1])
+            else:
+                _, s, vt = np.linalg.svd(restricted, full_matrices=True)
+                rank = int(np.sum(s > 1e-8 * max(s.max(), 1e-300)))
+                free = vt[rank:]
+            if free.shape[0]:
+                motions = []
+                for vec in free:
+                    dominant = np.flatnonzero(np.abs(vec) > 0.3 * np.abs(vec).max())
+                    motions.append(" + ".join(names[i] for i in dominant))
+                where = (f" (part {part + 1} of {n_parts}: {nodes.size} nodes around "
+                         f"{np.round(center, 6).tolist()})" if n_parts > 1 else "")
+                raise SingularStiffnessError(
+                    f"the structure is a mechanism{where}: the supports leave free "
+                    f"{'; '.join(motions)}. The stiffness matrix is singular; add supports that "
+                    f"stop these motions (supports so far: {list(self.model.supports) or 'none'})")
+
+    # ------------------------------------------------------------------ loads
+    def _setup_loads(self) -> None:
+        mesh, model = self.mesh, self.model
+        n_cases = len(self.case_names)
+        self.fixed_loads = np.zeros((n_cases, self.n_dofs))
+        # body loads: per case a list of (force per volume (dim,), cell weights (n_cells,), is_gravity)
+        self.body_loads: list[list[tuple[np.ndarray, np.ndarray, bool]]] = [[] for _ in range(n_cases)]
+        self._shape_integrals = None
+        for c, case in enumerate(self.case_names):
+            for load in model.loads[case]:
+                if isinstance(load, (BodyForce, Gravity)):
+                    vec, cells = body_force_density(mesh, load, model.material.density)
+                    weights = np.zeros(self.n_cells)
+                    weights[cells] = 1.0
+                    self.body_loads[c].append((vec, weights, isinstance(load, Gravity)))
+                else:
+                    self.fixed_loads[c] += nodal_forces(mesh, load, model.thickness).reshape(-1)
+        if any(self.body_loads):
+            self._shape_integrals = cell_shape_integrals(mesh, model.thickness)
+
+    @property
+    def has_body_loads(self) -> bool:
+        return any(self.body_loads)
+
+    def load_vectors(self, mass_scale: np.ndarray | None = None) -> np.ndarray:
+        """External forces (n_cases, n_dofs); body forces scaled per cell by ``mass_scale``."""
+        F = self.fixed_loads.copy()
+        if not self.has_body_loads:
+            return F
+        scale = np.ones(self.n_cells) if mass_scale is None else np.asarray(mass_scale, dtype=float)
+        for c, items in enumerate(self.body_loads):
+            for vec, weights, _ in items:
+                cell_nodal = self._shape_integrals * (scale * weights)[:, None]      # (e, a)
+                contrib = cell_nodal[:, :, None] * vec[None, None, :]               # (e, a, d)
+                np.add.at(F[c], self.cell_dofs.ravel(), contrib.ravel())
+        return F
+
+    def body_load_gradient(self, U: np.ndarray) -> np.ndarray:
+        """d(F_c . u_c)/d mass_scale_e at fixed u: (n_cases, n_cells)."""
+        out = np.zeros((len(self.case_names), self.n_cells))
+        if not self.has_body_loads:
+            return out
+        for c, items in enumerate(self.body_loads):
+            u_cells = U[c][self.cell_dofs].reshape(self.n_cells, -1, self.dim)   # (e, a, d)
+            for vec, weights, _ in items:
+                out[c] += weights * np.einsum("ea,ead,d->e", self._shape_integrals, u_cells, vec)
+        return out
+
+    # ------------------------------------------------------------------ matrices and solves
+    def stiffness_data(self, stiffness_scale: np.ndarray | None = None) -> np.ndarray:
+        """CSR data of the unconstrained K for the given per-cell multipliers (nnz,)."""
+        scale = np.ones(self.n_cells) if stiffness_scale is None else np.asarray(stiffness_scale, float)
+        if scale.shape != (self.n_cells,):
+            raise ValueError(f"stiffness_scale must have shape ({self.n_cells},), got {scale.shape}")
+        return refill(self.pattern, self.element_matrices, scale)
+
+    def stiffness_matrix(self, stiffness_scale: np.ndarray | None = None) -> sp.csr_matrix:
+        """Unconstrained global stiffness K (n_dofs, n_dofs)."""
+        return self.pattern.matrix(self.stiffness_data(stiffness_scale))
+
+    def _get_solver(self, method: str):
+        from .solvers import make_solver
+        if self.solver is None or self.solver_name != method:
+            self.solver = make_solver(method, n_dofs=self.n_dofs, dim=self.dim, points=self.mesh.points)
+            self.solver_name = method
+        return self.solver
+
+    def solve(self, stiffness_scale: np.ndarray | None = None, mass_scale: np.ndarray | None = None,
+              solver: str = "auto", x0: np.ndarray | None = None):
+        """Displacements of all load cases, (n_cases, n_dofs), and the load vectors used."""
+        t0 = time.perf_counter()
+        data = self.stiffness_data(stiffness_scale)
+        K_full = self.pattern.matrix(data)
+        F = self.load_vectors(mass_scale)
+        constrained, diag_value = self.dirichlet.apply(data)
+        K = self.pattern.matrix(constrained)
+        # Move the prescribed displacements to the right-hand side: f_free -= K_fp u_p.
+        u_prescribed = np.zeros(self.n_dofs)
+        u_prescribed[self.fixed_dofs] = self.fixed_values
+        rhs = F.copy()
+        if np.any(self.fixed_values != 0.0):
+            rhs -= (K_full @ u_prescribed)[None, :]
+        rhs[:, self.fixed_dofs] = diag_value * self.fixed_values[None, :]
+        t1 = time.perf_counter()
+        lin = self._get_solver(solver)
+        lin.factorize(K)
+        guess = None if x0 is None else np.ascontiguousarray(np.asarray(x0).T)
+        U = lin.solve(np.ascontiguousarray(rhs.T), x0=guess)
+        U = np.asarray(U).reshape(self.n_dofs, -1).T.copy()
+        if not np.all(np.isfinite(U)):
+            raise SingularStiffnessError("the linear solve returned non-finite displacements: the "
+                                         "stiffness matrix is singular or the loads are not finite")
+        U[:, self.fixed_dofs] = self.fixed_values[None, :]
+        self.last_solve_info = {"solver": getattr(lin, "name", solver), "assembly_seconds": t1 - t0,
+                                "solve_seconds": time.perf_counter() - t1, **getattr(lin, "info", {})}
+        self._last_K_full = K_full
+        return U, F
+
+    # ------------------------------------------------------------------ post-processing
+    def cell_displacements(self, U: np.ndarray) -> np.ndarray:
+        """Element DOF vectors (n_cases, n_cells, n_dof_e) of U (n_cases, n_dofs)."""
+        return U[:, self.cell_dofs]
+
+    def element_energies(self, U: np.ndarray) -> np.ndarray:
+        """u_e^T K_e u_e of the unscaled element matrices, (n_cases, n_cells)."""
+        from .kernels import element_quadratic_forms
+        return element_quadratic_forms(self.element_matrices, self.cell_dofs, U)
+
+    def reactions(self, U: np.ndarray, F: np.ndarray, K_full=None) -> list[dict[str, np.ndarray]]:
+        """Support forces per case and support set: sum of (K u - f) over the set's nodes."""
+        K_full = self._last_K_full if K_full is None else K_full
+        residual = (K_full @ U.T).T - F                       # (n_cases, n_dofs)
+        out = []
+        for c in range(U.shape[0]):
+            per_node = residual[c].reshape(-1, self.dim)
+            out.append({name: per_node[nodes].sum(axis=0) for name, nodes in self.support_nodes.items()})
+        return out
+
+    def stresses(self, U: np.ndarray, stiffness_scale: np.ndarray | None = None) -> np.ndarray:
+        """Cell-centre stresses (n_cases, n_cells, n_voigt), scaled per cell."""
+        s = element_stress(self.mesh.cell_type, self.mesh.points[self.mesh.cells], self.D,
+                           self.cell_displacements(U))
+        if stiffness_scale is not None:
+            s *= np.asarray(stiffness_scale)[None, :, None]
+        return s
+
+    def von_mises(self, stress: np.ndarray) -> np.ndarray:
+        return von_mises(stress, self.dim, self.model.plane, self.model.material.nu)
+
+    def nodal_average(self, cell_values: np.ndarray) -> np.ndarray:
+        """Average cell values (n_cells,) to nodes (n_nodes,) over the cells sharing each node."""
+        n_corners = CELL_TYPES[self.mesh.cell_type].n_nodes
+        cells = self.mesh.cells[:, :n_corners]
+        total = np.bincount(cells.ravel(), weights=np.repeat(cell_values, n_corners),
+                            minlength=self.mesh.n_nodes)
+        count = np.bincount(cells.ravel(), minlength=self.mesh.n_nodes)
+        return total / np.maximum(count, 1)
+
+
+def _rigid_modes(rel_points: np.ndarray) -> np.ndarray:
+    """Rigid-body modes (n*dim, 3|6) at points relative to their centre, node-major."""
+    n, dim = rel_points.shape
+    if dim == 2:
+        modes = np.zeros((n, 2, 3))
+        modes[:, 0, 0] = 1
+        modes[:, 1, 1] = 1
+        modes[:, 0, 2] = -rel_points[:, 1]
+        modes[:, 1, 2] = rel_points[:, 0]
+        return modes.reshape(2 * n, 3)
+    x, y, z = rel_points.T
+    modes = np.zeros((n, 3, 6))
+    modes[:, 0, 0] = modes[:, 1, 1] = modes[:, 2, 2] = 1
+    modes[:, 1, 3], modes[:, 2, 3] = -z, y          # about x
+    modes[:, 0, 4], modes[:, 2, 4] = z, -x          # about y
+    modes[:, 0, 5], modes[:, 1, 5] = -y, x          # about z
+    return modes.reshape(3 * n, 6)
