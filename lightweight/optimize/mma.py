@@ -63,6 +63,21 @@ is by default multiplied internally by ``1/|f0|`` of the first update (``objecti
 pass ``objective_scale=1.0`` for the unscaled, textbook behaviour. Constraints are not rescaled:
 their size sets the size of the multipliers relative to ``c_i``, so normalise them.
 
+Behaviour worth knowing
+-----------------------
+* The interior-point solution keeps a slack ``s_i = eps / lambda_i`` (eps = subproblem_tolerance)
+  in active constraints, so converged designs sit on the feasible side by about that much.
+* The minimiser of ``p/(upp - x) + q/(x - low)`` depends on the *sign* of the gradient and on the
+  asymptotes, not on the gradient's size. A variable whose optimum is interior and not held there
+  by a constraint (e.g. an unconstrained quadratic) therefore oscillates around it while the
+  asymptotes shrink to their floor of 0.01 (xmax - xmin); it ends within about that distance
+  instead of converging. Compliance-type objectives with an active resource constraint, the
+  case MMA is made for, converge normally; GCMMA (Svanberg 2002) would fix the rest at the cost of
+  inner iterations with extra function evaluations.
+* ``constraint_multipliers`` (after an update) are the subproblem's multipliers in units of the
+  caller's objective, a good estimate of the Lagrange multipliers near convergence;
+  :func:`kkt_residual` turns them into a stopping test.
+
 Why our own MMA
 ---------------
 What we looked at:
@@ -388,7 +403,8 @@ class _SubproblemSolution:
 
 
 def _solve_subproblem(p0, q0, P, Q, b, low, upp, alpha, beta, a0, a, c, d, eps_min,
-                      max_newton=200, max_halvings=50) -> _SubproblemSolution:
+                      max_newton=200, max_halvings=50,
+                      use_dual_system: bool | None = None) -> _SubproblemSolution:
     """Primal-dual interior-point solution of the MMA subproblem.
 
     p0, q0: (n,) objective coefficients; P, Q: (m, n) constraint coefficients; b: (m,) right-hand
@@ -396,6 +412,8 @@ def _solve_subproblem(p0, q0, P, Q, b, low, upp, alpha, beta, a0, a, c, d, eps_m
     low, upp, alpha, beta: (n,); a0 scalar; a, c, d: (m,).
     Unknowns: x (n,), y (m,), z; multipliers lam (m,) of the constraints, xsi/eta (n,) of
     x >= alpha / x <= beta, mu (m,) of y >= 0, zet of z >= 0, and slacks s (m,).
+    use_dual_system: solve the (m+1) multiplier system (True) or the (n+1) primal one (False);
+    None picks the smaller. Both give the same Newton step.
     """
     n = p0.size
     m = b.size
@@ -408,7 +426,8 @@ def _solve_subproblem(p0, q0, P, Q, b, low, upp, alpha, beta, a0, a, c, d, eps_m
     mu = np.maximum(1.0, 0.5 * c)
     zet = 1.0
     s = np.ones(m)
-    use_dual_system = m < n
+    if use_dual_system is None:
+        use_dual_system = m < n
     total = 0
 
     def residual(x, y, z, lam, xsi, eta, mu, zet, s, eps):
