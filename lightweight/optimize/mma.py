@@ -374,6 +374,13 @@ class MMA:
         if int(state.get("version", -1)) != _STATE_VERSION:
             raise OptimizationError(
                 f"MMA state has version {state.get('version')}, this code reads {_STATE_VERSION}")
+        try:
+            self._load_state(state)
+        except KeyError as err:
+            raise OptimizationError(f"MMA state lacks the entry {err}; it was not written by "
+                                    "MMA.state()") from None
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         n, m = self.n_variables, self.n_constraints
         if int(state["n_variables"]) != n or int(state["n_constraints"]) != m:
             raise OptimizationError(
