@@ -3,11 +3,11 @@
 Knows nothing about design variables: it takes one stiffness multiplier per cell.
 """
 
-from .loads import BodyForce, Gravity, PointLoad, Pressure, Traction
+from .loads import BodyForce, Gravity, NodalForces, PointLoad, Pressure, Traction
 from .material import Material
 from .model import Model
 from .results import Solution
 from .static import simp_scale, solve
 
-__all__ = ["Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity",
+__all__ = ["Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity", "NodalForces",
            "Solution", "solve", "simp_scale"]

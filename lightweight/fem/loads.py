@@ -96,7 +96,19 @@ class Gravity:
         return {"type": "gravity", "set": self.set, "value": list(map(float, self.acceleration))}
 
 
-Load = PointLoad | Traction | Pressure | BodyForce | Gravity
+@dataclass(frozen=True, eq=False)
+class NodalForces:
+    """An explicit nodal force array (n_nodes, dim), e.g. imported from another FE code."""
+
+    forces: np.ndarray
+
+    def describe(self) -> dict:
+        arr = np.asarray(self.forces, dtype=float)
+        return {"type": "nodal", "total": arr.sum(axis=0).tolist(), "n_loaded_nodes":
+                int(np.count_nonzero(np.any(arr != 0, axis=1)))}
+
+
+Load = PointLoad | Traction | Pressure | BodyForce | Gravity | NodalForces
 
 
 def _face_integrals(mesh: Mesh, faces: np.ndarray, thickness: float):
@@ -145,6 +157,12 @@ def nodal_forces(mesh: Mesh, load, thickness: float = 1.0) -> np.ndarray:
                                          f"'total', got {load.distribute!r}")
         forces[nodes] += vec
         return forces
+    if isinstance(load, NodalForces):
+        arr = np.asarray(load.forces, dtype=float)
+        if arr.shape != forces.shape or not np.all(np.isfinite(arr)):
+            raise BoundaryConditionError(f"NodalForces must be a finite array of shape {forces.shape}, "
+                                         f"got {arr.shape}")
+        return arr.copy()
     if isinstance(load, (Traction, Pressure)):
         faces = mesh.face_set(load.set)
         weights, normals = _face_integrals(mesh, faces, thickness)

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import BoundaryConditionError, LightweightError
 from ..mesh.mesh import Mesh
 from ..provenance import hash_inputs
-from .loads import COMPONENTS, BodyForce, Gravity, Pressure, PointLoad, Traction
+from .loads import COMPONENTS, BodyForce, Gravity, NodalForces, Pressure, PointLoad, Traction
 from .material import Material
 
 
@@ -115,6 +115,8 @@ class Model:
                     self.mesh.node_set(load.set)
                 elif isinstance(load, (Traction, Pressure)):
                     self.mesh.face_set(load.set)
+                elif isinstance(load, NodalForces):
+                    pass                                  # shape checked when assembled
                 elif isinstance(load, (BodyForce, Gravity)):
                     if load.set is not None:
                         self.mesh.cell_set(load.set)
