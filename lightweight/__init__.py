@@ -7,7 +7,8 @@ from ._version import __version__
 from .errors import (BoundaryConditionError, CaseFileError, LightweightError, MaterialError,
                      MeshError, MeshFileError, OptimizationError, SingularStiffnessError,
                      SolverError, UnknownSetError)
-from .fem import (BodyForce, Gravity, Material, Model, PointLoad, Pressure, Solution, Traction,
+from .fem import (BodyForce, Gravity, Material, Model, NodalForces, PointLoad, Pressure, Solution,
+                  Traction,
                   solve)
 from .mesh import Mesh, read_mesh, structured_grid, write_mesh
 
@@ -16,6 +17,6 @@ __all__ = [
     "MaterialError", "BoundaryConditionError", "SingularStiffnessError", "SolverError",
     "OptimizationError", "CaseFileError",
     "Mesh", "read_mesh", "write_mesh", "structured_grid",
-    "Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity",
+    "Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity", "NodalForces",
     "Solution", "solve",
 ]
