@@ -103,7 +103,8 @@ def test_two_active_constraints_kkt_point():
 
 
 def test_more_constraints_than_variables_uses_primal_system():
-    # n = 2 <= m = 3: min |x - 2|^2 s.t. x1+x2 <= 1, x1-x2 <= 0.5, x1 >= 0.1 -> (0.5, 0.5), lam=(3,0,0)
+    # n = 2 <= m = 3: min |x - 2|^2 s.t. x1+x2 <= 1, x1-x2 <= 0.5, x1 >= 0.1
+    # optimum (0.5, 0.5) with multipliers (3, 0, 0)
     A = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 0.0]])
     b = np.array([1.0, 0.5, -0.1])
     mma = MMA(2, 3, 0.0, 3.0)
