@@ -1,0 +1,429 @@
+"""A part you can manufacture: closed, smooth surfaces and tet meshes of an optimized design.
+
+Approach. A SIMP design is a cell field; a part is a closed surface. The surface is the level
+set of the density averaged to the nodes (volume-weighted), which is continuous, so its
+iso-surface is smooth where the cell field is not. Instead of contouring and then closing the
+holes where material meets the edge of the design space (padding, clipping and capping, as
+marching-cubes pipelines do), the volume mesh itself is clipped at the level with VTK's
+table-based clip: the boundary of the kept volume is the iso-surface plus the pieces of the
+design-space faces inside the material, closed by construction on any cell type (grids,
+unstructured tets). Its volume is the sum of the clipped cells' volumes, which is cheap and
+exact, so ``threshold=None`` finds the level by bisection that makes the part's volume equal
+the design's material volume sum(v_e rho_e) (the volume-preserving choice). The surface is
+then smoothed with Taubin's lambda/mu (VTK windowed-sinc) filter, which removes the
+marching-cubes facets without the shrinkage of Laplacian smoothing; the volume is then
+re-matched by a secant step on the level. 2D designs are cut the same way and extruded by
+their thickness into a solid.
+
+The closed surface becomes a tetrahedral mesh through Gmsh (the maintained mesher with a
+Python wheel): the STL is classified into patches, re-parametrized and remeshed at the
+requested size, then filled with tets. :func:`evaluate_exported` maps supports and loads onto
+the new mesh by distance to the original sets and solves, so the exported part is judged by
+the same requirements as the design it came from.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import LightweightError
+from .mesh.mesh import Mesh
+from .viz import ResultFields, cell_measures, import_pyvista, load_fields, nodal_average, to_pyvista
+
+SURFACE_FORMATS = (".stl", ".ply", ".obj", ".vtp", ".vtk")
+
+
+@dataclass(eq=False)
+class SurfaceExport:
+    """An exported closed surface and the numbers that describe it.
+
+    volume: enclosed volume of the written (smoothed) surface; design_volume: sum(v_e rho_e)
+    of the design (user units^3; 2D: area * thickness); threshold: level of the nodal density.
+    """
+
+    path: Path | None
+    surface: object = field(repr=False)    # pyvista.PolyData, closed triangle surface
+    threshold: float
+    volume: float
+    design_volume: float
+    n_triangles: int
+
+
+# ---------------------------------------------------------------------------------- levels
+class _LevelSet:
+    """The nodal density of a result and the region above a level (pyvista)."""
+
+    def __init__(self, fields: ResultFields):
+        self.fields = fields
+        self.dim = fields.mesh.dim
+        self.grid = to_pyvista(fields.mesh)
+        self.grid.point_data["density"] = nodal_average(fields.mesh, fields.density)
+        self.nodal = np.asarray(self.grid.point_data["density"])
+        self.design_volume = float(cell_measures(fields) @ fields.density)
+        self.thickness = fields.thickness if self.dim == 2 else 1.0
+
+    def region(self, level: float):
+        return self.grid.clip_scalar(scalars="density", value=float(level), invert=False)
+
+    def region_volume(self, level: float) -> float:
+        region = self.region(level)
+        if region.n_cells == 0:
+            return 0.0
+        sizes = region.compute_cell_sizes(length=False, area=self.dim == 2, volume=self.dim == 3)
+        values = sizes.cell_data["Area" if self.dim == 2 else "Volume"]
+        return float(np.abs(values).sum()) * self.thickness
+
+    def volume_preserving_level(self, target: float, rtol: float = 1e-4) -> float:
+        """Level whose region volume equals ``target`` (bisection; volume falls with level)."""
+        lo, hi = float(self.nodal.min()), float(self.nodal.max())
+        if hi - lo < 1e-12:
+            raise LightweightError("the density is uniform: there is no iso-surface to export; "
+                                   "give threshold= below the density to export the whole domain")
+        lo, hi = lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            vol = self.region_volume(mid)
+            if abs(vol - target) <= rtol * target:
+                return mid
+            if vol > target:
+                lo = mid
+            else:
+                hi = mid
+        return 0.5 * (lo + hi)
+
+
+def _closed_surface(region, dim: int, thickness: float, smoothing_iterations: int, pass_band: float):
+    """Closed, outward-oriented triangle surface of a clipped region (2D: extruded)."""
+    if region.n_cells == 0:
+        raise LightweightError("no material above the threshold: the exported surface would be empty; "
+                               "lower threshold=")
+    surface = region.extract_surface(algorithm="dataset_surface").triangulate().clean()
+    if dim == 2:
+        # A planar triangulation of the 2D region; smoothing moves its outline in-plane only.
+        if smoothing_iterations:
+            surface = surface.smooth_taubin(n_iter=smoothing_iterations, pass_band=pass_band,
+                                            boundary_smoothing=True)
+        surface.clear_data()    # cell arrays of the clip would not match the extruded cells
+        surface = surface.extrude((0.0, 0.0, float(thickness)), capping=True).triangulate().clean()
+    elif smoothing_iterations:
+        surface = surface.smooth_taubin(n_iter=smoothing_iterations, pass_band=pass_band,
+                                        boundary_smoothing=False, feature_smoothing=False)
+    return surface.compute_normals(auto_orient_normals=True, consistent_normals=True,
+                                   split_vertices=False, cell_normals=True, point_normals=False)
+
+
+def _is_closed_manifold(surface) -> bool:
+    return surface.n_cells > 0 and surface.n_open_edges == 0 and surface.is_manifold
+
+
+def design_surface(result, threshold: float | None = None, smoothing_iterations: int = 20,
+                   pass_band: float = 0.1, thickness: float | None = None) -> SurfaceExport:
+    """Closed smooth surface of a design without writing it (see :func:`export_surface`)."""
+    import_pyvista(off_screen=True)
+    fields = load_fields(result, thickness=thickness)
+    levels = _LevelSet(fields)
+    target = levels.design_volume
+    preserve = threshold is None
+    level = levels.volume_preserving_level(target) if preserve else float(threshold)
+
+    def build(lv):
+        surf = _closed_surface(levels.region(lv), levels.dim, levels.thickness, smoothing_iterations,
+                               pass_band)
+        if not _is_closed_manifold(surf):
+            # A node exactly at the level can pinch the surface at an edge; nudge the level.
+            span = float(levels.nodal.max() - levels.nodal.min())
+            for nudge in (1e-6, -1e-6, 1e-4, -1e-4, 1e-3, -1e-3):
+                alt = _closed_surface(levels.region(lv + nudge * span), levels.dim, levels.thickness,
+                                      smoothing_iterations, pass_band)
+                if _is_closed_manifold(alt):
+                    return alt
+            raise LightweightError(
+                f"the surface at density level {lv:.4g} is not a closed manifold ({surf.n_open_edges} "
+                f"open edges): the design has parts touching along an edge or a corner; smooth the "
+                f"design (larger filter_radius) or choose another threshold=")
+        return surf
+
+    surface = build(level)
+    volume = abs(float(surface.volume))
+    if preserve and smoothing_iterations and target > 0 and abs(volume - target) > 1e-3 * target:
+        # Smoothing moves the surface a little: one or two secant steps on the level restore
+        # the volume, using the unsmoothed volume-vs-level slope.
+        d_level = 1e-2 * float(levels.nodal.max() - levels.nodal.min())
+        slope = (levels.region_volume(level + d_level) - levels.region_volume(level - d_level)) / (2 * d_level)
+        for _ in range(3):
+            if slope >= 0 or abs(volume - target) <= 1e-3 * target:
+                break
+            level = float(np.clip(level + (target - volume) / slope, levels.nodal.min(), levels.nodal.max()))
+            surface = build(level)
+            volume = abs(float(surface.volume))
+    return SurfaceExport(None, surface, float(level), volume, target, int(surface.n_cells))
+
+
+def export_surface(result, path, threshold: float | None = None, smoothing_iterations: int = 20,
+                   pass_band: float = 0.1, thickness: float | None = None) -> SurfaceExport:
+    """Write the design's closed, smoothed surface to STL/PLY/OBJ (by extension).
+
+    result: OptimizationResult, Solution (its density) or a saved result path.
+    threshold: level of the nodal-averaged density; None -> the level whose enclosed volume
+    equals the design's material volume sum(v_e rho_e). smoothing_iterations: Taubin passes
+    (0: the raw iso-surface). thickness: 2D extrusion depth (default: the model's).
+    Returns a :class:`SurfaceExport` (path, surface, threshold, volume, design_volume).
+    """
+    path = Path(path)
+    if path.suffix.lower() not in SURFACE_FORMATS:
+        raise LightweightError(f"cannot write a surface to {path}: use one of "
+                               f"{', '.join(SURFACE_FORMATS)}")
+    exported = design_surface(result, threshold, smoothing_iterations, pass_band, thickness)
+    surface = exported.surface
+    if path.suffix.lower() == ".obj":
+        # pyvista writes OBJ through a plotter exporter; meshio writes it directly.
+        import meshio
+        meshio.write(path, meshio.Mesh(np.asarray(surface.points),
+                                       [("triangle", surface.faces.reshape(-1, 4)[:, 1:])]))
+    else:
+        surface.save(str(path))
+    exported.path = path
+    return exported
+
+
+# ---------------------------------------------------------------------------------- solid mesh
+def _element_size(mesh: Mesh) -> float:
+    vols = np.abs(mesh.cell_volumes())
+    return float(np.mean(vols) ** (1.0 / mesh.dim))
+
+
+def export_solid(result, path_msh, mesh_size: float | None = None, threshold: float | None = None,
+                 smoothing_iterations: int = 20, thickness: float | None = None) -> Mesh:
+    """Tetrahedral (tetra) mesh of the design's closed surface, written by Gmsh to ``path_msh``.
+
+    result: as for :func:`export_surface`, or a SurfaceExport, or a path to a closed
+    .stl/.ply/.obj surface. mesh_size: target edge length (default: the design mesh's element
+    size, or the surface's mean edge length). Returns the mesh as a lightweight Mesh.
+    """
+    try:
+        import gmsh
+    except ImportError as exc:
+        raise LightweightError(f"export_solid needs gmsh ({exc}); pip install lightweight[mesh]") from None
+    pv = import_pyvista(off_screen=True)
+    default_size = None
+    if isinstance(result, SurfaceExport):
+        surface = result.surface
+    elif isinstance(result, (str, Path)) and Path(result).suffix.lower() in SURFACE_FORMATS:
+        surface = pv.read(str(result)).triangulate().clean()
+    else:
+        fields = load_fields(result, thickness=thickness)
+        default_size = _element_size(fields.mesh)
+        surface = design_surface(fields, threshold, smoothing_iterations).surface
+    if not _is_closed_manifold(surface):
+        raise LightweightError("export_solid needs a closed manifold surface "
+                               f"({surface.n_open_edges} open edges)")
+    if mesh_size is None:
+        if default_size is None:
+            edges = surface.extract_all_edges()
+            lengths = np.linalg.norm(np.diff(np.asarray(edges.points)[edges.lines.reshape(-1, 3)[:, 1:]],
+                                             axis=1)[:, 0], axis=1)
+            default_size = float(np.mean(lengths))
+        mesh_size = default_size
+    if not mesh_size > 0:
+        raise LightweightError(f"mesh_size must be positive, got {mesh_size}")
+    path_msh = Path(path_msh)
+    with tempfile.TemporaryDirectory() as tmp:
+        stl = Path(tmp) / "surface.stl"
+        surface.save(str(stl), binary=True)
+        points, tets = _gmsh_tetrahedralize(gmsh, stl, float(mesh_size), path_msh)
+    if len(tets) == 0:
+        raise LightweightError(f"Gmsh made no tetrahedra from the exported surface (mesh_size={mesh_size})")
+    used = np.unique(tets)
+    remap = np.full(len(points), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    mesh = Mesh(points[used], remap[tets], "tetra", source=str(path_msh))
+    return mesh
+
+
+def _gmsh_tetrahedralize(gmsh, stl: Path, mesh_size: float, path_msh: Path):
+    """(points (n, 3), tets (m, 4)) from Gmsh; writes ``path_msh``."""
+    initialized_here = not gmsh.isInitialized()
+    if initialized_here:
+        gmsh.initialize(interruptible=False)
+    try:
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add("lightweight_export")
+        try:
+            gmsh.merge(str(stl))
+            try:
+                # Patches of the STL become re-parametrized surfaces Gmsh can remesh at mesh_size.
+                gmsh.model.mesh.classifySurfaces(40 * math.pi / 180, True, True, math.pi)
+                gmsh.model.mesh.createGeometry()
+                _fill_volume(gmsh, mesh_size)
+                gmsh.model.mesh.generate(3)
+            except Exception as exc:
+                # Re-parametrization fails on some high-genus patches; the STL triangles are a
+                # valid boundary mesh already, so fill them as they are.
+                warnings.warn(f"Gmsh could not remesh the surface ({exc}); meshing the volume "
+                              f"inside the exported triangles instead", stacklevel=3)
+                gmsh.model.remove()
+                gmsh.model.add("lightweight_export_discrete")
+                gmsh.merge(str(stl))
+                _fill_volume(gmsh, mesh_size)
+                gmsh.model.mesh.generate(3)
+            tags, coords, _ = gmsh.model.mesh.getNodes()
+            etypes, _, enodes = gmsh.model.mesh.getElements(3)
+            tets = np.zeros((0, 4), dtype=np.int64)
+            for et, nodes in zip(etypes, enodes):
+                if et == 4:                      # 4-node tetrahedron
+                    tets = np.asarray(nodes, dtype=np.int64).reshape(-1, 4)
+            index = np.full(int(tags.max()) + 1, -1, dtype=np.int64)
+            index[np.asarray(tags, dtype=np.int64)] = np.arange(len(tags))
+            points = np.asarray(coords, dtype=float).reshape(-1, 3)
+            gmsh.write(str(path_msh))
+            return points, index[tets]
+        finally:
+            gmsh.model.remove()
+    finally:
+        if initialized_here:
+            gmsh.finalize()
+
+
+def _fill_volume(gmsh, mesh_size: float) -> None:
+    surfaces = [tag for _, tag in gmsh.model.getEntities(2)]
+    loop = gmsh.model.geo.addSurfaceLoop(surfaces)
+    gmsh.model.geo.addVolume([loop])
+    gmsh.model.geo.synchronize()
+    gmsh.option.setNumber("Mesh.MeshSizeMax", mesh_size)
+    gmsh.option.setNumber("Mesh.MeshSizeMin", 0.2 * mesh_size)
+    gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 0)
+    gmsh.option.setNumber("Mesh.Algorithm3D", 1)       # Delaunay: robust on re-parametrized patches
+
+
+# ---------------------------------------------------------------------------------- evaluation
+def _map_node_set(name: str, source: Mesh, target: Mesh, boundary_nodes: np.ndarray, tol: float) -> np.ndarray:
+    from scipy.spatial import cKDTree
+    src = source.points[source.node_set(name)]
+    if src.shape[1] == 2:
+        src = np.column_stack([src, np.zeros(len(src))])
+    dist, _ = cKDTree(src).query(target.points[boundary_nodes], distance_upper_bound=tol)
+    ids = boundary_nodes[np.isfinite(dist)]
+    if ids.size == 0:
+        raise LightweightError(f"set {name!r} of the design has no counterpart on the exported part: no "
+                               f"boundary node lies within {tol:.3g} of its nodes (is there material at "
+                               f"the set? try a lower threshold= or a larger tolerance=)")
+    return ids
+
+
+def _face_area(mesh: Mesh, faces: np.ndarray) -> float:
+    p = mesh.points[faces[:, :3]]
+    return float(0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1).sum())
+
+
+def _original_face_area(model, name: str) -> float:
+    mesh = model.mesh
+    faces = mesh.face_set(name)
+    if mesh.dim == 2:
+        p = mesh.points[faces[:, :2]]
+        return float(np.linalg.norm(p[:, 1] - p[:, 0], axis=1).sum() * model.thickness)
+    corners = faces[:, :4] if faces.shape[1] in (4, 8) else faces[:, :3]
+    p = mesh.points[corners]
+    area = 0.5 * np.linalg.norm(np.cross(p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]), axis=1)
+    if corners.shape[1] == 4:
+        area += 0.5 * np.linalg.norm(np.cross(p[:, 2] - p[:, 0], p[:, 3] - p[:, 0]), axis=1)
+    return float(area.sum())
+
+
+def evaluate_exported(result, solid_mesh: Mesh, tolerance: float | None = None, solver: str = "auto") -> dict:
+    """Solve the exported part with the design's material, supports and loads; compare.
+
+    result: the OptimizationResult (or Solution) the part was exported from (it carries the
+    model). solid_mesh: the tet mesh from :func:`export_solid`. Sets are mapped by geometry:
+    boundary nodes/faces of the new mesh within ``tolerance`` (default: one design element)
+    of the original set's nodes. Loads keep their total force (tractions and pressures are
+    rescaled by the ratio of loaded areas, point loads are split over the new nodes).
+    Returns {"design": {...}, "exported": {...}, "ratio": {...}} with mass, volume and
+    compliance per load case (and max displacement / von Mises of the exported part).
+    """
+    from .fem import Gravity, Model, PointLoad, Pressure, Traction, solve
+    from .fem.loads import BodyForce, NodalForces
+
+    model = getattr(result, "model", None)
+    if model is None:
+        raise LightweightError("evaluate_exported needs the OptimizationResult or Solution with its model "
+                               "(a saved file has no supports and loads)")
+    source = model.mesh
+    if model.dim == 2:
+        raise LightweightError("evaluate_exported compares 3D parts; a 2D design's extruded part has no "
+                               "matching 2D load model (evaluate the 2D design with lw.solve instead)")
+    if not isinstance(solid_mesh, Mesh):
+        raise LightweightError(f"solid_mesh must be a lightweight Mesh (from export_solid), got "
+                               f"{type(solid_mesh).__name__}")
+    tol = _element_size(source) if tolerance is None else float(tolerance)
+    target = Mesh(solid_mesh.points, solid_mesh.cells, solid_mesh.cell_type, source=solid_mesh.source)
+    boundary = target.boundary_faces()
+    boundary_nodes = np.unique(boundary)
+
+    def face_set(name):
+        nodes = _map_node_set(name, source, target, boundary_nodes, tol)
+        mask = np.zeros(target.n_nodes, dtype=bool)
+        mask[nodes] = True
+        faces = boundary[mask[boundary].all(axis=1)]
+        if len(faces) == 0:
+            raise LightweightError(f"set {name!r}: boundary nodes were found on the exported part but no "
+                                   f"whole boundary face; give a larger tolerance= than {tol:.3g}")
+        target.add_face_set(name, faces)
+        return faces
+
+    supports = {}
+    for name, comps in model.supports.items():
+        target.add_node_set(name, _map_node_set(name, source, target, boundary_nodes, tol))
+        supports[name] = {"xyz"[c]: v for c, v in comps.items()}
+    loads = {}
+    for case, items in model.loads.items():
+        new_items = []
+        for load in items:
+            if isinstance(load, Traction):
+                faces = face_set(load.set) if load.set not in target.face_sets else target.face_sets[load.set]
+                ratio = _original_face_area(model, load.set) / _face_area(target, faces)
+                new_items.append(Traction(load.set, tuple(np.asarray(load.traction, float) * ratio)))
+            elif isinstance(load, Pressure):
+                faces = face_set(load.set) if load.set not in target.face_sets else target.face_sets[load.set]
+                ratio = _original_face_area(model, load.set) / _face_area(target, faces)
+                new_items.append(Pressure(load.set, float(load.pressure) * ratio))
+            elif isinstance(load, PointLoad):
+                if load.set not in target.node_sets:
+                    target.add_node_set(load.set, _map_node_set(load.set, source, target, boundary_nodes, tol))
+                total = np.asarray(load.force, float) * (
+                    len(source.node_set(load.set)) if load.distribute == "each" else 1)
+                new_items.append(PointLoad(load.set, tuple(total), distribute="total"))
+            elif isinstance(load, (Gravity, BodyForce)):
+                if load.set is not None:
+                    raise LightweightError(f"load case {case!r}: a body load on cell set {load.set!r} cannot "
+                                           f"be mapped to the exported part")
+                new_items.append(load)
+            elif isinstance(load, NodalForces):
+                raise LightweightError(f"load case {case!r}: explicit nodal forces cannot be mapped to the "
+                                       f"exported part's nodes")
+            else:
+                new_items.append(load)
+        loads[case] = new_items
+    new_model = Model(target, model.material, supports=supports, loads=loads)
+    solution = solve(new_model, solver=solver)
+    design_compliance = dict(getattr(result, "compliance", {}) or {})
+    design_volume = float(getattr(result, "volume", 0.0) or 0.0)
+    design_mass = float(getattr(result, "mass", 0.0) or 0.0)
+    design_vf = getattr(result, "volume_fraction", None)
+    exported = {"mass": solution.mass, "volume": solution.volume, "compliance": dict(solution.compliance),
+                "max_displacement": dict(solution.max_displacement), "max_von_mises": solution.max_von_mises,
+                "n_nodes": target.n_nodes, "n_cells": target.n_cells, "solution": solution}
+    design = {"mass": design_mass, "volume": design_volume, "compliance": design_compliance,
+              "volume_fraction": design_vf}
+    ratio = {"volume": solution.volume / design_volume if design_volume else float("nan"),
+             "compliance": {c: solution.compliance[c] / design_compliance[c]
+                            for c in solution.compliance if design_compliance.get(c)}}
+    return {"design": design, "exported": exported, "ratio": ratio, "tolerance": tol}
+
+
+__all__ = ["SurfaceExport", "design_surface", "export_surface", "export_solid", "evaluate_exported"]
