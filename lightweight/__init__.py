@@ -11,6 +11,7 @@ from .fem import (BodyForce, Gravity, Material, Model, NodalForces, PointLoad, P
                   Traction,
                   solve)
 from .mesh import Mesh, read_mesh, structured_grid, write_mesh
+from .optimize import DisplacementLimit, OptimizationResult, minimize_compliance, minimize_mass
 
 __all__ = [
     "__version__", "LightweightError", "MeshError", "MeshFileError", "UnknownSetError",
@@ -19,4 +20,5 @@ __all__ = [
     "Mesh", "read_mesh", "write_mesh", "structured_grid",
     "Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity", "NodalForces",
     "Solution", "solve",
+    "minimize_compliance", "minimize_mass", "DisplacementLimit", "OptimizationResult",
 ]

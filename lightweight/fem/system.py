@@ -225,6 +225,16 @@ class LinearElasticSystem:
         self._last_K_full = K_full
         return U, F
 
+    def solve_adjoint(self, rhs: np.ndarray) -> np.ndarray:
+        """Solve K lam = rhs with the last factorized K (homogeneous supports), (k, n_dofs)."""
+        if self.solver is None:
+            raise RuntimeError("solve_adjoint needs a preceding solve()")
+        b = np.array(np.atleast_2d(rhs), dtype=float)
+        b[:, self.fixed_dofs] = 0.0
+        lam = np.asarray(self.solver.solve(np.ascontiguousarray(b.T))).reshape(self.n_dofs, -1).T.copy()
+        lam[:, self.fixed_dofs] = 0.0
+        return lam
+
     # ------------------------------------------------------------------ post-processing
     def cell_displacements(self, U: np.ndarray) -> np.ndarray:
         """Element DOF vectors (n_cases, n_cells, n_dof_e) of U (n_cases, n_dofs)."""
@@ -234,6 +244,11 @@ class LinearElasticSystem:
         """u_e^T K_e u_e of the unscaled element matrices, (n_cases, n_cells)."""
         from .kernels import element_quadratic_forms
         return element_quadratic_forms(self.element_matrices, self.cell_dofs, U)
+
+    def element_cross_energies(self, U: np.ndarray, V: np.ndarray) -> np.ndarray:
+        """v_e^T K_e u_e of the unscaled element matrices, (n_cases, n_cells)."""
+        from .kernels import element_bilinear_forms
+        return element_bilinear_forms(self.element_matrices, self.cell_dofs, U, V)
 
     def reactions(self, U: np.ndarray, F: np.ndarray, K_full=None) -> list[dict[str, np.ndarray]]:
         """Support forces per case and support set: sum of (K u - f) over the set's nodes."""

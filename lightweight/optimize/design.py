@@ -1,0 +1,147 @@
+"""Design parametrization: design variables -> per-cell densities, with passive regions.
+
+One design variable per cell by default. Cells in ``non_design`` sets stay solid (ρ = 1), cells
+in ``void`` sets stay empty (ρ = 0); both are removed from the design vector and imposed on the
+physical density after filtering and projection, so a bolt boss is exactly solid. Symmetry
+planes and extrusion directions tie cells together: every group of tied cells shares one
+variable. The map is a sparse 0/1 matrix P (n_cells x n_variables): ρ_cells = P x, and gradients
+go back with P^T. Ties are found geometrically (mirrored or projected cell centres matched with
+a KD-tree to a tolerance of 1e-6 of the mesh size), so they work on grids and on unstructured
+meshes that are symmetric (or extruded) as meshed; a cell without a partner is an error naming it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from ..errors import OptimizationError
+
+AXES = {"x": 0, "y": 1, "z": 2}
+
+
+def _axis(name, dim: int, what: str) -> int:
+    if isinstance(name, str) and name.lower() in AXES and AXES[name.lower()] < dim:
+        return AXES[name.lower()]
+    raise OptimizationError(f"{what}: axis must be one of {', '.join('xyz'[:dim])}, got {name!r}")
+
+
+class DesignSpace:
+    """Map from design variables to cell densities (see module docstring).
+
+    mesh: the model's mesh; non_design / void: set names (cell sets, or node/face sets: cells
+    touching them); symmetry: plane specs like "x" (mirror about the mesh's mid-plane normal to
+    x) or ("x", 50.0) (plane x = 50); extrusion: axis name ("z"): densities constant along it.
+    """
+
+    def __init__(self, mesh, non_design: Sequence[str] = (), void: Sequence[str] = (),
+                 symmetry=None, extrusion=None):
+        self.mesh = mesh
+        n = mesh.n_cells
+        self.solid_cells = self._cells_of(non_design, "non_design")
+        self.void_cells = self._cells_of(void, "void")
+        both = np.intersect1d(self.solid_cells, self.void_cells)
+        if both.size:
+            raise OptimizationError(f"cells {both[:10].tolist()} are both non_design (solid) and void; "
+                                    f"make the sets disjoint")
+        passive = np.zeros(n, dtype=bool)
+        passive[self.solid_cells] = True
+        passive[self.void_cells] = True
+        self.passive = passive
+        self.fixed_density = np.zeros(n)
+        self.fixed_density[self.solid_cells] = 1.0
+        if passive.all():
+            raise OptimizationError("every cell is non_design or void: nothing is left to optimize")
+        self.active_cells = np.flatnonzero(~passive)
+        # tie groups (symmetry/extrusion) among all cells, then drop passive ones
+        links = self._ties(symmetry, extrusion)
+        adjacency = sp.coo_matrix((np.ones(len(links[0])), links), shape=(n, n))
+        _, group = connected_components(adjacency, directed=False)
+        active_groups, variable_of = np.unique(group[self.active_cells], return_inverse=True)
+        self.n_variables = active_groups.size
+        self.P = sp.csr_matrix((np.ones(self.active_cells.size), (self.active_cells, variable_of)),
+                               shape=(n, self.n_variables))
+        self.PT = self.P.T.tocsr()
+        self.group_size = np.asarray(self.P.sum(axis=0)).ravel()
+        self.symmetry = symmetry
+        self.extrusion = extrusion
+
+    def _cells_of(self, names, what: str) -> np.ndarray:
+        if names is None:
+            return np.zeros(0, dtype=np.int64)
+        if isinstance(names, str):
+            names = [names]
+        cells = [self.mesh.cells_touching(name) for name in names]
+        return np.unique(np.concatenate(cells)) if cells else np.zeros(0, dtype=np.int64)
+
+    def _ties(self, symmetry, extrusion):
+        mesh = self.mesh
+        centers = mesh.cell_centers()
+        lo, hi = mesh.bounding_box()
+        tol = 1e-6 * float(np.max(hi - lo))
+        rows, cols = [np.arange(mesh.n_cells)], [np.arange(mesh.n_cells)]
+        specs = [] if symmetry is None else symmetry
+        if isinstance(specs, (str, tuple)):
+            specs = [specs]
+        tree = cKDTree(centers)
+        for spec in specs:
+            name, position = (spec, None) if isinstance(spec, str) else spec
+            axis = _axis(name, mesh.dim, "symmetry")
+            plane = 0.5 * (lo[axis] + hi[axis]) if position is None else float(position)
+            mirrored = centers.copy()
+            mirrored[:, axis] = 2 * plane - mirrored[:, axis]
+            dist, partner = tree.query(mirrored, distance_upper_bound=tol)
+            missing = np.flatnonzero(~np.isfinite(dist))
+            if missing.size:
+                raise OptimizationError(
+                    f"symmetry about {name} = {plane:g}: cells {missing[:10].tolist()} have no mirror "
+                    f"cell; the mesh must be symmetric about that plane")
+            rows.append(np.arange(mesh.n_cells))
+            cols.append(partner)
+        if extrusion is not None:
+            axis = _axis(extrusion, mesh.dim, "extrusion")
+            others = [d for d in range(mesh.dim) if d != axis]
+            keys = np.round(centers[:, others] / tol).astype(np.int64)
+            _, column = np.unique(keys, axis=0, return_inverse=True)
+            column = column.ravel()
+            order = np.argsort(column, kind="stable")
+            first = np.empty(column.max() + 1, dtype=np.int64)
+            first[column[order[::-1]]] = order[::-1]
+            # each column's cells must share one cross-section: compare counts per column
+            counts = np.bincount(column)
+            if mesh.grid is None and np.unique(counts).size > 1:
+                raise OptimizationError(
+                    f"extrusion along {extrusion}: the mesh is not extruded along that axis "
+                    f"(cells are not stacked in columns of equal count)")
+            rows.append(np.arange(mesh.n_cells))
+            cols.append(first[column])
+        return np.concatenate(rows), np.concatenate(cols)
+
+    # ------------------------------------------------------------------ maps
+    def initial(self, value: float) -> np.ndarray:
+        """Uniform starting design (n_variables,)."""
+        return np.full(self.n_variables, float(value))
+
+    def expand(self, x: np.ndarray) -> np.ndarray:
+        """Cell densities (n_cells,) from design variables; passive cells get their fixed value."""
+        return self.P @ x + self.fixed_density
+
+    def impose(self, rho: np.ndarray) -> np.ndarray:
+        """Set passive cells of a physical density field to their fixed value (copy)."""
+        out = np.array(rho, dtype=float)
+        out[self.passive] = self.fixed_density[self.passive]
+        return out
+
+    def reduce(self, grad_cells: np.ndarray) -> np.ndarray:
+        """Gradient w.r.t. design variables from a gradient w.r.t. cell densities (k, n_cells) or (n_cells,)."""
+        g = np.asarray(grad_cells)
+        return (self.PT @ g.T).T if g.ndim == 2 else self.PT @ g
+
+    def describe(self) -> dict:
+        return {"n_variables": int(self.n_variables), "solid_cells": int(self.solid_cells.size),
+                "void_cells": int(self.void_cells.size), "symmetry": self.symmetry,
+                "extrusion": self.extrusion}
