@@ -321,8 +321,10 @@ def draw(plotter, fields: ResultFields, field: str, threshold: float = 0.5, case
     plotter.set_background(background)
     text_color = "black" if background in ("white", "w", "#ffffff") else "white"
     grid = to_pyvista(fields.mesh)
-    bar = dict(color=text_color, vertical=False, position_x=0.25, position_y=0.04, width=0.5,
-               height=0.06, fmt="%.3g", title_font_size=18, label_font_size=14)
+    # 2D pictures are wide and leave room below; 3D ones get the bar at the right edge.
+    place = (dict(vertical=False, position_x=0.25, position_y=0.04, width=0.5, height=0.06) if dim == 2
+             else dict(vertical=True, position_x=0.86, position_y=0.2, width=0.06, height=0.6))
+    bar = dict(color=text_color, fmt="%.3g", title_font_size=16, label_font_size=14, **place)
     if field == "density":
         rho = fields.density
         if dim == 2:
@@ -399,7 +401,6 @@ def set_camera(plotter, dim: int) -> None:
     else:
         plotter.view_isometric()
         plotter.reset_camera()
-        plotter.camera.zoom(1.1)
 
 
 # ---------------------------------------------------------------------------------- convergence
