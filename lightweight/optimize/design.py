@@ -67,6 +67,7 @@ class DesignSpace:
                                shape=(n, self.n_variables))
         self.PT = self.P.T.tocsr()
         self.group_size = np.asarray(self.P.sum(axis=0)).ravel()
+        self.has_ties = self.n_variables < self.active_cells.size
         self.symmetry = symmetry
         self.extrusion = extrusion
 
@@ -140,6 +141,24 @@ class DesignSpace:
         """Gradient w.r.t. design variables from a gradient w.r.t. cell densities (k, n_cells) or (n_cells,)."""
         g = np.asarray(grad_cells)
         return (self.PT @ g.T).T if g.ndim == 2 else self.PT @ g
+
+    def tie(self, field: np.ndarray) -> np.ndarray:
+        """Average a cell field (n_cells,) or (k, n_cells) over each tied group.
+
+        Filtering a tied design near a boundary breaks the ties again (truncated filter
+        neighbourhoods); averaging afterwards restores them. The operator P diag(1/size) P^T is
+        symmetric, so it is its own adjoint in the chain rule. Passive cells pass through.
+        """
+        if not self.has_ties:
+            return field
+        f = np.asarray(field, dtype=float)
+        tied = self.P @ ((self.PT @ f.T).T / self.group_size).T
+        out = f.copy()
+        if f.ndim == 2:
+            out[:, self.active_cells] = tied.T[:, self.active_cells]
+        else:
+            out[self.active_cells] = tied[self.active_cells]
+        return out
 
     def describe(self) -> dict:
         return {"n_variables": int(self.n_variables), "solid_cells": int(self.solid_cells.size),

@@ -105,7 +105,7 @@ class SimpLoop:
         if self.filter is None or self.settings.sensitivity_filter:
             filtered = rho_cells
         else:
-            filtered = self.filter.forward(rho_cells)
+            filtered = self.design.tie(self.filter.forward(rho_cells))
         projected = filtered if self.projection is None else self.projection.forward(filtered)
         return rho_cells, filtered, self.design.impose(projected)
 
@@ -120,7 +120,7 @@ class SimpLoop:
                 for k in np.flatnonzero(filter_sensitivity):
                     grads[k] = self.filter.filter_sensitivity(rho_cells, grads[k])
             else:
-                grads = self.filter.backward(grads)
+                grads = self.filter.backward(self.design.tie(grads))
         return self.design.reduce(grads)
 
     # ------------------------------------------------------------------ continuation
@@ -260,13 +260,18 @@ class SimpLoop:
         meta = {"iteration": self.iteration, "history": self.history, "level_start": self.level_start,
                 "penalty": self.interpolation.penalty,
                 "beta": None if self.projection is None else self.projection.beta,
-                "mma": mma_meta, "parameters_sha256": hash_inputs(self.parameters),
+                "mma": mma_meta, "parameters_sha256": self._resume_key(),
                 "n_variables": int(self.design.n_variables)}
         tmp = f"{path}.tmp.npz"
         np.savez(tmp, meta=np.frombuffer(json.dumps(meta, default=_json_default).encode(), dtype=np.uint8),
                  **arrays)
         import os
         os.replace(tmp, path)      # atomic: a crash never leaves a half-written checkpoint
+
+    def _resume_key(self) -> str:
+        """Hash of what must match to resume: the model and every option but the iteration cap."""
+        options = {k: v for k, v in self.parameters.items() if k != "max_iterations"}
+        return hash_inputs(self.model.fingerprint(), options)
 
     def load_checkpoint(self, path: str) -> None:
         try:
@@ -277,7 +282,7 @@ class SimpLoop:
         if meta["n_variables"] != self.design.n_variables:
             raise OptimizationError(f"checkpoint {path} has {meta['n_variables']} design variables, "
                                     f"this problem has {self.design.n_variables}: not the same problem")
-        if meta["parameters_sha256"] != hash_inputs(self.parameters):
+        if meta["parameters_sha256"] != self._resume_key():
             raise OptimizationError(f"checkpoint {path} was written with other parameters; "
                                     f"resume with the same model and options")
         self.x = data["x"].copy()
