@@ -53,6 +53,7 @@ function (objective, constraints), and returns the same shape.
 from __future__ import annotations
 
 import math
+import weakref
 
 import numba
 import numpy as np
@@ -280,7 +281,7 @@ class GridFilter(_NormalisedConvolution):
 
 # ====================================================================== PDE filter
 def _linear_solver(A: sp.csr_matrix, solver: str):
-    """A callable b -> A^{-1} b for the SPD matrix A, factorized once."""
+    """(b -> A^{-1} b, solver name, release callable or None) for the SPD matrix A, factorized once."""
     if solver in ("auto", "pardiso"):
         try:
             import pypardiso
@@ -289,17 +290,22 @@ def _linear_solver(A: sp.csr_matrix, solver: str):
                 raise OptimizationError("HelmholtzFilter: solver='pardiso' needs the pypardiso "
                                         "package; install it or use solver='splu'") from None
         else:
-            ps = pypardiso.PyPardisoSolver(mtype=11)
+            # mtype 2 = real SPD (Cholesky): reads the upper triangle only, ~2x faster than LU.
+            upper = sp.triu(A, format="csr")
+            upper.sort_indices()
+            ps = pypardiso.PyPardisoSolver(mtype=2)
             ps.set_statistical_info_off()
-            A = A.tocsr()
-            ps.factorize(A)
-            return lambda b: ps.solve(A, np.ascontiguousarray(b)).reshape(b.shape), "pardiso"
+            ps.factorize(upper)
+            # PyPardisoSolver has no destructor: free MKL's factor when the filter goes away.
+            release = ps.free_memory
+            return (lambda b: ps.solve(upper, np.ascontiguousarray(b)).reshape(b.shape), "pardiso",
+                    release)
     if solver not in ("auto", "pardiso", "splu"):
         raise OptimizationError(f"HelmholtzFilter: unknown solver {solver!r}; use 'auto', "
                                 f"'pardiso' or 'splu'")
     from scipy.sparse.linalg import splu
     lu = splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A")
-    return lu.solve, "splu"
+    return lu.solve, "splu", None
 
 
 def _scalar_element_integrals(cell_type: str, coords: np.ndarray):
@@ -311,14 +317,16 @@ def _scalar_element_integrals(cell_type: str, coords: np.ndarray):
     degree = 2 if cell_type in ("triangle", "tetra") else None
     xi, w = quadrature(cell_type, degree)
     N, dN = shape_functions(cell_type, xi)                     # (q, a), (q, a, r)
-    J = np.einsum("ead,qar->eqdr", coords, dN)                 # dx_d / dxi_r
-    det = np.linalg.det(J)                                     # (e, q)
-    Jinv = np.linalg.inv(J)                                    # (e, q, r, d)
-    grad = np.einsum("qar,eqrd->eqad", dN, Jinv)               # dN_a / dx_d
-    dV = det * w[None, :]                                      # (e, q)
-    K = np.einsum("eq,eqad,eqbd->eab", dV, grad, grad)
-    M = np.einsum("eq,qa,qb->eab", dV, N, N)
-    T = dV @ N                                                 # (e, a)
+    J = np.einsum("ead,qar->eqdr", coords, dN, optimize=True)      # dx_d / dxi_r
+    det = np.linalg.det(J)                                            # (e, q)
+    Jinv = np.linalg.inv(J)                                           # (e, q, r, d)
+    grad = np.einsum("qar,eqrd->eqad", dN, Jinv, optimize=True)      # dN_a / dx_d
+    dV = det * w[None, :]                                             # (e, q)
+    # two-operand einsums with optimize=True go through BLAS; batched tiny matmuls are 10x slower
+    K = np.einsum("eqad,eqbd->eab", grad * dV[:, :, None, None], grad, optimize=True)
+    a = N.shape[1]
+    M = (dV @ (N[:, :, None] * N[:, None, :]).reshape(len(w), a * a)).reshape(-1, a, a)
+    T = dV @ N                                                        # (e, a)
     return K, M, T, det
 
 
@@ -362,7 +370,9 @@ class HelmholtzFilter(DensityFilter):
                                shape=(n_nodes, n))                 # nodes x cells, int N_a dV
         self._TT = self.T.T.tocsr()
         self.cell_volumes = np.asarray(self.T.sum(axis=0)).ravel()
-        self._solve, self.solver = _linear_solver(self.A, solver)
+        self._solve, self.solver, release = _linear_solver(self.A, solver)
+        if release is not None:
+            weakref.finalize(self, release)
 
     def forward(self, x):
         x = self._as_field(x, "x")
