@@ -503,8 +503,16 @@ class SnapshotWriter:
         self.iterations: list[int] = []
         self._frames: list[np.ndarray] = []    # densities of written steps, rendered on close
         self._last: tuple[int, np.ndarray] | None = None
+        self.path = self.path.resolve()
         self._writer = meshio.xdmf.TimeSeriesWriter(str(self.path))
-        self._writer.__enter__()
+        # meshio opens the .h5 by bare name in the working directory while the .xdmf refers
+        # to it relative to itself: open it from the .xdmf's directory so the pair matches.
+        cwd = os.getcwd()
+        os.chdir(self.path.parent)
+        try:
+            self._writer.__enter__()
+        finally:
+            os.chdir(cwd)
         self._writer.write_points_cells(mesh.points, [(mesh.cell_type, mesh.cells)])
         self._closed = False
 
