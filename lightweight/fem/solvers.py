@@ -1,0 +1,722 @@
+"""Pluggable linear solvers for the SPD stiffness systems K U = B of the FE core.
+
+Approach. The optimization loop refills the values of one K (fixed CSR pattern, Dirichlet
+DOFs eliminated symmetrically) hundreds of times and solves all load cases at once, so every
+backend splits the work like CHOLMOD/PARDISO do: a symbolic phase (fill-reducing ordering,
+elimination tree) done once per sparsity pattern, and a numeric phase per refill. Backends:
+
+- :class:`PardisoSolver` -- Intel MKL PARDISO through pypardiso's ctypes handle. We drive the
+  phases ourselves (11 analysis once per pattern, 22 numeric factorization per refill, 33 solve)
+  because ``pypardiso.PyPardisoSolver.factorize`` always redoes the analysis and recognizes a
+  factorized matrix by comparing (or hashing) all of indptr/indices/data on every solve.
+  Matrix type 2 (real SPD, Cholesky) on the upper triangle; its entries are picked out of the
+  full CSR with an index map computed once per pattern.
+- :class:`CholmodSolver` -- scikit-sparse's CHOLMOD: ``analyze`` once, ``cholesky_inplace`` per
+  refill (supernodal, fast with a good BLAS). Optional: used only when importable.
+- :class:`SuperLUSolver` -- SciPy's SuperLU, the fallback that always exists. It has no
+  refactorization entry point, so we reuse what can be reused: the column ordering of the
+  first factorization (MMD on A^T+A) is kept and later refills are factorized with
+  ``permc_spec="NATURAL"`` on the symmetrically permuted matrix; symmetric mode with a small
+  diagonal pivot threshold keeps the pivots on the diagonal (SPD needs no pivoting).
+- :class:`AMGSolver` -- conjugate gradients preconditioned by one V-cycle of pyamg's smoothed
+  aggregation with the rigid-body modes as near-null space (the approach of ML/GAMG for
+  elasticity; Jacobi-PCG collapses under SIMP's 1e9 stiffness contrast, DESIGN.md). The
+  hierarchy can be kept over several refills (``reuse_hierarchy_for``): a slightly stale
+  preconditioner is still a good one while densities change slowly, and it is rebuilt as
+  soon as CG needs more than ``iteration_budget`` iterations.
+
+Singular systems (mechanisms) raise :class:`~lightweight.errors.SingularStiffnessError`: the
+direct solvers check their pivots (tiny or non-positive factor diagonal) and the relative
+residual of every solve; AMG checks whether a rigid-body mode lies in the null space of K and
+whether CG converged. The layer above checks supports before solving; this is the last line.
+
+Measured on 2 cores (Python 3.11, pip wheels), 3D hex grid 24x24x30 nodes = 51 840 DOFs, one
+face clamped, solid (factor+solve of 1 rhs, seconds): see ``MEASURED`` below.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+
+from ..errors import SingularStiffnessError, SolverError
+
+# Filled from benchmarks (see module docstring); kept as data so reports can quote them.
+MEASURED: dict = {}
+
+# A solve whose relative residual ||K x - b|| / ||b|| exceeds this is treated as singular.
+RESIDUAL_LIMIT = 1e-6
+# A factor pivot below this fraction of the matching diagonal entry of K means (numerically)
+# singular: a Cholesky pivot d_i / K_ii is the fraction of stiffness DOF i keeps once all
+# earlier DOFs are held; SIMP voids (1e-9) give ~1e-9 but never ~1e-13.
+PIVOT_LIMIT = 1e-13
+
+_SINGULAR_MESSAGE = ("the stiffness matrix is singular ({detail}): the structure is not fully "
+                     "supported and can move as a mechanism; add supports that stop every "
+                     "rigid-body motion of every connected part")
+
+
+def _singular(detail: str) -> SingularStiffnessError:
+    return SingularStiffnessError(_SINGULAR_MESSAGE.format(detail=detail))
+
+
+def _is_pardiso_available() -> bool:
+    try:
+        import pypardiso  # noqa: F401
+        pypardiso.PyPardisoSolver()
+    except Exception:  # the wheel exists only on x86-64; mkl_rt may fail to load
+        return False
+    return True
+
+
+def _is_cholmod_available() -> bool:
+    try:
+        from sksparse import cholmod  # noqa: F401
+    except Exception:
+        return False
+    return True
+
+
+def rigid_body_modes(points: np.ndarray) -> np.ndarray:
+    """Rigid-body motions of a node cloud, node-major DOFs: (n_nodes*dim, 3 in 2D | 6 in 3D).
+
+    Columns: translations along each axis, then rotations about the centroid (2D: about z;
+    3D: about x, y, z). Coordinates are taken relative to the centroid and divided by the
+    bounding-box size so all columns have comparable norms (units are the user's).
+    """
+    points = np.asarray(points, dtype=float)
+    if points.ndim != 2 or points.shape[1] not in (2, 3):
+        raise ValueError(f"points must have shape (n_nodes, 2|3), got {points.shape}")
+    n, dim = points.shape
+    rel = points - points.mean(axis=0)
+    size = float(np.ptp(points, axis=0).max()) if n else 1.0
+    rel = rel / (size if size > 0 else 1.0)
+    n_modes = 3 if dim == 2 else 6
+    modes = np.zeros((n, dim, n_modes))
+    for axis in range(dim):
+        modes[:, axis, axis] = 1.0
+    if dim == 2:
+        x, y = rel.T
+        modes[:, 0, 2], modes[:, 1, 2] = -y, x
+    else:
+        x, y, z = rel.T
+        modes[:, 1, 3], modes[:, 2, 3] = -z, y           # about x: (0, -z, y)
+        modes[:, 0, 4], modes[:, 2, 4] = z, -x           # about y: (z, 0, -x)
+        modes[:, 0, 5], modes[:, 1, 5] = -y, x           # about z: (-y, x, 0)
+    return modes.reshape(n * dim, n_modes)
+
+
+def _check_matrix(K) -> sp.csr_matrix:
+    if not sp.issparse(K):
+        raise SolverError(f"the stiffness matrix must be a scipy.sparse matrix, got {type(K).__name__}")
+    if K.shape[0] != K.shape[1]:
+        raise SolverError(f"the stiffness matrix must be square, got shape {K.shape}")
+    K = K.tocsr()
+    if K.dtype != np.float64:
+        K = K.astype(np.float64)
+    if not K.has_sorted_indices:
+        K = K.copy()
+        K.sort_indices()
+    if not np.all(np.isfinite(K.data)):
+        bad = np.flatnonzero(~np.isfinite(K.data))
+        row = int(np.searchsorted(K.indptr, bad[0], side="right") - 1)
+        raise SolverError(f"the stiffness matrix has {bad.size} non-finite entries (first in row {row}, "
+                          f"node {row}); check the material constants and element scale factors")
+    return K
+
+
+def _check_rhs(B: np.ndarray, n: int) -> np.ndarray:
+    B = np.asarray(B, dtype=float)
+    if B.ndim not in (1, 2) or B.shape[0] != n:
+        raise SolverError(f"the right-hand side must have shape ({n},) or ({n}, k), got {B.shape}")
+    if not np.all(np.isfinite(B)):
+        raise SolverError("the right-hand side (load vector) has non-finite entries; check the loads")
+    return B
+
+
+def _same_pattern(K: sp.csr_matrix, indptr: np.ndarray | None, indices: np.ndarray | None) -> bool:
+    if indptr is None or K.indptr.shape != indptr.shape or K.indices.shape != indices.shape:
+        return False
+    # Same arrays (the FE core keeps them) short-circuits the O(nnz) comparison.
+    if K.indptr is indptr and K.indices is indices:
+        return True
+    return bool(np.array_equal(K.indptr, indptr) and np.array_equal(K.indices, indices))
+
+
+class LinearSolver:
+    """Base class: ``factorize(K)`` then any number of ``solve(B)``.
+
+    ``info`` holds the last call's facts: ``setup_seconds``, ``solve_seconds``,
+    ``symbolic`` (True if the symbolic phase ran), ``iterations`` (per rhs, iterative solvers),
+    ``residuals`` (relative residual ||K x - b|| / ||b|| per rhs).
+    """
+
+    name = "base"
+    direct = True
+
+    def __init__(self):
+        self.K: sp.csr_matrix | None = None
+        self.info: dict = {}
+        self._indptr = None
+        self._indices = None
+
+    def factorize(self, K) -> None:
+        """Numeric factorization of K (n, n) SPD CSR; symbolic analysis when the pattern is new."""
+        t0 = time.perf_counter()
+        K = _check_matrix(K)
+        symbolic = not _same_pattern(K, self._indptr, self._indices)
+        if symbolic:
+            self._symbolic(K)
+            self._indptr, self._indices = K.indptr, K.indices
+        self.K = K
+        self._numeric(K)
+        self.info = {"solver": self.name, "n_dofs": K.shape[0], "symbolic": symbolic,
+                     "setup_seconds": time.perf_counter() - t0}
+
+    def solve(self, B: np.ndarray, x0: np.ndarray | None = None) -> np.ndarray:
+        """Solution X of K X = B; B (n,) or (n, k) -> same shape. ``x0``: warm start (iterative)."""
+        if self.K is None:
+            raise SolverError(f"{self.name}: solve() called before factorize(K)")
+        t0 = time.perf_counter()
+        B = _check_rhs(B, self.K.shape[0])
+        B2 = B.reshape(B.shape[0], -1)
+        X = self._solve(B2, x0)
+        residuals = self._check_solution(B2, X)
+        self.info.update(solve_seconds=time.perf_counter() - t0, n_rhs=B2.shape[1],
+                         residuals=residuals.tolist())
+        return X.reshape(B.shape)
+
+    def _check_solution(self, B: np.ndarray, X: np.ndarray) -> np.ndarray:
+        if not np.all(np.isfinite(X)):
+            raise _singular(f"{self.name} returned non-finite displacements")
+        norms = np.linalg.norm(B, axis=0)
+        res = np.linalg.norm(self.K @ X - B, axis=0) / np.where(norms > 0, norms, 1.0)
+        if self.direct and np.any(res > RESIDUAL_LIMIT):
+            raise _singular(f"{self.name}: relative residual {res.max():.2e} > {RESIDUAL_LIMIT:g}")
+        return res
+
+    # hooks
+    def _symbolic(self, K: sp.csr_matrix) -> None:
+        pass
+
+    def _numeric(self, K: sp.csr_matrix) -> None:
+        raise NotImplementedError
+
+    def _solve(self, B: np.ndarray, x0) -> np.ndarray:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------- PARDISO
+class PardisoSolver(LinearSolver):
+    """MKL PARDISO, real SPD (mtype 2) Cholesky on the upper triangle, symbolic phase reused.
+
+    ``matrix_type=11`` (real unsymmetric LU on the full matrix) is kept as an option for
+    comparison; it is slower and silently perturbs zero pivots.
+    """
+
+    name = "pardiso"
+
+    def __init__(self, matrix_type: int = 2):
+        super().__init__()
+        import ctypes
+
+        import pypardiso
+        if matrix_type not in (2, 11):
+            raise SolverError(f"pardiso matrix_type must be 2 (SPD) or 11 (unsymmetric), got {matrix_type}")
+        self._ctypes = ctypes
+        self._handle = pypardiso.PyPardisoSolver()     # finds and loads mkl_rt, sets argtypes
+        self._call = self._handle._mkl_pardiso
+        self._getdiag = getattr(self._handle.libmkl, "pardiso_getdiag", None)
+        self.matrix_type = matrix_type
+        self.pt = np.zeros(64, dtype=np.int64)
+        self.iparm = np.zeros(64, dtype=np.int32)
+        self._analysed = False
+
+    def _set_iparm(self) -> None:
+        ip = self.iparm
+        ip[:] = 0
+        ip[0] = 1            # we set the parameters below; the rest keep their 0 default
+        ip[1] = 2            # METIS nested dissection ordering
+        ip[9] = 13 if self.matrix_type == 11 else 8   # pivot perturbation 1e-13 / 1e-8
+        ip[10] = 1 if self.matrix_type == 11 else 0   # scaling for the unsymmetric solver
+        ip[12] = 1 if self.matrix_type == 11 else 0   # weighted matching
+        ip[34] = 1           # zero-based indices: pass SciPy's arrays without a +1 copy
+        ip[55] = 1 if self._getdiag is not None else 0   # keep the factor diagonal for pivot checks
+
+    def _pardiso(self, phase: int, data: np.ndarray, b: np.ndarray | None = None) -> np.ndarray | None:
+        ct = self._ctypes
+        n = self._n
+        nrhs = 1 if b is None else b.shape[1]
+        if b is None:
+            b = np.zeros((n, 1), order="F")
+        x = np.zeros_like(b, order="F")
+        error = ct.c_int32(0)
+        i32p = ct.POINTER(ct.c_int32)
+        f64p = ct.POINTER(ct.c_double)
+        self._call(self.pt.ctypes.data_as(ct.POINTER(ct.c_int64)), ct.byref(ct.c_int32(1)),
+                   ct.byref(ct.c_int32(1)), ct.byref(ct.c_int32(self.matrix_type)),
+                   ct.byref(ct.c_int32(phase)), ct.byref(ct.c_int32(n)),
+                   data.ctypes.data_as(f64p), self._ia.ctypes.data_as(i32p),
+                   self._ja.ctypes.data_as(i32p), self._perm.ctypes.data_as(i32p),
+                   ct.byref(ct.c_int32(nrhs)), self.iparm.ctypes.data_as(i32p),
+                   ct.byref(ct.c_int32(0)), b.ctypes.data_as(f64p), x.ctypes.data_as(f64p),
+                   ct.byref(error))
+        if error.value == -4 and phase in (12, 13, 22, 23):
+            raise _singular(f"pardiso found a zero or negative pivot at equation {int(self.iparm[29])}")
+        if error.value != 0:
+            raise SolverError(f"pardiso failed in phase {phase} with error code {error.value} "
+                              "(MKL PARDISO documentation: -2 out of memory, -3 reordering problem, "
+                              "-4 zero pivot, -11 read/write problem)")
+        return x
+
+    def _release(self) -> None:
+        if self._analysed:
+            self._pardiso(-1, np.zeros(1))
+            self._analysed = False
+
+    def __del__(self):
+        try:
+            self._release()
+        except Exception:
+            pass
+
+    def _symbolic(self, K: sp.csr_matrix) -> None:
+        self._release()
+        n = K.shape[0]
+        if np.any(np.diff(K.indptr) == 0):       # PARDISO segfaults on empty rows
+            row = int(np.flatnonzero(np.diff(K.indptr) == 0)[0])
+            raise _singular(f"row {row} of K is empty")
+        self._n = n
+        if self.matrix_type == 2:
+            rows = np.repeat(np.arange(n), np.diff(K.indptr))
+            self._upper = np.flatnonzero(K.indices >= rows)
+            counts = np.bincount(rows[self._upper], minlength=n)
+            self._ia = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+            self._ja = K.indices[self._upper].astype(np.int32)
+            if np.any(K.indices[self._upper][self._ia[:-1]] != np.arange(n)):
+                raise _singular("a diagonal entry of K is missing from its sparsity pattern")
+        else:
+            self._upper = None
+            self._ia = K.indptr.astype(np.int32)
+            self._ja = K.indices.astype(np.int32)
+        self._perm = np.zeros(n, dtype=np.int32)
+        self._set_iparm()
+        self._pardiso(11, self._values(K))
+        self._analysed = True
+
+    def _values(self, K: sp.csr_matrix) -> np.ndarray:
+        return np.ascontiguousarray(K.data[self._upper] if self._upper is not None else K.data)
+
+    def _numeric(self, K: sp.csr_matrix) -> None:
+        self._data = self._values(K)
+        self._pardiso(22, self._data)
+        if self.matrix_type == 11 and int(self.iparm[13]) > 0:
+            raise _singular(f"pardiso perturbed {int(self.iparm[13])} pivots")
+        self._check_pivots(K)
+
+    def _check_pivots(self, K: sp.csr_matrix) -> None:
+        if self._getdiag is None or self.iparm[55] != 1:
+            return
+        ct = self._ctypes
+        n = self._n
+        df, da = np.zeros(n), np.zeros(n)
+        err = ct.c_int32(0)
+        f64p = ct.POINTER(ct.c_double)
+        self._getdiag(self.pt.ctypes.data_as(ct.POINTER(ct.c_int64)), df.ctypes.data_as(f64p),
+                      da.ctypes.data_as(f64p), ct.byref(ct.c_int32(1)), ct.byref(err))
+        if err.value != 0:
+            return
+        diag = np.abs(da)
+        ratio = df / np.where(diag > 0, diag, 1.0)
+        if self.matrix_type == 2:
+            ratio = ratio   # df holds the diagonal of L D L^T's D = squared Cholesky pivots
+        worst = int(np.argmin(np.abs(ratio)))
+        if not np.abs(ratio[worst]) > PIVOT_LIMIT:
+            raise _singular(f"pardiso pivot {ratio[worst]:.1e} of the diagonal at a permuted equation")
+
+    def _solve(self, B: np.ndarray, x0) -> np.ndarray:
+        b = np.asfortranarray(B)
+        return np.ascontiguousarray(self._pardiso(33, self._data, b))
+
+
+# ---------------------------------------------------------------------------------- CHOLMOD
+class CholmodSolver(LinearSolver):
+    """CHOLMOD supernodal Cholesky (scikit-sparse): analyze once per pattern, refactor in place."""
+
+    name = "cholmod"
+
+    def __init__(self, ordering_method: str = "default"):
+        super().__init__()
+        from sksparse import cholmod
+        self._cholmod = cholmod
+        self.ordering_method = ordering_method
+        self._factor = None
+
+    def _symbolic(self, K: sp.csr_matrix) -> None:
+        # CHOLMOD wants CSC; the matrix is symmetric, so the CSR arrays read as CSC are K itself.
+        self._factor = self._cholmod.analyze(self._csc(K), mode="supernodal",
+                                             ordering_method=self.ordering_method)
+
+    @staticmethod
+    def _csc(K: sp.csr_matrix) -> sp.csc_matrix:
+        return sp.csc_matrix((K.data, K.indices, K.indptr), shape=K.shape)
+
+    def _numeric(self, K: sp.csr_matrix) -> None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")     # CHOLMOD warns (not raises) on some failures
+                self._factor.cholesky_inplace(self._csc(K))
+        except (self._cholmod.CholmodNotPositiveDefiniteError, self._cholmod.CholmodError, Warning) as exc:
+            raise _singular(f"cholmod: {exc}") from exc
+        try:
+            d = self._factor.D()                    # LDL^T diagonal (L's squared diagonal for LL^T)
+        except Exception:
+            d = self._factor.L().diagonal() ** 2
+        diag = K.diagonal()[self._factor.P()]
+        ratio = d / np.where(diag > 0, diag, 1.0)
+        if not np.min(ratio) > PIVOT_LIMIT:
+            raise _singular(f"cholmod pivot {np.min(ratio):.1e} of the diagonal")
+
+    def _solve(self, B: np.ndarray, x0) -> np.ndarray:
+        return np.asarray(self._factor(B)).reshape(B.shape)
+
+
+# ---------------------------------------------------------------------------------- SuperLU
+class SuperLUSolver(LinearSolver):
+    """SciPy SuperLU with an MMD(A^T+A) ordering computed once per pattern and reused.
+
+    ``symmetric=True`` tells SuperLU to pivot on the diagonal (SymmetricMode, small
+    ``diag_pivot_thresh``), which is exact for SPD K and keeps L and U's pattern symmetric.
+    """
+
+    name = "superlu"
+
+    def __init__(self, permc_spec: str = "MMD_AT_PLUS_A", symmetric: bool = True,
+                 diag_pivot_thresh: float = 0.0, reuse_ordering: bool = True):
+        super().__init__()
+        self.permc_spec = permc_spec
+        self.symmetric = symmetric
+        self.diag_pivot_thresh = diag_pivot_thresh
+        self.reuse_ordering = reuse_ordering
+        self._perm = None
+        self._lu = None
+
+    def _options(self) -> dict:
+        if self.symmetric:
+            return {"SymmetricMode": True, "DiagPivotThresh": self.diag_pivot_thresh}
+        return {}
+
+    def _factor(self, A: sp.spmatrix, permc_spec: str):
+        try:
+            return spla.splu(A.tocsc(), permc_spec=permc_spec, options=self._options())
+        except RuntimeError as exc:   # "Factor is exactly singular"
+            raise _singular(f"superlu: {exc}") from exc
+
+    def _symbolic(self, K: sp.csr_matrix) -> None:
+        self._perm = None
+        self._perm_map = None
+
+    def _numeric(self, K: sp.csr_matrix) -> None:
+        if self._perm is None or not self.reuse_ordering:
+            lu = self._factor(K, self.permc_spec)
+            if self.reuse_ordering and self.symmetric:
+                # In symmetric mode the rows follow the columns; keep the column order.
+                self._perm = lu.perm_c.copy()
+                Kp = K[self._perm][:, self._perm].tocsc()
+                Kp.sort_indices()
+                # Positions of the permuted matrix's entries in K.data, for later refills.
+                marker = sp.csr_matrix((np.arange(K.nnz, dtype=float) + 1, K.indices, K.indptr),
+                                       shape=K.shape)
+                mp = marker[self._perm][:, self._perm].tocsc()
+                mp.sort_indices()
+                self._perm_map = (mp.data - 1).astype(np.int64)
+                self._perm_csc = (Kp.indptr, Kp.indices)
+                # Refactor with NATURAL order on the permuted matrix now, so the first and later
+                # factorizations are the same computation (and both are checked the same way).
+                lu = self._refactor(K)
+            self._lu = lu
+        else:
+            self._lu = self._refactor(K)
+        self._check_pivots(K)
+
+    def _refactor(self, K: sp.csr_matrix):
+        indptr, indices = self._perm_csc
+        Kp = sp.csc_matrix((K.data[self._perm_map], indices, indptr), shape=K.shape)
+        lu = self._factor(Kp, "NATURAL")
+        lu_perm = self._perm
+        return _PermutedLU(lu, lu_perm)
+
+    def _check_pivots(self, K: sp.csr_matrix) -> None:
+        # SuperLU exposes its pivots only through a full copy of U (as large as the factor), so
+        # probe instead: a near-singular factor turns a generic right-hand side into a solution
+        # whose residual is of the order of the rhs itself. One solve costs a few % of a factor.
+        probe = np.random.default_rng(0).standard_normal(K.shape[0])
+        x = self._lu.solve(probe)
+        res = np.linalg.norm(K @ x - probe) / np.linalg.norm(probe) if np.all(np.isfinite(x)) else np.inf
+        if not res < RESIDUAL_LIMIT:
+            raise _singular(f"superlu: a generic right-hand side leaves relative residual {res:.1e}")
+
+    def _solve(self, B: np.ndarray, x0) -> np.ndarray:
+        return np.asarray(self._lu.solve(np.asarray(B, order="F"))).reshape(B.shape)
+
+
+class _PermutedLU:
+    """SuperLU factors of P K P^T presented as factors of K (solve and pivot access)."""
+
+    def __init__(self, lu, perm: np.ndarray):
+        self._lu = lu
+        self._perm = perm
+        self.perm_c = perm[lu.perm_c]
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        X = np.empty_like(B)
+        X[self._perm] = self._lu.solve(np.asarray(B[self._perm], order="F"))
+        return X
+
+
+# ---------------------------------------------------------------------------------- AMG-PCG
+class AMGSolver(LinearSolver):
+    """CG preconditioned by a smoothed-aggregation V-cycle (pyamg), rigid-body near-null space.
+
+    Parameters: ``points`` (n_nodes, dim) node coordinates for the rigid-body modes (without
+    them only the ``dim`` translations are used); ``rtol`` relative residual ||K x - b|| / ||b||
+    to reach; ``maxiter`` per rhs; ``reuse_hierarchy_for`` how many refills may reuse one
+    hierarchy (0 = rebuild on every factorize); ``iteration_budget`` iterations above which a
+    reused hierarchy is rebuilt (default: twice the fresh hierarchy's count plus 5).
+    Several right-hand sides run as independent CG iterations sharing one sparse
+    matrix-block product per step.
+    """
+
+    name = "amg"
+    direct = False
+
+    def __init__(self, points: np.ndarray | None = None, dim: int | None = None, rtol: float = 1e-8,
+                 maxiter: int = 500, reuse_hierarchy_for: int = 0, iteration_budget: int | None = None,
+                 **amg_options):
+        super().__init__()
+        import pyamg
+        self._pyamg = pyamg
+        self.points = None if points is None else np.asarray(points, dtype=float)
+        self.dim = dim if dim is not None else (None if points is None else self.points.shape[1])
+        self.rtol = float(rtol)
+        self.maxiter = int(maxiter)
+        self.reuse_hierarchy_for = int(reuse_hierarchy_for)
+        self.iteration_budget = iteration_budget
+        self.amg_options = amg_options
+        self._hierarchy = None
+        self._refills_on_hierarchy = 0
+        self._fresh_iterations = None
+        self._last_iterations = 0
+        self.hierarchies_built = 0
+
+    def _near_null_space(self, K: sp.csr_matrix) -> np.ndarray | None:
+        n = K.shape[0]
+        if self.points is not None and self.points.size and self.points.shape[0] * self.points.shape[1] == n:
+            return rigid_body_modes(self.points)
+        if self.dim and n % self.dim == 0:
+            return np.kron(np.ones((n // self.dim, 1)), np.eye(self.dim))
+        return None
+
+    def _symbolic(self, K: sp.csr_matrix) -> None:
+        self._hierarchy = None
+        self._modes = self._near_null_space(K)
+        if self._modes is not None:
+            self._mode_norms = np.linalg.norm(self._modes, axis=0)
+
+    def _check_rigid_modes(self, K: sp.csr_matrix) -> None:
+        """Raise if a rigid-body mode is (numerically) a null vector of K: an unsupported motion."""
+        if self._modes is None:
+            return
+        KR = K @ self._modes
+        scale = np.abs(K.diagonal()).max() * self._mode_norms
+        ratio = np.linalg.norm(KR, axis=0) / np.where(scale > 0, scale, 1.0)
+        free = np.flatnonzero(ratio < 1e-10)
+        if free.size:
+            raise _singular(f"amg: rigid-body mode(s) {free.tolist()} (translations first, then "
+                            f"rotations) are not resisted")
+
+    def _build(self, K: sp.csr_matrix) -> None:
+        options = {"max_coarse": 500}
+        options.update(self.amg_options)
+        B = self._modes
+        if B is not None:
+            # Eliminated (Dirichlet) DOFs carry no motion: zero the modes there.
+            row_nnz = np.diff(K.indptr)
+            B = B.copy()
+            B[row_nnz == 1] = 0.0
+            if np.linalg.matrix_rank(B[:: max(1, B.shape[0] // 2000)]) < B.shape[1]:
+                B = self._modes
+        self._hierarchy = self._pyamg.smoothed_aggregation_solver(K, B=B, **options)
+        self._preconditioner = self._hierarchy.aspreconditioner(cycle="V")
+        self._refills_on_hierarchy = 0
+        self._fresh_iterations = None
+        self.hierarchies_built += 1
+
+    def _numeric(self, K: sp.csr_matrix) -> None:
+        self._check_rigid_modes(K)
+        reuse = (self._hierarchy is not None and self._refills_on_hierarchy < self.reuse_hierarchy_for
+                 and self._last_iterations <= self._budget())
+        if reuse:
+            self._refills_on_hierarchy += 1
+        else:
+            self._build(K)
+        self.info_rebuilt = not reuse
+
+    def _budget(self) -> int:
+        if self.iteration_budget is not None:
+            return int(self.iteration_budget)
+        if self._fresh_iterations is None:
+            return self.maxiter
+        return 2 * self._fresh_iterations + 5
+
+    def factorize(self, K) -> None:
+        super().factorize(K)
+        self.info["hierarchy_rebuilt"] = self.info_rebuilt
+        self.info["hierarchies_built"] = self.hierarchies_built
+
+    def _solve(self, B: np.ndarray, x0) -> np.ndarray:
+        X0 = None
+        if x0 is not None:
+            X0 = np.asarray(x0, dtype=float).reshape(B.shape[0], -1)
+            if X0.shape != B.shape or not np.all(np.isfinite(X0)):
+                X0 = None
+        stale = self._refills_on_hierarchy > 0
+        limit = min(self.maxiter, self._budget()) if stale else self.maxiter
+        X, iters, res, broke = _block_pcg(self.K, B, X0, self._preconditioner.matvec, self.rtol, limit)
+        if stale and np.any(res > self.rtol):
+            # The reused hierarchy stopped being a good preconditioner: rebuild and go on from X.
+            self._build(self.K)
+            self.info["hierarchy_rebuilt"] = True
+            self.info["hierarchies_built"] = self.hierarchies_built
+            X, more, res, broke = _block_pcg(self.K, B, X, self._preconditioner.matvec, self.rtol,
+                                             self.maxiter)
+            iters = iters + more
+        self._last_iterations = int(iters.max()) if iters.size else 0
+        if not stale and self._fresh_iterations is None:
+            self._fresh_iterations = self._last_iterations
+        self.info["iterations"] = iters.tolist()
+        if np.any(broke) or not np.all(np.isfinite(X)):
+            j = int(np.flatnonzero(broke | ~np.all(np.isfinite(X), axis=0))[0])
+            raise _singular(f"amg: conjugate gradients broke down (p^T K p <= 0) for right-hand "
+                            f"side {j} after {int(iters[j])} iterations")
+        if np.any(res > self.rtol):
+            worst = int(np.argmax(np.where(np.isfinite(res), res, np.inf)))
+            raise SolverError(f"amg: preconditioned CG did not converge for right-hand side {worst}: "
+                              f"relative residual {res[worst]:.2e} > rtol {self.rtol:g} after "
+                              f"{int(iters[worst])} iterations (maxiter={self.maxiter}); raise maxiter, "
+                              "loosen rtol or use a direct solver")
+        return X
+
+
+def _block_pcg(A: sp.csr_matrix, B: np.ndarray, X0: np.ndarray | None, precondition, rtol: float,
+               maxiter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Independent PCG runs for the columns of B (n, k) sharing one A @ P per step.
+
+    Returns X (n, k), iterations (k,), relative residuals ||b - A x|| / ||b|| (k,), and a mask
+    (k,) of columns that broke down (p^T A p <= 0: A is singular or indefinite along p).
+    """
+    n, k = B.shape
+    X = np.zeros((n, k)) if X0 is None else np.array(X0, dtype=float)
+    b_norm = np.linalg.norm(B, axis=0)
+    b_norm_safe = np.where(b_norm > 0, b_norm, 1.0)
+    R = B - A @ X if X0 is not None else B.copy()
+    iters = np.zeros(k, dtype=np.int64)
+    breakdown = np.zeros(k, dtype=bool)
+    res = np.linalg.norm(R, axis=0) / b_norm_safe
+    res[b_norm == 0] = 0.0
+    X[:, b_norm == 0] = 0.0
+    active = np.flatnonzero(res > rtol)
+    if active.size == 0 or maxiter <= 0:
+        return X, iters, res, breakdown
+    Z = np.column_stack([precondition(R[:, j]) for j in active])
+    P = Z.copy()
+    rz = np.einsum("ij,ij->j", R[:, active], Z)
+    for _ in range(maxiter):
+        AP = A @ P
+        pap = np.einsum("ij,ij->j", P, AP)
+        # pap <= 0 only for an indefinite/singular K; leave those columns unconverged.
+        ok = pap > 0
+        breakdown[active[~ok]] = True
+        alpha = np.where(ok, rz / np.where(ok, pap, 1.0), 0.0)
+        X[:, active] += P * alpha
+        R[:, active] -= AP * alpha
+        iters[active] += 1
+        res[active] = np.linalg.norm(R[:, active], axis=0) / b_norm_safe[active]
+        keep = (res[active] > rtol) & ok & np.isfinite(res[active])
+        if not np.any(keep):
+            break
+        active, P, rz = active[keep], P[:, keep], rz[keep]
+        Z = np.column_stack([precondition(R[:, j]) for j in active])
+        rz_new = np.einsum("ij,ij->j", R[:, active], Z)
+        P = Z + P * (rz_new / rz)
+        rz = rz_new
+    # Report the true residual (the recursive one drifts over many iterations).
+    res = np.linalg.norm(B - A @ X, axis=0) / b_norm_safe
+    res[b_norm == 0] = 0.0
+    return X, iters, res, breakdown
+
+
+# ---------------------------------------------------------------------------------- choosing
+_DIRECT_ORDER = ("pardiso", "cholmod", "superlu")
+_CLASSES = {"pardiso": PardisoSolver, "cholmod": CholmodSolver, "superlu": SuperLUSolver,
+            "amg": AMGSolver}
+# Largest DOF count solved directly by "auto" (above: AMG-PCG), per dimension, for a fast
+# sparse Cholesky (PARDISO/CHOLMOD) and for SuperLU. See the measurements in the docstring.
+DIRECT_LIMIT_FAST = {2: 1_000_000, 3: 300_000}
+DIRECT_LIMIT_SUPERLU = {2: 300_000, 3: 50_000}
+
+
+def available_solvers() -> list[str]:
+    """Names of the installed backends, fastest first (direct ones, then "amg")."""
+    names = []
+    if _is_pardiso_available():
+        names.append("pardiso")
+    if _is_cholmod_available():
+        names.append("cholmod")
+    names.append("superlu")
+    try:
+        import pyamg  # noqa: F401
+        names.append("amg")
+    except Exception:
+        pass
+    return names
+
+
+def make_solver(method: str = "auto", n_dofs: int | None = None, dim: int | None = None,
+                points: np.ndarray | None = None, **options) -> LinearSolver:
+    """A linear solver by name: "auto", "direct", "pardiso", "cholmod", "superlu" or "amg".
+
+    "auto" picks the fastest installed direct solver up to a DOF limit that depends on the
+    dimension and on whether a fast Cholesky (PARDISO/CHOLMOD) is installed, and AMG-PCG above
+    it. ``points`` (n_nodes, dim) feed AMG's rigid-body modes; ``options`` go to the backend.
+    """
+    available = available_solvers()
+    key = str(method).lower()
+    if dim is None and points is not None:
+        dim = np.asarray(points).shape[1]
+    direct = next(name for name in _DIRECT_ORDER if name in available)
+    if key == "auto":
+        fast = direct in ("pardiso", "cholmod")
+        limits = DIRECT_LIMIT_FAST if fast else DIRECT_LIMIT_SUPERLU
+        limit = limits.get(dim or 3, limits[3])
+        key = direct if (n_dofs is None or n_dofs <= limit or "amg" not in available) else "amg"
+    elif key == "direct":
+        key = direct
+    if key not in _CLASSES or key not in available:
+        why = "is not installed" if key in _CLASSES else "is unknown"
+        raise SolverError(f"linear solver {method!r} {why}; available: "
+                          f"{', '.join(['auto', 'direct'] + available)}")
+    cls = _CLASSES[key]
+    if method == "auto" or method == "direct":
+        # Options meant for the backend "auto" did not pick (e.g. rtol for AMG) are dropped.
+        accepted = inspect.signature(cls.__init__).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+            options = {k: v for k, v in options.items() if k in accepted}
+    if key == "amg":
+        return AMGSolver(points=points, dim=dim, **options)
+    return cls(**options)
