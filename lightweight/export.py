@@ -112,8 +112,17 @@ def _closed_surface(region, dim: int, thickness: float, smoothing_iterations: in
         surface.clear_data()    # cell arrays of the clip would not match the extruded cells
         surface = surface.extrude((0.0, 0.0, float(thickness)), capping=True).triangulate().clean()
     elif smoothing_iterations:
+        # feature_smoothing: vertices on sharp edges (where the part meets the design-space
+        # faces) slide only along those edges, so the cut faces stay flat and edges sharp.
         surface = surface.smooth_taubin(n_iter=smoothing_iterations, pass_band=pass_band,
-                                        boundary_smoothing=False, feature_smoothing=False)
+                                        feature_smoothing=True, feature_angle=45.0)
+    if smoothing_iterations:
+        # The sinc filter overshoots a little at sharp corners; keep the part inside the
+        # design space's bounding box (exact for box-shaped design spaces).
+        lo, hi = np.asarray(region.bounds).reshape(3, 2).T
+        if dim == 2:
+            lo[2], hi[2] = 0.0, float(thickness)
+        surface.points = np.clip(np.asarray(surface.points), lo, hi)
     return surface.compute_normals(auto_orient_normals=True, consistent_normals=True,
                                    split_vertices=False, cell_normals=True, point_normals=False)
 
