@@ -126,12 +126,60 @@ def _entry_map(cells, nbr_ptr, nbr, indptr, dim):
     return out
 
 
+BLOCK_CELLS = 256   # consecutive cells scattered by one thread (keeps cache locality)
+
+
+@numba.njit(cache=True)
+def _colour_blocks(cells, n_nodes, block):
+    """Greedy colouring of blocks of consecutive cells: blocks of one colour share no node.
+
+    Returns (colour_ptr (n_colours+1,), block ids ordered by colour); n_colours = 0 if more
+    than 63 colours would be needed (refill then runs serially).
+    """
+    n_cells, n_per = cells.shape
+    n_blocks = (n_cells + block - 1) // block
+    used_at_node = np.zeros(n_nodes, dtype=np.int64)      # bitmask of colours touching a node
+    colour = np.empty(n_blocks, dtype=np.int64)
+    n_colours = 0
+    for b in range(n_blocks):
+        used = np.int64(0)
+        for e in range(b * block, min(n_cells, (b + 1) * block)):
+            for a in range(n_per):
+                used |= used_at_node[cells[e, a]]
+        c = 0
+        while c < 63 and (used >> c) & 1:
+            c += 1
+        if c == 63:
+            return np.zeros(1, dtype=np.int64), np.arange(n_blocks)
+        colour[b] = c
+        bit = np.int64(1) << c
+        for e in range(b * block, min(n_cells, (b + 1) * block)):
+            for a in range(n_per):
+                used_at_node[cells[e, a]] |= bit
+        if c + 1 > n_colours:
+            n_colours = c + 1
+    ptr = np.zeros(n_colours + 1, dtype=np.int64)
+    for b in range(n_blocks):
+        ptr[colour[b] + 1] += 1
+    for c in range(n_colours):
+        ptr[c + 1] += ptr[c]
+    fill = ptr[:-1].copy()
+    order = np.empty(n_blocks, dtype=np.int64)
+    for b in range(n_blocks):
+        order[fill[colour[b]]] = b
+        fill[colour[b]] += 1
+    return ptr, order
+
+
 @dataclass
 class SparsityPattern:
     """CSR structure of a global matrix and where each element entry goes.
 
     indptr (n_dofs+1,), indices (nnz,) sorted per row; entry_map (n_cells, n_dof_e^2) positions
-    into the CSR data array; diagonal (n_dofs,) positions of the diagonal entries.
+    into the CSR data array (int32 when nnz fits); diagonal (n_dofs,) positions of the diagonal
+    entries; colour_ptr/colour_order: blocks of BLOCK_CELLS consecutive cells grouped so that
+    blocks of one colour share no node, which lets the refill scatter in parallel without
+    atomics while each thread walks consecutive cells.
     """
 
     n_dofs: int
@@ -139,6 +187,8 @@ class SparsityPattern:
     indices: np.ndarray
     entry_map: np.ndarray
     diagonal: np.ndarray
+    colour_ptr: np.ndarray
+    colour_order: np.ndarray
 
     @property
     def nnz(self) -> int:
@@ -161,10 +211,12 @@ def build_pattern(cells: np.ndarray, n_nodes: int, dim: int) -> SparsityPattern:
     # scipy prefers int32 indices when they fit; it halves memory and speeds up matvecs
     if indices.shape[0] < np.iinfo(np.int32).max:
         indptr, indices = indptr.astype(np.int32), indices.astype(np.int32)
+        entry_map = entry_map.astype(np.int32)
     n_dofs = n_nodes * dim
     diag = np.empty(n_dofs, dtype=np.int64)
     _find_diagonal(indptr, indices, diag)
-    return SparsityPattern(n_dofs, indptr, indices, entry_map, diag)
+    colour_ptr, colour_order = _colour_blocks(cells, n_nodes, BLOCK_CELLS)
+    return SparsityPattern(n_dofs, indptr, indices, entry_map, diag, colour_ptr, colour_order)
 
 
 @numba.njit(cache=True)
@@ -177,22 +229,34 @@ def _find_diagonal(indptr, indices, out):
                 break
 
 
-@numba.njit(cache=True)
-def _refill_kernel(entry_map, element_matrices, scale, data):
-    # Serial scatter: element entries collide on shared nodes, and the kernel is memory
-    # bound, so threads would need colouring for little gain (see benchmarks).
-    data[:] = 0.0
-    n_cells = entry_map.shape[0]
+@numba.njit(cache=True, parallel=True)
+def _refill_kernel(entry_map, element_matrices, scale, colour_ptr, colour_order, block, data):
+    # Blocks of one colour share no node, so their scatters hit disjoint entries: each colour
+    # is a race-free parallel loop. Without a colouring (too many colours) run serially.
+    n_data = data.shape[0]
+    for k in numba.prange(n_data):
+        data[k] = 0.0
     n_entries = entry_map.shape[1]
     shared = element_matrices.shape[0] == 1
-    for e in range(n_cells):
-        s = scale[e]
-        if s == 0.0:
-            continue
-        Ke = element_matrices[0] if shared else element_matrices[e]
-        flat = Ke.ravel()
-        for p in range(n_entries):
-            data[entry_map[e, p]] += s * flat[p]
+    n_colours = colour_ptr.shape[0] - 1
+    if n_colours == 0:
+        for e in range(entry_map.shape[0]):
+            s = scale[e]
+            Ke = element_matrices[0] if shared else element_matrices[e]
+            flat = Ke.ravel()
+            for p in range(n_entries):
+                data[entry_map[e, p]] += s * flat[p]
+        return
+    n_cells = entry_map.shape[0]
+    for c in range(n_colours):
+        for i in numba.prange(colour_ptr[c], colour_ptr[c + 1]):
+            b = colour_order[i]
+            for e in range(b * block, min(n_cells, (b + 1) * block)):
+                s = scale[e]
+                Ke = element_matrices[0] if shared else element_matrices[e]
+                flat = Ke.ravel()
+                for p in range(n_entries):
+                    data[entry_map[e, p]] += s * flat[p]
 
 
 def refill(pattern: SparsityPattern, element_matrices: np.ndarray, scale: np.ndarray,
@@ -205,7 +269,8 @@ def refill(pattern: SparsityPattern, element_matrices: np.ndarray, scale: np.nda
     if data is None:
         data = np.empty(pattern.nnz)
     _refill_kernel(pattern.entry_map, np.ascontiguousarray(element_matrices),
-                   np.ascontiguousarray(scale, dtype=np.float64), data)
+                   np.ascontiguousarray(scale, dtype=np.float64), pattern.colour_ptr,
+                   pattern.colour_order, BLOCK_CELLS, data)
     return data
 
 
