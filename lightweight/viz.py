@@ -323,8 +323,8 @@ def draw(plotter, fields: ResultFields, field: str, threshold: float = 0.5, case
     grid = to_pyvista(fields.mesh)
     # 2D pictures are wide and leave room below; 3D ones get the bar at the right edge.
     place = (dict(vertical=False, position_x=0.25, position_y=0.04, width=0.5, height=0.06) if dim == 2
-             else dict(vertical=True, position_x=0.86, position_y=0.2, width=0.06, height=0.6))
-    bar = dict(color=text_color, fmt="%.3g", title_font_size=16, label_font_size=14, **place)
+             else dict(vertical=True, position_x=0.8, position_y=0.2, width=0.06, height=0.6))
+    bar = dict(color=text_color, fmt="%.3g", title_font_size=14, label_font_size=13, **place)
     if field == "density":
         rho = fields.density
         if dim == 2:
@@ -379,7 +379,9 @@ def draw(plotter, fields: ResultFields, field: str, threshold: float = 0.5, case
             plotter.add_mesh(outline, color="gray", line_width=1)
         plotter.add_mesh(shown, scalars="displacement magnitude", cmap=cmap or "plasma",
                          show_edges=show_edges, lighting=dim == 3,
-                         scalar_bar_args=dict(title=f"displacement ({case}, scale x{deformation_scale:.3g})", **bar))
+                         scalar_bar_args=dict(title=f"displacement ({case})", **bar))
+        plotter.add_text(f"deformation scale x{deformation_scale:.3g}", position="lower_left", font_size=9,
+                         color=text_color)
     if title:
         plotter.add_text(title, font_size=12, color=text_color)
     if reset_camera:
@@ -397,7 +399,11 @@ def set_camera(plotter, dim: int) -> None:
         plotter.view_xy()
         plotter.enable_parallel_projection()
         plotter.reset_camera()
-        plotter.camera.zoom(1.15)
+        # Fit the bounds (not their bounding sphere) to the window, with room for a bar below.
+        x0, x1, y0, y1 = plotter.bounds[:4]
+        width, height = plotter.window_size
+        half_height = max((y1 - y0) / 2, (x1 - x0) / 2 * height / width)
+        plotter.camera.parallel_scale = 1.25 * half_height
     else:
         plotter.view_isometric()
         plotter.reset_camera()
