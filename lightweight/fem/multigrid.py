@@ -1,0 +1,789 @@
+"""Geometric multigrid-preconditioned CG for structured quad (2D) and hex (3D) grids.
+
+Approach (after Amir, Aage & Lazarov 2014, "On multigrid-CG for efficient topology
+optimization", and TopOpt_in_PETSc, Aage et al. 2015): conjugate gradients preconditioned by
+one V-cycle of a geometric hierarchy with factor-2 coarsening per axis, trilinear (bilinear)
+prolongation P, Galerkin coarse operators A_c = P^T A P, Chebyshev-Jacobi smoothing and a
+sparse direct solve on the coarsest grid. Galerkin coarsening keeps the 1e9 stiffness contrast
+of SIMP designs on every level (rediscretising with averaged densities smears thin members
+into the void and loses robustness, as Amir et al. report); Chebyshev with Jacobi scaling is
+what PETSc's GAMG/MG use as the default smoother and, being a fixed polynomial in D^-1 A, it
+is insensitive to the local scaling and keeps the V-cycle symmetric for CG.
+
+How each piece is built, and why:
+
+* Fine level, matrix-free: all cells of a grid are translated copies, so K = sum_e s_e Ke with
+  one element matrix Ke and a scale per cell. The matvec is a Numba kernel, element by element
+  in 2^dim colours (cells of one colour share no node), parallel over rows of cells, so no two
+  threads write to the same entry. Memory: the scale field plus vectors (no fine CSR).
+* Coarse element matrices straight from the fine scales: a level-l coarse cell covers
+  f^dim fine cells (f = 2^l), and for nested grids trilinear interpolation restricted to one
+  coarse cell maps its nodal values to each fine cell's nodal values through a fixed matrix
+  Q_pos (pos = position of the fine cell inside the coarse one). Hence the Galerkin product is
+  element-wise and exact:  Ke_l[E] = sum_{c in E} s_c Q_pos^T Ke Q_pos,  i.e. one dense
+  (n_l, f^dim) @ (f^dim, n_e^2) matrix product with the tables G_pos = Q_pos^T Ke Q_pos
+  precomputed once. Coarse cells are processed in slabs and scattered into a CSR matrix whose
+  structured 27-point (9-point) pattern we compute directly, so no (n_cells, 24, 24) array or
+  element->CSR map is ever held for the whole grid.
+* Supports: we take Galerkin of the *constrained* fine operator, A_1 = (D P)^T A (D P) with D
+  zeroing fixed fine DOFs. Element-wise this means fine cells touching a fixed DOF use
+  D_e Ke D_e; their (few, boundary) corrections s_c Q^T (D_e Ke D_e - Ke) Q are added on top.
+  This works for any fixed mask (clamped faces, single components, points). A coarse DOF whose
+  whole interpolation support is fixed has an all-zero row/column: it is marked "dead", held
+  at zero by the transfers and given a unit diagonal in the coarsest direct solve.
+* Coarsening stops when a level has at most ``coarse_max_dofs`` DOFs or a cell count per axis
+  is odd (such a grid cannot be halved; its coarsest level is then larger and the direct
+  solve dearer, so prefer even counts, ideally multiples of 2^(levels-1)).
+* Smoother: Chebyshev of degree ``smoother_degree`` on [lambda_max/ratio, lambda_max] of
+  D^-1 A, lambda_max from a short Lanczos run per level at every update; or damped Jacobi.
+* Coarsest level: pypardiso (MKL) when importable, re-using its symbolic analysis across
+  updates, else SciPy SuperLU with MMD_AT_PLUS_A ordering.
+* Outer: block PCG over all load cases at once (each case its own step lengths), stopping per
+  case on ||r|| / ||b|| <= rtol over the free DOFs.
+
+Constrained system (the convention of :mod:`lightweight.fem.system`): fixed DOFs f have
+K_c[f, f] = fixed_diagonal and zero off-diagonals, so x[f] = rhs[f] / fixed_diagonal, and the
+free DOFs solve K_ff x_free = rhs_free (the caller has already moved K_fp u_p to the rhs).
+``fixed_diagonal`` defaults to the mean |diagonal| of the free DOFs, the value
+:class:`~lightweight.fem.assembly.DirichletMask` uses, so :meth:`GridMultigrid.matvec` equals
+the CSR matrix that system.py builds.
+
+Shapes: grid ``shape`` = (nx, ny) or (nx, ny, nz) cells; vectors are (n_dofs,) or
+(n_cases, n_dofs) with node-major DOFs (dof = node*dim + comp) and the grid numbering of
+:mod:`lightweight.mesh.grid`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+from ..errors import SolverError
+
+# Local node offsets of a cell in VTK order (quad: ccw; hex: ccw bottom, then top).
+_OFFSETS_2D = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=np.int64)
+_OFFSETS_3D = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0],
+                        [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], dtype=np.int64)
+
+
+def _cell_offsets(dim: int) -> np.ndarray:
+    return _OFFSETS_2D if dim == 2 else _OFFSETS_3D
+
+
+def _local_index_table(offsets: np.ndarray) -> np.ndarray:
+    """local[ox, oy, oz] = local node number of the node at offset (ox, oy, oz) of a cell."""
+    table = -np.ones((2, 2, 2), dtype=np.int64)
+    for a, (ox, oy, oz) in enumerate(offsets):
+        table[ox, oy, oz] = a
+    return table
+
+
+def _grid_dims(shape) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """(cells per axis, nodes per axis), both padded to 3 entries; a 2D grid has 1 z-layer."""
+    if len(shape) == 2:
+        return (shape[0], shape[1], 1), (shape[0] + 1, shape[1] + 1, 1)
+    return tuple(shape), (shape[0] + 1, shape[1] + 1, shape[2] + 1)
+
+
+# ---------------------------------------------------------------------------- fine level kernels
+@numba.njit(cache=True, parallel=True)
+def _fine_apply(nodes, cells, dim, offsets, Ke, scale, free, U, out, fixed_diag):
+    """out = K (free * U) on free rows, fixed_diag * U on fixed rows; U, out (n_cases, n_dofs).
+
+    Element by element in 2^dim colours (parity of the cell index per axis): cells of one
+    colour share no node, so threads working on different rows of one colour never write to
+    the same entry. Measured 3-4x faster than a per-node gather of the same products, which
+    re-reads each element vector 2^dim times.
+    """
+    px, py, pz = nodes
+    cx, cy, cz = cells
+    n_cases = U.shape[0]
+    npc = offsets.shape[0]
+    nd = npc * dim
+    out[:, :] = 0.0
+    node_offset = np.empty(npc, dtype=np.int64)
+    for b in range(npc):
+        node_offset[b] = offsets[b, 0] + px * (offsets[b, 1] + py * offsets[b, 2])
+    n_colours = 8 if cz > 1 else 4
+    for colour in range(n_colours):
+        oi = colour % 2
+        oj = (colour // 2) % 2
+        ok = colour // 4
+        rows_j = (cy - oj + 1) // 2
+        rows_k = (cz - ok + 1) // 2
+        for row in numba.prange(rows_j * rows_k):
+            cj = oj + 2 * (row % rows_j)
+            ck = ok + 2 * (row // rows_j)
+            ue = np.empty(nd)
+            dofs = np.empty(nd, dtype=np.int64)
+            for ci in range(oi, cx, 2):
+                s = scale[ci + cx * (cj + cy * ck)]
+                base = ci + px * (cj + py * ck)
+                for b in range(npc):
+                    for q in range(dim):
+                        dofs[b * dim + q] = (base + node_offset[b]) * dim + q
+                for c in range(n_cases):
+                    for r in range(nd):
+                        ue[r] = U[c, dofs[r]] * free[dofs[r]]
+                    for r in range(nd):
+                        t = 0.0
+                        for q in range(nd):
+                            t += Ke[r, q] * ue[q]
+                        out[c, dofs[r]] += s * t
+    for d in numba.prange(U.shape[1]):
+        if free[d] == 0.0:
+            for c in range(n_cases):
+                out[c, d] = fixed_diag * U[c, d]
+
+
+@numba.njit(cache=True, parallel=True)
+def _fine_diagonal(nodes, cells, dim, local, Ke, scale, out):
+    """Diagonal of the unconstrained K = sum_e s_e Ke, (n_dofs,)."""
+    px, py, pz = nodes
+    cx, cy, cz = cells
+    for row in numba.prange(py * pz):
+        j = row % py
+        k = row // py
+        for i in range(px):
+            n = i + px * row
+            for p in range(dim):
+                out[n * dim + p] = 0.0
+            for ck in range(max(k - 1, 0), min(k, cz - 1) + 1):
+                for cj in range(max(j - 1, 0), min(j, cy - 1) + 1):
+                    for ci in range(max(i - 1, 0), min(i, cx - 1) + 1):
+                        s = scale[ci + cx * (cj + cy * ck)]
+                        a = local[i - ci, j - cj, k - ck]
+                        for p in range(dim):
+                            out[n * dim + p] += s * Ke[a * dim + p, a * dim + p]
+
+
+# ---------------------------------------------------------------------------- transfers
+@numba.njit(cache=True, inline="always")
+def _parent(i):
+    """Coarse parents of fine index i: (first, second, weight of each, count)."""
+    if i % 2 == 0:
+        return i // 2, i // 2, 1.0, 1
+    return (i - 1) // 2, (i + 1) // 2, 0.5, 2
+
+
+@numba.njit(cache=True, parallel=True)
+def _prolong_add(cnodes, fnodes, dim, Xc, Xf, free_f):
+    """Xf += free_f * (P Xc), P the (bi/tri)linear interpolation; (n_cases, n_dofs) arrays."""
+    cpx, cpy, cpz = cnodes
+    fpx, fpy, fpz = fnodes
+    n_cases = Xc.shape[0]
+    for row in numba.prange(fpy * fpz):
+        j = row % fpy
+        k = row // fpy
+        j0, j1, wj, nj = _parent(j)
+        k0, k1, wk, nk = _parent(k)
+        val = np.empty((n_cases, dim))
+        for i in range(fpx):
+            i0, i1, wi, ni = _parent(i)
+            val[:, :] = 0.0
+            for kk in range(nk):
+                K = k0 if kk == 0 else k1
+                for jj in range(nj):
+                    J = j0 if jj == 0 else j1
+                    for ii in range(ni):
+                        I = i0 if ii == 0 else i1
+                        w = wi * wj * wk
+                        N = I + cpx * (J + cpy * K)
+                        for p in range(dim):
+                            for c in range(n_cases):
+                                val[c, p] += w * Xc[c, N * dim + p]
+            n = i + fpx * row
+            for p in range(dim):
+                dof = n * dim + p
+                f = free_f[dof]
+                for c in range(n_cases):
+                    Xf[c, dof] += f * val[c, p]
+
+
+@numba.njit(cache=True, parallel=True)
+def _restrict(cnodes, fnodes, dim, Xf, Xc, free_f):
+    """Xc = P^T (free_f * Xf); (n_cases, n_dofs) arrays."""
+    cpx, cpy, cpz = cnodes
+    fpx, fpy, fpz = fnodes
+    n_cases = Xf.shape[0]
+    for row in numba.prange(cpy * cpz):
+        J = row % cpy
+        K = row // cpy
+        val = np.empty((n_cases, dim))
+        for I in range(cpx):
+            val[:, :] = 0.0
+            for dk in range(-1, 2):
+                k = 2 * K + dk
+                if k < 0 or k >= fpz:
+                    continue
+                wk = 1.0 if dk == 0 else 0.5
+                for dj in range(-1, 2):
+                    j = 2 * J + dj
+                    if j < 0 or j >= fpy:
+                        continue
+                    wj = 1.0 if dj == 0 else 0.5
+                    for di in range(-1, 2):
+                        i = 2 * I + di
+                        if i < 0 or i >= fpx:
+                            continue
+                        w = wk * wj * (1.0 if di == 0 else 0.5)
+                        n = i + fpx * (j + fpy * k)
+                        for p in range(dim):
+                            dof = n * dim + p
+                            f = w * free_f[dof]
+                            for c in range(n_cases):
+                                val[c, p] += f * Xf[c, dof]
+            N = I + cpx * row
+            for p in range(dim):
+                for c in range(n_cases):
+                    Xc[c, N * dim + p] = val[c, p]
+
+
+# ---------------------------------------------------------------------------- coarse CSR levels
+@numba.njit(cache=True)
+def _grid_pattern(nodes, dim):
+    """CSR structure (indptr, indices) of a grid operator: sorted 3^dim node stencil, node-major."""
+    px, py, pz = nodes
+    n_nodes = px * py * pz
+    indptr = np.zeros(n_nodes * dim + 1, dtype=np.int64)
+    for n in range(n_nodes):
+        i = n % px
+        j = (n // px) % py
+        k = n // (px * py)
+        cnt = ((min(i + 1, px - 1) - max(i - 1, 0) + 1) * (min(j + 1, py - 1) - max(j - 1, 0) + 1)
+               * (min(k + 1, pz - 1) - max(k - 1, 0) + 1))
+        for p in range(dim):
+            indptr[n * dim + p + 1] = indptr[n * dim + p] + cnt * dim
+    indices = np.empty(indptr[-1], dtype=np.int64)
+    for n in range(n_nodes):
+        i = n % px
+        j = (n // px) % py
+        k = n // (px * py)
+        for p in range(dim):
+            pos = indptr[n * dim + p]
+            for kk in range(max(k - 1, 0), min(k + 1, pz - 1) + 1):
+                for jj in range(max(j - 1, 0), min(j + 1, py - 1) + 1):
+                    for ii in range(max(i - 1, 0), min(i + 1, px - 1) + 1):
+                        m = ii + px * (jj + py * kk)
+                        for q in range(dim):
+                            indices[pos] = m * dim + q
+                            pos += 1
+    return indptr, indices
+
+
+@numba.njit(cache=True)
+def _scatter_cells(Ke_chunk, first_cell, cells, nodes, offsets, dim, indptr, data):
+    """data += element matrices Ke_chunk (m, nd, nd) of cells first_cell.. first_cell+m-1."""
+    cx, cy, cz = cells
+    px, py, pz = nodes
+    npc = offsets.shape[0]
+    for m in range(Ke_chunk.shape[0]):
+        e = first_cell + m
+        ci = e % cx
+        cj = (e // cx) % cy
+        ck = e // (cx * cy)
+        for a in range(npc):
+            ia = ci + offsets[a, 0]
+            ja = cj + offsets[a, 1]
+            ka = ck + offsets[a, 2]
+            na = ia + px * (ja + py * ka)
+            ilo = -1 if ia > 0 else 0
+            jlo = -1 if ja > 0 else 0
+            klo = -1 if ka > 0 else 0
+            ni = (1 if ia < px - 1 else 0) - ilo + 1
+            nj = (1 if ja < py - 1 else 0) - jlo + 1
+            for b in range(npc):
+                di = offsets[b, 0] - offsets[a, 0]
+                dj = offsets[b, 1] - offsets[a, 1]
+                dk = offsets[b, 2] - offsets[a, 2]
+                slot = ((dk - klo) * nj + (dj - jlo)) * ni + (di - ilo)
+                for p in range(dim):
+                    start = indptr[na * dim + p] + slot * dim
+                    for q in range(dim):
+                        data[start + q] += Ke_chunk[m, a * dim + p, b * dim + q]
+
+
+@numba.njit(cache=True)
+def _zero_dead(indptr, indices, data, alive, diag_out):
+    """Zero rows/columns of dead DOFs (alive == 0) and write the diagonal into diag_out."""
+    n = indptr.shape[0] - 1
+    for r in range(n):
+        diag_out[r] = 0.0
+        for k in range(indptr[r], indptr[r + 1]):
+            c = indices[k]
+            if alive[r] == 0.0 or alive[c] == 0.0:
+                data[k] = 0.0
+            elif c == r:
+                diag_out[r] = data[k]
+
+
+@numba.njit(cache=True, parallel=True)
+def _csr_apply(indptr, indices, data, X, out):
+    """out = A X for CSR A and X (n_cases, n)."""
+    n = indptr.shape[0] - 1
+    n_cases = X.shape[0]
+    for r in numba.prange(n):
+        for c in range(n_cases):
+            t = 0.0
+            for k in range(indptr[r], indptr[r + 1]):
+                t += data[k] * X[c, indices[k]]
+            out[c, r] = t
+
+
+def _interpolation_tables(dim: int, f: int) -> np.ndarray:
+    """Q (f^dim, n_e, n_e): coarse-cell nodal values -> nodal values of each fine sub-cell.
+
+    Sub-cell pos = px + f*(py + f*pz); rows: fine local DOFs, columns: coarse local DOFs.
+    """
+    offsets = _cell_offsets(dim)
+    npc = offsets.shape[0]
+    fz = f if dim == 3 else 1
+    Q = np.zeros((fz * f * f, npc * dim, npc * dim))
+    for pz in range(fz):
+        for py in range(f):
+            for px in range(f):
+                pos = px + f * (py + f * pz)
+                for b in range(npc):
+                    xi = (np.array([px, py, pz]) + offsets[b]) / f
+                    for a in range(npc):
+                        w = 1.0
+                        for d in range(dim):
+                            w *= xi[d] if offsets[a, d] else 1.0 - xi[d]
+                        for q in range(dim):
+                            Q[pos, b * dim + q, a * dim + q] = w
+    return Q
+
+
+class _Level:
+    """One grid of the hierarchy: sizes, operator, diagonal and smoother data."""
+
+    def __init__(self, cells, nodes, dim, factor):
+        self.cells = cells                  # cells per axis (z = 1 in 2D)
+        self.nodes = nodes                  # nodes per axis (z = 1 in 2D)
+        self.factor = factor                # fine cells per coarse cell per axis (2^level)
+        self.n_dofs = nodes[0] * nodes[1] * nodes[2] * dim
+        self.alive = None                   # (n_dofs,) 1.0 where the DOF takes part, else 0.0
+        self.indptr = self.indices = self.data = None
+        self.inv_diag = None
+        self.lmax = 1.0
+        self.Q = self.G = None              # interpolation / Galerkin tables from the fine grid
+
+
+class _DirectSolver:
+    """Sparse direct solve of the coarsest level: pypardiso if importable, else SuperLU."""
+
+    def __init__(self):
+        try:
+            import pypardiso
+            self._pardiso = pypardiso.PyPardisoSolver()
+            self.name = "pypardiso"
+        except Exception:  # noqa: BLE001 - any import/MKL failure means "not available"
+            self._pardiso = None
+            self.name = "superlu"
+        self._analysed = False
+        self._A = None
+        self._lu = None
+
+    def factorize(self, A: sp.csr_matrix) -> None:
+        self._A = A
+        if self._pardiso is None:
+            from scipy.sparse.linalg import splu
+            self._lu = splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A")
+            return
+        solver = self._pardiso
+        if self._analysed:
+            # Same pattern as before: numerical factorization only (phase 22).
+            try:
+                solver.factorized_A = A.copy()
+                solver.set_phase(22)
+                solver._call_pardiso(A, np.zeros((A.shape[0], 1)))
+                return
+            except Exception:  # noqa: BLE001 - fall back to the public full factorization
+                pass
+        solver.factorize(A)
+        self._analysed = True
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        """Solution for right-hand sides B (n_cases, n)."""
+        if self._pardiso is None:
+            return self._lu.solve(np.ascontiguousarray(B.T)).T
+        X = self._pardiso.solve(self._A, np.ascontiguousarray(B.T))
+        return np.asarray(X).reshape(B.shape[1], -1).T
+
+
+class GridMultigrid:
+    """Multigrid-preconditioned CG for K = sum_e s_e Ke on a structured quad/hex grid.
+
+    shape: cells per axis (nx, ny[, nz]); spacing: cell edge lengths (informative only: the
+    Galerkin hierarchy is built from ``element_matrix`` and needs no geometry);
+    element_matrix: (n_e, n_e) stiffness of one cell at unit scale (8x8 quad, 24x24 hex,
+    node-major VTK local order); fixed_mask: (n_dofs,) bool, True for supported DOFs.
+    n_levels: levels including the fine grid (None: coarsen until <= coarse_max_dofs).
+    smoother: "chebyshev" or "jacobi"; smoother_degree: matvecs per pre-/post-smoothing.
+    Call :meth:`update` with the per-cell scale before :meth:`solve`, :meth:`vcycle`.
+    """
+
+    def __init__(self, shape, spacing=None, element_matrix=None, fixed_mask=None, n_levels=None,
+                 smoother: str = "chebyshev", coarse_max_dofs: int = 20000, rtol: float = 1e-8,
+                 maxiter: int = 500, smoother_degree: int = 2, chebyshev_ratio: float = 10.0,
+                 jacobi_weight: float = 0.6):
+        shape = tuple(int(n) for n in shape)
+        self.dim = dim = len(shape)
+        if dim not in (2, 3) or min(shape) < 1:
+            raise SolverError(f"GridMultigrid needs 2 or 3 positive cell counts, got shape {shape}")
+        self.shape = shape
+        self.spacing = None if spacing is None else tuple(float(h) for h in spacing)
+        Ke = np.ascontiguousarray(element_matrix, dtype=np.float64)
+        nd = 2 ** dim * dim
+        if Ke.shape != (nd, nd):
+            raise SolverError(f"element_matrix must be ({nd}, {nd}) for a {dim}D grid, got {Ke.shape}")
+        self.Ke = Ke
+        self.offsets = _cell_offsets(dim)
+        self.local = _local_index_table(self.offsets)
+        cells, nodes = _grid_dims(shape)
+        self.n_cells = cells[0] * cells[1] * cells[2]
+        self.n_dofs = nodes[0] * nodes[1] * nodes[2] * dim
+        fixed = np.zeros(self.n_dofs, dtype=bool) if fixed_mask is None else np.asarray(fixed_mask, bool)
+        if fixed.shape != (self.n_dofs,):
+            raise SolverError(f"fixed_mask must have one entry per DOF ({self.n_dofs}), got {fixed.shape}")
+        self.fixed_mask = fixed
+        self.free = (~fixed).astype(np.float64)
+        if smoother not in ("chebyshev", "jacobi"):
+            raise SolverError(f"smoother must be 'chebyshev' or 'jacobi', got {smoother!r}")
+        self.smoother = smoother
+        self.smoother_degree = int(smoother_degree)
+        self.chebyshev_ratio = float(chebyshev_ratio)
+        self.jacobi_weight = float(jacobi_weight)
+        self.rtol = float(rtol)
+        self.maxiter = int(maxiter)
+        self.coarse_max_dofs = int(coarse_max_dofs)
+        self.fixed_diagonal = 1.0
+        self.scale = None
+        self.levels = self._build_levels(cells, nodes, n_levels)
+        self._setup_boundary_corrections()
+        for lev in self.levels[1:] if len(self.levels) > 1 else self.levels:
+            lev.indptr, lev.indices = _grid_pattern(lev.nodes, dim)
+            if lev.indices.shape[0] < np.iinfo(np.int32).max:
+                lev.indptr = lev.indptr.astype(np.int32)
+                lev.indices = lev.indices.astype(np.int32)
+        self._direct = _DirectSolver()
+        self.setup_seconds = 0.0
+
+    # ------------------------------------------------------------------ hierarchy
+    def _build_levels(self, cells, nodes, n_levels):
+        dim = self.dim
+        levels = [_Level(cells, nodes, dim, 1)]
+        levels[0].alive = self.free
+        max_levels = 30 if n_levels is None else int(n_levels)
+        while len(levels) < max_levels:
+            lev = levels[-1]
+            if n_levels is None and lev.n_dofs <= self.coarse_max_dofs:
+                break
+            axes = lev.cells[:dim]
+            if any(c % 2 or c < 2 for c in axes):
+                break
+            f = lev.factor * 2
+            if f ** dim * (2 ** dim * dim) ** 2 > 8_000_000:   # Galerkin table G_l too large
+                break
+            c_cells = tuple(c // 2 for c in axes) + ((1,) if dim == 2 else ())
+            c_nodes = tuple(c + 1 for c in c_cells[:dim]) + ((1,) if dim == 2 else ())
+            coarse = _Level(c_cells, c_nodes, dim, f)
+            weight = np.empty((1, coarse.n_dofs))
+            _restrict(coarse.nodes, lev.nodes, dim, lev.alive[None, :], weight, np.ones(lev.n_dofs))
+            coarse.alive = (weight[0] > 0).astype(np.float64)
+            levels.append(coarse)
+        for lev in levels[1:]:
+            Q = _interpolation_tables(dim, lev.factor)
+            lev.Q = Q
+            lev.G = np.einsum("pba,bc,pcd->pad", Q, self.Ke, Q).reshape(Q.shape[0], -1)
+        if len(levels) == 1:                      # the fine grid itself is the coarsest level
+            levels[0].Q = np.eye(self.Ke.shape[0])[None]
+            levels[0].G = self.Ke.reshape(1, -1).copy()
+        return levels
+
+    def _setup_boundary_corrections(self):
+        """Fine cells touching fixed DOFs and their Galerkin corrections per level."""
+        dim = self.dim
+        cx, cy, cz = _grid_dims(self.shape)[0]
+        px, py, _ = _grid_dims(self.shape)[1]
+        ci, cj, ck = np.meshgrid(np.arange(cx), np.arange(cy), np.arange(cz), indexing="ij")
+        ci, cj, ck = (a.transpose(2, 1, 0).ravel() for a in (ci, cj, ck))   # cell id order
+        fixed_nodes = self.fixed_mask.reshape(-1, dim)
+        touched = np.zeros(self.n_cells, dtype=bool)
+        for o in self.offsets:
+            nid = (ci + o[0]) + px * ((cj + o[1]) + py * (ck + o[2]))
+            touched |= fixed_nodes[nid].any(axis=1)
+        t = np.flatnonzero(touched)
+        local_free = np.empty((t.size, len(self.offsets) * dim))
+        for a, o in enumerate(self.offsets):
+            nid = (ci[t] + o[0]) + px * ((cj[t] + o[1]) + py * (ck[t] + o[2]))
+            local_free[:, a * dim:(a + 1) * dim] = ~fixed_nodes[nid]
+        M = local_free[:, :, None] * self.Ke[None] * local_free[:, None, :] - self.Ke[None]
+        self._touched = t
+        for lev in self.levels:
+            if lev.Q is None:
+                continue
+            f = lev.factor
+            fz = f if dim == 3 else 1
+            pos = (ci[t] % f) + f * ((cj[t] % f) + f * (ck[t] % fz))
+            coarse_cell = (ci[t] // f) + lev.cells[0] * ((cj[t] // f) + lev.cells[1] * (ck[t] // fz))
+            Qp = lev.Q[pos]
+            lev.corr_cells = coarse_cell
+            lev.corr = np.einsum("tba,tbc,tcd->tad", Qp, M, Qp)
+            lev.corr_fine = t
+
+    def _level_element_matrices(self, lev, first_slab, last_slab):
+        """Galerkin element matrices of coarse cells in slabs [first, last) (z in 3D, y in 2D)."""
+        dim = self.dim
+        f = lev.factor
+        cx, cy, cz = lev.cells
+        s = self.scale
+        if dim == 3:
+            block = s.reshape(cz * f, cy * f, cx * f)[first_slab * f:last_slab * f]
+            S = block.reshape(-1, f, cy, f, cx, f).transpose(0, 2, 4, 1, 3, 5).reshape(-1, f ** 3)
+            per_slab = cx * cy
+        else:
+            block = s.reshape(cy * f, cx * f)[first_slab * f:last_slab * f]
+            S = block.reshape(-1, f, cx, f).transpose(0, 2, 1, 3).reshape(-1, f * f)
+            per_slab = cx
+        nd = self.Ke.shape[0]
+        Ke = (S @ lev.G).reshape(-1, nd, nd)
+        lo, hi = first_slab * per_slab, last_slab * per_slab
+        sel = (lev.corr_cells >= lo) & (lev.corr_cells < hi)
+        if np.any(sel):
+            contrib = lev.corr[sel] * s[lev.corr_fine[sel]][:, None, None]
+            np.add.at(Ke, lev.corr_cells[sel] - lo, contrib)
+        return Ke, lo
+
+    def _assemble_level(self, lev):
+        nd = self.Ke.shape[0]
+        n_slabs = lev.cells[2] if self.dim == 3 else lev.cells[1]
+        per_slab = lev.cells[0] * (lev.cells[1] if self.dim == 3 else 1)
+        step = max(1, int(4_000_000 // max(1, per_slab * nd * nd)))    # ~32 MB chunks
+        data = np.zeros(lev.indices.shape[0])
+        for first in range(0, n_slabs, step):
+            Ke, lo = self._level_element_matrices(lev, first, min(n_slabs, first + step))
+            _scatter_cells(Ke, lo, lev.cells, lev.nodes, self.offsets, self.dim, lev.indptr, data)
+        diag = np.empty(lev.n_dofs)
+        _zero_dead(lev.indptr, lev.indices, data, lev.alive, diag)
+        lev.data = data
+        return diag
+
+    # ------------------------------------------------------------------ public API
+    def update(self, stiffness_scale, fixed_diagonal: float | None = None) -> None:
+        """Rebuild all level operators, smoother bounds and the coarse factorization.
+
+        stiffness_scale: (n_cells,) per-cell multipliers of the element matrix (> 0).
+        fixed_diagonal: value of K_c[f, f] on fixed DOFs (None: mean |diagonal| of free DOFs).
+        """
+        t0 = time.perf_counter()
+        s = np.ascontiguousarray(stiffness_scale, dtype=np.float64).ravel()
+        if s.shape != (self.n_cells,):
+            raise SolverError(f"stiffness_scale must have one value per cell ({self.n_cells}), got {s.shape}")
+        if not np.all(s > 0) or not np.all(np.isfinite(s)):
+            raise SolverError("stiffness_scale must be positive and finite in every cell "
+                              "(use a small minimum stiffness such as 1e-9 for void)")
+        self.scale = s
+        fine = self.levels[0]
+        diag = np.empty(self.n_dofs)
+        _, nodes = _grid_dims(self.shape)
+        _fine_diagonal(nodes, _grid_dims(self.shape)[0], self.dim, self.local, self.Ke, s, diag)
+        free = self.fixed_mask == False  # noqa: E712
+        self.fixed_diagonal = (float(np.mean(np.abs(diag[free]))) if free.any() else 1.0) \
+            if fixed_diagonal is None else float(fixed_diagonal)
+        diag = diag * self.free
+        fine.inv_diag = np.divide(1.0, diag, out=np.zeros_like(diag), where=diag > 0)
+        if len(self.levels) == 1:
+            self._assemble_level(fine)
+        for lev in self.levels[1:]:
+            d = self._assemble_level(lev)
+            lev.inv_diag = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
+        for lev in self.levels[:-1]:
+            lev.lmax = self._estimate_lmax(lev)
+        coarsest = self.levels[-1]
+        A = sp.csr_matrix((coarsest.data.copy(), coarsest.indices, coarsest.indptr),
+                          shape=(coarsest.n_dofs,) * 2)
+        dead = np.flatnonzero(coarsest.alive == 0)
+        if dead.size:
+            A = A + sp.csr_matrix((np.ones(dead.size), (dead, dead)), shape=A.shape)
+            A.sort_indices()
+        self._direct.factorize(A.tocsr())
+        self.setup_seconds = time.perf_counter() - t0
+
+    def _apply_level(self, lev, X, out):
+        """out = A_level X restricted to live DOFs (X, out (n_cases, n_dofs))."""
+        if lev is self.levels[0]:
+            cells, nodes = _grid_dims(self.shape)
+            _fine_apply(nodes, cells, self.dim, self.offsets, self.Ke, self.scale,
+                        self.free, X, out, 0.0)
+        else:
+            _csr_apply(lev.indptr, lev.indices, lev.data, X, out)
+        return out
+
+    def _estimate_lmax(self, lev, steps: int = 12) -> float:
+        """Largest eigenvalue of D^-1 A on the live DOFs by Lanczos on D^-1/2 A D^-1/2."""
+        rng = np.random.default_rng(12345)
+        sq = np.sqrt(lev.inv_diag)
+        v = rng.standard_normal(lev.n_dofs) * (sq > 0)
+        v /= np.linalg.norm(v)
+        v_old = np.zeros_like(v)
+        alphas, betas = [], []
+        beta = 0.0
+        w = np.empty((1, lev.n_dofs))
+        for _ in range(min(steps, int(np.count_nonzero(sq)))):
+            self._apply_level(lev, (sq * v)[None, :], w)
+            wv = sq * w[0]
+            alpha = float(v @ wv)
+            wv -= alpha * v + beta * v_old
+            alphas.append(alpha)
+            beta = float(np.linalg.norm(wv))
+            if beta < 1e-14 * abs(alpha):
+                break
+            betas.append(beta)
+            v_old, v = v, wv / beta
+        k = len(alphas)
+        T = np.diag(alphas) + np.diag(betas[:k - 1], 1) + np.diag(betas[:k - 1], -1)
+        return float(np.linalg.eigvalsh(T).max())
+
+    def _smooth(self, lev, B, X, zero_guess):
+        """Chebyshev-Jacobi (or damped Jacobi) smoothing of A X = B in place; returns X."""
+        Dinv = lev.inv_diag[None, :]
+        tmp = np.empty_like(B)
+        if zero_guess:
+            R = B.copy()
+        else:
+            R = B - self._apply_level(lev, X, tmp)
+        if self.smoother == "jacobi":
+            omega = self.jacobi_weight * 2.0 / lev.lmax
+            for it in range(self.smoother_degree):
+                X += omega * Dinv * R
+                if it < self.smoother_degree - 1:
+                    R = B - self._apply_level(lev, X, tmp)
+            return X
+        upper = 1.1 * lev.lmax
+        lower = upper / self.chebyshev_ratio
+        theta = 0.5 * (upper + lower)
+        delta = 0.5 * (upper - lower)
+        sigma = theta / delta
+        rho = 1.0 / sigma
+        Dk = Dinv * R / theta
+        for it in range(self.smoother_degree):
+            X += Dk
+            if it == self.smoother_degree - 1:
+                break
+            R -= self._apply_level(lev, Dk, tmp)
+            rho_new = 1.0 / (2.0 * sigma - rho)
+            Dk *= rho_new * rho
+            Dk += (2.0 * rho_new / delta) * Dinv * R
+            rho = rho_new
+        return X
+
+    def _vcycle(self, level_index, B):
+        lev = self.levels[level_index]
+        if level_index == len(self.levels) - 1:
+            return self._direct.solve(B) * lev.alive[None, :]
+        X = self._smooth(lev, B, np.zeros_like(B), zero_guess=True)
+        R = B - self._apply_level(lev, X, np.empty_like(B))
+        coarse = self.levels[level_index + 1]
+        Bc = np.empty((B.shape[0], coarse.n_dofs))
+        _restrict(coarse.nodes, lev.nodes, self.dim, R, Bc, lev.alive)
+        Xc = self._vcycle(level_index + 1, Bc)
+        _prolong_add(coarse.nodes, lev.nodes, self.dim, Xc, X, lev.alive)
+        return self._smooth(lev, B, X, zero_guess=False)
+
+    def vcycle(self, r):
+        """One V-cycle applied to residual(s) r (n_dofs,) or (n_cases, n_dofs); fixed DOFs -> 0."""
+        self._check_ready()
+        R = np.atleast_2d(np.asarray(r, dtype=np.float64)) * self.free[None, :]
+        Z = self._vcycle(0, np.ascontiguousarray(R))
+        return Z[0] if np.ndim(r) == 1 else Z
+
+    def matvec(self, u):
+        """Constrained K_c u (free rows: K_ff u_free; fixed rows: fixed_diagonal * u)."""
+        self._check_ready()
+        U = np.ascontiguousarray(np.atleast_2d(np.asarray(u, dtype=np.float64)))
+        out = np.empty_like(U)
+        cells, nodes = _grid_dims(self.shape)
+        _fine_apply(nodes, cells, self.dim, self.offsets, self.Ke, self.scale,
+                    self.free, U, out, self.fixed_diagonal)
+        return out[0] if np.ndim(u) == 1 else out
+
+    def _check_ready(self):
+        if self.scale is None:
+            raise SolverError("GridMultigrid.update(stiffness_scale) must be called before solving")
+
+    def solve(self, rhs, x0=None):
+        """Solve K_c U = rhs for all load cases by MG-preconditioned block CG.
+
+        rhs: (n_cases, n_dofs) or (n_dofs,); x0: initial guess of the same shape (free DOFs).
+        Returns (U like rhs, info) with info = {"iterations": [per case], "residuals": [relative
+        ||r_free|| / ||rhs_free||], "seconds", "setup_seconds", "levels": [dofs per level],
+        "converged": bool}.
+        """
+        self._check_ready()
+        t0 = time.perf_counter()
+        B = np.atleast_2d(np.asarray(rhs, dtype=np.float64))
+        if B.shape[1] != self.n_dofs:
+            raise SolverError(f"rhs must have {self.n_dofs} DOFs per case, got {B.shape[1]}")
+        n_cases = B.shape[0]
+        fixed = self.fixed_mask
+        free = self.free[None, :]
+        Bf = np.ascontiguousarray(B * free)
+        X = np.zeros_like(Bf) if x0 is None else np.atleast_2d(np.asarray(x0, float)) * free
+        X = np.ascontiguousarray(X)
+        bnorm = np.linalg.norm(Bf, axis=1)
+        R = Bf - self._apply_level(self.levels[0], X, np.empty_like(X))
+        rnorm = np.linalg.norm(R, axis=1)
+        safe_b = np.where(bnorm > 0, bnorm, 1.0)
+        active = rnorm > self.rtol * bnorm
+        iters = np.zeros(n_cases, dtype=int)
+        Z = self._vcycle(0, R)
+        P = Z.copy()
+        rz = np.einsum("ij,ij->i", R, Z)
+        AP = np.empty_like(P)
+        for it in range(self.maxiter):
+            if not active.any():
+                break
+            self._apply_level(self.levels[0], P, AP)
+            pAp = np.einsum("ij,ij->i", P, AP)
+            alpha = np.where(active, rz / np.where(pAp != 0, pAp, 1.0), 0.0)
+            X += alpha[:, None] * P
+            R -= alpha[:, None] * AP
+            iters += active
+            rnorm = np.linalg.norm(R, axis=1)
+            active &= rnorm > self.rtol * bnorm
+            if not active.any():
+                break
+            Z = self._vcycle(0, R)
+            rz_new = np.einsum("ij,ij->i", R, Z)
+            beta = np.where(active, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
+            P *= beta[:, None]
+            P += Z
+            rz = rz_new
+        X[:, fixed] = B[:, fixed] / self.fixed_diagonal
+        info = {"iterations": iters.tolist(), "residuals": (rnorm / safe_b).tolist(),
+                "converged": bool(not active.any()), "seconds": time.perf_counter() - t0,
+                "setup_seconds": self.setup_seconds,
+                "levels": [lev.n_dofs for lev in self.levels], "coarse_solver": self._direct.name}
+        return (X[0] if np.ndim(rhs) == 1 else X), info
+
+
+def grid_matvec(shape, element_matrix, stiffness_scale, u):
+    """Unconstrained K u with K = sum_e s_e Ke on a structured grid (matrix-free).
+
+    shape: (nx, ny[, nz]) cells; element_matrix (n_e, n_e); stiffness_scale (n_cells,);
+    u: (n_dofs,) or (n_cases, n_dofs). Returns K u with the shape of u.
+    """
+    shape = tuple(int(n) for n in shape)
+    dim = len(shape)
+    cells, nodes = _grid_dims(shape)
+    offsets = _cell_offsets(dim)
+    U = np.ascontiguousarray(np.atleast_2d(np.asarray(u, dtype=np.float64)))
+    out = np.empty_like(U)
+    free = np.ones(U.shape[1])
+    _fine_apply(nodes, cells, dim, offsets, np.ascontiguousarray(element_matrix, dtype=np.float64),
+                np.ascontiguousarray(stiffness_scale, dtype=np.float64), free, U, out, 0.0)
+    return out[0] if np.ndim(u) == 1 else out
