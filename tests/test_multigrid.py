@@ -1,0 +1,208 @@
+"""Geometric multigrid-PCG on structured grids against assembled CSR matrices and direct solves."""
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+
+from lightweight.errors import SolverError
+from lightweight.fem.assembly import DirichletMask, build_pattern, refill
+from lightweight.fem.elements import element_stiffness
+from lightweight.fem.material import elasticity_matrix
+from lightweight.fem.multigrid import GridMultigrid, grid_matvec
+from lightweight.mesh.grid import structured_grid
+
+SPACING_3D = (1.0, 0.8, 1.25)
+SPACING_2D = (1.0, 0.6)
+
+
+def _setup(shape, spacing):
+    """Grid mesh, unit-E element matrix, clamped-xmin mask and a tip load on the xmax face."""
+    dim = len(shape)
+    mesh = structured_grid(shape, size=[n * h for n, h in zip(shape, spacing)])
+    Ke, _ = element_stiffness(mesh.cell_type, mesh.points[mesh.cells[:1]],
+                              elasticity_matrix(1.0, 0.3, dim))
+    fixed = np.zeros((mesh.n_nodes, dim), dtype=bool)
+    fixed[mesh.node_sets["xmin"]] = True
+    force = np.zeros((mesh.n_nodes, dim))
+    xmax = mesh.node_sets["xmax"]
+    # load the bottom edge of the free end (y = 0) downwards in the last component
+    edge = xmax[mesh.points[xmax, 1] == 0.0]
+    force[edge, dim - 1] = -1.0 / edge.size
+    return mesh, Ke[0], fixed.ravel(), force.ravel()
+
+
+def _assembled(mesh, Ke, scale):
+    pattern = build_pattern(mesh.cells, mesh.n_nodes, mesh.dim)
+    return pattern, pattern.matrix(refill(pattern, Ke[None], scale))
+
+
+def _direct_compliance(K, fixed, F):
+    free = ~fixed
+    lu = spla.splu(K[free][:, free].tocsc(), permc_spec="MMD_AT_PLUS_A")
+    return float(F[free] @ lu.solve(F[free]))
+
+
+def _truss_design(mesh, shape):
+    """Connected 0/1 design: flanges along y=0 and y=ny, diagonal webs, clamped end solid."""
+    c = mesh.points[mesh.cells].mean(axis=1) / np.asarray(mesh.grid_spacing)
+    ny = shape[1]
+    t = max(1.0, ny / 6)
+    solid = (c[:, 1] < t) | (c[:, 1] > ny - t) | (c[:, 0] < 1)
+    for k in range(0, shape[0], ny):
+        solid |= np.abs(c[:, 0] - k - c[:, 1]) < 0.75 * t
+        solid |= np.abs(c[:, 0] - k - (ny - c[:, 1])) < 0.75 * t
+    return solid
+
+
+def _designs(mesh, shape):
+    rng = np.random.default_rng(7)
+    # iid densities with volume fraction 0.1 spread over [1e-3, 0.2]: per-cell contrast 1e7
+    rho = rng.uniform(1e-3, 0.2, mesh.n_cells)
+    return {"uniform": np.ones(mesh.n_cells),
+            "random_simp": 1e-9 + rho ** 3 * (1 - 1e-9),
+            "thresholded": np.where(_truss_design(mesh, shape), 1.0, 1e-9)}
+
+
+@pytest.mark.parametrize("shape, spacing", [((6, 4, 5), SPACING_3D), ((9, 7), SPACING_2D)])
+def test_grid_matvec_equals_assembled_csr(shape, spacing):
+    mesh, Ke, _, _ = _setup(shape, spacing)
+    rng = np.random.default_rng(1)
+    scale = rng.uniform(1e-3, 1.0, mesh.n_cells)
+    _, K = _assembled(mesh, Ke, scale)
+    U = rng.standard_normal((3, K.shape[0]))
+    expected = (K @ U.T).T
+    got = grid_matvec(shape, Ke, scale, U)
+    assert np.allclose(got, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    assert np.allclose(grid_matvec(shape, Ke, scale, U[0]), expected[0], atol=1e-12 * np.abs(expected).max())
+
+
+def test_constrained_matvec_matches_system_convention():
+    """matvec is the CSR matrix DirichletMask builds (fixed diagonal = mean free diagonal)."""
+    shape = (6, 4, 4)
+    mesh, Ke, fixed, _ = _setup(shape, SPACING_3D)
+    scale = np.random.default_rng(2).uniform(0.01, 1.0, mesh.n_cells)
+    pattern, K = _assembled(mesh, Ke, scale)
+    constrained, diag_value = DirichletMask(pattern, np.flatnonzero(fixed)).apply(K.data)
+    Kc = pattern.matrix(constrained)
+    mg = GridMultigrid(shape, SPACING_3D, Ke, fixed)
+    mg.update(scale)
+    assert mg.fixed_diagonal == pytest.approx(diag_value, rel=1e-12)
+    u = np.random.default_rng(3).standard_normal(K.shape[0])
+    assert np.allclose(mg.matvec(u), Kc @ u, atol=1e-12 * np.abs(Kc @ u).max())
+
+
+@pytest.mark.parametrize("design", ["uniform", "random_simp", "thresholded"])
+def test_mg_pcg_compliance_matches_direct_3d(design):
+    shape = (24, 12, 12)
+    mesh, Ke, fixed, F = _setup(shape, SPACING_3D)
+    scale = _designs(mesh, shape)[design]
+    _, K = _assembled(mesh, Ke, scale)
+    reference = _direct_compliance(K, fixed, F)
+    mg = GridMultigrid(shape, SPACING_3D, Ke, fixed, coarse_max_dofs=1000)
+    assert len(mg.levels) == 3
+    mg.update(scale)
+    U, info = mg.solve(F)
+    assert info["converged"], info
+    assert abs(F @ U - reference) <= 1e-6 * abs(reference)
+    assert np.all(U[fixed] == 0.0)
+
+
+@pytest.mark.parametrize("design", ["uniform", "random_simp", "thresholded"])
+def test_mg_pcg_compliance_matches_direct_2d(design):
+    shape = (64, 32)
+    mesh, Ke, fixed, F = _setup(shape, SPACING_2D)
+    scale = _designs(mesh, shape)[design]
+    _, K = _assembled(mesh, Ke, scale)
+    reference = _direct_compliance(K, fixed, F)
+    mg = GridMultigrid(shape, SPACING_2D, Ke, fixed, coarse_max_dofs=200)
+    assert len(mg.levels) >= 4
+    mg.update(scale)
+    U, info = mg.solve(F)
+    assert info["converged"], info
+    assert abs(F @ U - reference) <= 1e-6 * abs(reference)
+
+
+def test_single_level_is_a_direct_solve():
+    shape = (8, 4, 4)
+    mesh, Ke, fixed, F = _setup(shape, SPACING_3D)
+    scale = _designs(mesh, shape)["thresholded"]
+    _, K = _assembled(mesh, Ke, scale)
+    mg = GridMultigrid(shape, SPACING_3D, Ke, fixed)        # 675 DOFs <= coarse_max_dofs
+    assert len(mg.levels) == 1
+    mg.update(scale)
+    U, info = mg.solve(F)
+    assert info["iterations"] == [1]
+    assert F @ U == pytest.approx(_direct_compliance(K, fixed, F), rel=1e-9)
+
+
+def _iterations(shape, design="uniform"):
+    mesh, Ke, fixed, F = _setup(shape, (1.0, 1.0, 1.0))
+    # the same coarsest grid (8x4x4 cells) at every size: only the number of levels grows
+    mg = GridMultigrid(shape, None, Ke, fixed, coarse_max_dofs=700)
+    mg.update(_designs(mesh, shape)[design])
+    _, info = mg.solve(F)
+    assert info["converged"]
+    return info["iterations"][0]
+
+
+@pytest.mark.parametrize("design", ["uniform", "random_simp"])
+def test_iterations_nearly_flat_under_refinement(design):
+    counts = [_iterations(s, design) for s in [(16, 8, 8), (32, 16, 16)]]
+    print(design, "PCG iterations at 16x8x8, 32x16x16:", counts)
+    assert max(counts) <= 1.5 * min(counts) + 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("design", ["uniform", "random_simp"])
+def test_iterations_nearly_flat_under_refinement_large(design):
+    counts = [_iterations(s, design) for s in [(16, 8, 8), (32, 16, 16), (64, 32, 32)]]
+    print(design, "PCG iterations at 16x8x8, 32x16x16, 64x32x32:", counts)
+    assert max(counts) <= 1.5 * min(counts) + 5
+
+
+def test_several_load_cases_equal_one_by_one():
+    shape = (16, 8, 8)
+    mesh, Ke, fixed, F = _setup(shape, SPACING_3D)
+    rng = np.random.default_rng(5)
+    F2 = np.zeros_like(F)
+    F2[mesh.node_sets["xmax"] * 3 + 1] = 1.0
+    F3 = rng.standard_normal(F.size) * ~fixed
+    rhs = np.stack([F, F2, F3])
+    mg = GridMultigrid(shape, SPACING_3D, Ke, fixed, coarse_max_dofs=1000)
+    mg.update(_designs(mesh, shape)["random_simp"])
+    U, info = mg.solve(rhs)
+    assert len(info["iterations"]) == 3
+    for c in range(3):
+        Uc, _ = mg.solve(rhs[c])
+        assert np.allclose(U[c], Uc, rtol=0, atol=1e-12 * np.abs(Uc).max())
+
+
+def test_fixed_values_warm_start_and_vcycle_symmetry():
+    shape = (8, 4, 4)
+    mesh, Ke, fixed, F = _setup(shape, SPACING_3D)
+    mg = GridMultigrid(shape, SPACING_3D, Ke, fixed, coarse_max_dofs=100)
+    mg.update(_designs(mesh, shape)["random_simp"])
+    # prescribed values in the system.py convention: rhs[f] = fixed_diagonal * u_p
+    rhs = F.copy()
+    rhs[fixed] = mg.fixed_diagonal * 0.5
+    U, info = mg.solve(rhs)
+    assert np.allclose(U[fixed], 0.5)
+    assert np.linalg.norm(mg.matvec(U) - rhs) <= 1e-7 * np.linalg.norm(rhs)
+    # warm start from the solution converges at once
+    _, info_warm = mg.solve(rhs, x0=U)
+    assert info_warm["iterations"][0] <= 1
+    # the V-cycle is a symmetric operator (required by CG)
+    rng = np.random.default_rng(9)
+    a, b = rng.standard_normal((2, mg.n_dofs)) * ~fixed
+    assert a @ mg.vcycle(b) == pytest.approx(b @ mg.vcycle(a), rel=1e-9)
+
+
+def test_bad_input_raises():
+    mesh, Ke, fixed, _ = _setup((4, 2, 2), SPACING_3D)
+    with pytest.raises(SolverError, match="element_matrix"):
+        GridMultigrid((4, 2, 2), None, Ke[:8, :8], fixed)
+    mg = GridMultigrid((4, 2, 2), None, Ke, fixed)
+    with pytest.raises(SolverError, match="update"):
+        mg.solve(np.zeros(mg.n_dofs))
+    with pytest.raises(SolverError, match="one value per cell"):
+        mg.update(np.ones(3))
