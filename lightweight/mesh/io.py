@@ -97,6 +97,13 @@ def _file_format(path: Path) -> str:
     raise MeshFileError(f"mesh file {path}: unknown extension {path.suffix!r}; use one of {known}")
 
 
+def _reader(fmt: str):
+    """meshio's reader for a format, called directly: ``meshio.read`` exits the process
+    (``sys.exit``) after a ReadError instead of raising."""
+    from meshio._helpers import reader_map
+    return reader_map[fmt]
+
+
 def _is_mask(values: np.ndarray) -> bool:
     v = np.asarray(values)
     if v.ndim == 2 and v.shape[1] == 1:
@@ -144,8 +151,8 @@ def read_mesh_fields(path, cell_type: str | None = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            raw = meshio.read(path, file_format=fmt)
-    except Exception as exc:  # meshio raises many types for garbled input; name the file
+            raw = _reader(fmt)(str(path))
+    except (Exception, SystemExit) as exc:  # many types for garbled input; name the file
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise MeshFileError(f"cannot read mesh file {path} as {fmt}: {type(exc).__name__}"
                             f"{': ' + msg[:200] if msg else ''}. Is the file complete and in "
@@ -648,7 +655,7 @@ def read_metadata(path) -> dict[str, str]:
         if fmt == "vtu":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                field = meshio.read(path, file_format="vtu").field_data.get(METADATA_NAME)
+                field = _reader("vtu")(str(path)).field_data.get(METADATA_NAME)
             if field is not None:
                 text = np.asarray(field, dtype=np.uint8).tobytes().decode()
         elif fmt == "xdmf":
@@ -666,8 +673,8 @@ def read_metadata(path) -> dict[str, str]:
                     text = lines[i + 1]
                 elif fmt == "abaqus" and line.startswith(_INP_META):
                     text = line[len(_INP_META):].strip()
-    except (OSError, ValueError, KeyError, meshio.ReadError) as exc:
-        raise MeshFileError(f"cannot read metadata of {path}: {exc}") from exc
+    except (Exception, SystemExit) as exc:
+        raise MeshFileError(f"cannot read metadata of {path}: {type(exc).__name__}: {exc}") from exc
     if text is None:
         return {}
     try:
