@@ -10,15 +10,21 @@ from .errors import (BoundaryConditionError, CaseFileError, LightweightError, Ma
 from .fem import (BodyForce, Gravity, Material, Model, NodalForces, PointLoad, Pressure, Solution,
                   Traction,
                   solve)
-from .mesh import Mesh, read_mesh, structured_grid, write_mesh
+from .mesh import Mesh, read_mesh, read_mesh_fields, read_metadata, structured_grid, write_mesh
 from .optimize import DisplacementLimit, OptimizationResult, minimize_compliance, minimize_mass
+# viz/export/report import pyvista lazily: these names work without the viz extra installed
+from .export import evaluate_exported, export_solid, export_surface
+from .report import write_report
+from .viz import SnapshotWriter, convergence_plot, plot, snapshot_writer
 
 __all__ = [
     "__version__", "LightweightError", "MeshError", "MeshFileError", "UnknownSetError",
     "MaterialError", "BoundaryConditionError", "SingularStiffnessError", "SolverError",
     "OptimizationError", "CaseFileError",
-    "Mesh", "read_mesh", "write_mesh", "structured_grid",
+    "Mesh", "read_mesh", "read_mesh_fields", "read_metadata", "write_mesh", "structured_grid",
     "Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity", "NodalForces",
     "Solution", "solve",
     "minimize_compliance", "minimize_mass", "DisplacementLimit", "OptimizationResult",
+    "plot", "convergence_plot", "SnapshotWriter", "snapshot_writer",
+    "export_surface", "export_solid", "evaluate_exported", "write_report",
 ]

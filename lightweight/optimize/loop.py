@@ -160,12 +160,19 @@ class SimpLoop:
         if s.optimizer == "oc":
             vf = self.formulation.volume_fraction
             volumes = self.responses.relative_volumes
-
-            def volume_of(x_new):
-                return float(volumes @ self.physical(x_new)[2])
             # top88 uses dv = 1 per element (not the normalised constraint gradient): the
             # bisection's stopping point depends on the scale of dc/dv, so keep it identical.
             dv = self.chain_rule(rho_cells, filtered, volumes[None, :], np.array([False]))[0]
+            if self.projection is None:
+                # Without projection the physical volume is affine in x (filter and design map
+                # are linear): V(x) = dv . x + V(0), as in top99neo; no filtering per bisection step.
+                offset = float(volumes @ self.physical(np.zeros_like(self.x))[2])
+
+                def volume_of(x_new):
+                    return float(dv @ x_new) + offset
+            else:
+                def volume_of(x_new):
+                    return float(volumes @ self.physical(x_new)[2])
             x_new = oc_update(self.x, d_objective, dv, volume_of, vf * volumes.sum(), move=s.move)
         else:
             x_new = self.mma.update(self.x, f, d_objective, g, d_constraints)
