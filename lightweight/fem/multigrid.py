@@ -244,7 +244,7 @@ def _restrict(cnodes, fnodes, dim, Xf, Xc, free_f):
 
 # ---------------------------------------------------------------------------- coarse CSR levels
 @numba.njit(cache=True)
-def _grid_pattern(nodes, dim):
+def _grid_pattern(nodes, dim, index_dtype):
     """CSR structure (indptr, indices) of a grid operator: sorted 3^dim node stencil, node-major."""
     px, py, pz = nodes
     n_nodes = px * py * pz
@@ -257,7 +257,7 @@ def _grid_pattern(nodes, dim):
                * (min(k + 1, pz - 1) - max(k - 1, 0) + 1))
         for p in range(dim):
             indptr[n * dim + p + 1] = indptr[n * dim + p] + cnt * dim
-    indices = np.empty(indptr[-1], dtype=np.int64)
+    indices = np.empty(indptr[-1], dtype=index_dtype)
     for n in range(n_nodes):
         i = n % px
         j = (n // px) % py
@@ -465,10 +465,9 @@ class GridMultigrid:
         self.levels = self._build_levels(cells, nodes, n_levels)
         self._setup_boundary_corrections()
         for lev in self.levels[1:] if len(self.levels) > 1 else self.levels:
-            lev.indptr, lev.indices = _grid_pattern(lev.nodes, dim)
-            if lev.indices.shape[0] < np.iinfo(np.int32).max:
-                lev.indptr = lev.indptr.astype(np.int32)
-                lev.indices = lev.indices.astype(np.int32)
+            # int32 column indices when they fit: half the memory, faster matvecs
+            small = lev.n_dofs * 3 ** dim * dim < np.iinfo(np.int32).max
+            lev.indptr, lev.indices = _grid_pattern(lev.nodes, dim, np.int32 if small else np.int64)
         self._direct = _DirectSolver()
         self.setup_seconds = 0.0
 

@@ -1,0 +1,147 @@
+"""Benchmarks of the geometric multigrid solver, and speed ratios that CI can trust.
+
+Timings (pytest-benchmark): fine matvec, one V-cycle, one MG-PCG solve and one design
+iteration's core (update + solve + element energies) at 32x16x16, 64x32x32 and 128x64x64
+hexahedra (8k, 65k, 524k; the largest is marked slow/large).
+
+Ratio tests compare two codes measured in the same run, so they hold on a noisy or slower
+machine: (a) the Numba matrix-free matvec against SciPy's CSR matvec of the same assembled
+matrix; (b) update + MG-PCG solve against the direct solver (pypardiso if importable, else
+SuperLU with MMD_AT_PLUS_A). Each ratio must stay above the threshold recorded in
+benchmarks/thresholds.json (about half of what we measured, for noise).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+
+from lightweight.fem.assembly import build_pattern, element_dofs, refill
+from lightweight.fem.kernels import element_quadratic_forms
+from lightweight.fem.multigrid import GridMultigrid, grid_matvec
+from scaling import design_scale, grid_cells, petsc_cantilever
+
+THRESHOLDS = json.loads((Path(__file__).parent / "thresholds.json").read_text())
+
+SIZES = [pytest.param(16, id="32x16x16"), pytest.param(32, id="64x32x32"),
+         pytest.param(64, id="128x64x64", marks=[pytest.mark.slow, pytest.mark.large])]
+
+_CACHE: dict = {}
+
+
+def _problem(n, design="random"):
+    """(shape, Ke, fixed, F, scale, updated GridMultigrid), cached per size."""
+    key = (n, design)
+    if key not in _CACHE:
+        _CACHE.clear()                               # keep one large problem in memory at a time
+        shape, Ke, fixed, F = petsc_cantilever(n)
+        scale = design_scale(shape[0] * shape[1] * shape[2], design)
+        mg = GridMultigrid(shape, (1.0 / n,) * 3, Ke, fixed)
+        mg.update(scale)
+        _CACHE[key] = (shape, Ke, fixed, F, scale, mg)
+    return _CACHE[key]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_bench_matvec(benchmark, n):
+    shape, Ke, _, F, scale, mg = _problem(n)
+    u = np.random.default_rng(0).standard_normal(mg.n_dofs)
+    benchmark.extra_info["n_cells"] = int(scale.size)
+    benchmark(grid_matvec, shape, Ke, scale, u)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_bench_vcycle(benchmark, n):
+    _, _, fixed, F, scale, mg = _problem(n)
+    r = np.random.default_rng(0).standard_normal(mg.n_dofs) * ~fixed
+    benchmark.extra_info["levels"] = [lev.n_dofs for lev in mg.levels]
+    benchmark(mg.vcycle, r)
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_bench_solve(benchmark, n):
+    _, _, _, F, scale, mg = _problem(n)
+    U, info = benchmark.pedantic(mg.solve, args=(F,), rounds=3 if n < 64 else 1, iterations=1)
+    benchmark.extra_info["iterations"] = info["iterations"][0]
+    assert info["converged"]
+
+
+@pytest.mark.parametrize("n", SIZES)
+def test_bench_design_iteration(benchmark, n):
+    shape, Ke, _, F, scale, mg = _problem(n)
+    cell_dofs = element_dofs(grid_cells(shape), 3)
+
+    def iteration():
+        mg.update(scale)
+        U, info = mg.solve(F)
+        return element_quadratic_forms(Ke[None], cell_dofs, U[None]), info
+
+    energies, info = benchmark.pedantic(iteration, rounds=3 if n < 64 else 1, iterations=1)
+    benchmark.extra_info["iterations"] = info["iterations"][0]
+    assert energies @ scale == pytest.approx(-(-F @ mg.solve(F)[0]), rel=1e-6)
+
+
+def _best_seconds(fn, repeats):
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def test_ratio_matvec_vs_scipy_csr():
+    """Numba matrix-free matvec must beat SciPy CSR on the same matrix by the recorded margin."""
+    shape, Ke, _, _, scale, _ = _problem(16)
+    n_nodes = (shape[0] + 1) * (shape[1] + 1) * (shape[2] + 1)
+    pattern = build_pattern(grid_cells(shape), n_nodes, 3)
+    K = pattern.matrix(refill(pattern, Ke[None], scale))
+    u = np.random.default_rng(1).standard_normal(K.shape[0])
+    assert np.allclose(grid_matvec(shape, Ke, scale, u), K @ u, atol=1e-12 * np.abs(K @ u).max())
+    t_numba = _best_seconds(lambda: grid_matvec(shape, Ke, scale, u), 30)
+    t_csr = _best_seconds(lambda: K @ u, 30)
+    ratio = t_csr / t_numba
+    entry = THRESHOLDS["multigrid_matvec_speedup_vs_scipy_csr"]
+    print(f"matvec 32x16x16: numba {t_numba * 1e3:.2f} ms, scipy CSR {t_csr * 1e3:.2f} ms, "
+          f"speed-up {ratio:.2f} (recorded {entry['measured']}, threshold {entry['min_ratio']})")
+    assert ratio >= entry["min_ratio"]
+
+
+def _direct_solver():
+    try:
+        import pypardiso
+        return "pypardiso", lambda A, b: pypardiso.spsolve(A, b)
+    except ImportError:
+        return "superlu", lambda A, b: spla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A").solve(b)
+
+
+def test_ratio_mg_solve_vs_direct():
+    """update + MG-PCG must beat a direct factorization + solve at 48x24x24 (27k hexes)."""
+    shape, Ke, fixed, F = petsc_cantilever(24)
+    scale = design_scale(shape[0] * shape[1] * shape[2], "random")
+    n_nodes = (shape[0] + 1) * (shape[1] + 1) * (shape[2] + 1)
+    pattern = build_pattern(grid_cells(shape), n_nodes, 3)
+    K = pattern.matrix(refill(pattern, Ke[None], scale))
+    free = ~fixed
+    Kff = K[free][:, free].tocsr()
+    name, direct = _direct_solver()
+    t = time.perf_counter()
+    u_direct = direct(Kff, F[free])
+    t_direct = time.perf_counter() - t
+    mg = GridMultigrid(shape, None, Ke, fixed)
+    mg.update(scale)                                    # warm-up (JIT, pardiso load)
+    t_mg = _best_seconds(lambda: (mg.update(scale), mg.solve(F)), 2)
+    U, info = mg.solve(F)
+    c_direct = F[free] @ u_direct
+    assert abs(F @ U - c_direct) <= 1e-6 * abs(c_direct)
+    ratio = t_direct / t_mg
+    entry = THRESHOLDS["multigrid_solve_speedup_vs_direct"]
+    print(f"48x24x24 random SIMP: MG update+solve {t_mg:.2f} s ({info['iterations'][0]} its), "
+          f"{name} {t_direct:.2f} s, speed-up {ratio:.1f} (recorded {entry['measured']}, "
+          f"threshold {entry['min_ratio']})")
+    assert ratio >= entry["min_ratio"]

@@ -1,0 +1,166 @@
+"""Time and memory of the multigrid solve against problem size, with a log-log fit and a plot.
+
+Problem: the TopOpt_in_PETSc cantilever (Aage et al. 2015): box [0,2]x[0,1]x[0,1] of 2n x n x n
+unit-aspect hexahedra, face x=0 clamped, force -0.001 in z on the nodes of the edge x=2, z=0
+(half on its two end nodes), E=1, nu=0.3, SIMP p=3, Emin=1e-9, uniform density 0.12.
+Per size: ``update`` (level operators + coarse factorization), ``solve`` (MG-PCG, rtol 1e-8) and
+a design iteration's core (update + solve + element energies u_e^T Ke u_e). Memory: peak of
+NumPy allocations (tracemalloc) per cell over the whole run_size (includes the element DOF
+table of the energy kernel, 192 B/cell), and the growth of the process peak RSS.
+
+    python benchmarks/scaling.py             # 16x8x8 .. 64x32x32, < 2 min on 2 cores
+    python benchmarks/scaling.py --large     # adds 128x64x64 (524k hexes, 1.6M DOFs)
+    python benchmarks/scaling.py --design random   # iid SIMP densities instead of uniform
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+from lightweight.fem.assembly import element_dofs
+from lightweight.fem.elements import element_stiffness
+from lightweight.fem.kernels import element_quadratic_forms
+from lightweight.fem.material import elasticity_matrix
+from lightweight.fem.multigrid import GridMultigrid
+
+VOLUME_FRACTION = 0.12
+E_MIN = 1e-9
+
+
+def grid_cells(shape):
+    """Cells (n_cells, 2^dim) of a structured grid in the numbering of lightweight.mesh.grid."""
+    nx, ny, nz = shape
+    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    n0 = (i + (nx + 1) * (j + (ny + 1) * k)).ravel()
+    layer = (nx + 1) * (ny + 1)
+    bottom = [n0, n0 + 1, n0 + nx + 2, n0 + nx + 1]
+    return np.stack(bottom + [b + layer for b in bottom], axis=1)
+
+
+def petsc_cantilever(n: int):
+    """(shape, unit element matrix, fixed mask, force vector) of the 2n x n x n problem."""
+    shape = (2 * n, n, n)
+    h = 1.0 / n
+    corner = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0],
+                       [0, 0, 1], [1, 0, 1], [1, 1, 1], [0, 1, 1]], dtype=float) * h
+    Ke, _ = element_stiffness("hexahedron", corner[None], elasticity_matrix(1.0, 0.3, 3))
+    px, py, pz = 2 * n + 1, n + 1, n + 1
+    n_nodes = px * py * pz
+    fixed = np.zeros((n_nodes, 3), dtype=bool)
+    fixed[np.arange(py * pz) * px] = True                   # i = 0 for every (j, k)
+    force = np.zeros((n_nodes, 3))
+    edge = (px - 1) + px * np.arange(py)                    # i = 2n, k = 0, all j
+    force[edge, 2] = -0.001
+    force[edge[[0, -1]], 2] = -0.0005
+    return shape, Ke[0], fixed.ravel(), force.ravel()
+
+
+def design_scale(n_cells: int, design: str = "uniform", seed: int = 0) -> np.ndarray:
+    """SIMP stiffness multipliers (n_cells,) for the uniform 0.12 design or iid random densities."""
+    if design == "uniform":
+        rho = np.full(n_cells, VOLUME_FRACTION)
+    else:
+        rho = np.random.default_rng(seed).uniform(1e-3, 2 * VOLUME_FRACTION, n_cells)
+    return E_MIN + rho ** 3 * (1 - E_MIN)
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_size(n: int, design: str = "uniform", repeats: int = 2) -> dict:
+    """Measure one size; returns a dict of timings (s), iterations and memory (bytes/element)."""
+    rss0 = _rss_mb()
+    tracemalloc.start()
+    shape, Ke, fixed, F = petsc_cantilever(n)
+    n_cells = shape[0] * shape[1] * shape[2]
+    scale = design_scale(n_cells, design)
+    t = time.perf_counter()
+    mg = GridMultigrid(shape, (1.0 / n,) * 3, Ke, fixed)
+    t_init = time.perf_counter() - t
+    cell_dofs = element_dofs(grid_cells(shape), 3)
+    mg.update(scale)
+    U, info = mg.solve(F)
+    energies = element_quadratic_forms(Ke[None], cell_dofs, U[None]) * scale[None]
+    numpy_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()                # tracing slows allocation-heavy code: time without it
+    del U, energies
+    best = {}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        mg.update(scale)
+        t1 = time.perf_counter()
+        U, info = mg.solve(F)
+        t2 = time.perf_counter()
+        energies = element_quadratic_forms(Ke[None], cell_dofs, U[None]) * scale[None]
+        t3 = time.perf_counter()
+        for key, value in (("update", t1 - t0), ("solve", t2 - t1), ("energies", t3 - t2),
+                           ("design_iteration", t3 - t0)):
+            best[key] = min(best.get(key, np.inf), value)
+    peak = _rss_mb() - rss0
+    compliance = float(F @ U)
+    assert abs(compliance - energies.sum()) <= 1e-6 * abs(compliance)
+    return {"n": n, "shape": shape, "n_cells": n_cells, "n_dofs": mg.n_dofs,
+            "levels": [lev.n_dofs for lev in mg.levels], "iterations": info["iterations"][0],
+            "init": t_init, **best, "compliance": compliance,
+            "peak_rss_mb": peak, "bytes_per_cell": numpy_peak / n_cells}
+
+
+def fitted_exponent(n_cells, seconds) -> float:
+    """Slope of log(seconds) against log(n_cells) by least squares."""
+    return float(np.polyfit(np.log(n_cells), np.log(seconds), 1)[0])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--large", action="store_true", help="add 128x64x64 (524k hexes)")
+    parser.add_argument("--design", choices=["uniform", "random"], default="uniform")
+    parser.add_argument("--plot", default="out/multigrid_scaling.png", help="PNG path")
+    args = parser.parse_args(argv)
+    sizes = [8, 16, 24, 32] + ([64] if args.large else [])
+    rows = []
+    print(f"{'grid':>12} {'cells':>8} {'dofs':>9} {'levels':>26} {'its':>4} {'update s':>9} "
+          f"{'solve s':>8} {'iter s':>8} {'rss+ MB':>8} {'B/cell':>7}")
+    for n in sizes:
+        r = run_size(n, args.design, repeats=1 if n >= 64 else 2)
+        rows.append(r)
+        print(f"{'x'.join(map(str, r['shape'])):>12} {r['n_cells']:>8} {r['n_dofs']:>9} "
+              f"{str(r['levels']):>26} {r['iterations']:>4} {r['update']:>9.3f} {r['solve']:>8.3f} "
+              f"{r['design_iteration']:>8.3f} {r['peak_rss_mb']:>8.0f} {r['bytes_per_cell']:>7.0f}",
+              flush=True)
+    cells = np.array([r["n_cells"] for r in rows], dtype=float)
+    big = cells >= 10_000            # the smallest sizes are dominated by fixed overheads
+    for key in ("solve", "design_iteration"):
+        secs = np.array([r[key] for r in rows])
+        print(f"fitted exponent of {key} time vs cells (>= 1e4 cells): "
+              f"{fitted_exponent(cells[big], secs[big]):.2f}")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(5, 4))
+        for key in ("solve", "design_iteration", "update"):
+            ax.loglog(cells, [r[key] for r in rows], "o-", label=key)
+        ax.loglog(cells, cells / cells[-1] * rows[-1]["design_iteration"], "k:", label="O(n)")
+        ax.set_xlabel("hexahedra")
+        ax.set_ylabel("seconds")
+        ax.set_title("GridMultigrid, TopOpt_in_PETSc cantilever")
+        ax.legend()
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"plot: {args.plot}")
+    except ImportError:
+        print("matplotlib not installed: no plot")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
