@@ -30,8 +30,30 @@ direct solvers check their pivots (tiny or non-positive factor diagonal) and the
 residual of every solve; AMG checks whether a rigid-body mode lies in the null space of K and
 whether CG converged. The layer above checks supports before solving; this is the last line.
 
-Measured on 2 cores (Python 3.11, pip wheels), 3D hex grid 24x24x30 nodes = 51 840 DOFs, one
-face clamped, solid (factor+solve of 1 rhs, seconds): see ``MEASURED`` below.
+Measured on 2 cores (Python 3.11, pip wheels; other jobs shared the machine, so +-30 %),
+3D hex grid 24x24x30 nodes = 51 840 DOFs, x=0 face clamped, 3 right-hand sides, seconds:
+
+=================================  =====================  =================  ============
+backend                            first factorize        refill (same       solve 3 rhs
+                                   (symbolic + numeric)   pattern)
+=================================  =====================  =================  ============
+pardiso mtype 2 (SPD, upper tri.)  4.1                    2.2 - 3.2          0.25
+pardiso mtype 11 (LU, full)        5.7                    4.6 - 5.8          0.3
+pypardiso.factorize+solve (11)     7.4 - 7.9 each call (analysis redone)
+superlu MMD_AT_PLUS_A symmetric    36 - 40                30 (order reused)  0.7 - 1.2
+superlu MMD_AT_PLUS_A unsymmetric  28                     --                 0.75
+amg (SA + rigid modes) PCG 1e-8    setup 2.1 - 2.6        (rebuild) 2 - 6.6  2.5 - 2.9 per rhs
+=================================  =====================  =================  ============
+
+SuperLU's symmetric mode is as accurate as its default and not reliably faster here (the
+noise is larger than the difference); it is on by default because it keeps the diagonal
+pivots that the ordering reuse relies on. AMG-PCG iterations to 1e-8 (one rhs): 15 (solid)
+and 14 (scales 1e-3..1) at 51 840 DOFs; 12 at 152 592 DOFs (scales 1e-3..1); 15 (solid) and
+13 (1e-3..1) at 405 000 DOFs, setup 13 - 19 s, PCG 7 - 26 s. At 152 592 DOFs pardiso
+factorizes in 25 s (+0.5 s per rhs) against AMG's 8 s setup + 4.5 s per rhs, hence the
+"auto" limits below: direct up to 1.5e5 DOFs in 3D with PARDISO/CHOLMOD, 2e4 with SuperLU
+(its 5k-DOF factorization takes 0.25 s, 52k takes 30 s). 2D limits (1e6 fast, 2e5 SuperLU)
+follow the usual n^1.5 fill of 2D nested dissection and were not measured here.
 """
 
 from __future__ import annotations
@@ -45,9 +67,6 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from ..errors import SingularStiffnessError, SolverError
-
-# Filled from benchmarks (see module docstring); kept as data so reports can quote them.
-MEASURED: dict = {}
 
 # A solve whose relative residual ||K x - b|| / ||b|| exceeds this is treated as singular.
 RESIDUAL_LIMIT = 1e-6
@@ -221,7 +240,7 @@ class PardisoSolver(LinearSolver):
 
     name = "pardiso"
 
-    def __init__(self, matrix_type: int = 2):
+    def __init__(self, matrix_type: int = 2, check_pivots: bool = True):
         super().__init__()
         import ctypes
 
@@ -233,6 +252,7 @@ class PardisoSolver(LinearSolver):
         self._call = self._handle._mkl_pardiso
         self._getdiag = getattr(self._handle.libmkl, "pardiso_getdiag", None)
         self.matrix_type = matrix_type
+        self.check_pivots = check_pivots
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
         self._analysed = False
@@ -246,7 +266,7 @@ class PardisoSolver(LinearSolver):
         ip[10] = 1 if self.matrix_type == 11 else 0   # scaling for the unsymmetric solver
         ip[12] = 1 if self.matrix_type == 11 else 0   # weighted matching
         ip[34] = 1           # zero-based indices: pass SciPy's arrays without a +1 copy
-        ip[55] = 1 if self._getdiag is not None else 0   # keep the factor diagonal for pivot checks
+        ip[55] = 1 if (self._getdiag is not None and self.check_pivots) else 0   # keep the factor diagonal for pivot checks
 
     def _pardiso(self, phase: int, data: np.ndarray, b: np.ndarray | None = None) -> np.ndarray | None:
         ct = self._ctypes
@@ -331,13 +351,12 @@ class PardisoSolver(LinearSolver):
                       da.ctypes.data_as(f64p), ct.byref(ct.c_int32(1)), ct.byref(err))
         if err.value != 0:
             return
+        # df: pivots (diagonal of D in L D L^T), da: diagonal of K, both in PARDISO's order.
         diag = np.abs(da)
         ratio = df / np.where(diag > 0, diag, 1.0)
-        if self.matrix_type == 2:
-            ratio = ratio   # df holds the diagonal of L D L^T's D = squared Cholesky pivots
-        worst = int(np.argmin(np.abs(ratio)))
-        if not np.abs(ratio[worst]) > PIVOT_LIMIT:
-            raise _singular(f"pardiso pivot {ratio[worst]:.1e} of the diagonal at a permuted equation")
+        worst = float(np.min(np.abs(ratio)))
+        if not worst > PIVOT_LIMIT:
+            raise _singular(f"pardiso: smallest pivot is {worst:.1e} of its diagonal entry")
 
     def _solve(self, B: np.ndarray, x0) -> np.ndarray:
         b = np.asfortranarray(B)
@@ -425,8 +444,9 @@ class SuperLUSolver(LinearSolver):
         if self._perm is None or not self.reuse_ordering:
             lu = self._factor(K, self.permc_spec)
             if self.reuse_ordering and self.symmetric:
-                # In symmetric mode the rows follow the columns; keep the column order.
-                self._perm = lu.perm_c.copy()
+                # In symmetric mode the rows follow the columns. lu.perm_c maps an original
+                # column to its new position; the matrix to refactor takes columns in new order.
+                self._perm = np.argsort(lu.perm_c)
                 Kp = K[self._perm][:, self._perm].tocsc()
                 Kp.sort_indices()
                 # Positions of the permuted matrix's entries in K.data, for later refills.
@@ -436,9 +456,6 @@ class SuperLUSolver(LinearSolver):
                 mp.sort_indices()
                 self._perm_map = (mp.data - 1).astype(np.int64)
                 self._perm_csc = (Kp.indptr, Kp.indices)
-                # Refactor with NATURAL order on the permuted matrix now, so the first and later
-                # factorizations are the same computation (and both are checked the same way).
-                lu = self._refactor(K)
             self._lu = lu
         else:
             self._lu = self._refactor(K)
@@ -447,9 +464,7 @@ class SuperLUSolver(LinearSolver):
     def _refactor(self, K: sp.csr_matrix):
         indptr, indices = self._perm_csc
         Kp = sp.csc_matrix((K.data[self._perm_map], indices, indptr), shape=K.shape)
-        lu = self._factor(Kp, "NATURAL")
-        lu_perm = self._perm
-        return _PermutedLU(lu, lu_perm)
+        return _PermutedLU(self._factor(Kp, "NATURAL"), self._perm)
 
     def _check_pivots(self, K: sp.csr_matrix) -> None:
         # SuperLU exposes its pivots only through a full copy of U (as large as the factor), so
@@ -471,7 +486,6 @@ class _PermutedLU:
     def __init__(self, lu, perm: np.ndarray):
         self._lu = lu
         self._perm = perm
-        self.perm_c = perm[lu.perm_c]
 
     def solve(self, B: np.ndarray) -> np.ndarray:
         X = np.empty_like(B)
@@ -487,7 +501,9 @@ class AMGSolver(LinearSolver):
     them only the ``dim`` translations are used); ``rtol`` relative residual ||K x - b|| / ||b||
     to reach; ``maxiter`` per rhs; ``reuse_hierarchy_for`` how many refills may reuse one
     hierarchy (0 = rebuild on every factorize); ``iteration_budget`` iterations above which a
-    reused hierarchy is rebuilt (default: twice the fresh hierarchy's count plus 5).
+    reused hierarchy is rebuilt (default: twice the fresh hierarchy's count plus 5);
+    ``zero_fixed_modes`` zeroes the modes on eliminated DOFs; other keyword arguments go to
+    ``pyamg.smoothed_aggregation_solver`` (default ``max_coarse=500``).
     Several right-hand sides run as independent CG iterations sharing one sparse
     matrix-block product per step.
     """
@@ -497,7 +513,7 @@ class AMGSolver(LinearSolver):
 
     def __init__(self, points: np.ndarray | None = None, dim: int | None = None, rtol: float = 1e-8,
                  maxiter: int = 500, reuse_hierarchy_for: int = 0, iteration_budget: int | None = None,
-                 **amg_options):
+                 zero_fixed_modes: bool = True, **amg_options):
         super().__init__()
         import pyamg
         self._pyamg = pyamg
@@ -507,6 +523,7 @@ class AMGSolver(LinearSolver):
         self.maxiter = int(maxiter)
         self.reuse_hierarchy_for = int(reuse_hierarchy_for)
         self.iteration_budget = iteration_budget
+        self.zero_fixed_modes = zero_fixed_modes
         self.amg_options = amg_options
         self._hierarchy = None
         self._refills_on_hierarchy = 0
@@ -543,15 +560,19 @@ class AMGSolver(LinearSolver):
     def _build(self, K: sp.csr_matrix) -> None:
         options = {"max_coarse": 500}
         options.update(self.amg_options)
+        # The eliminated DOFs keep explicit zeros in the pattern; aggregation should not see them.
+        A = K.copy()
+        A.eliminate_zeros()
         B = self._modes
-        if B is not None:
-            # Eliminated (Dirichlet) DOFs carry no motion: zero the modes there.
-            row_nnz = np.diff(K.indptr)
-            B = B.copy()
-            B[row_nnz == 1] = 0.0
-            if np.linalg.matrix_rank(B[:: max(1, B.shape[0] // 2000)]) < B.shape[1]:
-                B = self._modes
-        self._hierarchy = self._pyamg.smoothed_aggregation_solver(K, B=B, **options)
+        if B is not None and self.zero_fixed_modes:
+            # Eliminated (Dirichlet) rows carry no motion: zero the modes there.
+            fixed = np.diff(A.indptr) == 1
+            if np.any(fixed):
+                B = B.copy()
+                B[fixed] = 0.0
+                if np.any(np.linalg.norm(B, axis=0) == 0):
+                    B = self._modes
+        self._hierarchy = self._pyamg.smoothed_aggregation_solver(A, B=B, **options)
         self._preconditioner = self._hierarchy.aspreconditioner(cycle="V")
         self._refills_on_hierarchy = 0
         self._fresh_iterations = None
@@ -667,8 +688,8 @@ _CLASSES = {"pardiso": PardisoSolver, "cholmod": CholmodSolver, "superlu": Super
             "amg": AMGSolver}
 # Largest DOF count solved directly by "auto" (above: AMG-PCG), per dimension, for a fast
 # sparse Cholesky (PARDISO/CHOLMOD) and for SuperLU. See the measurements in the docstring.
-DIRECT_LIMIT_FAST = {2: 1_000_000, 3: 300_000}
-DIRECT_LIMIT_SUPERLU = {2: 300_000, 3: 50_000}
+DIRECT_LIMIT_FAST = {2: 1_000_000, 3: 150_000}
+DIRECT_LIMIT_SUPERLU = {2: 200_000, 3: 20_000}
 
 
 def available_solvers() -> list[str]:
