@@ -58,6 +58,7 @@ follow the usual n^1.5 fill of 2D nested dissection and were not measured here.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 import warnings
@@ -84,6 +85,7 @@ def _singular(detail: str) -> SingularStiffnessError:
     return SingularStiffnessError(_SINGULAR_MESSAGE.format(detail=detail))
 
 
+@functools.lru_cache(maxsize=None)
 def _is_pardiso_available() -> bool:
     try:
         import pypardiso  # noqa: F401
@@ -93,6 +95,7 @@ def _is_pardiso_available() -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=None)
 def _is_cholmod_available() -> bool:
     try:
         from sksparse import cholmod  # noqa: F401
@@ -145,7 +148,8 @@ def _check_matrix(K) -> sp.csr_matrix:
         bad = np.flatnonzero(~np.isfinite(K.data))
         row = int(np.searchsorted(K.indptr, bad[0], side="right") - 1)
         raise SolverError(f"the stiffness matrix has {bad.size} non-finite entries (first in row {row}, "
-                          f"node {row}); check the material constants and element scale factors")
+                          "i.e. DOF node*dim + component); check the material constants and the "
+                          "element scale factors (densities)")
     return K
 
 
