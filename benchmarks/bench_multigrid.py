@@ -115,7 +115,9 @@ def test_ratio_matvec_vs_scipy_csr():
 def _direct_solver():
     try:
         import pypardiso
-        return "pypardiso", lambda A, b: pypardiso.spsolve(A, b)
+        # a fresh solver each time: pypardiso.spsolve caches the factorization of a matrix it
+        # has seen, which would time a repeated solve instead of factor + solve
+        return "pypardiso", lambda A, b: pypardiso.PyPardisoSolver().solve(A, b)
     except ImportError:
         return "superlu", lambda A, b: spla.splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A").solve(b)
 

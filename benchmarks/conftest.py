@@ -16,7 +16,9 @@ def pytest_configure(config):
 
 def pytest_collect_file(parent, file_path):
     # pyproject's python_files is the default test_*.py; benchmark modules are named bench_*.py
-    if file_path.suffix == ".py" and file_path.name.startswith("bench_"):
+    # (files named on the command line are collected by pytest itself: skip them here)
+    if (file_path.suffix == ".py" and file_path.name.startswith("bench_")
+            and not parent.session.isinitpath(file_path)):
         import pytest
         return pytest.Module.from_parent(parent, path=file_path)
     return None
