@@ -1,0 +1,161 @@
+"""The ``lightweight`` command line: ``demo``, ``info`` and ``report`` (case files come next).
+
+    lightweight demo [--case mbb|cantilever3d] [--out DIR]   optimize a built-in case, write
+                                                              design, pictures, report, summary
+    lightweight info MESH                                     cell type, sizes and named sets
+    lightweight report RESULT [--out page.html]               HTML report of a saved result
+
+Design: one ``argparse`` parser with sub-commands (like ``git``), each a small function that
+returns an exit code. Errors a user can cause (``LightweightError``: a wrong file, an unknown
+set) print one line ``lightweight <command>: error: ...`` and exit with status 1, never a
+traceback; anything already written stays on disk. Status 2 is argparse's usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ._version import __version__
+from .errors import LightweightError
+
+DEMO_CASES = {
+    # name: (builder arguments, optimization settings); the settings are the papers' own
+    "mbb": ({"nelx": 60, "nely": 20},
+            {"volume_fraction": 0.5, "filter_radius": 1.5, "filter": "sensitivity", "optimizer": "oc"}),
+    "cantilever3d": ({"n": 8},
+                     {"volume_fraction": 0.12, "filter": "density", "optimizer": "mma",
+                      "max_iterations": 60}),
+}
+
+
+def _cantilever_filter_radius(n: int) -> float:
+    """TopOpt_in_PETSc's radius 0.08, but at least 1.5 elements (h = 1/n) on coarse demo grids."""
+    return max(0.08, 1.5 / n)
+
+
+def _demo(args) -> int:
+    from .cases import CASES
+    from .optimize import minimize_compliance
+
+    builder_arguments, settings = DEMO_CASES[args.case]
+    if args.size is not None:
+        keys = list(builder_arguments)
+        if len(args.size) != len(keys):
+            raise LightweightError(f"--size for case {args.case!r} takes {len(keys)} number(s): {', '.join(keys)}")
+        builder_arguments = dict(zip(keys, args.size))
+    if args.case == "cantilever3d":
+        settings = {**settings, "filter_radius": _cantilever_filter_radius(builder_arguments["n"])}
+    if args.iterations is not None:
+        settings = {**settings, "max_iterations": args.iterations}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = CASES[args.case](**builder_arguments)
+    t0 = time.perf_counter()
+    result = minimize_compliance(model, verbose=not args.quiet, **settings)
+    seconds = time.perf_counter() - t0
+    design = out / f"{args.case}.vtu"
+    result.save(design)
+    summary = {"case": args.case, "case_arguments": builder_arguments, "settings": settings,
+               "seconds": round(seconds, 3), **result.summary(), "provenance": result.provenance}
+    summary_path = out / f"{args.case}.json"
+    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    written = [design, summary_path]
+    if not args.no_pictures:
+        written += _demo_pictures(result, out / args.case)
+    compliance = ", ".join(f"{k} {v:.6g}" for k, v in result.compliance.items())
+    print(f"{args.case}: {result.iterations} iterations in {seconds:.1f} s ({result.message}); "
+          f"compliance {compliance}, volume fraction {result.volume_fraction:.4f}")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _demo_pictures(result, stem: Path) -> list[Path]:
+    """Design picture, convergence plot and HTML report; skipped with a note without the viz extra."""
+    from .report import write_report
+    from .viz import convergence_plot, plot
+    density_png = stem.with_name(stem.name + "_density.png")
+    try:
+        plot(result, field="density", filename=density_png)
+        convergence_png = convergence_plot(result, stem.with_name(stem.name + "_convergence.png"))
+    except ImportError as exc:
+        print(f"note: no pictures ({exc}); install the viz extra: pip install 'lightweight[viz]'",
+              file=sys.stderr)
+        return []
+    except LightweightError as exc:  # e.g. an all-gray design has nothing above the threshold
+        print(f"note: no pictures: {exc}", file=sys.stderr)
+        return []
+    report = write_report(result, stem.with_suffix(".html"))
+    return [density_png, Path(convergence_png), Path(report)]
+
+
+def _info(args) -> int:
+    from .mesh import read_mesh
+    mesh = read_mesh(args.mesh)
+    lo, hi = mesh.bounding_box()
+    print(f"{args.mesh}: {mesh.n_cells} {mesh.cell_type} cells, {mesh.n_nodes} nodes, {mesh.dim}D")
+    print(f"bounding box {lo.tolist()} .. {hi.tolist()}")
+    for kind, sets in (("node sets", mesh.node_sets), ("face sets", mesh.face_sets),
+                       ("cell sets", mesh.cell_sets)):
+        if sets:
+            print(f"{kind}: " + ", ".join(f"{name} ({len(ids)})" for name, ids in sorted(sets.items())))
+        else:
+            print(f"{kind}: none")
+    return 0
+
+
+def _report(args) -> int:
+    from .report import write_report
+    out = Path(args.out) if args.out else Path(args.result).with_suffix(".html")
+    print(write_report(args.result, out, title=args.title))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``lightweight`` command (sub-commands demo, info, report)."""
+    parser = argparse.ArgumentParser(prog="lightweight",
+                                     description="Structural optimization: the lightest part that is stiff enough.")
+    parser.add_argument("--version", action="version", version=f"lightweight {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    demo = commands.add_parser("demo", help="optimize a built-in standard case and write its results")
+    demo.add_argument("--case", choices=sorted(DEMO_CASES), default="mbb",
+                      help="mbb: top88's MBB half-beam (default); cantilever3d: TopOpt_in_PETSc's cantilever")
+    demo.add_argument("--out", default="lightweight-demo", help="output folder (default: %(default)s)")
+    demo.add_argument("--size", type=int, nargs="+", default=None,
+                      help="grid size: NELX NELY for mbb, N (2N x N x N hexes) for cantilever3d")
+    demo.add_argument("--iterations", type=int, default=None, help="iteration cap")
+    demo.add_argument("--no-pictures", action="store_true", help="skip PNGs and the HTML report")
+    demo.add_argument("--quiet", action="store_true", help="no progress line per iteration")
+    demo.set_defaults(run=_demo)
+
+    info = commands.add_parser("info", help="describe a mesh file: cells, nodes, named sets")
+    info.add_argument("mesh", help="mesh file (.msh, .inp, .vtu, .xdmf, ...)")
+    info.set_defaults(run=_info)
+
+    report = commands.add_parser("report", help="write a self-contained HTML report of a saved result")
+    report.add_argument("result", help="saved result (.vtu/.xdmf written by .save())")
+    report.add_argument("--out", "-o", default=None, help="HTML file (default: RESULT with suffix .html)")
+    report.add_argument("--title", default=None, help="page title")
+    report.set_defaults(run=_report)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``lightweight`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except LightweightError as exc:
+        print(f"lightweight {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
