@@ -1,5 +1,8 @@
 """Numba kernels on element vectors: energies u_e^T K_e u_e for all cells and load cases.
 
+Two families: through a cell DOF table (any mesh) and on structured grids, where DOFs follow
+from the cell index and one element matrix serves every cell (no (n_cells, n_dof_e) table).
+
 Gathering u_e by fancy indexing would allocate (n_cases, n_cells, n_dof_e) arrays each
 iteration; the kernel reads U directly through the cell DOF table instead.
 """
@@ -66,4 +69,76 @@ def element_bilinear_forms(element_matrices: np.ndarray, cell_dofs: np.ndarray,
     V = np.ascontiguousarray(np.atleast_2d(V), dtype=np.float64)
     out = np.empty((U.shape[0], cell_dofs.shape[0]))
     _bilinear_forms(np.ascontiguousarray(element_matrices), np.ascontiguousarray(cell_dofs), U, V, out)
+    return out
+
+
+# ---------------------------------------------------------------------------- structured grids
+def _make_grid_bilinear_forms(dim: int):
+    """Numba kernel out[c, e] = v_e^T Ke u_e on a structured grid of dimension ``dim``.
+
+    Kernel arguments: cells, nodes (per-axis counts padded to 3, z = 1 in 2D); offsets
+    (2^dim, 3) VTK corner offsets; Ke (n_e, n_e) shared by every cell; U, V (n_cases, n_dofs);
+    out (n_cases, n_cells). DOFs come from the cell index; sizes are compile-time constants.
+    """
+    NPC = 2 ** dim
+    ND = NPC * dim
+    DIM = dim
+
+    @numba.njit(cache=True, parallel=True)
+    def grid_bilinear_forms(cells, nodes, offsets, Ke, U, V, out):
+        px, py, pz = nodes
+        cx, cy, cz = cells
+        n_cases = U.shape[0]
+        node_offset = np.empty(NPC, dtype=np.int64)
+        for b in range(NPC):
+            node_offset[b] = offsets[b, 0] + px * (offsets[b, 1] + py * offsets[b, 2])
+        for row in numba.prange(cy * cz):
+            cj = row % cy
+            ck = row // cy
+            ue = np.empty(ND)
+            ve = np.empty(ND)
+            dofs = np.empty(ND, dtype=np.int64)
+            for ci in range(cx):
+                base = ci + px * (cj + py * ck)
+                for b in range(NPC):
+                    for q in range(DIM):
+                        dofs[b * DIM + q] = (base + node_offset[b]) * DIM + q
+                for c in range(n_cases):
+                    for r in range(ND):
+                        ue[r] = U[c, dofs[r]]
+                        ve[r] = 0.0
+                    for q in range(ND):               # Ke symmetric: column q times u_q
+                        uq = ue[q]
+                        for r in range(ND):
+                            ve[r] += Ke[q, r] * uq
+                    total = 0.0
+                    for r in range(ND):
+                        total += V[c, dofs[r]] * ve[r]
+                    out[c, ci + cx * row] = total
+
+    return grid_bilinear_forms
+
+
+_GRID_BILINEAR_FORMS = {2: _make_grid_bilinear_forms(2), 3: _make_grid_bilinear_forms(3)}
+
+
+def grid_element_bilinear_forms(shape, element_matrix: np.ndarray, U: np.ndarray,
+                                V: np.ndarray | None = None) -> np.ndarray:
+    """v_e^T Ke u_e (V None: u_e^T Ke u_e) of every cell of a structured grid, (n_cases, n_cells).
+
+    shape: (nx, ny[, nz]) cells numbered as in :mod:`lightweight.mesh.grid`; element_matrix:
+    (n_e, n_e) shared by all cells; U, V: (n_cases, n_dofs) or (n_dofs,). No per-cell DOF
+    table or per-cell matrices are built (memory: the output only).
+    """
+    from .multigrid import _cell_offsets, _grid_dims
+    shape = tuple(int(n) for n in shape)
+    cells, nodes = _grid_dims(shape)
+    U = np.ascontiguousarray(np.atleast_2d(U), dtype=np.float64)
+    V = U if V is None else np.ascontiguousarray(np.atleast_2d(V), dtype=np.float64)
+    n_dofs = nodes[0] * nodes[1] * nodes[2] * len(shape)
+    if U.shape[1] != n_dofs or V.shape != U.shape:
+        raise ValueError(f"U and V must be (n_cases, {n_dofs}), got {U.shape} and {V.shape}")
+    out = np.empty((U.shape[0], cells[0] * cells[1] * cells[2]))
+    _GRID_BILINEAR_FORMS[len(shape)](cells, nodes, _cell_offsets(len(shape)),
+                                     np.ascontiguousarray(element_matrix, dtype=np.float64), U, V, out)
     return out

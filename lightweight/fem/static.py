@@ -34,7 +34,11 @@ def check_density(density, n_cells: int, what: str = "density") -> np.ndarray:
 
 def solve(model, density=None, penalty: float = 3.0, min_stiffness: float = 1e-9,
           solver: str = "auto") -> Solution:
-    """Solve every load case of ``model`` for a density field (None: solid) -> Solution."""
+    """Solve every load case of ``model`` for a density field (None: solid) -> Solution.
+
+    solver: "auto", "multigrid" (structured quad/hex grids), "direct", "pardiso", "cholmod",
+    "superlu" or "amg" (see :meth:`~lightweight.fem.system.LinearElasticSystem.solve`).
+    """
     system = model.system()
     n_cells = model.mesh.n_cells
     if density is None:
@@ -58,7 +62,7 @@ def build_solution(model, U, F, rho, scale, **parameters) -> Solution:
     reactions = system.reactions(U, F)
     # f.u plus the work of prescribed displacements = u^T K u
     u_fixed = U[:, system.fixed_dofs]
-    residual_fixed = ((system._last_K_full @ U.T).T - F)[:, system.fixed_dofs]
+    residual_fixed = (system.internal_forces(U) - F)[:, system.fixed_dofs]
     compliance = np.einsum("cd,cd->c", F, U) + np.einsum("cd,cd->c", residual_fixed, u_fixed)
     volumes = model.mesh.cell_volumes() * (model.thickness if dim == 2 else 1.0)
     volume = float(volumes.sum() if rho is None else volumes @ rho)

@@ -5,6 +5,14 @@ Built once per :class:`~lightweight.fem.model.Model` and reused: every call of
 and, for self-weight, one mass multiplier per cell, refills K on the fixed pattern, applies
 the supports symmetrically and solves all load cases with one factorization.
 
+Structured quad/hex grids (``mesh.grid``) can take a second path, ``solver="multigrid"``
+(picked by ``"auto"`` above :data:`MULTIGRID_AUTO_MIN_DOFS`): the geometric multigrid-PCG of
+:mod:`lightweight.fem.multigrid` with a matrix-free fine level. That path never builds the
+assembled CSR pattern, the element DOF table or per-cell matrices (all three are built lazily,
+on first use by a direct solve or a post-processing step that needs them); element energies
+come from a grid kernel with the one shared element matrix. Nonzero prescribed displacements
+are lifted to the right-hand side with a matrix-free K u_p.
+
 Arrays: displacements ``U`` are (n_cases, n_dofs) with node-major DOFs; per-cell results are
 (n_cases, n_cells). Nothing here knows about design variables.
 """
@@ -17,12 +25,18 @@ import numpy as np
 import scipy.sparse.csgraph as csgraph
 import scipy.sparse as sp
 
-from ..errors import SingularStiffnessError
+from ..errors import SingularStiffnessError, SolverError
 from ..mesh.cell_types import CELL_TYPES
 from .assembly import DirichletMask, build_pattern, element_dofs, refill
 from .elements import element_stiffness, element_stress, von_mises
 from .loads import (COMPONENTS, BodyForce, Gravity, body_force_density, cell_shape_integrals,
                     nodal_forces)
+
+# "auto" switches structured grids to geometric multigrid above these DOF counts (per dim).
+# Measured per design iteration (docs/performance.md): see the comment in _use_multigrid.
+MULTIGRID_AUTO_MIN_DOFS = {2: 10**9, 3: 100_000}
+# Relative residual ||r_free|| / ||f_free|| at which multigrid-PCG stops.
+MULTIGRID_RTOL = 1e-8
 
 _MODE_NAMES_2D = ("translation in x", "translation in y", "rotation about z")
 _MODE_NAMES_3D = ("translation in x", "translation in y", "translation in z",
@@ -43,19 +57,47 @@ class LinearElasticSystem:
         mat = model.material
         self.D = mat.elasticity_matrix(dim, model.plane)
         self.D_unit = self.D / mat.E
-        coords = mesh.points[mesh.cells]
         # Structured grids share one element matrix (all cells are translated copies).
         self.shared_element_matrix = mesh.grid is not None
-        sample = coords[:1] if self.shared_element_matrix else coords
-        self.element_matrices, _ = element_stiffness(mesh.cell_type, sample, self.D, model.thickness)
-        self.cell_dofs = element_dofs(mesh.cells, dim)
-        self.pattern = build_pattern(mesh.cells, mesh.n_nodes, dim)
+        cells = mesh.cells[:1] if self.shared_element_matrix else mesh.cells
+        self.element_matrices, _ = element_stiffness(mesh.cell_type, mesh.points[cells], self.D,
+                                                     model.thickness)
+        self.is_grid = mesh.grid is not None and mesh.cell_type in ("quad", "hexahedron")
+        self._cell_dofs = None
+        self._pattern = None
+        self._dirichlet = None
         self._setup_constraints()
         self._setup_loads()
-        self.dirichlet = DirichletMask(self.pattern, self.fixed_dofs)
         self.solver = None
         self.solver_name = None
+        self.multigrid = None
+        self._last_method = None         # "multigrid" or the direct/AMG solver of the last solve
+        self._last_scale = None
+        self._last_K_full = None
+        self._last_adjoint = None
         self.last_solve_info: dict = {}
+
+    # ------------------------------------------------------------------ lazily built tables
+    @property
+    def cell_dofs(self) -> np.ndarray:
+        """Global DOFs of each cell (n_cells, n_dof_e) int64, built on first use."""
+        if self._cell_dofs is None:
+            self._cell_dofs = element_dofs(self.mesh.cells, self.dim)
+        return self._cell_dofs
+
+    @property
+    def pattern(self):
+        """CSR sparsity pattern of K (:class:`~lightweight.fem.assembly.SparsityPattern`), built on first use."""
+        if self._pattern is None:
+            self._pattern = build_pattern(self.mesh.cells, self.mesh.n_nodes, self.dim)
+        return self._pattern
+
+    @property
+    def dirichlet(self) -> DirichletMask:
+        """Symmetric elimination of the fixed DOFs on :attr:`pattern`, built on first use."""
+        if self._dirichlet is None:
+            self._dirichlet = DirichletMask(self.pattern, self.fixed_dofs)
+        return self._dirichlet
 
     # ------------------------------------------------------------------ supports
     def _setup_constraints(self) -> None:
@@ -88,11 +130,14 @@ class LinearElasticSystem:
         have full column rank; a null vector of that restriction is a free motion.
         """
         mesh, dim = self.mesh, self.dim
-        n_cells, n_per = mesh.cells.shape
-        rows = np.repeat(np.arange(n_cells), n_per)
-        incidence = sp.csr_matrix((np.ones(rows.size), (rows, mesh.cells.ravel())),
-                                  shape=(n_cells, mesh.n_nodes))
-        n_parts, labels = csgraph.connected_components(incidence.T @ incidence, directed=False)
+        if mesh.grid is not None:
+            n_parts, labels = 1, np.zeros(mesh.n_nodes, dtype=np.int8)   # a box is connected
+        else:
+            n_cells, n_per = mesh.cells.shape
+            rows = np.repeat(np.arange(n_cells), n_per)
+            incidence = sp.csr_matrix((np.ones(rows.size), (rows, mesh.cells.ravel())),
+                                      shape=(n_cells, mesh.n_nodes))
+            n_parts, labels = csgraph.connected_components(incidence.T @ incidence, directed=False)
         used = np.zeros(mesh.n_nodes, dtype=bool)
         used[mesh.cells.ravel()] = True
         fixed_node_comp = np.zeros((mesh.n_nodes, dim), dtype=bool)
@@ -105,9 +150,10 @@ class LinearElasticSystem:
             pts = mesh.points[nodes]
             center = pts.mean(axis=0)
             length = max(np.ptp(pts, axis=0).max(), 1e-300)
-            rel = (pts - center) / length
-            modes = _rigid_modes(rel)                         # (n*dim, n_modes), node-major
-            mask = fixed_node_comp[nodes].reshape(-1)
+            held = nodes[fixed_node_comp[nodes].any(axis=1)]   # only fixed rows matter
+            del pts
+            modes = _rigid_modes((mesh.points[held] - center) / length)   # (n*dim, n_modes)
+            mask = fixed_node_comp[held].reshape(-1)
             restricted = modes[mask]
             if restricted.shape[0] == 0:
                 free = np.eye(modes.shape[1])
@@ -178,9 +224,7 @@ class LinearElasticSystem:
     # ------------------------------------------------------------------ matrices and solves
     def stiffness_data(self, stiffness_scale: np.ndarray | None = None) -> np.ndarray:
         """CSR data of the unconstrained K for the given per-cell multipliers (nnz,)."""
-        scale = np.ones(self.n_cells) if stiffness_scale is None else np.asarray(stiffness_scale, float)
-        if scale.shape != (self.n_cells,):
-            raise ValueError(f"stiffness_scale must have shape ({self.n_cells},), got {scale.shape}")
+        scale = self._check_scale(stiffness_scale)
         return refill(self.pattern, self.element_matrices, scale)
 
     def stiffness_matrix(self, stiffness_scale: np.ndarray | None = None) -> sp.csr_matrix:
@@ -194,9 +238,50 @@ class LinearElasticSystem:
             self.solver_name = method
         return self.solver
 
+    def uses_multigrid(self, solver: str = "auto") -> bool:
+        """True if ``solver`` means geometric multigrid on this mesh.
+
+        "multigrid" needs a structured quad/hex grid (else SolverError); "auto" picks it on such
+        grids with more than MULTIGRID_AUTO_MIN_DOFS[dim] DOFs, where it beat the fastest
+        direct solver per design iteration in our measurements (docs/performance.md).
+        """
+        key = str(solver).lower()
+        if key in ("multigrid", "mg"):
+            if not self.is_grid:
+                raise SolverError(
+                    "solver='multigrid' needs a structured quad or hexahedron grid "
+                    "(lw.structured_grid); this mesh is " +
+                    (f"a grid of {self.mesh.cell_type} cells" if self.mesh.grid is not None
+                     else f"an unstructured {self.mesh.cell_type} mesh") +
+                    ": use solver='auto', 'direct' or 'amg'")
+            return True
+        return key == "auto" and self.is_grid and self.n_dofs > MULTIGRID_AUTO_MIN_DOFS[self.dim]
+
+    def _get_multigrid(self):
+        """The GridMultigrid of this grid and its supports (built once, updated per solve)."""
+        if self.multigrid is None:
+            from .multigrid import GridMultigrid
+            self.multigrid = GridMultigrid(self.mesh.grid, self.mesh.grid_spacing,
+                                           self.element_matrices[0], ~self.free_mask,
+                                           rtol=MULTIGRID_RTOL)
+        return self.multigrid
+
+    def _check_scale(self, stiffness_scale) -> np.ndarray:
+        scale = np.ones(self.n_cells) if stiffness_scale is None else np.asarray(stiffness_scale, float)
+        if scale.shape != (self.n_cells,):
+            raise ValueError(f"stiffness_scale must have shape ({self.n_cells},), got {scale.shape}")
+        return scale
+
     def solve(self, stiffness_scale: np.ndarray | None = None, mass_scale: np.ndarray | None = None,
               solver: str = "auto", x0: np.ndarray | None = None):
-        """Displacements of all load cases, (n_cases, n_dofs), and the load vectors used."""
+        """Displacements of all load cases, (n_cases, n_dofs), and the load vectors used.
+
+        solver: "auto", "multigrid" (structured grids) or a name of
+        :func:`~lightweight.fem.solvers.make_solver`; x0 (n_cases, n_dofs): initial guess for the
+        iterative solvers (e.g. the previous design iteration's displacements).
+        """
+        if self.uses_multigrid(solver):
+            return self._solve_multigrid(self._check_scale(stiffness_scale), mass_scale, x0)
         t0 = time.perf_counter()
         data = self.stiffness_data(stiffness_scale)
         K_full = self.pattern.matrix(data)
@@ -223,17 +308,79 @@ class LinearElasticSystem:
         self.last_solve_info = {"solver": getattr(lin, "name", solver), "assembly_seconds": t1 - t0,
                                 "solve_seconds": time.perf_counter() - t1, **getattr(lin, "info", {})}
         self._last_K_full = K_full
+        self._last_scale = None
+        self._last_method = "direct"
         return U, F
 
+    def _solve_multigrid(self, scale: np.ndarray, mass_scale, x0):
+        """The multigrid path of :meth:`solve` (no assembled matrix), same returns."""
+        from .multigrid import grid_matvec
+        t0 = time.perf_counter()
+        mg = self._get_multigrid()
+        F = self.load_vectors(mass_scale)
+        mg.update(scale)
+        t1 = time.perf_counter()
+        rhs = F.copy()
+        if np.any(self.fixed_values != 0.0):
+            # lifting: f_free -= K_fp u_p with a matrix-free K u_p
+            u_prescribed = np.zeros(self.n_dofs)
+            u_prescribed[self.fixed_dofs] = self.fixed_values
+            rhs -= grid_matvec(self.mesh.grid, self.element_matrices[0], scale, u_prescribed)[None, :]
+        rhs[:, self.fixed_dofs] = mg.fixed_diagonal * self.fixed_values[None, :]
+        guess = None
+        if x0 is not None and np.shape(x0) == rhs.shape and np.all(np.isfinite(x0)):
+            guess = x0
+        U, info = mg.solve(rhs, x0=guess)
+        del rhs
+        self._check_multigrid(U, info, "displacements")
+        U[:, self.fixed_dofs] = self.fixed_values[None, :]
+        self.last_solve_info = {"solver": "multigrid", "assembly_seconds": t1 - t0,
+                                "solve_seconds": time.perf_counter() - t1, **info}
+        self._last_K_full = None
+        self._last_scale = scale
+        self._last_method = "multigrid"
+        self._last_adjoint = None
+        return U, F
+
+    @staticmethod
+    def _check_multigrid(U, info, what):
+        if not np.all(np.isfinite(U)):
+            raise SingularStiffnessError(f"multigrid returned non-finite {what}: the stiffness "
+                                         f"matrix is singular or the loads are not finite")
+        if not info["converged"]:
+            worst = max(info["residuals"])
+            raise SolverError(
+                f"multigrid-PCG did not converge for the {what} ({max(info['iterations'])} iterations, "
+                f"relative residual {worst:.2g} > {MULTIGRID_RTOL:g}): the design probably holds "
+                f"stiff islands floating in void; use solver='direct' for it")
+
     def solve_adjoint(self, rhs: np.ndarray) -> np.ndarray:
-        """Solve K lam = rhs with the last factorized K (homogeneous supports), (k, n_dofs)."""
-        if self.solver is None:
+        """Solve K lam = rhs with the K of the last solve (homogeneous supports), (k, n_dofs)."""
+        if self._last_method is None:
             raise RuntimeError("solve_adjoint needs a preceding solve()")
         b = np.array(np.atleast_2d(rhs), dtype=float)
         b[:, self.fixed_dofs] = 0.0
+        if self._last_method == "multigrid":
+            previous = self._last_adjoint
+            guess = previous if previous is not None and previous.shape == b.shape else None
+            lam, info = self.multigrid.solve(b, x0=guess)
+            self._check_multigrid(lam, info, "adjoint")
+            lam[:, self.fixed_dofs] = 0.0
+            self._last_adjoint = lam.copy()
+            return lam
         lam = np.asarray(self.solver.solve(np.ascontiguousarray(b.T))).reshape(self.n_dofs, -1).T.copy()
         lam[:, self.fixed_dofs] = 0.0
         return lam
+
+    def internal_forces(self, U: np.ndarray) -> np.ndarray:
+        """K u of the unconstrained K of the last solve, (n_cases, n_dofs) for U (n_cases, n_dofs)."""
+        if self._last_method == "multigrid":
+            from .multigrid import grid_matvec
+            return grid_matvec(self.mesh.grid, self.element_matrices[0], self._last_scale,
+                               np.atleast_2d(U))
+        if self._last_K_full is None:
+            raise RuntimeError("internal_forces needs a preceding solve()")
+        return np.asarray(self._last_K_full @ np.atleast_2d(U).T).T
 
     # ------------------------------------------------------------------ post-processing
     def cell_displacements(self, U: np.ndarray) -> np.ndarray:
@@ -242,18 +389,24 @@ class LinearElasticSystem:
 
     def element_energies(self, U: np.ndarray) -> np.ndarray:
         """u_e^T K_e u_e of the unscaled element matrices, (n_cases, n_cells)."""
+        if self.is_grid:
+            from .kernels import grid_element_bilinear_forms
+            return grid_element_bilinear_forms(self.mesh.grid, self.element_matrices[0], U)
         from .kernels import element_quadratic_forms
         return element_quadratic_forms(self.element_matrices, self.cell_dofs, U)
 
     def element_cross_energies(self, U: np.ndarray, V: np.ndarray) -> np.ndarray:
         """v_e^T K_e u_e of the unscaled element matrices, (n_cases, n_cells)."""
+        if self.is_grid:
+            from .kernels import grid_element_bilinear_forms
+            return grid_element_bilinear_forms(self.mesh.grid, self.element_matrices[0], U, V)
         from .kernels import element_bilinear_forms
         return element_bilinear_forms(self.element_matrices, self.cell_dofs, U, V)
 
     def reactions(self, U: np.ndarray, F: np.ndarray, K_full=None) -> list[dict[str, np.ndarray]]:
         """Support forces per case and support set: sum of (K u - f) over the set's nodes."""
-        K_full = self._last_K_full if K_full is None else K_full
-        residual = (K_full @ U.T).T - F                       # (n_cases, n_dofs)
+        internal = self.internal_forces(U) if K_full is None else (K_full @ U.T).T
+        residual = internal - F                               # (n_cases, n_dofs)
         out = []
         for c in range(U.shape[0]):
             per_node = residual[c].reshape(-1, self.dim)
