@@ -209,3 +209,14 @@ def test_bad_options_raise_clear_errors(kwargs, match):
     kwargs = {"filter_radius": 1.5, "verbose": False, **kwargs}
     with pytest.raises(lw.LightweightError, match=match):
         lw.minimize_compliance(mbb_model(12, 4), **kwargs)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"max_compliance": {"mmb": 10.0}}, "unknown load case 'mmb'; cases: mbb"),
+    ({"max_compliance_factor": 0.5}, "must be >= 1"),
+    ({"max_compliance": 10.0, "max_compliance_factor": 1.5}, "not both"),
+    ({}, "needs max_compliance"),
+])
+def test_minimize_mass_bad_limits_raise_clear_errors(kwargs, match):
+    with pytest.raises(lw.OptimizationError, match=match):
+        lw.minimize_mass(mbb_model(12, 4), filter_radius=1.5, verbose=False, max_iterations=2, **kwargs)

@@ -183,13 +183,15 @@ class MinMass(Formulation):
     def __init__(self, responses, compliance_limits: Mapping[str, float], displacement_limits=()):
         super().__init__(responses, displacement_limits)
         names = responses.case_names
+        # unknown names first: a typo in a case name also leaves that case without a limit
+        for c in compliance_limits:
+            if c not in names:
+                raise OptimizationError(f"compliance limit for unknown load case {c!r}; cases: {', '.join(names)}")
         missing = [c for c in names if c not in compliance_limits]
         if missing and not self.displacement_limits:
             raise OptimizationError(f"no compliance limit for load cases {missing}")
         self.limits = {c: float(v) for c, v in compliance_limits.items()}
         for c, v in self.limits.items():
-            if c not in names:
-                raise OptimizationError(f"compliance limit for unknown load case {c!r}; cases: {', '.join(names)}")
             if not v > 0:
                 raise OptimizationError(f"compliance limit for {c!r} must be positive, got {v}")
         self.limited = [c for c in names if c in self.limits]
