@@ -1,4 +1,4 @@
-"""Time and memory of the multigrid solve against problem size, with a log-log fit and a plot.
+"""Time and memory of the multigrid solve and of whole design iterations against problem size.
 
 Problem: the TopOpt_in_PETSc cantilever (Aage et al. 2015): box [0,2]x[0,1]x[0,1] of 2n x n x n
 unit-aspect hexahedra, face x=0 clamped, force -0.001 in z on the nodes of the edge x=2, z=0
@@ -11,12 +11,26 @@ table of the energy kernel, 192 B/cell), and the growth of the process peak RSS.
     python benchmarks/scaling.py             # 16x8x8 .. 64x32x32, < 2 min on 2 cores
     python benchmarks/scaling.py --large     # adds 128x64x64 (524k hexes, 1.6M DOFs)
     python benchmarks/scaling.py --design random   # iid SIMP densities instead of uniform
+
+Whole design iterations (``--iterations``): the same problem through the public loop
+(``lw.minimize_compliance``'s parts: density filter of radius 0.08, MMA with move 0.2, volume
+fraction 0.12, solver="multigrid"), i.e. filter + solve + element energies + chain rule + MMA
+update, the TopOpt_in_PETSc default problem. Each size runs in a fresh subprocess; memory is
+(a) the peak of traced NumPy allocations (tracemalloc) over building the model and the first
+two iterations, per hexahedron, and (b) the growth of the process's peak RSS over a warmed-up
+baseline (JIT caches loaded, a tiny problem solved), per hexahedron. Time per iteration is the
+mean of the untraced iterations after the second.
+
+    python benchmarks/scaling.py --iterations              # 32x16x16 .. 128x64x64
+    python benchmarks/scaling.py --iterations --large      # adds 160x80x80 (1.02M hexes)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -118,12 +132,155 @@ def fitted_exponent(n_cells, seconds) -> float:
     return float(np.polyfit(np.log(n_cells), np.log(seconds), 1)[0])
 
 
+# ---------------------------------------------------------------------------- design iterations
+PETSC_FILTER_RADIUS = 0.08
+PETSC_MOVE = 0.2
+
+
+def petsc_model(n: int):
+    """The TopOpt_in_PETSc cantilever as a lw.Model: 2n x n x n hexes on [0,2]x[0,1]x[0,1]."""
+    import lightweight as lw
+    mesh = lw.structured_grid((2 * n, n, n), size=(2.0, 1.0, 1.0))
+    on_edge = lambda p: (p[:, 0] == 2.0) & (p[:, 2] == 0.0)                  # noqa: E731
+    mesh.add_node_set("edge_inner", lambda p: on_edge(p) & (p[:, 1] > 0.0) & (p[:, 1] < 1.0))
+    mesh.add_node_set("edge_ends", lambda p: on_edge(p) & ((p[:, 1] == 0.0) | (p[:, 1] == 1.0)))
+    return lw.Model(mesh, lw.Material(E=1.0, nu=0.3), supports={"xmin": "xyz"},
+                    loads={"tip": [lw.PointLoad("edge_inner", (0.0, 0.0, -0.001)),
+                                   lw.PointLoad("edge_ends", (0.0, 0.0, -0.0005))]})
+
+
+def petsc_loop(model, solver: str = "multigrid"):
+    """A SimpLoop of minimize_compliance with the PETSc settings (MMA, density filter 0.08)."""
+    from lightweight.optimize.api import _build
+    from lightweight.optimize.loop import SimpLoop
+    from lightweight.optimize.problems import MinCompliance
+    parts = _build(model, filter_radius=PETSC_FILTER_RADIUS, filter="density", projection=None,
+                   optimizer="mma", penalty=3.0, interpolation="simp", min_stiffness=E_MIN,
+                   non_design=(), void=(), symmetry=None, extrusion=None, max_iterations=10_000,
+                   tolerance=0.0, objective_tolerance=0.0, move=PETSC_MOVE,
+                   continuation_interval=25, verbose=False, checkpoint=None, checkpoint_every=10,
+                   solver=solver, needs_mma=True, problem="min_compliance", extra_parameters={})
+    design, density_filter, proj, interp, settings, parameters, responses = parts
+    formulation = MinCompliance(responses, VOLUME_FRACTION)
+    return SimpLoop(model, formulation, design, density_filter, proj, interp, settings,
+                    VOLUME_FRACTION, parameters=parameters)
+
+
+def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid") -> dict:
+    """Measure whole design iterations of the 2n x n x n problem in this process (see docstring)."""
+    warm = petsc_loop(petsc_model(4), solver)          # JIT caches, MKL loaded: the baseline
+    warm.step()
+    del warm
+    rss0 = _rss_mb()
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    model = petsc_model(n)
+    loop = petsc_loop(model, solver)
+    t_build = time.perf_counter() - t0
+    seconds, mg_iterations, compliance = [], [], []
+
+    def step():
+        t = time.perf_counter()
+        loop.step()
+        seconds.append(time.perf_counter() - t)
+        info = loop.responses.system.last_solve_info
+        mg_iterations.append(int(max(info.get("iterations") or [0])))
+        compliance.append(loop.history[-1]["objective"])
+
+    step()
+    step()
+    numpy_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    for _ in range(max(0, iterations - 2)):
+        step()
+    peak_rss = _rss_mb() - rss0
+    n_cells = model.mesh.n_cells
+    timed = seconds[2:] or seconds[1:]
+    system = loop.responses.system
+    return {"n": n, "shape": list(model.mesh.grid), "n_cells": n_cells, "n_dofs": system.n_dofs,
+            "solver": system.last_solve_info.get("solver"),
+            "levels": system.last_solve_info.get("levels"), "build_seconds": t_build,
+            "iteration_seconds": seconds, "seconds_per_iteration": float(np.mean(timed)),
+            "solver_iterations": mg_iterations, "compliance": compliance,
+            "numpy_peak_bytes_per_cell": numpy_peak / n_cells,
+            "peak_rss_mb": peak_rss, "rss_bytes_per_cell": peak_rss * 2 ** 20 / n_cells,
+            "csr_pattern_built": system._pattern is not None}
+
+
+def design_iterations_in_subprocess(n: int, iterations: int, solver: str = "multigrid") -> dict:
+    """run_design_iterations in a fresh Python process (clean peak RSS); returns its dict."""
+    out = subprocess.run([sys.executable, __file__, "--one", str(n), "--iterations-per-size",
+                          str(iterations), "--solver", solver],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main_iterations(args) -> int:
+    sizes = [16, 24, 32, 48, 64] + ([80] if args.large else [])
+    rows = []
+    print(f"{'grid':>12} {'cells':>8} {'dofs':>8} {'s/iter':>7} {'MG its':>16} "
+          f"{'NumPy B/hex':>11} {'RSS B/hex':>9} {'RSS MiB':>8}")
+    for n in sizes:
+        r = design_iterations_in_subprocess(n, args.iterations_per_size, args.solver)
+        rows.append(r)
+        print(f"{'x'.join(map(str, r['shape'])):>12} {r['n_cells']:>8} {r['n_dofs']:>8} "
+              f"{r['seconds_per_iteration']:>7.2f} {str(r['solver_iterations']):>16} "
+              f"{r['numpy_peak_bytes_per_cell']:>11.0f} {r['rss_bytes_per_cell']:>9.0f} "
+              f"{r['peak_rss_mb']:>8.0f}", flush=True)
+    cells = np.array([r["n_cells"] for r in rows], dtype=float)
+    secs = np.array([r["seconds_per_iteration"] for r in rows])
+    big = cells >= 10_000
+    exponent = fitted_exponent(cells[big], secs[big])
+    print(f"fitted exponent of design-iteration time vs cells (>= 1e4 cells): {exponent:.2f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"rows": rows, "exponent": exponent}, indent=1))
+    _plot(cells, {"design iteration": secs}, args.plot.replace(".png", "_iterations.png"),
+          "design iterations, TopOpt_in_PETSc cantilever")
+    return 0
+
+
+def _plot(cells, series: dict, path: str, title: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot")
+        return
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for label, secs in series.items():
+        ax.loglog(cells, secs, "o-", label=label)
+    last = list(series.values())[0][-1]
+    ax.loglog(cells, cells / cells[-1] * last, "k:", label="O(n)")
+    ax.set_xlabel("hexahedra")
+    ax.set_ylabel("seconds")
+    ax.set_title(title)
+    ax.legend()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--large", action="store_true", help="add 128x64x64 (524k hexes)")
+    parser.add_argument("--large", action="store_true",
+                        help="add 128x64x64 (solver core) or 160x80x80 (--iterations)")
     parser.add_argument("--design", choices=["uniform", "random"], default="uniform")
     parser.add_argument("--plot", default="out/multigrid_scaling.png", help="PNG path")
+    parser.add_argument("--iterations", action="store_true",
+                        help="time whole design iterations (filter, solve, energies, MMA)")
+    parser.add_argument("--iterations-per-size", type=int, default=4)
+    parser.add_argument("--solver", default="multigrid")
+    parser.add_argument("--json", default=None, help="write the rows of --iterations here")
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.one is not None:           # child process of design_iterations_in_subprocess
+        print(json.dumps(run_design_iterations(args.one, args.iterations_per_size, args.solver)))
+        return 0
+    if args.iterations:
+        return main_iterations(args)
     sizes = [8, 16, 24, 32] + ([64] if args.large else [])
     rows = []
     print(f"{'grid':>12} {'cells':>8} {'dofs':>9} {'levels':>26} {'its':>4} {'update s':>9} "

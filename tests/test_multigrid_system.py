@@ -1,0 +1,191 @@
+"""solver="multigrid" through LinearElasticSystem, lw.solve and the optimization loop, against direct.
+
+Small grids with a real hierarchy: ``coarse_max_dofs`` is lowered so a 16x8x8 grid (4 131 DOFs)
+gets three levels (4131, 675, 135 DOFs) instead of one direct level.
+"""
+
+import numpy as np
+import pytest
+
+import lightweight as lw
+from lightweight.errors import LightweightError, SolverError
+from lightweight.fem import system as fem_system
+from lightweight.optimize.filters import GridFilter
+
+SMALL_HIERARCHY = {"coarse_max_dofs": 300}
+
+
+def cantilever(shape=(16, 8, 8), two_cases=False, supports=None):
+    """Clamped at x = 0, loaded on the far bottom edge; unit-size cells; E = 1, nu = 0.3."""
+    dim = len(shape)
+    mesh = lw.structured_grid(shape)
+    nx = shape[0]
+    mesh.add_node_set("edge", lambda p: (p[:, 0] == nx) & (p[:, dim - 1] == 0))
+    down = tuple(-1.0 if d == dim - 1 else 0.0 for d in range(dim))
+    loads = {"down": lw.PointLoad("edge", down)}
+    if two_cases:
+        loads["side"] = lw.PointLoad("edge", (0.0, 0.5) + (0.2,) * (dim - 2))
+    supports = supports or {"xmin": "xyz"[:dim]}
+    return lw.Model(mesh, lw.Material(E=1.0, nu=0.3), supports=supports, loads=loads)
+
+
+def multigrid_model(**kwargs):
+    model = cantilever(**kwargs)
+    model.system().multigrid_options = dict(SMALL_HIERARCHY)
+    return model
+
+
+def smooth_density(mesh, volume_fraction, seed=0):
+    """A smooth random field in (0, 1] with the given mean (filtered noise, no floating islands)."""
+    field = GridFilter(mesh.grid, mesh.grid_spacing, 2.5).forward(
+        np.random.default_rng(seed).uniform(0, 1, mesh.n_cells))
+    field = (field - field.min()) / np.ptp(field)
+    return np.clip(field * volume_fraction / field.mean(), 1e-3, 1.0)
+
+
+@pytest.mark.parametrize("design", ["solid", "uniform 0.1", "smooth 0.1", "smooth 0.3"])
+def test_solve_matches_direct(design):
+    model = multigrid_model(two_cases=True)
+    mesh = model.mesh
+    rho = {"solid": None, "uniform 0.1": np.full(mesh.n_cells, 0.1),
+           "smooth 0.1": smooth_density(mesh, 0.1), "smooth 0.3": smooth_density(mesh, 0.3, 1)}[design]
+    mg = lw.solve(model, rho, penalty=3.0, min_stiffness=1e-9, solver="multigrid")
+    direct = lw.solve(model, rho, penalty=3.0, min_stiffness=1e-9, solver="direct")
+    assert mg.solver_info["solver"] == "multigrid"
+    assert len(mg.solver_info["levels"]) == 3
+    for case in ("down", "side"):
+        assert mg.compliance[case] == pytest.approx(direct.compliance[case], rel=1e-6)
+        scale = np.abs(direct.displacement[case]).max()
+        assert np.abs(mg.displacement[case] - direct.displacement[case]).max() <= 1e-4 * scale
+        assert np.allclose(mg.reactions[case]["xmin"], direct.reactions[case]["xmin"], atol=1e-6)
+
+
+def test_load_cases_share_one_hierarchy_and_warm_start():
+    model = multigrid_model(two_cases=True)
+    system = model.system()
+    rho = smooth_density(model.mesh, 0.2)
+    scale = 1e-9 + rho ** 3
+    U, F = system.solve(scale, solver="multigrid")
+    hierarchy = system.multigrid
+    cold = system.last_solve_info["iterations"]
+    assert len(cold) == 2                                    # one block solve of both cases
+    U2, _ = system.solve(scale * (1 + 1e-3 * rho), solver="multigrid", x0=U)
+    assert system.multigrid is hierarchy                     # built once, updated per solve
+    assert max(system.last_solve_info["iterations"]) < min(cold)
+    for c in range(2):                                       # same as one case at a time
+        Uc, _ = system.solve(scale, solver="direct")
+        assert F[c] @ U[c] == pytest.approx(F[c] @ Uc[c], rel=1e-6)
+
+
+def test_no_assembled_matrix_on_the_multigrid_path():
+    model = multigrid_model()
+    system = model.system()
+    rho = smooth_density(model.mesh, 0.1)
+    U, F = system.solve(1e-9 + rho ** 3, solver="multigrid")
+    energies = system.element_energies(U)
+    assert system._pattern is None and system._cell_dofs is None
+    # the grid energy kernel equals the general one through the DOF table
+    from lightweight.fem.kernels import element_quadratic_forms
+    general = element_quadratic_forms(system.element_matrices, system.cell_dofs, U)
+    assert np.allclose(energies, general, rtol=1e-12, atol=0)
+    assert energies[0] @ (1e-9 + rho ** 3) == pytest.approx(F[0] @ U[0], rel=1e-8)
+
+
+def test_prescribed_displacement_is_lifted():
+    # pull the free end by a prescribed x-displacement, no external force
+    model = cantilever(supports={"xmin": "xyz", "xmax": {"x": 0.01}})
+    model.system().multigrid_options = dict(SMALL_HIERARCHY)
+    rho = smooth_density(model.mesh, 0.3)
+    mg = lw.solve(model, rho, solver="multigrid")
+    direct = lw.solve(model, rho, solver="direct")
+    assert direct.compliance["down"] > 0
+    assert mg.compliance["down"] == pytest.approx(direct.compliance["down"], rel=1e-6)
+    xmax = model.mesh.node_set("xmax")
+    assert np.allclose(mg.displacement["down"][xmax, 0], 0.01)
+    reaction = direct.reactions["down"]["xmax"]
+    # residual-based stopping (rtol 1e-6): reactions agree to ~1e-6 of their size
+    assert np.abs(mg.reactions["down"]["xmax"] - reaction).max() <= 1e-5 * np.abs(reaction).max()
+
+
+@pytest.mark.parametrize("volume_fraction", [0.1, 0.3])
+def test_minimize_compliance_history_matches_direct(volume_fraction):
+    runs = {}
+    for solver in ("direct", "multigrid"):
+        model = multigrid_model()
+        runs[solver] = lw.minimize_compliance(model, volume_fraction, filter_radius=1.5,
+                                              penalty=3.0, min_stiffness=1e-9, max_iterations=15,
+                                              tolerance=0.0, solver=solver, verbose=False)
+    direct, mg = runs["direct"], runs["multigrid"]
+    assert mg.solution.solver_info["solver"] == "multigrid"
+    c_direct = np.array([h["objective"] for h in direct.history])
+    c_mg = np.array([h["objective"] for h in mg.history])
+    assert np.allclose(c_mg, c_direct, rtol=1e-6, atol=0)
+    assert np.abs(mg.density - direct.density).max() <= 1e-5
+
+
+def test_displacement_limit_adjoint_matches_direct():
+    limit = lw.DisplacementLimit("edge", "z", 40.0)
+    runs = {}
+    for solver in ("direct", "multigrid"):
+        model = multigrid_model()
+        runs[solver] = lw.minimize_compliance(model, 0.2, filter_radius=1.5, optimizer="mma",
+                                              displacement_limits=[limit], max_iterations=6,
+                                              tolerance=0.0, solver=solver, verbose=False)
+    for h_direct, h_mg in zip(runs["direct"].history, runs["multigrid"].history):
+        assert h_mg["objective"] == pytest.approx(h_direct["objective"], rel=1e-6)
+        assert np.allclose(h_mg["constraints"], h_direct["constraints"], rtol=1e-5, atol=1e-7)
+
+
+def test_minimize_mass_matches_direct():
+    runs = {}
+    for solver in ("direct", "multigrid"):
+        model = multigrid_model()
+        runs[solver] = lw.minimize_mass(model, max_compliance_factor=3.0, filter_radius=1.5,
+                                        max_iterations=5, tolerance=0.0, solver=solver,
+                                        verbose=False)
+    for h_direct, h_mg in zip(runs["direct"].history, runs["multigrid"].history):
+        assert h_mg["objective"] == pytest.approx(h_direct["objective"], rel=1e-6)
+        assert np.allclose(h_mg["constraints"], h_direct["constraints"], rtol=1e-5, atol=1e-7)
+
+
+def test_optimization_converges_to_the_same_design():
+    """2D cantilever to convergence: final designs agree to 1e-5 per cell (measured 2.5e-7)."""
+    runs = {}
+    for solver in ("direct", "multigrid"):
+        model = cantilever(shape=(48, 16))
+        model.system().multigrid_options = {"coarse_max_dofs": 200}
+        runs[solver] = lw.minimize_compliance(model, 0.4, filter_radius=1.5, max_iterations=300,
+                                              solver=solver, verbose=False)
+    direct, mg = runs["direct"], runs["multigrid"]
+    assert direct.converged and mg.converged
+    assert len(mg.history) == len(direct.history)
+    assert np.abs(mg.density - direct.density).max() <= 1e-5
+    assert mg.compliance["down"] == pytest.approx(direct.compliance["down"], rel=1e-6)
+
+
+def test_auto_picks_multigrid_only_for_large_grids(monkeypatch):
+    model = cantilever()
+    system = model.system()
+    assert not system.uses_multigrid("auto")                 # 4 131 DOFs: direct
+    assert system.uses_multigrid("multigrid")
+    monkeypatch.setitem(fem_system.MULTIGRID_AUTO_MIN_DOFS, 3, 1000)
+    assert system.uses_multigrid("auto")
+    assert not system.uses_multigrid("direct")
+    tets = lw.structured_grid((4, 2, 2), cell_type="tetra")
+    tet_model = lw.Model(tets, lw.Material(E=1.0, nu=0.3), supports={"xmin": "xyz"},
+                         loads={"f": lw.PointLoad("xmax", (0, 0, -1.0))})
+    assert not tet_model.system().uses_multigrid("auto")
+
+
+def test_multigrid_errors_are_clear():
+    tets = lw.structured_grid((4, 2, 2), cell_type="tetra")
+    model = lw.Model(tets, lw.Material(E=1.0, nu=0.3), supports={"xmin": "xyz"},
+                     loads={"f": lw.PointLoad("xmax", (0, 0, -1.0))})
+    with pytest.raises(SolverError, match="structured quad or hexahedron grid"):
+        lw.solve(model, solver="multigrid")
+    with pytest.raises(LightweightError, match="structured quad or hexahedron grid"):
+        lw.minimize_compliance(model, 0.5, filter_radius=1.5, max_iterations=2,
+                               solver="multigrid", verbose=False)
+    grid = cantilever(shape=(8, 4))
+    with pytest.raises(SolverError, match="positive"):      # a zero stiffness floor is singular
+        lw.solve(grid, np.zeros(grid.mesh.n_cells), min_stiffness=0.0, solver="multigrid")
