@@ -1,7 +1,9 @@
-"""The ``lightweight`` command line: ``demo``, ``info`` and ``report`` (case files come next).
+"""The ``lightweight`` command line: ``demo``, ``optimize``, ``info`` and ``report``.
 
     lightweight demo [--case mbb|cantilever3d] [--out DIR]   optimize a built-in case, write
                                                               design, pictures, report, summary
+    lightweight optimize CASE.toml [--out DIR] [--report]     optimize the case file's part
+                                                              (checkpointed; --resume continues)
     lightweight info MESH                                     cell type, sizes and named sets
     lightweight report RESULT [--out page.html]               HTML report of a saved result
 
@@ -93,6 +95,49 @@ def _demo_pictures(result, stem: Path) -> list[Path]:
     return [density_png, Path(convergence_png), Path(report)]
 
 
+def _optimize(args) -> int:
+    from .casefile import evaluate_requirements, read_case
+    from .optimize import minimize_compliance, minimize_mass
+
+    case = read_case(args.case)
+    if not case.optimize:
+        raise LightweightError(f"case file {case.path} has no [optimize] table: nothing to optimize "
+                               f"(add problem, volume_fraction or max_compliance_factor, filter_radius)")
+    options = dict(case.optimize)
+    problem = options.pop("problem")
+    if args.iterations is not None:
+        options["max_iterations"] = args.iterations
+    out = Path(args.out) if args.out else Path(f"{case.name}_result")
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = out / f"{case.name}.checkpoint.npz"
+    if args.resume and not checkpoint.is_file():
+        raise LightweightError(f"--resume: no checkpoint {checkpoint} to resume from")
+    run = minimize_mass if problem == "min_mass" else minimize_compliance
+    t0 = time.perf_counter()
+    # a checkpoint every 10 iterations: an interrupted run loses at most 10 iterations
+    result = run(case.model, verbose=not args.quiet, checkpoint=checkpoint, checkpoint_every=10,
+                 resume=checkpoint if args.resume else None, **options)
+    seconds = time.perf_counter() - t0
+    result.provenance.update(case.provenance())
+    design = out / f"{case.name}.vtu"
+    result.save(design)
+    figures = evaluate_requirements(result.solution, case.requirements)
+    summary = {"case": case.name, "problem": problem, "seconds": round(seconds, 3), **result.summary(),
+               "requirements": case.requirements, "evaluation": figures, "provenance": result.provenance}
+    summary_path = out / f"{case.name}.json"
+    summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    written = [design, summary_path]
+    if args.report:
+        written += _demo_pictures(result, out / case.name)
+    status = "meets" if figures["pass"] else "does NOT meet"
+    print(f"{case.name}: {result.iterations} iterations in {seconds:.1f} s ({result.message}); mass "
+          f"{figures['mass']:.6g}, volume fraction {result.volume_fraction:.4f}; {status} the requirements "
+          f"{figures['checks'] or '(none given)'}")
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
 def _info(args) -> int:
     from .mesh import read_mesh
     mesh = read_mesh(args.mesh)
@@ -133,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-pictures", action="store_true", help="skip PNGs and the HTML report")
     demo.add_argument("--quiet", action="store_true", help="no progress line per iteration")
     demo.set_defaults(run=_demo)
+
+    optimize = commands.add_parser("optimize", help="optimize the part described by a case file (TOML)")
+    optimize.add_argument("case", help="case file (TOML, see DESIGN.md / README)")
+    optimize.add_argument("--out", default=None, help="output folder (default: CASE_result)")
+    optimize.add_argument("--report", action="store_true", help="also write pictures and an HTML report")
+    optimize.add_argument("--iterations", type=int, default=None, help="iteration cap (overrides the case)")
+    optimize.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    optimize.add_argument("--quiet", action="store_true", help="no progress line per iteration")
+    optimize.set_defaults(run=_optimize)
 
     info = commands.add_parser("info", help="describe a mesh file: cells, nodes, named sets")
     info.add_argument("mesh", help="mesh file (.msh, .inp, .vtu, .xdmf, ...)")

@@ -80,6 +80,7 @@ PROMISED = {
     "cantilever_3d.py": ["out/cantilever3d.vtu", "out/cantilever3d.stl"],
     "--case cantilever3d": ["out/demo3d/cantilever3d.vtu"],
     "lightweight report": ["out/mbb_report.html"],
+    "lightweight optimize": ["out/mbb_case/mbb.vtu", "out/mbb_case/mbb.json", "out/mbb_case/mbb.html"],
 }
 
 

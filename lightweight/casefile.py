@@ -1,0 +1,342 @@
+"""Case files (TOML): a component's design space, loads and requirements in one checked file.
+
+The format is the contract of DESIGN.md ("Case files"): tables ``[mesh]``, ``[material]``,
+``[supports]``, ``[[loads.CASE]]``, ``[requirements]`` and ``[optimize]``; this module adds
+``[model]`` (``plane``, ``thickness`` for 2D) and ``[sets.NAME]`` (a node or cell set by a
+box, for structured grids whose only named sets are their faces). Paths resolve against the
+case file's folder.
+
+Approach: the file is read with the standard library's ``tomllib`` and turned into plain
+objects in one pass; every table rejects keys it does not know (a misspelt key would
+otherwise be silently ignored, and a silently ignored requirement is worse than an error),
+and every error is a :class:`~lightweight.errors.CaseFileError` that names the file and the
+key (``loads.brake[1].set``). ``Case.sha256`` (the file's bytes) and the mesh file's hash go
+into every result, so a figure can be traced to the exact inputs that produced it.
+``evaluate_requirements`` judges a solved design against ``[requirements]``; the optimizer and
+the batch evaluator report the same numbers.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CaseFileError, LightweightError
+from .fem import Gravity, Material, Model, PointLoad, Pressure, Traction
+from .mesh import read_mesh, structured_grid
+from .provenance import file_sha256
+
+LOAD_TYPES = ("point", "traction", "pressure", "gravity")
+REQUIREMENT_KEYS = ("max_compliance", "max_displacement", "min_safety_factor", "max_mass")
+# keyword arguments of minimize_compliance / minimize_mass a case file may set
+OPTIMIZE_KEYS = ("problem", "volume_fraction", "max_compliance", "max_compliance_factor",
+                 "filter_radius", "filter", "projection", "optimizer", "penalty", "interpolation",
+                 "min_stiffness", "non_design", "void", "symmetry", "extrusion", "case_weights",
+                 "max_iterations", "tolerance", "objective_tolerance", "move",
+                 "continuation_interval", "initial", "solver")
+PROBLEMS = ("min_compliance", "min_mass")
+
+
+@dataclass
+class Case:
+    """A parsed case file: the analysis model, the requirements and the optimization settings."""
+
+    path: Path
+    model: Model
+    requirements: dict = field(default_factory=dict)   # keys of REQUIREMENT_KEYS
+    optimize: dict = field(default_factory=dict)       # problem + minimize_* keyword arguments
+    sha256: str = ""                                    # of the case file's bytes
+    mesh_sha256: str | None = None                      # of the mesh file (None for grids)
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    def provenance(self) -> dict:
+        """What identifies this case's inputs: file paths and their SHA-256."""
+        return {"case_file": str(self.path), "case_sha256": self.sha256,
+                "mesh_sha256": self.mesh_sha256}
+
+
+class _Reader:
+    """Walks the TOML document, naming the file and key in every error."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, key: str, message: str) -> CaseFileError:
+        where = f" [{key}]" if key else ""
+        return CaseFileError(f"case file {self.path}{where}: {message}")
+
+    def table(self, doc: Mapping, key: str, allowed, required: bool = False) -> dict:
+        value = doc.get(key)
+        if value is None:
+            if required:
+                raise self.fail(key, "this table is missing")
+            return {}
+        if not isinstance(value, Mapping):
+            raise self.fail(key, f"must be a table, got {type(value).__name__}")
+        if allowed is not None:
+            unknown = sorted(set(value) - set(allowed))
+            if unknown:
+                raise self.fail(key, f"unknown key(s) {', '.join(map(repr, unknown))}; "
+                                     f"known: {', '.join(allowed)}")
+        return dict(value)
+
+    def number(self, table: Mapping, key: str, where: str, required: bool = False, default=None):
+        if key not in table:
+            if required:
+                raise self.fail(where, f"{key!r} is required")
+            return default
+        value = table[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(f"{where}.{key}", f"must be a number, got {value!r}")
+        return float(value)
+
+    def vector(self, value, where: str, length: int | None = None) -> list[float]:
+        if (not isinstance(value, list) or not value
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise self.fail(where, f"must be a list of numbers, got {value!r}")
+        if length is not None and len(value) != length:
+            raise self.fail(where, f"needs {length} numbers for this {length}D model, got {len(value)}")
+        return [float(v) for v in value]
+
+
+def read_case(path) -> Case:
+    """Read and check a case file (TOML) -> :class:`Case` with a ready ``Model``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CaseFileError(f"case file {path} does not exist")
+    raw = path.read_bytes()
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CaseFileError(f"case file {path} is not valid TOML: {exc}") from None
+    reader = _Reader(path)
+    unknown = sorted(set(doc) - {"mesh", "material", "supports", "loads", "requirements", "optimize",
+                                 "model", "sets"})
+    if unknown:
+        raise reader.fail("", f"unknown table(s) {', '.join(map(repr, unknown))}; known: mesh, "
+                              f"material, supports, loads, requirements, optimize, model, sets")
+    mesh, mesh_sha = _read_mesh(reader, doc, path.parent)
+    _add_sets(reader, doc, mesh)
+    material = _read_material(reader, doc)
+    model_opts = reader.table(doc, "model", ("plane", "thickness"))
+    supports = reader.table(doc, "supports", None, required=True)
+    loads = _read_loads(reader, doc, mesh.dim)
+    try:
+        model = Model(mesh, material=material, supports=supports, loads=loads,
+                      plane=model_opts.get("plane", "stress"),
+                      thickness=float(model_opts.get("thickness", 1.0)))
+    except CaseFileError:
+        raise
+    except LightweightError as exc:
+        raise CaseFileError(f"case file {path}: {exc}") from None
+    requirements = _read_requirements(reader, doc, model)
+    optimize = _read_optimize(reader, doc, model)
+    return Case(path=path.resolve(), model=model, requirements=requirements, optimize=optimize,
+                sha256=file_sha256(path), mesh_sha256=mesh_sha)
+
+
+def _read_mesh(reader: _Reader, doc, folder: Path):
+    table = reader.table(doc, "mesh", ("file", "grid", "size", "origin", "cell_type"), required=True)
+    if ("file" in table) == ("grid" in table):
+        raise reader.fail("mesh", "give exactly one of file = \"part.msh\" or grid = [nx, ny(, nz)]")
+    if "file" in table:
+        if not isinstance(table["file"], str):
+            raise reader.fail("mesh.file", f"must be a path string, got {table['file']!r}")
+        mesh_path = (folder / table["file"]).resolve()
+        if not mesh_path.is_file():
+            raise reader.fail("mesh.file", f"mesh file {mesh_path} does not exist")
+        try:
+            mesh = read_mesh(mesh_path, cell_type=table.get("cell_type"))
+        except LightweightError as exc:
+            raise reader.fail("mesh.file", str(exc)) from None
+        return mesh, file_sha256(mesh_path)
+    shape = table["grid"]
+    if not (isinstance(shape, list) and len(shape) in (2, 3)
+            and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+        raise reader.fail("mesh.grid", f"must be 2 or 3 positive integers, got {shape!r}")
+    size = reader.vector(table["size"], "mesh.size", len(shape)) if "size" in table else None
+    origin = reader.vector(table["origin"], "mesh.origin", len(shape)) if "origin" in table else None
+    try:
+        mesh = structured_grid(tuple(shape), size=size, origin=origin)
+    except LightweightError as exc:
+        raise reader.fail("mesh", str(exc)) from None
+    return mesh, None
+
+
+def _add_sets(reader: _Reader, doc, mesh) -> None:
+    sets = reader.table(doc, "sets", None)
+    for name, spec in sets.items():
+        where = f"sets.{name}"
+        spec = reader.table(sets, name, ("box", "kind", "tolerance"))
+        if "box" not in spec:
+            raise reader.fail(where, "needs box = [[lower corner], [upper corner]]")
+        box = spec["box"]
+        if not (isinstance(box, list) and len(box) == 2):
+            raise reader.fail(f"{where}.box", f"must be [[lower corner], [upper corner]], got {box!r}")
+        lower = np.array(reader.vector(box[0], f"{where}.box", mesh.dim))
+        upper = np.array(reader.vector(box[1], f"{where}.box", mesh.dim))
+        # a box edge on a node row must catch that row despite round-off in the coordinates
+        lo, hi = mesh.bounding_box()
+        tol = reader.number(spec, "tolerance", where, default=1e-9 * float(np.max(hi - lo)))
+        kind = spec.get("kind", "node")
+        if kind == "node":
+            points = mesh.points
+        elif kind == "cell":
+            points = mesh.cell_centers()
+        else:
+            raise reader.fail(f"{where}.kind", f"must be 'node' or 'cell', got {kind!r}")
+        inside = np.all((points >= lower - tol) & (points <= upper + tol), axis=1)
+        if not inside.any():
+            raise reader.fail(where, f"the box {lower.tolist()}..{upper.tolist()} contains no "
+                                     f"{kind}; the mesh spans {lo.tolist()}..{hi.tolist()}")
+        ids = np.flatnonzero(inside)
+        if kind == "node":
+            mesh.add_node_set(name, ids)
+        else:
+            mesh.add_cell_set(name, ids)
+
+
+def _read_material(reader: _Reader, doc) -> Material:
+    table = reader.table(doc, "material", ("E", "nu", "density", "yield_strength"), required=True)
+    values = {"E": reader.number(table, "E", "material", required=True),
+              "nu": reader.number(table, "nu", "material", required=True),
+              "density": reader.number(table, "density", "material", default=0.0)}
+    if "yield_strength" in table:
+        values["yield_strength"] = reader.number(table, "yield_strength", "material")
+    try:
+        return Material(**values)
+    except LightweightError as exc:
+        raise reader.fail("material", str(exc)) from None
+
+
+def _read_loads(reader: _Reader, doc, dim: int) -> dict:
+    cases = reader.table(doc, "loads", None, required=True)
+    if not cases:
+        raise reader.fail("loads", "no load case; add [[loads.NAME]] tables")
+    loads = {}
+    for case, entries in cases.items():
+        if isinstance(entries, Mapping):
+            entries = [entries]
+        if not isinstance(entries, list) or not entries:
+            raise reader.fail(f"loads.{case}", "must be one or more [[loads.NAME]] tables")
+        items = []
+        for i, entry in enumerate(entries):
+            where = f"loads.{case}[{i}]"
+            if not isinstance(entry, Mapping):
+                raise reader.fail(where, f"must be a table, got {entry!r}")
+            unknown = sorted(set(entry) - {"type", "set", "value", "distribute"})
+            if unknown:
+                raise reader.fail(where, f"unknown key(s) {', '.join(map(repr, unknown))}; "
+                                         f"known: type, set, value, distribute")
+            kind = entry.get("type")
+            if kind not in LOAD_TYPES:
+                raise reader.fail(f"{where}.type", f"must be one of {', '.join(LOAD_TYPES)}, got {kind!r}")
+            if "value" not in entry:
+                raise reader.fail(where, "needs value = ...")
+            name = entry.get("set")
+            if kind != "gravity" and not isinstance(name, str):
+                raise reader.fail(f"{where}.set", f"a {kind} load needs set = \"NAME\"")
+            if kind == "pressure":
+                value = reader.number(entry, "value", where, required=True)
+                items.append(Pressure(name, value))
+                continue
+            value = reader.vector(entry["value"], f"{where}.value", dim)
+            if kind == "point":
+                items.append(PointLoad(name, value, distribute=entry.get("distribute", "each")))
+            elif kind == "traction":
+                items.append(Traction(name, value))
+            else:
+                items.append(Gravity(value, set=name))
+        loads[str(case)] = items
+    return loads
+
+
+def _read_requirements(reader: _Reader, doc, model: Model) -> dict:
+    table = reader.table(doc, "requirements", REQUIREMENT_KEYS)
+    out = {}
+    for key in ("max_displacement", "min_safety_factor", "max_mass"):
+        if key in table:
+            value = reader.number(table, key, "requirements")
+            if not value > 0:
+                raise reader.fail(f"requirements.{key}", f"must be positive, got {value}")
+            out[key] = value
+    if "max_compliance" in table:
+        out["max_compliance"] = _per_case(reader, table["max_compliance"], "requirements.max_compliance",
+                                          model.load_cases)
+    if "min_safety_factor" in out and model.material.yield_strength is None:
+        raise reader.fail("requirements.min_safety_factor", "needs [material] yield_strength")
+    return out
+
+
+def _per_case(reader: _Reader, value, where: str, cases) -> dict[str, float]:
+    """A number (every load case) or a table {case: number} -> {case: float}."""
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - set(cases))
+        if unknown:
+            raise reader.fail(where, f"unknown load case(s) {', '.join(map(repr, unknown))}; "
+                                     f"cases: {', '.join(cases)}")
+        return {c: reader.number(value, c, where) for c in value}
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise reader.fail(where, f"must be a positive number or a table {{case = number}}, got {value!r}")
+    return {c: float(value) for c in cases}
+
+
+def _read_optimize(reader: _Reader, doc, model: Model) -> dict:
+    table = reader.table(doc, "optimize", OPTIMIZE_KEYS)
+    if not table:
+        return {}
+    problem = table.pop("problem", "min_mass" if ("max_compliance" in table or "max_compliance_factor" in table)
+                        else "min_compliance")
+    if problem not in PROBLEMS:
+        raise reader.fail("optimize.problem", f"must be one of {', '.join(PROBLEMS)}, got {problem!r}")
+    if problem == "min_compliance" and ({"max_compliance", "max_compliance_factor"} & set(table)):
+        raise reader.fail("optimize", "max_compliance / max_compliance_factor belong to problem = \"min_mass\"")
+    if problem == "min_compliance" and "volume_fraction" not in table:
+        raise reader.fail("optimize", "problem = \"min_compliance\" needs volume_fraction")
+    if problem == "min_mass" and "volume_fraction" in table:
+        raise reader.fail("optimize", "volume_fraction belongs to problem = \"min_compliance\"")
+    if "max_compliance" in table:
+        table["max_compliance"] = _per_case(reader, table["max_compliance"], "optimize.max_compliance",
+                                            model.load_cases)
+    for key in ("non_design", "void"):
+        names = table.get(key, [])
+        if isinstance(names, str):
+            names = [names]
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise reader.fail(f"optimize.{key}", f"must be a list of set names, got {names!r}")
+        table[key] = names
+    return {"problem": problem, **table}
+
+
+def evaluate_requirements(solution, requirements: Mapping) -> dict:
+    """Figures of a solved design and whether each requirement holds.
+
+    Returns {"mass", "volume", "compliance": {case}, "max_displacement": {case},
+    "max_von_mises", "safety_factor" (None without a yield strength), "checks": {requirement:
+    bool}, "pass": all checks hold}. Units are the model's.
+    """
+    model = solution.model
+    max_vm = float(max(np.max(v) for v in solution.von_mises.values()))
+    yield_strength = model.material.yield_strength
+    safety = (float(yield_strength) / max_vm if max_vm > 0 else float("inf")) if yield_strength else None
+    checks = {}
+    if "max_compliance" in requirements:
+        for case, limit in requirements["max_compliance"].items():
+            checks[f"compliance.{case}"] = solution.compliance[case] <= limit
+    if "max_displacement" in requirements:
+        checks["max_displacement"] = max(solution.max_displacement.values()) <= requirements["max_displacement"]
+    if "min_safety_factor" in requirements:
+        checks["min_safety_factor"] = safety is not None and safety >= requirements["min_safety_factor"]
+    if "max_mass" in requirements:
+        checks["max_mass"] = solution.mass <= requirements["max_mass"]
+    return {"mass": float(solution.mass), "volume": float(solution.volume),
+            "compliance": dict(solution.compliance), "max_displacement": dict(solution.max_displacement),
+            "max_von_mises": max_vm, "safety_factor": safety,
+            "checks": {k: bool(v) for k, v in checks.items()}, "pass": bool(all(checks.values()))}
