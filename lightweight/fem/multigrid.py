@@ -354,6 +354,83 @@ def _csr_apply(indptr, indices, data, X, out):
             out[c, r] = t
 
 
+@numba.njit(cache=True)
+def _grid_indptr(nodes, dim):
+    """CSR row pointers (n_dofs + 1,) of a grid operator with the 3^dim node stencil."""
+    px, py, pz = nodes
+    n_nodes = px * py * pz
+    indptr = np.zeros(n_nodes * dim + 1, dtype=np.int64)
+    for n in range(n_nodes):
+        i = n % px
+        j = (n // px) % py
+        k = n // (px * py)
+        cnt = ((min(i + 1, px - 1) - max(i - 1, 0) + 1) * (min(j + 1, py - 1) - max(j - 1, 0) + 1)
+               * (min(k + 1, pz - 1) - max(k - 1, 0) + 1))
+        for p in range(dim):
+            indptr[n * dim + p + 1] = indptr[n * dim + p] + cnt * dim
+    return indptr
+
+
+@numba.njit(cache=True, parallel=True)
+def _stencil_apply(nodes, dim, indptr, data, X, out):
+    """out = A X for a grid operator stored as CSR values without column indices.
+
+    The columns of row (node n, component p) are implied by the grid: the in-grid nodes of the
+    3^dim neighbourhood of n in increasing id order, each with its dim components (the layout
+    of :func:`_grid_pattern`). Saves the 4-byte index per stored value (~120 B per fine hex
+    on the first coarse level). X, out: (n_cases, n_dofs).
+    """
+    px, py, pz = nodes
+    n_cases = X.shape[0]
+    for row in numba.prange(py * pz):
+        j = row % py
+        k = row // py
+        k0, k1 = max(k - 1, 0), min(k + 1, pz - 1)
+        j0, j1 = max(j - 1, 0), min(j + 1, py - 1)
+        for i in range(px):
+            i0, i1 = max(i - 1, 0), min(i + 1, px - 1)
+            n = i + px * row
+            for p in range(dim):
+                r = n * dim + p
+                for c in range(n_cases):
+                    pos = indptr[r]
+                    t = 0.0
+                    for kk in range(k0, k1 + 1):
+                        for jj in range(j0, j1 + 1):
+                            m0 = px * (jj + py * kk)
+                            for ii in range(i0, i1 + 1):
+                                col = (ii + m0) * dim
+                                for q in range(dim):
+                                    t += data[pos] * X[c, col + q]
+                                    pos += 1
+                    out[c, r] = t
+
+
+@numba.njit(cache=True)
+def _zero_dead_stencil(nodes, dim, indptr, data, alive, diag_out):
+    """_zero_dead for the index-free grid layout of :func:`_stencil_apply`."""
+    px, py, pz = nodes
+    for n in range(px * py * pz):
+        i = n % px
+        j = (n // px) % py
+        k = n // (px * py)
+        for p in range(dim):
+            r = n * dim + p
+            diag_out[r] = 0.0
+            pos = indptr[r]
+            for kk in range(max(k - 1, 0), min(k + 1, pz - 1) + 1):
+                for jj in range(max(j - 1, 0), min(j + 1, py - 1) + 1):
+                    for ii in range(max(i - 1, 0), min(i + 1, px - 1) + 1):
+                        col0 = (ii + px * (jj + py * kk)) * dim
+                        for q in range(dim):
+                            col = col0 + q
+                            if alive[r] == 0.0 or alive[col] == 0.0:
+                                data[pos] = 0.0
+                            elif col == r:
+                                diag_out[r] = data[pos]
+                            pos += 1
+
+
 def _interpolation_tables(dim: int, f: int) -> np.ndarray:
     """Q (f^dim, n_e, n_e): coarse-cell nodal values -> nodal values of each fine sub-cell.
 
@@ -485,10 +562,13 @@ class GridMultigrid:
         self.scale = None
         self.levels = self._build_levels(cells, nodes, n_levels)
         self._setup_boundary_corrections()
-        for lev in self.levels[1:] if len(self.levels) > 1 else self.levels:
-            # int32 column indices when they fit: half the memory, faster matvecs
-            small = lev.n_dofs * 3 ** dim * dim < np.iinfo(np.int32).max
-            lev.indptr, lev.indices = _grid_pattern(lev.nodes, dim, np.int32 if small else np.int64)
+        for lev in self.levels[1:-1]:
+            lev.indptr = _grid_indptr(lev.nodes, dim)      # intermediate levels: no column indices
+        coarsest = self.levels[-1]
+        # the direct solver needs column indices (int32 when they fit: half the memory)
+        small = coarsest.n_dofs * 3 ** dim * dim < np.iinfo(np.int32).max
+        coarsest.indptr, coarsest.indices = _grid_pattern(coarsest.nodes, dim,
+                                                          np.int32 if small else np.int64)
         self._direct = _DirectSolver()
         self.setup_seconds = 0.0
 
@@ -541,18 +621,26 @@ class GridMultigrid:
         for a, o in enumerate(self.offsets):
             nid = (ci[t] + o[0]) + px * ((cj[t] + o[1]) + py * (ck[t] + o[2]))
             local_free[:, a * dim:(a + 1) * dim] = ~fixed_nodes[nid]
-        M = local_free[:, :, None] * self.Ke[None] * local_free[:, None, :] - self.Ke[None]
+        # Few distinct local fixed patterns exist (a clamped face has one or two): compute
+        # D_e Ke D_e - Ke and its Galerkin images once per (pattern, sub-cell position), not per
+        # touched cell; a touched cell stores an index into that table.
+        patterns, pattern_of = np.unique(local_free, axis=0, return_inverse=True)
+        pattern_of = pattern_of.reshape(-1)
+        M = patterns[:, :, None] * self.Ke[None] * patterns[:, None, :] - self.Ke[None]
+        ci, cj, ck = ci[t], cj[t], ck[t]
         self._touched = t
         for lev in self.levels:
             if lev.Q is None:
                 continue
             f = lev.factor
             fz = f if dim == 3 else 1
-            pos = (ci[t] % f) + f * ((cj[t] % f) + f * (ck[t] % fz))
-            coarse_cell = (ci[t] // f) + lev.cells[0] * ((cj[t] // f) + lev.cells[1] * (ck[t] // fz))
-            Qp = lev.Q[pos]
-            lev.corr_cells = coarse_cell
-            lev.corr = np.einsum("tba,tbc,tcd->tad", Qp, M, Qp)
+            pos = (ci % f) + f * ((cj % f) + f * (ck % fz))
+            key = pattern_of * lev.Q.shape[0] + pos
+            keys, key_of = np.unique(key, return_inverse=True)
+            Qp = lev.Q[keys % lev.Q.shape[0]]
+            lev.corr_cells = (ci // f) + lev.cells[0] * ((cj // f) + lev.cells[1] * (ck // fz))
+            lev.corr = np.einsum("tba,tbc,tcd->tad", Qp, M[keys // lev.Q.shape[0]], Qp)
+            lev.corr_index = key_of.reshape(-1)
             lev.corr_fine = t
 
     def _level_element_matrices(self, lev, first_slab, last_slab):
@@ -574,7 +662,7 @@ class GridMultigrid:
         lo, hi = first_slab * per_slab, last_slab * per_slab
         sel = (lev.corr_cells >= lo) & (lev.corr_cells < hi)
         if np.any(sel):
-            contrib = lev.corr[sel] * s[lev.corr_fine[sel]][:, None, None]
+            contrib = lev.corr[lev.corr_index[sel]] * s[lev.corr_fine[sel]][:, None, None]
             np.add.at(Ke, lev.corr_cells[sel] - lo, contrib)
         return Ke, lo
 
@@ -582,14 +670,19 @@ class GridMultigrid:
         nd = self.Ke.shape[0]
         n_slabs = lev.cells[2] if self.dim == 3 else lev.cells[1]
         per_slab = lev.cells[0] * (lev.cells[1] if self.dim == 3 else 1)
-        step = max(1, int(4_000_000 // max(1, per_slab * nd * nd)))    # ~32 MB chunks
-        data = np.zeros(lev.indices.shape[0])
+        step = max(1, int(500_000 // max(1, per_slab * nd * nd)))      # ~4 MB chunks
+        if lev.data is None:
+            lev.data = np.zeros(lev.indptr[-1])
+        data = lev.data                                     # refilled in place: no second copy
+        data[:] = 0.0
         for first in range(0, n_slabs, step):
             Ke, lo = self._level_element_matrices(lev, first, min(n_slabs, first + step))
             _scatter_cells(Ke, lo, lev.cells, lev.nodes, self.offsets, self.dim, lev.indptr, data)
         diag = np.empty(lev.n_dofs)
-        _zero_dead(lev.indptr, lev.indices, data, lev.alive, diag)
-        lev.data = data
+        if lev.indices is None:
+            _zero_dead_stencil(lev.nodes, self.dim, lev.indptr, data, lev.alive, diag)
+        else:
+            _zero_dead(lev.indptr, lev.indices, data, lev.alive, diag)
         return diag
 
     # ------------------------------------------------------------------ public API
@@ -643,7 +736,10 @@ class GridMultigrid:
             _fine_apply(nodes, cells, self.dim, self.offsets, self.Ke, self.scale,
                         self.free, X, out, 0.0)
         else:
-            _csr_apply(lev.indptr, lev.indices, lev.data, X, out)
+            if lev.indices is None:
+                _stencil_apply(lev.nodes, self.dim, lev.indptr, lev.data, X, out)
+            else:
+                _csr_apply(lev.indptr, lev.indices, lev.data, X, out)
         return out
 
     def _estimate_lmax(self, lev, steps: int = 12) -> float:

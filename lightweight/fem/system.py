@@ -160,7 +160,10 @@ class LinearElasticSystem:
             if restricted.shape[0] == 0:
                 free = np.eye(modes.shape[1])
             else:
-                _, s, vt = np.linalg.svd(restricted, full_matrices=True)
+                # SVD of the small triangular factor: same singular values and right vectors,
+                # without the (rows x rows) left factor a full SVD of a large support would build
+                r = np.linalg.qr(restricted, mode="r")
+                _, s, vt = np.linalg.svd(r, full_matrices=True)
                 rank = int(np.sum(s > 1e-8 * max(s.max(), 1e-300)))
                 free = vt[rank:]
             if free.shape[0]:
