@@ -51,10 +51,19 @@ class Case:
     optimize: dict = field(default_factory=dict)       # problem + minimize_* keyword arguments
     sha256: str = ""                                    # of the case file's bytes
     mesh_sha256: str | None = None                      # of the mesh file (None for grids)
+    document: dict = field(default_factory=dict, repr=False)  # the parsed TOML
 
     @property
     def name(self) -> str:
         return self.path.stem
+
+    def model_for(self, mesh) -> Model:
+        """The case's material, supports and loads applied to another mesh (e.g. a submitted design).
+
+        The mesh must carry the named sets the case refers to; the case's ``[sets]`` boxes are
+        added to it. Raises CaseFileError / UnknownSetError naming what is missing.
+        """
+        return _build_model(_Reader(self.path), self.document, mesh)
 
     def provenance(self) -> dict:
         """What identifies this case's inputs: file paths and their SHA-256."""
@@ -123,23 +132,28 @@ def read_case(path) -> Case:
         raise reader.fail("", f"unknown table(s) {', '.join(map(repr, unknown))}; known: mesh, "
                               f"material, supports, loads, requirements, optimize, model, sets")
     mesh, mesh_sha = _read_mesh(reader, doc, path.parent)
+    model = _build_model(reader, doc, mesh)
+    requirements = _read_requirements(reader, doc, model)
+    optimize = _read_optimize(reader, doc, model)
+    return Case(path=path.resolve(), model=model, requirements=requirements, optimize=optimize,
+                sha256=file_sha256(path), mesh_sha256=mesh_sha, document=doc)
+
+
+def _build_model(reader: _Reader, doc, mesh) -> Model:
+    """[sets], [material], [model], [supports] and [loads] on ``mesh`` -> Model."""
     _add_sets(reader, doc, mesh)
     material = _read_material(reader, doc)
     model_opts = reader.table(doc, "model", ("plane", "thickness"))
     supports = reader.table(doc, "supports", None, required=True)
     loads = _read_loads(reader, doc, mesh.dim)
     try:
-        model = Model(mesh, material=material, supports=supports, loads=loads,
-                      plane=model_opts.get("plane", "stress"),
-                      thickness=float(model_opts.get("thickness", 1.0)))
+        return Model(mesh, material=material, supports=supports, loads=loads,
+                     plane=model_opts.get("plane", "stress"),
+                     thickness=float(model_opts.get("thickness", 1.0)))
     except CaseFileError:
         raise
     except LightweightError as exc:
-        raise CaseFileError(f"case file {path}: {exc}") from None
-    requirements = _read_requirements(reader, doc, model)
-    optimize = _read_optimize(reader, doc, model)
-    return Case(path=path.resolve(), model=model, requirements=requirements, optimize=optimize,
-                sha256=file_sha256(path), mesh_sha256=mesh_sha)
+        raise CaseFileError(f"case file {reader.path}: {exc}") from None
 
 
 def _read_mesh(reader: _Reader, doc, folder: Path):

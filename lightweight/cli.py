@@ -4,6 +4,8 @@
                                                               design, pictures, report, summary
     lightweight optimize CASE.toml [--out DIR] [--report]     optimize the case file's part
                                                               (checkpointed; --resume continues)
+    lightweight evaluate CASE.toml DESIGN... --out results.csv [--jobs N] [--scheduler ADDR]
+                                                              judge designs (files or folders) in batch
     lightweight info MESH                                     cell type, sizes and named sets
     lightweight report RESULT [--out page.html]               HTML report of a saved result
 
@@ -138,6 +140,48 @@ def _optimize(args) -> int:
     return 0
 
 
+MESH_SUFFIXES = (".vtu", ".xdmf", ".msh", ".inp", ".vtk")
+
+
+def _design_files(arguments) -> list[str]:
+    """DESIGN arguments -> files; a folder stands for the mesh files in it (sorted)."""
+    files = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            files += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
+        else:
+            files.append(argument)       # a missing file becomes an error row, not a stop
+    return files
+
+
+def _evaluate(args) -> int:
+    from .batch import evaluate_designs
+    designs = _design_files(args.designs)
+    if not designs:
+        raise LightweightError(f"no design files in {', '.join(args.designs)} "
+                               f"(looked for {', '.join(MESH_SUFFIXES)})")
+    counts = {"ok": 0, "error": 0, "pass": 0}
+
+    def progress(row):
+        counts[row["status"]] += 1
+        counts["pass"] += bool(row.get("pass"))
+        if not args.quiet:
+            verdict = ("pass" if row.get("pass") else "fail") if row["status"] == "ok" else f"error: {row['error']}"
+            print(f"[{counts['ok'] + counts['error']}/{len(designs)}] {row['design']}: {verdict} "
+                  f"({row.get('seconds', 0):.2f} s)", flush=True)
+
+    rows = evaluate_designs(args.case, designs, args.out, jobs=args.jobs, scheduler=args.scheduler,
+                            resume=not args.no_resume, progress=progress)
+    ok = sum(r["status"] == "ok" for r in rows)
+    passed = sum(bool(r.get("pass")) for r in rows if r["status"] == "ok")
+    reused = len(rows) - counts["ok"] - counts["error"]
+    print(f"{len(rows)} designs: {ok} evaluated ({passed} pass), {len(rows) - ok} errors"
+          + (f", {reused} kept from an earlier run" if reused else "")
+          + f"; wrote {args.out} and {Path(args.out).with_suffix('.jsonl')}")
+    return 0
+
+
 def _info(args) -> int:
     from .mesh import read_mesh
     mesh = read_mesh(args.mesh)
@@ -187,6 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     optimize.add_argument("--quiet", action="store_true", help="no progress line per iteration")
     optimize.set_defaults(run=_optimize)
+
+    evaluate = commands.add_parser("evaluate", help="judge designs against a case file, one CSV/JSON row each")
+    evaluate.add_argument("case", help="case file (TOML)")
+    evaluate.add_argument("designs", nargs="+", help="design mesh files, or folders of them")
+    evaluate.add_argument("--out", default="results.csv", help="CSV to write; a .jsonl twin goes beside it")
+    evaluate.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
+    evaluate.add_argument("--scheduler", default=None,
+                          help="Dask scheduler address (tcp://host:8786), or 'local' for a local cluster")
+    evaluate.add_argument("--no-resume", action="store_true",
+                          help="recompute designs already evaluated in --out's .jsonl")
+    evaluate.add_argument("--quiet", action="store_true", help="no line per design")
+    evaluate.set_defaults(run=_evaluate)
 
     info = commands.add_parser("info", help="describe a mesh file: cells, nodes, named sets")
     info.add_argument("mesh", help="mesh file (.msh, .inp, .vtu, .xdmf, ...)")

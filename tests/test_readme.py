@@ -80,6 +80,7 @@ PROMISED = {
     "cantilever_3d.py": ["out/cantilever3d.vtu", "out/cantilever3d.stl"],
     "--case cantilever3d": ["out/demo3d/cantilever3d.vtu"],
     "lightweight report": ["out/mbb_report.html"],
+    "lightweight evaluate": ["out/results.csv", "out/results.jsonl"],
     "lightweight optimize": ["out/mbb_case/mbb.vtu", "out/mbb_case/mbb.json", "out/mbb_case/mbb.html"],
 }
 
@@ -107,3 +108,8 @@ def test_readme_command(workdir, command):
         promised = PROMISED["--case cantilever3d"]
     for path in promised:
         assert (workdir / path).is_file() and (workdir / path).stat().st_size > 0, f"{command} did not write {path}"
+    if command.startswith("lightweight evaluate"):
+        import csv
+        with open(workdir / "out" / "results.csv", newline="") as file:
+            statuses = [row["status"] for row in csv.DictReader(file)]
+        assert statuses == ["ok", "ok"], statuses

@@ -1,0 +1,146 @@
+"""Batch evaluation: one row per design, bad designs and dying workers never stop the batch."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lightweight as lw
+from lightweight.batch import evaluate_design, evaluate_designs
+from lightweight.cli import main
+
+from batch_faults import die_on_crash_designs
+
+CASE = """
+[mesh]
+grid = [12, 4]
+size = [12.0, 4.0]
+
+[sets.load]
+box = [[0.0, 4.0], [0.0, 4.0]]
+
+[sets.roller]
+box = [[12.0, 0.0], [12.0, 0.0]]
+
+[material]
+E = 1.0
+nu = 0.3
+density = 2.0
+yield_strength = 10.0
+
+[supports]
+xmin = "x"
+roller = "y"
+
+[[loads.mbb]]
+type = "point"
+set = "load"
+value = [0.0, -1.0]
+
+[requirements]
+max_compliance = 400.0
+max_mass = 70.0
+"""
+
+
+@pytest.fixture
+def batch(tmp_path):
+    """A case and designs: solid, SIMP, out-of-range density, garbage, no sets, missing."""
+    case = tmp_path / "case.toml"
+    case.write_text(CASE)
+    grid = lw.structured_grid((12, 4), size=(12.0, 4.0))
+    designs = tmp_path / "designs"
+    designs.mkdir()
+    lw.write_mesh(designs / "a_solid.vtu", grid)
+    density = np.where(grid.cell_centers()[:, 1] > 2.0, 1.0, 0.3)
+    lw.write_mesh(designs / "b_simp.vtu", grid, cell_data={"density": density})
+    lw.write_mesh(designs / "c_bad_density.vtu", grid, cell_data={"density": np.full(grid.n_cells, -0.1)})
+    (designs / "d_garbage.vtu").write_text("not a mesh")
+    bare = lw.Mesh(grid.points, grid.cells, "quad")
+    lw.write_mesh(designs / "e_no_sets.vtu", bare)
+    files = sorted(str(p) for p in designs.iterdir()) + [str(designs / "f_missing.vtu")]
+    return case, files, density
+
+
+def test_rows_match_direct_analysis_and_errors_are_rows(batch, tmp_path):
+    case, files, density = batch
+    out = tmp_path / "out" / "results.csv"
+    rows = evaluate_designs(case, files, out)
+    assert [r["status"] for r in rows] == ["ok", "ok", "error", "error", "error", "error"]
+    from lightweight.casefile import read_case
+    model = read_case(case).model
+    solid = lw.solve(model)
+    simp = lw.solve(model, density=density, penalty=3.0, min_stiffness=1e-9)
+    # the design files are read as unstructured quads (no grid fast path): equal to round-off
+    assert rows[0]["compliance.mbb"] == pytest.approx(solid.compliance["mbb"], rel=1e-9)
+    assert rows[1]["compliance.mbb"] == pytest.approx(simp.compliance["mbb"], rel=1e-9)
+    assert rows[0]["mass"] == pytest.approx(2.0 * 48.0) and rows[1]["mass"] == pytest.approx(2.0 * density.sum())
+    assert rows[0]["check.max_mass"] is False and rows[1]["check.max_mass"] is True
+    assert rows[1]["pass"] == (simp.compliance["mbb"] <= 400.0)
+    assert rows[0]["safety_factor"] == pytest.approx(10.0 / solid.von_mises["mbb"].max())
+    assert "[0, 1]" in rows[2]["error"] and "cannot read" in rows[3]["error"]
+    assert "no node set 'xmin'" in rows[4]["error"] and "does not exist" in rows[5]["error"]
+    for row in rows:
+        assert row["version"] == lw.__version__ and len(row["case_sha256"]) == 64 and row["timestamp"]
+    assert rows[0]["design_sha256"] == lw.provenance.file_sha256(files[0])
+    with open(out, newline="") as file:
+        table = list(csv.DictReader(file))
+    assert [r["design"] for r in table] == files
+    header = list(table[0])
+    assert header[:6] == ["design", "design_sha256", "status", "error", "mass", "volume"]
+    for column in ("compliance.mbb", "max_displacement.mbb", "max_von_mises", "safety_factor", "pass",
+                   "seconds", "version", "case_sha256", "timestamp"):
+        assert column in header
+    lines = out.with_suffix(".jsonl").read_text().splitlines()
+    assert len(lines) == len(files) and json.loads(lines[0])["design"] == files[0]
+
+
+def test_rerun_keeps_finished_rows_and_redoes_errors(batch, tmp_path):
+    case, files, _ = batch
+    out = tmp_path / "results.csv"
+    first = evaluate_designs(case, files[:2], out)
+    seen = []
+    second = evaluate_designs(case, files[:3], out, progress=seen.append)
+    assert [r["design"] for r in seen] == [files[2]]             # only the new design was computed
+    assert second[:2] == first
+    changed = Path(files[0])
+    changed.write_bytes(changed.read_bytes() + b"<!-- resubmitted -->\n")   # new bytes, same mesh
+    third = evaluate_designs(case, files[:1], out, progress=seen.append)
+    assert seen[-1]["design"] == files[0] and third[0]["design_sha256"] != first[0]["design_sha256"]
+
+
+def test_process_pool_survives_a_dying_worker_with_the_same_numbers(batch, tmp_path):
+    case, files, _ = batch
+    crash = Path(files[0]).with_name("crash_me.vtu")
+    crash.write_bytes(Path(files[0]).read_bytes())
+    designs = files[:2] + [str(crash)] + files[2:4]
+    serial = evaluate_designs(case, files[:2], tmp_path / "serial.csv")
+    rows = evaluate_designs(case, designs, tmp_path / "pool.csv", jobs=2, evaluate=die_on_crash_designs)
+    assert [r["status"] for r in rows] == ["ok", "ok", "error", "error", "error"]
+    assert "worker process died" in rows[2]["error"]
+    for a, b in zip(serial, rows[:2]):      # deterministic: the same figures in another process
+        assert a["compliance.mbb"] == b["compliance.mbb"] and a["max_von_mises"] == b["max_von_mises"]
+
+
+def test_dask_local_cluster(batch, tmp_path):
+    pytest.importorskip("distributed")
+    case, files, _ = batch
+    rows = evaluate_designs(case, files[:3], tmp_path / "dask.csv", jobs=1, scheduler="local")
+    assert [r["status"] for r in rows] == ["ok", "ok", "error"]
+    assert rows[0]["compliance.mbb"] == evaluate_design(str(case), files[0])["compliance.mbb"]
+
+
+def test_cli_evaluate_folder_and_bad_case(batch, tmp_path, capsys):
+    case, files, _ = batch
+    out = tmp_path / "cli.csv"
+    assert main(["evaluate", str(case), str(Path(files[0]).parent), files[-1], "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "6 designs: 2 evaluated" in printed and "4 errors" in printed
+    broken = tmp_path / "broken.toml"
+    broken.write_text(CASE.replace("[material]", "[materiel]"))
+    assert main(["evaluate", str(broken), files[0], "--out", str(tmp_path / "x.csv")]) == 1
+    assert "unknown table(s) 'materiel'" in capsys.readouterr().err
