@@ -115,10 +115,19 @@ def _optimize(args) -> int:
     if args.resume and not checkpoint.is_file():
         raise LightweightError(f"--resume: no checkpoint {checkpoint} to resume from")
     run = minimize_mass if problem == "min_mass" else minimize_compliance
+    snapshots = None
+    if args.snapshots:
+        from .viz import SnapshotWriter
+        snapshots = SnapshotWriter(out / f"{case.name}_snapshots.xdmf", case.model.mesh,
+                                   every=args.snapshots, gif=out / f"{case.name}_snapshots.gif")
     t0 = time.perf_counter()
-    # a checkpoint every 10 iterations: an interrupted run loses at most 10 iterations
-    result = run(case.model, verbose=not args.quiet, checkpoint=checkpoint, checkpoint_every=10,
-                 resume=checkpoint if args.resume else None, **options)
+    try:
+        # a checkpoint every 10 iterations: an interrupted run loses at most 10 iterations
+        result = run(case.model, verbose=not args.quiet, checkpoint=checkpoint, checkpoint_every=10,
+                     resume=checkpoint if args.resume else None, callback=snapshots, **options)
+    finally:
+        if snapshots is not None:
+            snapshots.close()
     seconds = time.perf_counter() - t0
     result.provenance.update(case.provenance())
     design = out / f"{case.name}.vtu"
@@ -129,6 +138,8 @@ def _optimize(args) -> int:
     summary_path = out / f"{case.name}.json"
     summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     written = [design, summary_path]
+    if snapshots is not None:
+        written += [p for p in (snapshots.path, out / f"{case.name}_snapshots.gif") if p.is_file()]
     if args.report:
         written += _demo_pictures(result, out / case.name)
     status = "meets" if figures["pass"] else "does NOT meet"
@@ -228,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--out", default=None, help="output folder (default: CASE_result)")
     optimize.add_argument("--report", action="store_true", help="also write pictures and an HTML report")
     optimize.add_argument("--iterations", type=int, default=None, help="iteration cap (overrides the case)")
+    optimize.add_argument("--snapshots", type=int, default=0, metavar="K",
+                          help="save the density every K iterations (XDMF time series + GIF)")
     optimize.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
     optimize.add_argument("--quiet", action="store_true", help="no progress line per iteration")
     optimize.set_defaults(run=_optimize)

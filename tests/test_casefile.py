@@ -148,3 +148,20 @@ def test_cli_optimize_errors(tmp_path):
     assert main(["optimize", str(no_optimize), "--out", str(tmp_path / "x")]) == 1
     assert main(["optimize", str(write(tmp_path, SMALL_MBB, "b.toml")), "--out", str(tmp_path / "y"),
                  "--resume"]) == 1
+
+
+def test_cli_optimize_snapshots_and_report(tmp_path):
+    pytest.importorskip("pyvista")
+    import meshio
+    case = write(tmp_path, SMALL_MBB)
+    out = tmp_path / "snap"
+    assert main(["optimize", str(case), "--out", str(out), "--quiet", "--iterations", "12",
+                 "--snapshots", "5", "--report"]) == 0
+    with meshio.xdmf.TimeSeriesReader(str(out / "case_snapshots.xdmf")) as reader:
+        reader.read_points_cells()
+        times = [reader.read_data(k)[0] for k in range(reader.num_steps)]
+    assert times == [5.0, 10.0, 12.0]
+    gif = (out / "case_snapshots.gif").read_bytes()
+    assert gif[:6] in (b"GIF87a", b"GIF89a")
+    page = (out / "case.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2
