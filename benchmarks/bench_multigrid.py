@@ -2,7 +2,10 @@
 
 Timings (pytest-benchmark): fine matvec, one V-cycle, one MG-PCG solve and one design
 iteration's core (update + solve + element energies) at 32x16x16, 64x32x32 and 128x64x64
-hexahedra (8k, 65k, 524k; the largest is marked slow/large).
+hexahedra (8k, 65k, 524k; the largest is marked slow/large); and whole design iterations of the
+TopOpt_in_PETSc problem through the optimization loop (filter, multigrid solve with warm start,
+element energies, chain rule, MMA update) at 32x16x16, 80x40x40 and 160x80x80 (8k, 128k, 1.02M
+hexes; the largest marked slow/large).
 
 Ratio tests compare two codes measured in the same run, so they hold on a noisy or slower
 machine: (a) the Numba matrix-free matvec against SciPy's CSR matvec of the same assembled
@@ -24,7 +27,7 @@ import scipy.sparse.linalg as spla
 from lightweight.fem.assembly import build_pattern, element_dofs, refill
 from lightweight.fem.kernels import element_quadratic_forms
 from lightweight.fem.multigrid import GridMultigrid, grid_matvec
-from scaling import design_scale, grid_cells, petsc_cantilever
+from scaling import design_scale, grid_cells, petsc_cantilever, petsc_loop, petsc_model
 
 THRESHOLDS = json.loads((Path(__file__).parent / "thresholds.json").read_text())
 
@@ -84,6 +87,23 @@ def test_bench_design_iteration(benchmark, n):
     energies, info = benchmark.pedantic(iteration, rounds=3 if n < 64 else 1, iterations=1)
     benchmark.extra_info["iterations"] = info["iterations"][0]
     assert energies @ scale == pytest.approx(-(-F @ mg.solve(F)[0]), rel=1e-6)
+
+
+LOOP_SIZES = [pytest.param(16, id="32x16x16"), pytest.param(40, id="80x40x40"),
+              pytest.param(80, id="160x80x80", marks=[pytest.mark.slow, pytest.mark.large])]
+
+
+@pytest.mark.parametrize("n", LOOP_SIZES)
+def test_bench_full_design_iteration(benchmark, n):
+    """One whole design iteration of the PETSc problem through the loop (solver='multigrid')."""
+    _CACHE.clear()
+    loop = petsc_loop(petsc_model(n), "multigrid")
+    loop.step()                                   # hierarchy built, kernels compiled, warm start
+    benchmark.pedantic(loop.step, rounds=2 if n < 80 else 1, iterations=1)
+    info = loop.responses.system.last_solve_info
+    benchmark.extra_info["n_cells"] = int(loop.model.mesh.n_cells)
+    benchmark.extra_info["solver_iterations"] = info["iterations"][0]
+    assert info["solver"] == "multigrid" and loop.responses.system._pattern is None
 
 
 def _best_seconds(fn, repeats):

@@ -189,3 +189,12 @@ def test_multigrid_errors_are_clear():
     grid = cantilever(shape=(8, 4))
     with pytest.raises(SolverError, match="positive"):      # a zero stiffness floor is singular
         lw.solve(grid, np.zeros(grid.mesh.n_cells), min_stiffness=0.0, solver="multigrid")
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (1, 4), (4, 3, 2), (1, 1, 1), (5, 1, 3)])
+def test_grid_fast_paths_of_the_mesh_equal_the_general_ones(shape):
+    from lightweight.mesh.mesh import Mesh
+    grid = lw.structured_grid(shape, size=[0.5 * n + 0.1 for n in shape])
+    general = Mesh(grid.points, grid.cells, grid.cell_type)       # same cells, no grid attribute
+    assert np.array_equal(grid.boundary_faces(), general.boundary_faces())
+    assert np.allclose(grid.cell_volumes(), general.cell_volumes(), rtol=1e-13, atol=0)

@@ -225,7 +225,13 @@ class Mesh:
         return np.linalg.det(J)
 
     def cell_volumes(self) -> np.ndarray:
-        """Volume (3D) or area (2D) of each cell, (n_cells,), by Gauss quadrature."""
+        """Volume (3D) or area (2D) of each cell, (n_cells,), by Gauss quadrature.
+
+        Structured quad/hex grids: every cell is the same box, the product of the spacings
+        (no (n_cells, n_quadrature, dim, dim) Jacobians, ~0.8 kB per hex).
+        """
+        if self.grid is not None and self.cell_type in ("quad", "hexahedron") and self.grid_spacing:
+            return np.full(self.n_cells, float(np.prod(self.grid_spacing)))
         _, w = quadrature(self.cell_type)
         return self.jacobian_determinants() @ w
 
@@ -243,10 +249,44 @@ class Mesh:
 
     def boundary_faces(self) -> np.ndarray:
         """All boundary faces (faces owned by exactly one cell), (n_faces, nodes_per_face)."""
+        if self.grid is not None and self.cell_type in ("quad", "hexahedron"):
+            return self._grid_boundary_faces()
         faces, owners = self._all_faces()
         key = np.sort(faces[:, :CELL_TYPES[CELL_TYPES[self.cell_type].face_type].n_corners], axis=1)
         _, inverse, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
         return faces[counts[inverse.ravel()] == 1]
+
+    def _grid_boundary_faces(self) -> np.ndarray:
+        """boundary_faces of a structured box grid in O(surface): same faces, same order.
+
+        Only cells touching the box surface can own a boundary face, and a face of such a cell is
+        on the boundary iff all its nodes lie on one side of the box (grid numbering of
+        :mod:`lightweight.mesh.grid`). Avoids sorting all faces of all cells (seconds and ~0.5 kB
+        per cell at 10^6 hexes).
+        """
+        shape = tuple(self.grid)
+        dim = len(shape)
+        slabs = []
+        for d in range(dim):
+            for side in sorted({0, shape[d] - 1}):
+                ranges = [np.arange(n) if e != d else np.array([side]) for e, n in enumerate(shape)]
+                idx = np.meshgrid(*ranges, indexing="ij")
+                ids, stride = 0, 1
+                for e in range(dim):
+                    ids = ids + idx[e] * stride
+                    stride *= shape[e]
+                slabs.append(np.ravel(ids))
+        surface_cells = np.unique(np.concatenate(slabs))        # sorted: cell order kept
+        local = np.array(CELL_TYPES[self.cell_type].faces)
+        faces = self.cells[surface_cells][:, local].reshape(-1, local.shape[1])
+        on_boundary = np.zeros(len(faces), dtype=bool)
+        rest = faces
+        for d in range(dim):
+            index = rest % (shape[d] + 1)                      # node index along axis d
+            rest = rest // (shape[d] + 1)
+            for side in (0, shape[d]):
+                on_boundary |= (index == side).all(axis=1)
+        return faces[on_boundary]
 
     def _all_faces(self) -> tuple[np.ndarray, np.ndarray]:
         ct = CELL_TYPES[self.cell_type]
