@@ -98,7 +98,8 @@ def _make_fine_apply(dim: int):
     ND = NPC * dim          # DOFs per cell
     DIM = dim
 
-    @numba.njit(cache=True, parallel=True)
+    # reassociation lets LLVM vectorize the row . u_e reductions (~20 % faster in 3D)
+    @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
     def fine_apply(nodes, cells, offsets, Ke, scale, free, U, out, fixed_diag):
         px, py, pz = nodes
         cx, cy, cz = cells
@@ -118,7 +119,6 @@ def _make_fine_apply(dim: int):
                 cj = oj + 2 * (row % rows_j)
                 ck = ok + 2 * (row // rows_j)
                 ue = np.empty(ND)
-                ve = np.empty(ND)
                 dofs = np.empty(ND, dtype=np.int64)
                 for ci in range(oi, cx, 2):
                     s = scale[ci + cx * (cj + cy * ck)]
@@ -130,13 +130,10 @@ def _make_fine_apply(dim: int):
                         for r in range(ND):
                             ue[r] = U[c, dofs[r]] * free[dofs[r]]
                         for r in range(ND):
-                            ve[r] = 0.0
-                        for q in range(ND):           # Ke symmetric: column q times u_q
-                            uq = ue[q]
-                            for r in range(ND):
-                                ve[r] += Ke[q, r] * uq
-                        for r in range(ND):
-                            out[c, dofs[r]] += s * ve[r]
+                            t = 0.0
+                            for q in range(ND):
+                                t += Ke[r, q] * ue[q]
+                            out[c, dofs[r]] += s * t
         for d in numba.prange(U.shape[1]):
             if free[d] == 0.0:
                 for c in range(n_cases):
@@ -371,7 +368,7 @@ def _grid_indptr(nodes, dim):
     return indptr
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
 def _stencil_apply(nodes, dim, indptr, data, X, out):
     """out = A X for a grid operator stored as CSR values without column indices.
 
@@ -429,6 +426,26 @@ def _zero_dead_stencil(nodes, dim, indptr, data, alive, diag_out):
                             elif col == r:
                                 diag_out[r] = data[pos]
                             pos += 1
+
+
+@numba.njit(cache=True, parallel=True)
+def _chebyshev_update(X, R, AD, Dk, inv_diag, a, b):
+    """One fused Chebyshev step: R -= AD (if AD is not None); Dk = a Dk + b D^-1 R; X += Dk.
+
+    X, R, AD, Dk: (n_cases, n); inv_diag: (n,). One pass, no temporaries.
+    """
+    n_cases, n = X.shape
+    for i in numba.prange(n):
+        for c in range(n_cases):
+            r = R[c, i]
+            if AD is not None:
+                r -= AD[c, i]
+                R[c, i] = r
+            d = b * inv_diag[i] * r
+            if a != 0.0:
+                d += a * Dk[c, i]
+            Dk[c, i] = d
+            X[c, i] += d
 
 
 def _interpolation_tables(dim: int, f: int) -> np.ndarray:
@@ -774,7 +791,7 @@ class GridMultigrid:
         if zero_guess:
             R = B.copy()
         else:
-            R = B - self._apply_level(lev, X, tmp)
+            R = np.subtract(B, self._apply_level(lev, X, tmp), out=np.empty_like(B))
         if self.smoother == "jacobi":
             omega = self.jacobi_weight * 2.0 / lev.lmax
             for it in range(self.smoother_degree):
@@ -788,15 +805,12 @@ class GridMultigrid:
         delta = 0.5 * (upper - lower)
         sigma = theta / delta
         rho = 1.0 / sigma
-        Dk = Dinv * R / theta
-        for it in range(self.smoother_degree):
-            X += Dk
-            if it == self.smoother_degree - 1:
-                break
-            R -= self._apply_level(lev, Dk, tmp)
+        Dk = np.empty_like(B)
+        _chebyshev_update(X, R, None, Dk, lev.inv_diag, 0.0, 1.0 / theta)
+        for _ in range(self.smoother_degree - 1):
+            self._apply_level(lev, Dk, tmp)
             rho_new = 1.0 / (2.0 * sigma - rho)
-            Dk *= rho_new * rho
-            Dk += (2.0 * rho_new / delta) * Dinv * R
+            _chebyshev_update(X, R, tmp, Dk, lev.inv_diag, rho_new * rho, 2.0 * rho_new / delta)
             rho = rho_new
         return X
 
@@ -805,7 +819,8 @@ class GridMultigrid:
         if level_index == len(self.levels) - 1:
             return self._direct.solve(B) * lev.alive[None, :]
         X = self._smooth(lev, B, np.zeros_like(B), zero_guess=True)
-        R = B - self._apply_level(lev, X, np.empty_like(B))
+        R = self._apply_level(lev, X, np.empty_like(B))
+        np.subtract(B, R, out=R)
         coarse = self.levels[level_index + 1]
         Bc = np.empty((B.shape[0], coarse.n_dofs))
         _restrict(coarse.nodes, lev.nodes, self.dim, R, Bc, lev.alive)
