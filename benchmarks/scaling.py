@@ -23,6 +23,11 @@ mean of the untraced iterations after the second.
 
     python benchmarks/scaling.py --iterations              # 32x16x16 .. 128x64x64
     python benchmarks/scaling.py --iterations --large      # adds 160x80x80 (1.02M hexes)
+    python benchmarks/scaling.py --iterations --petsc      # 64x32x32, 128x64x64, radius 0.08
+
+The scaling series keeps the filter radius fixed in cells (2.56, PETSc's radius at 64x32x32):
+with a radius fixed in length units the stencil grows like n and so does the filter's cost
+per cell, which is the filter's property, not the solver's.
 """
 
 from __future__ import annotations
@@ -149,12 +154,12 @@ def petsc_model(n: int):
                                    lw.PointLoad("edge_ends", (0.0, 0.0, -0.0005))]})
 
 
-def petsc_loop(model, solver: str = "multigrid"):
+def petsc_loop(model, solver: str = "multigrid", radius: float = PETSC_FILTER_RADIUS):
     """A SimpLoop of minimize_compliance with the PETSc settings (MMA, density filter 0.08)."""
     from lightweight.optimize.api import _build
     from lightweight.optimize.loop import SimpLoop
     from lightweight.optimize.problems import MinCompliance
-    parts = _build(model, filter_radius=PETSC_FILTER_RADIUS, filter="density", projection=None,
+    parts = _build(model, filter_radius=radius, filter="density", projection=None,
                    optimizer="mma", penalty=3.0, interpolation="simp", min_stiffness=E_MIN,
                    non_design=(), void=(), symmetry=None, extrusion=None, max_iterations=10_000,
                    tolerance=0.0, objective_tolerance=0.0, move=PETSC_MOVE,
@@ -166,8 +171,13 @@ def petsc_loop(model, solver: str = "multigrid"):
                     VOLUME_FRACTION, parameters=parameters)
 
 
-def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid") -> dict:
-    """Measure whole design iterations of the 2n x n x n problem in this process (see docstring)."""
+def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid",
+                          radius_cells: float | None = None) -> dict:
+    """Measure whole design iterations of the 2n x n x n problem in this process (see docstring).
+
+    radius_cells: filter radius in cell widths (None: PETSc's 0.08 length units, i.e. 0.08 n).
+    """
+    radius = PETSC_FILTER_RADIUS if radius_cells is None else radius_cells / n
     warm = petsc_loop(petsc_model(4), solver)          # JIT caches, MKL loaded: the baseline
     warm.step()
     del warm
@@ -175,7 +185,7 @@ def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid"
     tracemalloc.start()
     t0 = time.perf_counter()
     model = petsc_model(n)
-    loop = petsc_loop(model, solver)
+    loop = petsc_loop(model, solver, radius)
     t_build = time.perf_counter() - t0
     seconds, mg_iterations, compliance = [], [], []
 
@@ -198,6 +208,7 @@ def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid"
     timed = seconds[2:] or seconds[1:]
     system = loop.responses.system
     return {"n": n, "shape": list(model.mesh.grid), "n_cells": n_cells, "n_dofs": system.n_dofs,
+            "filter_radius": radius, "filter_radius_cells": radius * n,
             "solver": system.last_solve_info.get("solver"),
             "levels": system.last_solve_info.get("levels"), "build_seconds": t_build,
             "iteration_seconds": seconds, "seconds_per_iteration": float(np.mean(timed)),
@@ -207,21 +218,26 @@ def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid"
             "csr_pattern_built": system._pattern is not None}
 
 
-def design_iterations_in_subprocess(n: int, iterations: int, solver: str = "multigrid") -> dict:
+def design_iterations_in_subprocess(n: int, iterations: int, solver: str = "multigrid",
+                                    radius_cells: float | None = None) -> dict:
     """run_design_iterations in a fresh Python process (clean peak RSS); returns its dict."""
+    extra = [] if radius_cells is None else ["--radius-cells", str(radius_cells)]
     out = subprocess.run([sys.executable, __file__, "--one", str(n), "--iterations-per-size",
-                          str(iterations), "--solver", solver],
+                          str(iterations), "--solver", solver, *extra],
                          check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main_iterations(args) -> int:
-    sizes = [16, 24, 32, 48, 64] + ([80] if args.large else [])
+    if args.petsc:        # the two sizes of the TopOpt_in_PETSc comparison, its filter radius 0.08
+        sizes, radius_cells = [32, 64], None
+    else:                 # scaling series: filter radius fixed in cells (PETSc's at 64x32x32)
+        sizes, radius_cells = [16, 24, 32, 48, 64] + ([80] if args.large else []), args.radius_cells
     rows = []
     print(f"{'grid':>12} {'cells':>8} {'dofs':>8} {'s/iter':>7} {'MG its':>16} "
           f"{'NumPy B/hex':>11} {'RSS B/hex':>9} {'RSS MiB':>8}")
     for n in sizes:
-        r = design_iterations_in_subprocess(n, args.iterations_per_size, args.solver)
+        r = design_iterations_in_subprocess(n, args.iterations_per_size, args.solver, radius_cells)
         rows.append(r)
         print(f"{'x'.join(map(str, r['shape'])):>12} {r['n_cells']:>8} {r['n_dofs']:>8} "
               f"{r['seconds_per_iteration']:>7.2f} {str(r['solver_iterations']):>16} "
@@ -272,12 +288,19 @@ def main(argv=None) -> int:
     parser.add_argument("--iterations", action="store_true",
                         help="time whole design iterations (filter, solve, energies, MMA)")
     parser.add_argument("--iterations-per-size", type=int, default=4)
+    parser.add_argument("--radius-cells", type=float, default=2.56,
+                        help="filter radius in cells for the --iterations series (2.56 = PETSc's "
+                             "0.08 at 64x32x32)")
+    parser.add_argument("--petsc", action="store_true",
+                        help="with --iterations: 64x32x32 and 128x64x64 with PETSc's radius 0.08")
     parser.add_argument("--solver", default="multigrid")
     parser.add_argument("--json", default=None, help="write the rows of --iterations here")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one is not None:           # child process of design_iterations_in_subprocess
-        print(json.dumps(run_design_iterations(args.one, args.iterations_per_size, args.solver)))
+        radius_cells = args.radius_cells if "--radius-cells" in (argv or sys.argv) else None
+        print(json.dumps(run_design_iterations(args.one, args.iterations_per_size, args.solver,
+                                               radius_cells)))
         return 0
     if args.iterations:
         return main_iterations(args)
