@@ -3,6 +3,7 @@
 The public names (DESIGN.md) live here; everything else may move.
 """
 
+from . import _threads  # noqa: F401  (first: sets thread defaults before MKL starts)
 from ._version import __version__
 from .errors import (BoundaryConditionError, CaseFileError, LightweightError, MaterialError,
                      MeshError, MeshFileError, OptimizationError, SingularStiffnessError,

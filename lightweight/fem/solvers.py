@@ -10,7 +10,12 @@ elimination tree) done once per sparsity pattern, and a numeric phase per refill
   because ``pypardiso.PyPardisoSolver.factorize`` always redoes the analysis and recognizes a
   factorized matrix by comparing (or hashing) all of indptr/indices/data on every solve.
   Matrix type 2 (real SPD, Cholesky) on the upper triangle; its entries are picked out of the
-  full CSR with an index map computed once per pattern.
+  full CSR with an index map computed once per pattern. Threads: every call runs with an MKL
+  thread count set thread-locally, one thread for factorizations below
+  ``lightweight._threads.PARDISO_SERIAL_MFLOPS`` (the analysis reports the flop count; PARDISO
+  needs one thread count for all phases, so a large problem is analysed a second time with
+  more threads). On 2 shared cores this took the MBB 300 x 100 iteration from 0.4 - 1.2 s to
+  ~0.08 s; the module docstring of ``lightweight._threads`` has the measurements and overrides.
 - :class:`CholmodSolver` -- scikit-sparse's CHOLMOD: ``analyze`` once, ``cholesky_inplace`` per
   refill (supernodal, fast with a good BLAS). Optional: used only when importable.
 - :class:`SuperLUSolver` -- SciPy's SuperLU, the fallback that always exists. It has no
@@ -67,6 +72,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from .._threads import MKLThreads, pardiso_threads
 from ..errors import SingularStiffnessError, SolverError
 
 # A solve whose relative residual ||K x - b|| / ||b|| exceeds this is treated as singular.
@@ -260,6 +266,8 @@ class PardisoSolver(LinearSolver):
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
         self._analysed = False
+        self._mkl_threads = MKLThreads(self._handle.libmkl)
+        self.threads = None          # MKL threads of the numeric phases, set after the analysis
 
     def _set_iparm(self) -> None:
         ip = self.iparm
@@ -269,6 +277,8 @@ class PardisoSolver(LinearSolver):
         ip[9] = 13 if self.matrix_type == 11 else 8   # pivot perturbation 1e-13 / 1e-8
         ip[10] = 1 if self.matrix_type == 11 else 0   # scaling for the unsymmetric solver
         ip[12] = 1 if self.matrix_type == 11 else 0   # weighted matching
+        ip[17] = -1          # report the factor's non-zeros (iparm[17]) ...
+        ip[18] = -1          # ... and its MFlop count (iparm[18]), which sets the thread count
         ip[34] = 1           # zero-based indices: pass SciPy's arrays without a +1 copy
         ip[55] = 1 if (self._getdiag is not None and self.check_pivots) else 0   # keep the factor diagonal for pivot checks
 
@@ -280,6 +290,20 @@ class PardisoSolver(LinearSolver):
             b = np.zeros((n, 1), order="F")
         x = np.zeros_like(b, order="F")
         error = ct.c_int32(0)
+        threads = self.threads if self.threads is not None else self._mkl_threads.max_threads
+        with self._mkl_threads.limit(threads):
+            self._pardiso_call(phase, data, b, x, nrhs, error)
+        if error.value == -4 and phase in (12, 13, 22, 23):
+            raise _singular(f"pardiso found a zero or negative pivot at equation {int(self.iparm[29])}")
+        if error.value != 0:
+            raise SolverError(f"pardiso failed in phase {phase} with error code {error.value} "
+                              "(MKL PARDISO documentation: -2 out of memory, -3 reordering problem, "
+                              "-4 zero pivot, -11 read/write problem)")
+        return x
+
+    def _pardiso_call(self, phase, data, b, x, nrhs, error) -> None:
+        ct = self._ctypes
+        n = self._n
         i32p = ct.POINTER(ct.c_int32)
         f64p = ct.POINTER(ct.c_double)
         self._call(self.pt.ctypes.data_as(ct.POINTER(ct.c_int64)), ct.byref(ct.c_int32(1)),
@@ -290,13 +314,6 @@ class PardisoSolver(LinearSolver):
                    ct.byref(ct.c_int32(nrhs)), self.iparm.ctypes.data_as(i32p),
                    ct.byref(ct.c_int32(0)), b.ctypes.data_as(f64p), x.ctypes.data_as(f64p),
                    ct.byref(error))
-        if error.value == -4 and phase in (12, 13, 22, 23):
-            raise _singular(f"pardiso found a zero or negative pivot at equation {int(self.iparm[29])}")
-        if error.value != 0:
-            raise SolverError(f"pardiso failed in phase {phase} with error code {error.value} "
-                              "(MKL PARDISO documentation: -2 out of memory, -3 reordering problem, "
-                              "-4 zero pivot, -11 read/write problem)")
-        return x
 
     def _release(self) -> None:
         if self._analysed:
@@ -329,9 +346,23 @@ class PardisoSolver(LinearSolver):
             self._ia = K.indptr.astype(np.int32)
             self._ja = K.indices.astype(np.int32)
         self._perm = np.zeros(n, dtype=np.int32)
+        # PARDISO needs the same thread count in every phase of one analysis. The rule of
+        # lightweight/_threads.py depends on the factorization's flop count, which the analysis
+        # reports: analyse on one thread, and analyse again only if the rule wants more.
+        data = self._values(K)
+        self.threads = pardiso_threads(0.0, self._mkl_threads.max_threads)   # 1 unless overridden
         self._set_iparm()
-        self._pardiso(11, self._values(K))
+        self._pardiso(11, data)
         self._analysed = True
+        mflops = float(self.iparm[18]) if self.iparm[18] > 0 else None
+        wanted = pardiso_threads(mflops, self._mkl_threads.max_threads)
+        if wanted != self.threads:
+            self._release()
+            self.threads = wanted
+            self._set_iparm()
+            self._pardiso(11, data)
+            self._analysed = True
+        self.info_mflops = mflops
 
     def _values(self, K: sp.csr_matrix) -> np.ndarray:
         return np.ascontiguousarray(K.data[self._upper] if self._upper is not None else K.data)
