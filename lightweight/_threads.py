@@ -12,14 +12,16 @@ that size per iteration): threads cannot speed them up, but they wake OpenBLAS w
 Measured on 2 shared cores (other jobs running; MBB beam 300 x 100, 60 802 DOFs, PARDISO
 factorization 0.88 GFlop), ms per design iteration:
 
-====================================================  ==========  ======================
-thread settings                                       iteration   of it: factorize / OC
-====================================================  ==========  ======================
-library defaults                                      340 - 720   160 - 210 / 30 - 370
-MKL_NUM_THREADS=1 (PARDISO serial), OpenBLAS 2        110 - 530   50 - 90 / 27 - 370
-PARDISO serial, BLAS limited in the OC bisection only 176 - 244   89 - 110 / 9 - 14
-PARDISO serial, OpenBLAS 1 thread (this module)       87 - 93     50 - 53 / 5 - 6
-====================================================  ==========  ======================
+=====================================================  ==========  ======================
+thread settings                                        iteration   of it: factorize / OC
+=====================================================  ==========  ======================
+library defaults                                       340 - 720   160 - 210 / 30 - 370
+MKL_NUM_THREADS=1 (PARDISO serial), OpenBLAS 2         110 - 530   50 - 90 / 27 - 370
+PARDISO serial, BLAS limited in the OC bisection only  176 - 244   89 - 110 / 9 - 14
+PARDISO serial, OpenBLAS 1 thread                      87 - 93     50 - 53 / 5 - 6
+same, after the faster filter and OC kernels           71 - 78     50 - 52 / 3
+PARDISO timed choice (2 threads won), other core idle  49 - 52     33 / 3
+=====================================================  ==========  ======================
 
 The PARDISO numeric factorization took 50 ms on one thread and 60 - 116 ms on two (the
 other core partly busy); a 3D one of 52 GFlop (40 x 20 x 20 hexes) 1.1 s on one thread and
@@ -38,11 +40,15 @@ What this module does (each step overridable):
   in the same process, wrap it in ``threadpoolctl.threadpool_limits(None)``.
 - PARDISO runs each call with a thread count set thread-locally
   (``MKL_Set_Num_Threads_Local``, restored afterwards, so MKL elsewhere in the process keeps
-  its setting): one thread for factorizations below :data:`PARDISO_SERIAL_MFLOPS` (waking
-  and synchronising workers costs more than it gains there), otherwise MKL's maximum (which
-  honours ``MKL_NUM_THREADS``). ``LIGHTWEIGHT_PARDISO_THREADS=n`` in the environment, or
-  :func:`set_pardiso_threads` at run time, fixes the count for every later analysis
-  (``"auto"`` restores the rule).
+  its setting). PARDISO's analysis reports the factorization's flop count; below
+  :data:`PARDISO_TRY_PARALLEL_MFLOPS` one thread is used (waking and synchronising workers
+  costs more than it gains), from :data:`PARDISO_SERIAL_MFLOPS` on MKL's maximum (which
+  honours ``MKL_NUM_THREADS``), and in between the first factorization is timed both ways
+  and the faster kept: whether a second thread pays there depends on how busy the other
+  cores are (MBB 300 x 100, 0.88 GFlop: 30 ms on two threads against 46 ms on one with the
+  other core idle, 60 - 116 ms against 47 - 53 ms with it busy). ``LIGHTWEIGHT_PARDISO_THREADS=n``
+  in the environment, or :func:`set_pardiso_threads` at run time, fixes the count for every
+  later analysis (``"auto"`` restores the rule).
 - :func:`blas_threads` limits the BLAS pools inside a ``with`` block (threadpoolctl; a no-op
   without it); the OC bisection uses it, so it stays serial whatever the process setting.
 """
@@ -53,8 +59,11 @@ import contextlib
 import ctypes
 import os
 
-# Factorizations cheaper than this (MFlop, PARDISO's own count) run on one MKL thread.
+# Factorizations cheaper than this (MFlop, PARDISO's own count) run on one MKL thread ...
 PARDISO_SERIAL_MFLOPS = 5000.0
+# ... except that from this size on the first factorization is timed on one thread and on
+# MKL's maximum, and the faster is kept (the answer depends on how busy the other cores are).
+PARDISO_TRY_PARALLEL_MFLOPS = 300.0
 # BLAS threads set at import unless the user chose (see the module docstring).
 BLAS_THREADS = 1
 
@@ -119,14 +128,19 @@ def set_pardiso_threads(n: int | str | None) -> None:
     _pardiso_override = _parse(n)
 
 
-def pardiso_threads(mflops: float | None, mkl_max_threads: int) -> int:
-    """Thread count for a PARDISO factorization of ``mflops`` MFlop (None: unknown)."""
+def pardiso_threads_fixed() -> int | None:
+    """The thread count fixed by :func:`set_pardiso_threads` or the environment, else None."""
     if _pardiso_override is not None:
         return _pardiso_override
     try:
-        n = _parse(os.environ.get(_ENV_PARDISO))
+        return _parse(os.environ.get(_ENV_PARDISO))
     except ValueError:
-        n = None
+        return None
+
+
+def pardiso_threads(mflops: float | None, mkl_max_threads: int) -> int:
+    """Thread count for a PARDISO factorization of ``mflops`` MFlop (None: unknown)."""
+    n = pardiso_threads_fixed()
     if n is not None:
         return n
     if mflops is not None and mflops < PARDISO_SERIAL_MFLOPS:

@@ -72,7 +72,8 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
-from .._threads import MKLThreads, pardiso_threads
+from .._threads import (PARDISO_TRY_PARALLEL_MFLOPS, MKLThreads, pardiso_threads,
+                        pardiso_threads_fixed)
 from ..errors import SingularStiffnessError, SolverError
 
 # A solve whose relative residual ||K x - b|| / ||b|| exceeds this is treated as singular.
@@ -268,6 +269,9 @@ class PardisoSolver(LinearSolver):
         self._analysed = False
         self._mkl_threads = MKLThreads(self._handle.libmkl)
         self.threads = None          # MKL threads of the numeric phases, set after the analysis
+        self._tune = False           # time serial against parallel at the next numeric phase
+        self.mflops = None           # PARDISO's flop count of the factorization (MFlop)
+        self.thread_timings = None   # {"serial": s, "parallel": s} if both were timed
 
     def _set_iparm(self) -> None:
         ip = self.iparm
@@ -355,21 +359,66 @@ class PardisoSolver(LinearSolver):
         self._pardiso(11, data)
         self._analysed = True
         mflops = float(self.iparm[18]) if self.iparm[18] > 0 else None
-        wanted = pardiso_threads(mflops, self._mkl_threads.max_threads)
+        max_threads = self._mkl_threads.max_threads
+        wanted = pardiso_threads(mflops, max_threads)
         if wanted != self.threads:
             self._release()
             self.threads = wanted
             self._set_iparm()
             self._pardiso(11, data)
             self._analysed = True
-        self.info_mflops = mflops
+        # Mid-size factorizations: whether more threads pay depends on how busy the other
+        # cores are, so the first numeric phase times both (see _choose_threads).
+        self._tune = (self.threads == 1 and max_threads > 1 and pardiso_threads_fixed() is None
+                      and mflops is not None and mflops >= PARDISO_TRY_PARALLEL_MFLOPS)
+        self.mflops = mflops
+
+    def _handle_state(self):
+        return self.pt, self.iparm, self.threads, self._analysed
+
+    def _set_handle_state(self, state) -> None:
+        self.pt, self.iparm, self.threads, self._analysed = state
+
+    def _choose_threads(self, data: np.ndarray) -> None:
+        """Factorize with one thread and with MKL's maximum (a second analysis), keep the faster.
+
+        Two timings each (the faster counts); the loser's analysis and factor are released.
+        Costs one extra analysis and three extra factorizations, once per sparsity pattern.
+        """
+        def best_of_two():
+            times = []
+            for _ in range(2):
+                t0 = time.perf_counter()
+                self._pardiso(22, data)
+                times.append(time.perf_counter() - t0)
+            return min(times)
+
+        serial_time = best_of_two()
+        serial = self._handle_state()
+        self.pt = np.zeros(64, dtype=np.int64)
+        self.iparm = np.zeros(64, dtype=np.int32)
+        self.threads = self._mkl_threads.max_threads
+        self._set_iparm()
+        self._pardiso(11, data)
+        self._analysed = True
+        parallel_time = best_of_two()
+        parallel = self._handle_state()
+        keep, drop = (parallel, serial) if parallel_time < serial_time else (serial, parallel)
+        self._set_handle_state(drop)
+        self._release()
+        self._set_handle_state(keep)
+        self.thread_timings = {"serial": serial_time, "parallel": parallel_time}
 
     def _values(self, K: sp.csr_matrix) -> np.ndarray:
         return np.ascontiguousarray(K.data[self._upper] if self._upper is not None else K.data)
 
     def _numeric(self, K: sp.csr_matrix) -> None:
         self._data = self._values(K)
-        self._pardiso(22, self._data)
+        if self._tune:
+            self._tune = False
+            self._choose_threads(self._data)
+        else:
+            self._pardiso(22, self._data)
         if self.matrix_type == 11 and int(self.iparm[13]) > 0:
             raise _singular(f"pardiso perturbed {int(self.iparm[13])} pivots")
         self._check_pivots(K)

@@ -1,0 +1,100 @@
+"""Thread settings (lightweight/_threads.py) and PARDISO's thread choice give the same answers."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import scipy.sparse.linalg as spla
+
+import lightweight as lw
+from lightweight import _threads
+from lightweight.fem import solvers
+
+
+def grid_matrix(shape=(40, 30), seed=0):
+    mesh = lw.structured_grid(shape)
+    model = lw.Model(mesh, lw.Material(E=1.0, nu=0.3), supports={"xmin": "xy"},
+                     loads={"tip": lw.PointLoad("xmax", (0.0, -1.0))})
+    system = model.system()
+    scale = np.random.default_rng(seed).uniform(1e-3, 1.0, mesh.n_cells)
+    constrained, _ = system.dirichlet.apply(system.stiffness_data(scale))
+    return system, system.pattern.matrix(constrained)
+
+
+def test_import_sets_environment_defaults():
+    assert "KMP_BLOCKTIME" in os.environ
+    user_set = any(v in os.environ for v in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS"))
+    if not user_set:
+        assert "OPENBLAS_NUM_THREADS" in os.environ
+
+
+def test_thread_count_rule_and_overrides(monkeypatch):
+    monkeypatch.delenv("LIGHTWEIGHT_PARDISO_THREADS", raising=False)
+    assert _threads.pardiso_threads(10.0, 8) == 1
+    assert _threads.pardiso_threads(1e6, 8) == 8
+    assert _threads.pardiso_threads(None, 8) == 8
+    monkeypatch.setenv("LIGHTWEIGHT_PARDISO_THREADS", "3")
+    assert _threads.pardiso_threads(10.0, 8) == 3
+    assert _threads.pardiso_threads_fixed() == 3
+    _threads.set_pardiso_threads(2)
+    try:
+        assert _threads.pardiso_threads(1e6, 8) == 2
+    finally:
+        _threads.set_pardiso_threads("auto")
+    monkeypatch.setenv("LIGHTWEIGHT_PARDISO_THREADS", "auto")
+    assert _threads.pardiso_threads_fixed() is None
+    with pytest.raises(ValueError):
+        _threads.set_pardiso_threads(0)
+
+
+def test_blas_threads_context_restores():
+    with _threads.blas_threads(1):
+        x = np.arange(50_000.0)
+        assert float(x @ x) == pytest.approx((x * x).sum())
+
+
+needs_pardiso = pytest.mark.skipif("pardiso" not in solvers.available_solvers(),
+                                   reason="pypardiso is not installed")
+
+
+@needs_pardiso
+@pytest.mark.parametrize("threads", [1, 2])
+def test_pardiso_fixed_threads_same_solution(threads):
+    system, K = grid_matrix()
+    b = np.random.default_rng(1).standard_normal(K.shape[0])
+    _threads.set_pardiso_threads(threads)
+    try:
+        solver = solvers.PardisoSolver()
+        solver.factorize(K)
+        x = solver.solve(b)
+    finally:
+        _threads.set_pardiso_threads(None)
+    assert solver.threads == threads
+    assert solver.mflops is not None and solver.mflops > 0
+    assert np.allclose(x, spla.spsolve(K.tocsc(), b), rtol=0, atol=1e-8 * np.abs(x).max())
+
+
+@needs_pardiso
+def test_pardiso_timed_thread_choice_keeps_a_working_factor(monkeypatch):
+    """Force the serial-vs-parallel timing on a small matrix: the kept factor solves K, refills work."""
+    monkeypatch.setattr(solvers, "PARDISO_TRY_PARALLEL_MFLOPS", 0.0)
+    monkeypatch.delenv("LIGHTWEIGHT_PARDISO_THREADS", raising=False)
+    solver = solvers.PardisoSolver()
+    if solver._mkl_threads.max_threads < 2:
+        pytest.skip("MKL has one thread here: nothing to choose")
+    system, K = grid_matrix()
+    b = np.random.default_rng(2).standard_normal(K.shape[0])
+    solver.factorize(K)
+    assert set(solver.thread_timings) == {"serial", "parallel"}
+    assert solver.threads in (1, solver._mkl_threads.max_threads)
+    x = solver.solve(b)
+    assert np.allclose(x, spla.spsolve(K.tocsc(), b), rtol=0, atol=1e-8 * np.abs(x).max())
+    # a refill of the same pattern reuses the kept analysis and gives the new matrix's answer
+    _, K2 = grid_matrix(seed=5)
+    K2.indptr, K2.indices = K.indptr, K.indices
+    solver.factorize(K2)
+    assert solver.info["symbolic"] is False
+    x2 = solver.solve(b)
+    assert np.allclose(x2, spla.spsolve(K2.tocsc(), b), rtol=0, atol=1e-8 * np.abs(x2).max())
