@@ -17,6 +17,10 @@ from .optimize import DisplacementLimit, OptimizationResult, minimize_compliance
 from .export import evaluate_exported, export_solid, export_surface
 from .report import write_report
 from .viz import SnapshotWriter, convergence_plot, plot, snapshot_writer
+# the platform's layer: case files, built-in cases, batch evaluation
+from . import cases
+from .batch import evaluate_design, evaluate_designs
+from .casefile import Case, evaluate_requirements, read_case
 
 __all__ = [
     "__version__", "LightweightError", "MeshError", "MeshFileError", "UnknownSetError",
@@ -28,4 +32,5 @@ __all__ = [
     "minimize_compliance", "minimize_mass", "DisplacementLimit", "OptimizationResult",
     "plot", "convergence_plot", "SnapshotWriter", "snapshot_writer",
     "export_surface", "export_solid", "evaluate_exported", "write_report",
+    "cases", "Case", "read_case", "evaluate_requirements", "evaluate_design", "evaluate_designs",
 ]
