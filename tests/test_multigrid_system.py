@@ -198,3 +198,15 @@ def test_grid_fast_paths_of_the_mesh_equal_the_general_ones(shape):
     general = Mesh(grid.points, grid.cells, grid.cell_type)       # same cells, no grid attribute
     assert np.array_equal(grid.boundary_faces(), general.boundary_faces())
     assert np.allclose(grid.cell_volumes(), general.cell_volumes(), rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2)])
+def test_grid_stresses_equal_the_general_path(shape):
+    from lightweight.fem.elements import element_stress
+    model = cantilever(shape=shape, two_cases=True)
+    system = model.system()
+    U, _ = system.solve(np.full(model.mesh.n_cells, 0.7), solver="direct")
+    fast = system.stresses(U)
+    general = element_stress(model.mesh.cell_type, model.mesh.points[model.mesh.cells], system.D,
+                             system.cell_displacements(U))
+    assert np.allclose(fast, general, rtol=1e-12, atol=1e-12 * np.abs(general).max())

@@ -142,3 +142,61 @@ def grid_element_bilinear_forms(shape, element_matrix: np.ndarray, U: np.ndarray
     _GRID_BILINEAR_FORMS[len(shape)](cells, nodes, _cell_offsets(len(shape)),
                                      np.ascontiguousarray(element_matrix, dtype=np.float64), U, V, out)
     return out
+
+
+def _make_grid_element_products(dim: int):
+    """Numba kernel out[c, e, :] = M @ u_e on a structured grid of dimension ``dim``.
+
+    Kernel arguments: cells, nodes, offsets as for the bilinear forms; M (m, n_e) shared by
+    every cell; U (n_cases, n_dofs); out (n_cases, n_cells, m).
+    """
+    NPC = 2 ** dim
+    ND = NPC * dim
+    DIM = dim
+
+    @numba.njit(cache=True, parallel=True)
+    def grid_element_products(cells, nodes, offsets, M, U, out):
+        px, py, pz = nodes
+        cx, cy, cz = cells
+        n_cases = U.shape[0]
+        m = M.shape[0]
+        node_offset = np.empty(NPC, dtype=np.int64)
+        for b in range(NPC):
+            node_offset[b] = offsets[b, 0] + px * (offsets[b, 1] + py * offsets[b, 2])
+        for row in numba.prange(cy * cz):
+            cj = row % cy
+            ck = row // cy
+            ue = np.empty(ND)
+            for ci in range(cx):
+                base = ci + px * (cj + py * ck)
+                e = ci + cx * row
+                for c in range(n_cases):
+                    for b in range(NPC):
+                        for q in range(DIM):
+                            ue[b * DIM + q] = U[c, (base + node_offset[b]) * DIM + q]
+                    for r in range(m):
+                        t = 0.0
+                        for q in range(ND):
+                            t += M[r, q] * ue[q]
+                        out[c, e, r] = t
+
+    return grid_element_products
+
+
+_GRID_ELEMENT_PRODUCTS = {2: _make_grid_element_products(2), 3: _make_grid_element_products(3)}
+
+
+def grid_element_products(shape, matrix: np.ndarray, U: np.ndarray) -> np.ndarray:
+    """M @ u_e for every cell of a structured grid, (n_cases, n_cells, m).
+
+    shape: (nx, ny[, nz]) cells; matrix: (m, n_e) shared by all cells (e.g. D B at the cell
+    centre for stresses); U: (n_cases, n_dofs) or (n_dofs,). No per-cell DOF table is built.
+    """
+    from .multigrid import _cell_offsets, _grid_dims
+    shape = tuple(int(n) for n in shape)
+    cells, nodes = _grid_dims(shape)
+    U = np.ascontiguousarray(np.atleast_2d(U), dtype=np.float64)
+    M = np.ascontiguousarray(matrix, dtype=np.float64)
+    out = np.empty((U.shape[0], cells[0] * cells[1] * cells[2], M.shape[0]))
+    _GRID_ELEMENT_PRODUCTS[len(shape)](cells, nodes, _cell_offsets(len(shape)), M, U, out)
+    return out

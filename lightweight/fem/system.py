@@ -426,8 +426,16 @@ class LinearElasticSystem:
 
     def stresses(self, U: np.ndarray, stiffness_scale: np.ndarray | None = None) -> np.ndarray:
         """Cell-centre stresses (n_cases, n_cells, n_voigt), scaled per cell."""
-        s = element_stress(self.mesh.cell_type, self.mesh.points[self.mesh.cells], self.D,
-                           self.cell_displacements(U))
+        if self.is_grid:
+            # every cell is the same box: one (n_voigt, n_dof_e) stress matrix D B for all
+            n_dof_e = self.element_matrices.shape[1]
+            columns = element_stress(self.mesh.cell_type, self.mesh.points[self.mesh.cells[:1]],
+                                     self.D, np.eye(n_dof_e)[:, None, :])[:, 0, :]   # (n_dof_e, n_voigt)
+            from .kernels import grid_element_products
+            s = grid_element_products(self.mesh.grid, columns.T, U)
+        else:
+            s = element_stress(self.mesh.cell_type, self.mesh.points[self.mesh.cells], self.D,
+                               self.cell_displacements(U))
         if stiffness_scale is not None:
             s *= np.asarray(stiffness_scale)[None, :, None]
         return s
