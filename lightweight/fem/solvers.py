@@ -382,18 +382,11 @@ class PardisoSolver(LinearSolver):
     def _choose_threads(self, data: np.ndarray) -> None:
         """Factorize with one thread and with MKL's maximum (a second analysis), keep the faster.
 
-        Two timings each (the faster counts); the loser's analysis and factor are released.
-        Costs one extra analysis and three extra factorizations, once per sparsity pattern.
+        Both analyses stay alive while they are timed alternately, three times each (the
+        fastest counts, so a burst of load elsewhere does not decide); the loser's analysis
+        and factor are then released. Costs one extra analysis and five extra factorizations,
+        once per sparsity pattern.
         """
-        def best_of_two():
-            times = []
-            for _ in range(2):
-                t0 = time.perf_counter()
-                self._pardiso(22, data)
-                times.append(time.perf_counter() - t0)
-            return min(times)
-
-        serial_time = best_of_two()
         serial = self._handle_state()
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
@@ -401,13 +394,20 @@ class PardisoSolver(LinearSolver):
         self._set_iparm()
         self._pardiso(11, data)
         self._analysed = True
-        parallel_time = best_of_two()
         parallel = self._handle_state()
-        keep, drop = (parallel, serial) if parallel_time < serial_time else (serial, parallel)
+        times = {"serial": [], "parallel": []}
+        for _ in range(3):
+            for key, state in (("serial", serial), ("parallel", parallel)):
+                self._set_handle_state(state)
+                t0 = time.perf_counter()
+                self._pardiso(22, data)
+                times[key].append(time.perf_counter() - t0)
+        best = {key: min(values) for key, values in times.items()}
+        keep, drop = (parallel, serial) if best["parallel"] < best["serial"] else (serial, parallel)
         self._set_handle_state(drop)
         self._release()
         self._set_handle_state(keep)
-        self.thread_timings = {"serial": serial_time, "parallel": parallel_time}
+        self.thread_timings = best
 
     def _values(self, K: sp.csr_matrix) -> np.ndarray:
         return np.ascontiguousarray(K.data[self._upper] if self._upper is not None else K.data)
