@@ -19,6 +19,7 @@ Arrays: displacements ``U`` are (n_cases, n_dofs) with node-major DOFs; per-cell
 
 from __future__ import annotations
 
+import hashlib
 import time
 
 import numpy as np
@@ -81,7 +82,7 @@ class LinearElasticSystem:
         self._last_method = None         # "multigrid" or the direct/AMG solver of the last solve
         self._last_scale = None
         self._last_K_full = None
-        self._last_adjoint = None
+        self._last_adjoint: dict = {}   # multigrid adjoint solutions by right-hand side (warm starts)
         self.last_solve_info: dict = {}
 
     # ------------------------------------------------------------------ lazily built tables
@@ -350,7 +351,6 @@ class LinearElasticSystem:
         self._last_K_full = None
         self._last_scale = scale
         self._last_method = "multigrid"
-        self._last_adjoint = None
         return U, F
 
     @staticmethod
@@ -372,12 +372,12 @@ class LinearElasticSystem:
         b = np.array(np.atleast_2d(rhs), dtype=float)
         b[:, self.fixed_dofs] = 0.0
         if self._last_method == "multigrid":
-            previous = self._last_adjoint
-            guess = previous if previous is not None and previous.shape == b.shape else None
-            lam, info = self.multigrid.solve(b, x0=guess)
+            # warm start from the adjoint of the same right-hand side in the previous solve
+            key = hashlib.sha1(b.tobytes()).hexdigest()
+            lam, info = self.multigrid.solve(b, x0=self._last_adjoint.get(key))
             self._check_multigrid(lam, info, "adjoint")
             lam[:, self.fixed_dofs] = 0.0
-            self._last_adjoint = lam.copy()
+            self._last_adjoint[key] = lam.copy()
             return lam
         lam = np.asarray(self.solver.solve(np.ascontiguousarray(b.T))).reshape(self.n_dofs, -1).T.copy()
         lam[:, self.fixed_dofs] = 0.0
