@@ -332,13 +332,14 @@ class LinearElasticSystem:
         F = self.load_vectors(mass_scale)
         mg.update(scale)
         t1 = time.perf_counter()
-        rhs = F.copy()
+        # The solver ignores the fixed rows of the rhs except to set x[fixed], which is
+        # overwritten with the prescribed values below, so F itself serves (no copy) unless
+        # lifting is needed: f_free -= K_fp u_p with a matrix-free K u_p.
+        rhs = F
         if np.any(self.fixed_values != 0.0):
-            # lifting: f_free -= K_fp u_p with a matrix-free K u_p
             u_prescribed = np.zeros(self.n_dofs)
             u_prescribed[self.fixed_dofs] = self.fixed_values
-            rhs -= grid_matvec(self.mesh.grid, self.element_matrices[0], scale, u_prescribed)[None, :]
-        rhs[:, self.fixed_dofs] = mg.fixed_diagonal * self.fixed_values[None, :]
+            rhs = F - grid_matvec(self.mesh.grid, self.element_matrices[0], scale, u_prescribed)[None, :]
         guess = None
         if x0 is not None and np.shape(x0) == rhs.shape and np.all(np.isfinite(x0)):
             guess = x0
