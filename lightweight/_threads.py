@@ -20,7 +20,7 @@ MKL_NUM_THREADS=1 (PARDISO serial), OpenBLAS 2         110 - 530   50 - 90 / 27 
 PARDISO serial, BLAS limited in the OC bisection only  176 - 244   89 - 110 / 9 - 14
 PARDISO serial, OpenBLAS 1 thread                      87 - 93     50 - 53 / 5 - 6
 same, after the faster filter and OC kernels           71 - 78     50 - 52 / 3
-PARDISO timed choice (2 threads won), other core idle  49 - 52     33 / 3
+PARDISO timed choice (2 threads won), other core idle  49 - 55     33 / 3
 =====================================================  ==========  ======================
 
 The PARDISO numeric factorization took 50 ms on one thread and 60 - 116 ms on two (the
@@ -43,10 +43,12 @@ What this module does (each step overridable):
   its setting). PARDISO's analysis reports the factorization's flop count; below
   :data:`PARDISO_TRY_PARALLEL_MFLOPS` one thread is used (waking and synchronising workers
   costs more than it gains), from :data:`PARDISO_SERIAL_MFLOPS` on MKL's maximum (which
-  honours ``MKL_NUM_THREADS``), and in between the first factorization is timed both ways
-  and the faster kept: whether a second thread pays there depends on how busy the other
-  cores are (MBB 300 x 100, 0.88 GFlop: 30 ms on two threads against 46 ms on one with the
-  other core idle, 60 - 116 ms against 47 - 53 ms with it busy). ``LIGHTWEIGHT_PARDISO_THREADS=n``
+  honours ``MKL_NUM_THREADS``). In between, whether a second thread pays depends on how busy
+  the other cores are (MBB 300 x 100, 0.88 GFlop: 30 ms on two threads against 46 ms on one
+  with the other core idle, 60 - 116 ms against 47 - 56 ms with it busy), so the solver keeps
+  a serial and a parallel analysis, times both on the first factorization, uses the faster
+  and tries the other every ``THREAD_PROBE_EVERY``-th factorization (switching when it is
+  more than 10 % faster); see ``lightweight.fem.solvers.PardisoSolver``. ``LIGHTWEIGHT_PARDISO_THREADS=n``
   in the environment, or :func:`set_pardiso_threads` at run time, fixes the count for every
   later analysis (``"auto"`` restores the rule).
 - :func:`blas_threads` limits the BLAS pools inside a ``with`` block (threadpoolctl; a no-op
@@ -61,8 +63,8 @@ import os
 
 # Factorizations cheaper than this (MFlop, PARDISO's own count) run on one MKL thread ...
 PARDISO_SERIAL_MFLOPS = 5000.0
-# ... except that from this size on the first factorization is timed on one thread and on
-# MKL's maximum, and the faster is kept (the answer depends on how busy the other cores are).
+# ... except that from this size on one thread and MKL's maximum are both kept and timed, and
+# the faster used (the answer depends on how busy the other cores are).
 PARDISO_TRY_PARALLEL_MFLOPS = 300.0
 # BLAS threads set at import unless the user chose (see the module docstring).
 BLAS_THREADS = 1

@@ -77,9 +77,11 @@ def test_pardiso_fixed_threads_same_solution(threads):
 
 
 @needs_pardiso
-def test_pardiso_timed_thread_choice_keeps_a_working_factor(monkeypatch):
-    """Force the serial-vs-parallel timing on a small matrix: the kept factor solves K, refills work."""
+def test_pardiso_timed_thread_choice_keeps_working_factors(monkeypatch):
+    """Force the serial-vs-parallel timing and frequent probes on a small matrix: every refill
+    is solved by the factor of that refill, whichever thread mode factorized it."""
     monkeypatch.setattr(solvers, "PARDISO_TRY_PARALLEL_MFLOPS", 0.0)
+    monkeypatch.setattr(solvers, "THREAD_PROBE_EVERY", 2)
     monkeypatch.delenv("LIGHTWEIGHT_PARDISO_THREADS", raising=False)
     solver = solvers.PardisoSolver()
     if solver._mkl_threads.max_threads < 2:
@@ -88,13 +90,23 @@ def test_pardiso_timed_thread_choice_keeps_a_working_factor(monkeypatch):
     b = np.random.default_rng(2).standard_normal(K.shape[0])
     solver.factorize(K)
     assert set(solver.thread_timings) == {"serial", "parallel"}
-    assert solver.threads in (1, solver._mkl_threads.max_threads)
+    assert solver.thread_mode in ("serial", "parallel")
     x = solver.solve(b)
     assert np.allclose(x, spla.spsolve(K.tocsc(), b), rtol=0, atol=1e-8 * np.abs(x).max())
-    # a refill of the same pattern reuses the kept analysis and gives the new matrix's answer
-    _, K2 = grid_matrix(seed=5)
-    K2.indptr, K2.indices = K.indptr, K.indices
-    solver.factorize(K2)
-    assert solver.info["symbolic"] is False
-    x2 = solver.solve(b)
-    assert np.allclose(x2, spla.spsolve(K2.tocsc(), b), rtol=0, atol=1e-8 * np.abs(x2).max())
+    threads_used = set()
+    for seed in range(5, 10):
+        _, K2 = grid_matrix(seed=seed)
+        K2.indptr, K2.indices = K.indptr, K.indices     # the FE core refills data only
+        solver.factorize(K2)
+        assert solver.info["symbolic"] is False
+        threads_used.add(solver.threads)
+        x2 = solver.solve(b)
+        assert np.allclose(x2, spla.spsolve(K2.tocsc(), b), rtol=0, atol=1e-8 * np.abs(x2).max())
+    assert threads_used == {1, solver._mkl_threads.max_threads}     # the probes ran
+    # a new pattern releases both analyses and starts again
+    _, K3 = grid_matrix(shape=(30, 20), seed=11)
+    solver.factorize(K3)
+    assert solver.info["symbolic"] is True
+    x3 = solver.solve(np.ones(K3.shape[0]))
+    assert np.allclose(x3, spla.spsolve(K3.tocsc(), np.ones(K3.shape[0])), rtol=0,
+                       atol=1e-8 * np.abs(x3).max())

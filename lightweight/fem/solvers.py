@@ -14,8 +14,10 @@ elimination tree) done once per sparsity pattern, and a numeric phase per refill
   thread count set thread-locally, one thread for factorizations below
   ``lightweight._threads.PARDISO_SERIAL_MFLOPS`` (the analysis reports the flop count; PARDISO
   needs one thread count for all phases, so a large problem is analysed a second time with
-  more threads). On 2 shared cores this took the MBB 300 x 100 iteration from 0.4 - 1.2 s to
-  ~0.08 s; the module docstring of ``lightweight._threads`` has the measurements and overrides.
+  more threads; mid-size ones keep both analyses and use the faster, see
+  :meth:`PardisoSolver._start_thread_timing`). On 2 shared cores this took the MBB 300 x 100
+  iteration from 0.4 - 1.2 s to 50 - 85 ms; the module docstring of ``lightweight._threads``
+  has the measurements and overrides.
 - :class:`CholmodSolver` -- scikit-sparse's CHOLMOD: ``analyze`` once, ``cholesky_inplace`` per
   refill (supernodal, fast with a good BLAS). Optional: used only when importable.
 - :class:`SuperLUSolver` -- SciPy's SuperLU, the fallback that always exists. It has no
@@ -75,6 +77,10 @@ import scipy.sparse.linalg as spla
 from .._threads import (PARDISO_TRY_PARALLEL_MFLOPS, MKLThreads, pardiso_threads,
                         pardiso_threads_fixed)
 from ..errors import SingularStiffnessError, SolverError
+
+# Mid-size PARDISO problems keep a serial and a parallel analysis; every this-many-th
+# factorization uses the non-preferred one to see whether it has become the faster.
+THREAD_PROBE_EVERY = 10
 
 # A solve whose relative residual ||K x - b|| / ||b|| exceeds this is treated as singular.
 RESIDUAL_LIMIT = 1e-6
@@ -270,8 +276,10 @@ class PardisoSolver(LinearSolver):
         self._mkl_threads = MKLThreads(self._handle.libmkl)
         self.threads = None          # MKL threads of the numeric phases, set after the analysis
         self._tune = False           # time serial against parallel at the next numeric phase
+        self._modes = None           # {"serial": handle state, "parallel": ...} when both are kept
+        self.thread_mode = None      # "serial" | "parallel" when both are kept
         self.mflops = None           # PARDISO's flop count of the factorization (MFlop)
-        self.thread_timings = None   # {"serial": s, "parallel": s} if both were timed
+        self.thread_timings = None   # {"serial": s, "parallel": s} (recent medians) when both are kept
 
     def _set_iparm(self) -> None:
         ip = self.iparm
@@ -324,14 +332,24 @@ class PardisoSolver(LinearSolver):
             self._pardiso(-1, np.zeros(1))
             self._analysed = False
 
+    def _release_all(self) -> None:
+        """Release the active analysis and, when two thread modes are kept, the other one."""
+        modes, self._modes = self._modes, None
+        if modes:
+            for state in modes.values():
+                self._set_handle_state(state)
+                self._release()
+        else:
+            self._release()
+
     def __del__(self):
         try:
-            self._release()
+            self._release_all()
         except Exception:
             pass
 
     def _symbolic(self, K: sp.csr_matrix) -> None:
-        self._release()
+        self._release_all()
         n = K.shape[0]
         if np.any(np.diff(K.indptr) == 0):       # PARDISO segfaults on empty rows
             row = int(np.flatnonzero(np.diff(K.indptr) == 0)[0])
@@ -350,6 +368,7 @@ class PardisoSolver(LinearSolver):
             self._ia = K.indptr.astype(np.int32)
             self._ja = K.indices.astype(np.int32)
         self._perm = np.zeros(n, dtype=np.int32)
+        self.pt = np.zeros(64, dtype=np.int64)       # a fresh handle for every analysis
         # PARDISO needs the same thread count in every phase of one analysis. The rule of
         # lightweight/_threads.py depends on the factorization's flop count, which the analysis
         # reports: analyse on one thread, and analyse again only if the rule wants more.
@@ -368,7 +387,7 @@ class PardisoSolver(LinearSolver):
             self._pardiso(11, data)
             self._analysed = True
         # Mid-size factorizations: whether more threads pay depends on how busy the other
-        # cores are, so the first numeric phase times both (see _choose_threads).
+        # cores are, so the first numeric phase times both (see _start_thread_timing).
         self._tune = (self.threads == 1 and max_threads > 1 and pardiso_threads_fixed() is None
                       and mflops is not None and mflops >= PARDISO_TRY_PARALLEL_MFLOPS)
         self.mflops = mflops
@@ -379,13 +398,16 @@ class PardisoSolver(LinearSolver):
     def _set_handle_state(self, state) -> None:
         self.pt, self.iparm, self.threads, self._analysed = state
 
-    def _choose_threads(self, data: np.ndarray) -> None:
-        """Factorize with one thread and with MKL's maximum (a second analysis), keep the faster.
+    def _start_thread_timing(self, data: np.ndarray) -> None:
+        """Analyse a second time for MKL's maximum thread count and keep both analyses.
 
-        Both analyses stay alive while they are timed alternately, three times each (the
-        fastest counts, so a burst of load elsewhere does not decide); the loser's analysis
-        and factor are then released. Costs one extra analysis and five extra factorizations,
-        once per sparsity pattern.
+        The two are first timed alternately, three factorizations each (the fastest counts,
+        so a burst of load elsewhere does not decide). Later factorizations use the faster
+        mode; every :data:`THREAD_PROBE_EVERY`-th one uses the other mode instead (a
+        factorization of the current matrix all the same) and switches if that was more than
+        10 % faster than the recent median of the preferred mode: the answer changes when
+        other work starts or stops on the other cores. Memory: two factors of a mid-size
+        problem (below PARDISO_SERIAL_MFLOPS) instead of one.
         """
         serial = self._handle_state()
         self.pt = np.zeros(64, dtype=np.int64)
@@ -394,20 +416,38 @@ class PardisoSolver(LinearSolver):
         self._set_iparm()
         self._pardiso(11, data)
         self._analysed = True
-        parallel = self._handle_state()
-        times = {"serial": [], "parallel": []}
+        self._modes = {"serial": serial, "parallel": self._handle_state()}
+        self._recent = {"serial": [], "parallel": []}
         for _ in range(3):
-            for key, state in (("serial", serial), ("parallel", parallel)):
-                self._set_handle_state(state)
-                t0 = time.perf_counter()
-                self._pardiso(22, data)
-                times[key].append(time.perf_counter() - t0)
-        best = {key: min(values) for key, values in times.items()}
-        keep, drop = (parallel, serial) if best["parallel"] < best["serial"] else (serial, parallel)
-        self._set_handle_state(drop)
-        self._release()
-        self._set_handle_state(keep)
+            for mode in ("serial", "parallel"):
+                self._factorize_in(mode, data)
+        best = {mode: min(times) for mode, times in self._recent.items()}
+        self.thread_mode = min(best, key=best.get)
+        self._set_handle_state(self._modes[self.thread_mode])   # its factor is of this K too
+        self._factorizations = 0
         self.thread_timings = best
+
+    def _factorize_in(self, mode: str, data: np.ndarray) -> float:
+        self._set_handle_state(self._modes[mode])
+        t0 = time.perf_counter()
+        self._pardiso(22, data)
+        seconds = time.perf_counter() - t0
+        recent = self._recent[mode]
+        recent.append(seconds)
+        del recent[:-5]
+        return seconds
+
+    def _factorize_adaptive(self, data: np.ndarray) -> None:
+        self._factorizations += 1
+        preferred = self.thread_mode
+        if self._factorizations % THREAD_PROBE_EVERY:
+            self._factorize_in(preferred, data)
+            return
+        other = "parallel" if preferred == "serial" else "serial"
+        seconds = self._factorize_in(other, data)
+        if seconds < 0.9 * float(np.median(self._recent[preferred])):
+            self.thread_mode = other
+        self.thread_timings = {mode: float(np.median(times)) for mode, times in self._recent.items()}
 
     def _values(self, K: sp.csr_matrix) -> np.ndarray:
         return np.ascontiguousarray(K.data[self._upper] if self._upper is not None else K.data)
@@ -416,7 +456,9 @@ class PardisoSolver(LinearSolver):
         self._data = self._values(K)
         if self._tune:
             self._tune = False
-            self._choose_threads(self._data)
+            self._start_thread_timing(self._data)
+        elif self._modes:
+            self._factorize_adaptive(self._data)
         else:
             self._pardiso(22, self._data)
         if self.matrix_type == 11 and int(self.iparm[13]) > 0:
