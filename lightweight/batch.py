@@ -20,7 +20,10 @@ Dask cluster (``scheduler``), and guarantees what an unattended platform needs:
 - reruns resume: rows already in the JSON-lines file with ``status = "ok"`` for the same design
   bytes and case bytes (SHA-256) are kept, not recomputed;
 - traceability: every row carries the SHA-256 of the design file and of the case file, the
-  package version and a UTC timestamp.
+  package version and a UTC timestamp;
+- determinism: the same design and case give the same figures in any worker and with any
+  ``jobs``, to round-off (within 1e-12 relative; the last bit can depend on the native
+  libraries a process has loaded: importing gmsh first was seen to move one).
 
 Why processes and not threads: the solvers already use both cores inside one design (Numba,
 MKL), and a process isolates crashes. With ``jobs`` > 1 each worker is limited to

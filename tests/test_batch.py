@@ -122,8 +122,11 @@ def test_process_pool_survives_a_dying_worker_with_the_same_numbers(batch, tmp_p
     rows = evaluate_designs(case, designs, tmp_path / "pool.csv", jobs=2, evaluate=die_on_crash_designs)
     assert [r["status"] for r in rows] == ["ok", "ok", "error", "error", "error"]
     assert "worker process died" in rows[2]["error"]
-    for a, b in zip(serial, rows[:2]):      # deterministic: the same figures in another process
-        assert a["compliance.mbb"] == b["compliance.mbb"] and a["max_von_mises"] == b["max_von_mises"]
+    # the same figures in another process; to round-off only, because what a process has loaded
+    # can move the last bit (importing gmsh, as other test modules do, changes a von Mises maximum)
+    for a, b in zip(serial, rows[:2]):
+        assert a["compliance.mbb"] == pytest.approx(b["compliance.mbb"], rel=1e-12)
+        assert a["max_von_mises"] == pytest.approx(b["max_von_mises"], rel=1e-12)
 
 
 def test_dask_local_cluster(batch, tmp_path):
