@@ -134,7 +134,9 @@ def test_dask_local_cluster(batch, tmp_path):
     case, files, _ = batch
     rows = evaluate_designs(case, files[:3], tmp_path / "dask.csv", jobs=1, scheduler="local")
     assert [r["status"] for r in rows] == ["ok", "ok", "error"]
-    assert rows[0]["compliance.mbb"] == evaluate_design(str(case), files[0])["compliance.mbb"]
+    # another process: equal to round-off (the last bit depends on the native libraries loaded)
+    assert rows[0]["compliance.mbb"] == pytest.approx(evaluate_design(str(case), files[0])["compliance.mbb"],
+                                                      rel=1e-12)
 
 
 def test_cli_evaluate_folder_and_bad_case(batch, tmp_path, capsys):
