@@ -199,7 +199,9 @@ def test_callback_history_and_stop():
 @pytest.mark.parametrize("kwargs,match", [
     ({"volume_fraction": 1.5}, "volume_fraction"),
     ({"volume_fraction": 0.5, "filter_radius": -1}, "filter_radius"),
-    ({"volume_fraction": 0.5, "non_design": ["nope"]}, "nope"),
+    ({"volume_fraction": 0.5, "non_design": ["nope"]}, "no cell set or node/face set 'nope'.*'xmax'"),
+    ({"volume_fraction": 0.5, "penalty": 0}, "penalty must be >= 1"),
+    ({"volume_fraction": 0.5, "penalty": (0.5, 3.0)}, "penalty must be >= 1"),
     ({"volume_fraction": 0.5, "optimizer": "oc",
       "displacement_limits": [lw.DisplacementLimit("load", "y", 1.0)]}, "mma"),
     ({"volume_fraction": 0.5, "symmetry": "q"}, "axis"),

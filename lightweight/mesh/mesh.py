@@ -202,6 +202,10 @@ class Mesh:
         """Cell ids in a cell set, or of the cells having a node in a node/face set."""
         if name in self.cell_sets:
             return self.cell_sets[name]
+        if name not in self.node_sets:
+            raise UnknownSetError(f"no cell set or node/face set {name!r} in the mesh{self._src()}; known "
+                                  f"cell sets: {_known(self.cell_sets)}; known node/face sets: "
+                                  f"{_known(self.node_sets)}")
         nodes = self.node_set(name)
         mask = np.zeros(self.n_nodes, dtype=bool)
         mask[nodes] = True

@@ -77,6 +77,11 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
         raise OptimizationError("projection needs filter='density' or 'helmholtz' (a sensitivity filter "
                                 "leaves the densities unfiltered, so there is nothing to project)")
     start, end = _penalty_schedule(penalty)
+    if interpolation == "simp" and start < 1.0:
+        # p < 1 rewards gray material and p = 0 makes the stiffness independent of the design
+        # (zero sensitivities: OC would divide by zero)
+        raise OptimizationError(f"SIMP penalty must be >= 1 (1: variable-thickness sheet, 3: the usual "
+                                f"choice), got {penalty!r}")
     proj, beta_end = _projection(projection)
     design = DesignSpace(model.mesh, non_design=non_design, void=void, symmetry=symmetry, extrusion=extrusion)
     density_filter = make_filter(model.mesh, filter_radius, kind=filter) if filter else None
