@@ -441,3 +441,22 @@ def test_bad_inputs_raise_optimization_error():
     with pytest.raises(OptimizationError, match="non-finite"):
         mma.update(np.full(3, 0.5), 1.0, np.array([1.0, np.nan, 1.0]), [0.0], np.ones((1, 3)))
     assert mma.iteration == 0  # failed calls leave the state untouched
+
+
+def test_non_finite_subproblem_solution_raises_and_keeps_the_state(monkeypatch):
+    import lightweight.optimize.mma as mma_module
+    mma = MMA(4, 1, 0.0, 1.0)
+    x = np.full(4, 0.5)
+    args = (x, 1.0, -np.ones(4), [0.0], np.full((1, 4), 0.25))
+    mma.update(*args)
+    solve = mma_module._solve_subproblem
+
+    def broken(*a, **k):
+        sub = solve(*a, **k)
+        sub.x[2] = np.nan
+        return sub
+
+    monkeypatch.setattr(mma_module, "_solve_subproblem", broken)
+    with pytest.raises(OptimizationError, match=r"non-finite new design at 1 variable\(s\), first \[2\]"):
+        mma.update(*args)
+    assert mma.iteration == 1

@@ -305,6 +305,15 @@ class MMA:
                                 self.constraint_penalty_quadratic, self.subproblem_tolerance)
         # guard against round-off at the box edges
         x_new = np.clip(sub.x, alpha, beta, out=sub.x)
+        if not np.all(np.isfinite(x_new)):
+            # seen only with gradients spanning ~15 orders of magnitude (an iterate lands on
+            # alpha exactly); refuse rather than hand back a NaN design. The state is untouched,
+            # so the caller's last design stays valid.
+            bad = np.flatnonzero(~np.isfinite(x_new))
+            raise OptimizationError(
+                f"MMA subproblem failed: non-finite new design at {bad.size} variable(s), first "
+                f"{bad[:5].tolist()}; objective gradient spans |df0| = {np.abs(df0).min():.3g} to "
+                f"{np.abs(df0).max():.3g}: scale the objective and constraints to order 1")
 
         self.xold2 = self.xold1
         self.xold1 = x            # _check_design returned a private copy
