@@ -387,3 +387,23 @@ def test_2d_plane_system_all_backends():
         X = solver.solve(B)
         assert np.all(rel_residual(K, X, B) < 1e-10), name
         assert np.allclose(X, X_ref, rtol=1e-6, atol=1e-9 * np.abs(X_ref).max()), name
+
+
+def test_pardiso_library_is_found_once(system_3d, monkeypatch):
+    """A new PARDISO solver must not search the disk for mkl_rt again (pypardiso's recursive
+    glob over sys.prefix took ~0.5 s per solver: 95 % of a small batch evaluation)."""
+    if not installed("pardiso"):
+        pytest.skip("pardiso is not installed")
+    import glob
+    backend("pardiso")
+
+    def no_search(*args, **kwargs):
+        raise AssertionError(f"searched the disk for a library: {args}")
+
+    monkeypatch.setattr(glob, "glob", no_search)
+    K, _, B, X_ref = system_3d
+    solver = backend("pardiso")
+    solver.factorize(K)
+    np.testing.assert_allclose(solver.solve(B), X_ref, rtol=1e-8, atol=1e-12)
+    import pypardiso
+    pypardiso.PyPardisoSolver()            # others (the Helmholtz filter) reuse it through the env
