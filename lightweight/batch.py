@@ -19,6 +19,11 @@ Dask cluster (``scheduler``), and guarantees what an unattended platform needs:
   soon as it exists; the CSV is (re)written at the end, in input order, also after Ctrl-C;
 - reruns resume: rows already in the JSON-lines file with ``status = "ok"`` for the same design
   bytes and case bytes (SHA-256) are kept, not recomputed;
+- a design that runs too long cannot stall the batch: with ``time_limit`` (seconds) the
+  design runs in a worker process that is killed when it exceeds the limit; it gets an error
+  row, and the designs that shared the pool are rerun one at a time as after a crash. The limit
+  counts from the hand-over to a worker, so a fresh worker's start-up (~1 s, plus Numba's
+  compilation on a machine that has never run lightweight) counts too: choose it generously;
 - traceability: every row carries the SHA-256 of the design file and of the case file, the
   package version and a UTC timestamp;
 - determinism: the same design and case give the same figures in any worker and with any
@@ -183,15 +188,25 @@ def _previous_rows(jsonl: Path) -> dict[tuple[str, str], dict]:
 
 def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, scheduler: str | None = None,
                      resume: bool = True, progress: Callable[[dict], None] | None = None,
-                     evaluate: Callable[[str, str], dict] = evaluate_design) -> list[dict]:
+                     evaluate: Callable[[str, str], dict] = evaluate_design,
+                     time_limit: float | None = None) -> list[dict]:
     """Evaluate every design against the case; write ``out_csv`` and ``out_csv``'s ``.jsonl`` twin.
 
     jobs: worker processes on this machine (1: in this process). scheduler: a Dask scheduler
     address ("tcp://host:8786") or "local" for a LocalCluster of ``jobs`` workers. resume: keep
     ok rows of an earlier run for unchanged design and case bytes. progress: called with each
     finished row. evaluate: the per-design function (a picklable top-level function; tests use
-    it to inject crashes). Returns the rows in the order of ``designs``.
+    it to inject crashes). time_limit: seconds per design in a worker process (also with
+    ``jobs=1``, which then uses one worker process), after which the worker is killed and the
+    design gets an error row; not available with ``scheduler``. Returns the rows in the order
+    of ``designs``.
     """
+    if time_limit is not None:
+        if not (np.isfinite(time_limit) and time_limit > 0):
+            raise LightweightError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
+        if scheduler is not None:
+            raise LightweightError("time_limit works with local worker processes (jobs), not with a Dask "
+                                   "scheduler: set a limit on the cluster's workers instead")
     case_path = Path(case_path)
     if not case_path.is_file():
         raise CaseFileError(f"case file {case_path} does not exist")
@@ -226,11 +241,11 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
     try:
         if scheduler is not None:
             _run_dask(case_path, designs, todo, finish, scheduler, jobs, evaluate)
-        elif jobs <= 1:
+        elif jobs <= 1 and time_limit is None:
             for index in todo:
                 finish(index, evaluate(str(case_path), designs[index]))
         else:
-            _run_pool(case_path, designs, todo, finish, jobs, evaluate)
+            _run_pool(case_path, designs, todo, finish, max(1, jobs), evaluate, time_limit)
     finally:
         writer.close()
         ordered = [rows[i] for i in range(len(designs)) if i in rows]
@@ -238,8 +253,29 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
     return [rows[i] for i in range(len(designs))]
 
 
-def _run_pool(case_path, designs, todo, finish, jobs: int, evaluate) -> None:
-    """At most ``jobs`` designs in flight, so a dying worker implicates only those few."""
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill a pool's worker processes (the executor has no way to stop one running task)."""
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            process.kill()
+        except (OSError, AttributeError):
+            pass
+
+
+def _error_row(case_path, design: str, error: str) -> dict:
+    row = _base_row(design)
+    row.update(case_sha256=file_sha256(case_path),
+               design_sha256=file_sha256(design) if Path(design).is_file() else None, error=error)
+    return row
+
+
+def _timed_out(case_path, design: str, time_limit: float) -> dict:
+    return _error_row(case_path, design, f"time limit exceeded: still running after {time_limit:g} s "
+                                         "(the worker process was killed)")
+
+
+def _run_pool(case_path, designs, todo, finish, jobs: int, evaluate, time_limit: float | None = None) -> None:
+    """At most ``jobs`` designs in flight, so a dying (or killed) worker implicates only those few."""
     import multiprocessing
     threads = max(1, (os.cpu_count() or 1) // jobs)
     context = multiprocessing.get_context("spawn")   # no fork of a process holding thread pools
@@ -248,41 +284,67 @@ def _run_pool(case_path, designs, todo, finish, jobs: int, evaluate) -> None:
         suspects = []
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_limit_threads,
                                  initargs=(threads,)) as pool:
-            running = {}
+            running, started = {}, {}
+            broken = False
             while queue or running:
                 while queue and len(running) < jobs:
                     index = queue.popleft()
-                    running[pool.submit(evaluate, str(case_path), designs[index])] = index
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    try:
+                        future = pool.submit(evaluate, str(case_path), designs[index])
+                    except BrokenProcessPool:    # a worker died since the last wait: not this design
+                        queue.appendleft(index)
+                        broken = True
+                        break
+                    running[future], started[future] = index, time.monotonic()
+                if broken:
+                    suspects.extend(running.values())
+                    break
+                timeout = None
+                if time_limit is not None:
+                    timeout = max(0.0, min(started[f] for f in running) + time_limit - time.monotonic())
+                done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
                 for future in done:
                     index = running.pop(future)
                     try:
                         finish(index, future.result())
                     except BrokenProcessPool:
                         suspects.append(index)
+                if time_limit is not None and not suspects:
+                    now = time.monotonic()
+                    late = [f for f in running if now - started[f] >= time_limit]
+                    if late:
+                        for future in late:
+                            index = running.pop(future)
+                            finish(index, _timed_out(case_path, designs[index], time_limit))
+                        _kill_workers(pool)
+                        suspects.extend(running.values())   # innocent, but their worker is gone
+                        break
                 if suspects:          # the pool is dead: whatever was in flight is suspect too
                     suspects.extend(running.values())
                     break
         # each suspect alone in a fresh process: only the design that kills it gets an error row
         for index in suspects:
-            _run_alone(case_path, designs, index, finish, context, threads, evaluate)
+            _run_alone(case_path, designs, index, finish, context, threads, evaluate, time_limit)
 
 
-def _run_alone(case_path, designs, index, finish, context, threads, evaluate) -> None:
-    """One design in a fresh single-worker pool; a second crash makes an error row."""
+def _run_alone(case_path, designs, index, finish, context, threads, evaluate,
+               time_limit: float | None = None) -> None:
+    """One design in a fresh single-worker pool; a second crash (or the time limit) makes an error row."""
     for attempt in range(2):
         with ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_limit_threads,
                                  initargs=(threads,)) as pool:
+            future = pool.submit(evaluate, str(case_path), designs[index])
             try:
-                finish(index, pool.submit(evaluate, str(case_path), designs[index]).result())
+                finish(index, future.result(timeout=time_limit))
                 return
             except BrokenProcessPool:
                 continue
-    row = _base_row(designs[index])
-    row.update(case_sha256=file_sha256(case_path),
-               design_sha256=file_sha256(designs[index]) if Path(designs[index]).is_file() else None,
-               error="the worker process died while evaluating this design, twice (a crash or out of memory)")
-    finish(index, row)
+            except TimeoutError:
+                _kill_workers(pool)
+                finish(index, _timed_out(case_path, designs[index], time_limit))
+                return
+    finish(index, _error_row(case_path, designs[index], "the worker process died while evaluating this "
+                                                        "design, twice (a crash or out of memory)"))
 
 
 def _run_dask(case_path, designs, todo, finish, scheduler: str, jobs: int, evaluate) -> None:

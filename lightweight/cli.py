@@ -4,7 +4,7 @@
                                                               design, pictures, report, summary
     lightweight optimize CASE.toml [--out DIR] [--report]     optimize the case file's part
                                                               (checkpointed; --resume continues)
-    lightweight evaluate CASE.toml DESIGN... --out results.csv [--jobs N] [--scheduler ADDR]
+    lightweight evaluate CASE.toml DESIGN... --out results.csv [--jobs N] [--scheduler ADDR] [--time-limit S]
                                                               judge designs (files or folders) in batch
     lightweight info MESH                                     cell type, sizes and named sets
     lightweight report RESULT [--out page.html]               HTML report of a saved result
@@ -183,7 +183,7 @@ def _evaluate(args) -> int:
                   f"({row.get('seconds', 0):.2f} s)", flush=True)
 
     rows = evaluate_designs(args.case, designs, args.out, jobs=args.jobs, scheduler=args.scheduler,
-                            resume=not args.no_resume, progress=progress)
+                            resume=not args.no_resume, progress=progress, time_limit=args.time_limit)
     ok = sum(r["status"] == "ok" for r in rows)
     passed = sum(bool(r.get("pass")) for r in rows if r["status"] == "ok")
     reused = len(rows) - counts["ok"] - counts["error"]
@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
     evaluate.add_argument("--scheduler", default=None,
                           help="Dask scheduler address (tcp://host:8786), or 'local' for a local cluster")
+    evaluate.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                          help="kill a design's worker process after this long and give it an error row "
+                               "(runs designs in worker processes; not with --scheduler)")
     evaluate.add_argument("--no-resume", action="store_true",
                           help="recompute designs already evaluated in --out's .jsonl")
     evaluate.add_argument("--quiet", action="store_true", help="no line per design")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import lightweight as lw
 from lightweight.batch import evaluate_design, evaluate_designs
 from lightweight.cli import main
 
-from batch_faults import die_on_crash_designs
+from batch_faults import die_on_crash_designs, hang_on_slow_designs
 
 CASE = """
 [mesh]
@@ -129,6 +130,31 @@ def test_process_pool_survives_a_dying_worker_with_the_same_numbers(batch, tmp_p
         assert a["max_von_mises"] == pytest.approx(b["max_von_mises"], rel=1e-12)
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_time_limit_kills_a_hanging_design_and_keeps_the_rest(batch, tmp_path, jobs):
+    case, files, _ = batch
+    slow = tmp_path / "slow.vtu"
+    slow.write_bytes(Path(files[0]).read_bytes())
+    designs = [files[0], str(slow), files[1]]
+    t0 = time.monotonic()
+    rows = evaluate_designs(case, designs, tmp_path / "limited.csv", jobs=jobs, time_limit=8.0,
+                            evaluate=hang_on_slow_designs)
+    assert time.monotonic() - t0 < 60
+    assert [r["status"] for r in rows] == ["ok", "error", "ok"]
+    assert "time limit exceeded: still running after 8 s" in rows[1]["error"]
+    assert rows[1]["design_sha256"] == rows[0]["design_sha256"]      # same bytes, traceable
+    on_disk = [json.loads(line) for line in (tmp_path / "limited.jsonl").read_text().splitlines()]
+    assert sorted(r["status"] for r in on_disk) == ["error", "ok", "ok"]
+
+
+def test_time_limit_must_be_positive_and_local(batch, tmp_path):
+    case, files, _ = batch
+    with pytest.raises(lw.LightweightError, match="positive number of seconds"):
+        evaluate_designs(case, files[:1], tmp_path / "x.csv", time_limit=0)
+    with pytest.raises(lw.LightweightError, match="not with a Dask scheduler"):
+        evaluate_designs(case, files[:1], tmp_path / "x.csv", time_limit=5, scheduler="local")
+
+
 def test_dask_local_cluster(batch, tmp_path):
     pytest.importorskip("distributed")
     case, files, _ = batch
@@ -149,3 +175,12 @@ def test_cli_evaluate_folder_and_bad_case(batch, tmp_path, capsys):
     broken.write_text(CASE.replace("[material]", "[materiel]"))
     assert main(["evaluate", str(broken), files[0], "--out", str(tmp_path / "x.csv")]) == 1
     assert "unknown table(s) 'materiel'" in capsys.readouterr().err
+
+
+def test_cli_time_limit(batch, tmp_path, capsys):
+    case, files, _ = batch
+    out = tmp_path / "limited.csv"
+    assert main(["evaluate", str(case), files[0], "--out", str(out), "--time-limit", "120", "--quiet"]) == 0
+    assert "1 designs: 1 evaluated" in capsys.readouterr().out
+    assert main(["evaluate", str(case), files[0], "--out", str(out), "--time-limit", "-1"]) == 1
+    assert "time_limit must be a positive number" in capsys.readouterr().err
