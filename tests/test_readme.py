@@ -113,3 +113,13 @@ def test_readme_command(workdir, command):
         with open(workdir / "out" / "results.csv", newline="") as file:
             statuses = [row["status"] for row in csv.DictReader(file)]
         assert statuses == ["ok", "ok"], statuses
+
+
+def test_readme_pictures_exist_and_are_small():
+    text = (ROOT / "README.md").read_text()
+    pictures = re.findall(r'src="([^"]+\.png)"', text)
+    assert len(pictures) >= 5
+    for picture in pictures:
+        path = ROOT / picture
+        assert path.is_file(), picture
+        assert 1_000 < path.stat().st_size < 150_000, picture
