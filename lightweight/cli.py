@@ -125,6 +125,18 @@ def _optimize(args) -> int:
         # a checkpoint every 10 iterations: an interrupted run loses at most 10 iterations
         result = run(case.model, verbose=not args.quiet, checkpoint=checkpoint, checkpoint_every=10,
                      resume=checkpoint if args.resume else None, callback=snapshots, **options)
+    except (LightweightError, KeyboardInterrupt) as exc:
+        partial = getattr(exc, "partial_result", None)
+        if partial is not None:            # keep the last completed iteration's design
+            partial.provenance.update(case.provenance())
+            saved = out / f"{case.name}.partial.vtu"
+            partial.save(saved)
+            print(f"{partial.message}; its design is in {saved}; `lightweight optimize {args.case} "
+                  f"--out {out} --resume` continues from the last checkpoint", file=sys.stderr)
+        if isinstance(exc, KeyboardInterrupt):
+            print("lightweight optimize: interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
+        raise
     finally:
         if snapshots is not None:
             snapshots.close()

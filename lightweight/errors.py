@@ -10,6 +10,10 @@ from __future__ import annotations
 class LightweightError(Exception):
     """Base class of every error a user of lightweight can cause."""
 
+    #: set by the optimization loop when an iteration fails: the OptimizationResult of the last
+    #: completed iteration (None before the first), so a long run's work is not lost
+    partial_result = None
+
 
 class MeshError(LightweightError):
     """The mesh is malformed: bad shapes, unknown element type, inverted or degenerate cells."""

@@ -165,3 +165,32 @@ def test_cli_optimize_snapshots_and_report(tmp_path):
     assert gif[:6] in (b"GIF87a", b"GIF89a")
     page = (out / "case.html").read_text()
     assert page.count("data:image/png;base64,") >= 2
+
+
+def test_cli_optimize_interrupted_keeps_the_design_and_resumes(tmp_path, capsys, monkeypatch):
+    from lightweight.optimize.loop import SimpLoop
+    case = write(tmp_path, SMALL_MBB)
+    out = tmp_path / "run"
+    step = SimpLoop.step
+
+    def interrupted_at_15(self):
+        if self.iteration == 14:
+            raise KeyboardInterrupt
+        return step(self)
+
+    monkeypatch.setattr(SimpLoop, "step", interrupted_at_15)
+    with pytest.raises(SystemExit) as exited:
+        main(["optimize", str(case), "--out", str(out), "--quiet", "--iterations", "30"])
+    assert exited.value.code == 130
+    err = capsys.readouterr().err
+    assert "stopped after iteration 14 (interrupted)" in err and "case.partial.vtu" in err
+    _, _, cells = lw.read_mesh_fields(out / "case.partial.vtu")
+    assert cells["density"].shape == (48,)
+    monkeypatch.setattr(SimpLoop, "step", step)
+    # the checkpoint of iteration 10 continues to the same end as an uninterrupted run
+    assert main(["optimize", str(case), "--out", str(out), "--quiet", "--iterations", "30", "--resume"]) == 0
+    resumed = json.loads((out / "case.json").read_text())
+    straight = lw.minimize_compliance(mbb_beam(12, 4), volume_fraction=0.5, filter="sensitivity",
+                                      filter_radius=1.5, optimizer="oc", max_iterations=30, verbose=False)
+    assert resumed["iterations"] == straight.iterations
+    assert resumed["compliance"]["mbb"] == straight.compliance["mbb"]

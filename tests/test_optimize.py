@@ -222,3 +222,31 @@ def test_bad_options_raise_clear_errors(kwargs, match):
 def test_minimize_mass_bad_limits_raise_clear_errors(kwargs, match):
     with pytest.raises(lw.OptimizationError, match=match):
         lw.minimize_mass(mbb_model(12, 4), filter_radius=1.5, verbose=False, max_iterations=2, **kwargs)
+
+
+@pytest.mark.parametrize("failure", [KeyboardInterrupt, lw.SolverError])
+def test_a_failed_iteration_keeps_the_last_design(failure):
+    """Ctrl-C or an error in iteration 4 re-raises with the result of iteration 3 attached."""
+    def callback(state):
+        if state.iteration == 4:
+            raise failure("stop here") if failure is not KeyboardInterrupt else failure()
+
+    with pytest.raises(failure) as caught:
+        lw.minimize_compliance(mbb_model(30, 10), volume_fraction=0.5, filter_radius=1.5,
+                               callback=callback, verbose=False)
+    partial = caught.value.partial_result
+    assert partial is not None and not partial.converged
+    assert len(partial.history) == 4 and partial.message.startswith("stopped after iteration 4")
+    reference = lw.minimize_compliance(mbb_model(30, 10), volume_fraction=0.5, filter_radius=1.5,
+                                       max_iterations=4, verbose=False)
+    np.testing.assert_array_equal(partial.density, reference.density)
+    assert partial.compliance["mbb"] == reference.compliance["mbb"]
+
+
+def test_failure_in_the_first_analysis_has_no_partial_result():
+    mesh = lw.structured_grid((12, 4), size=(12.0, 4.0))
+    mechanism = lw.Model(mesh, lw.Material(E=1.0, nu=0.3), supports={"xmin": "x"},
+                         loads={"c": [lw.Traction("xmax", (0.0, -1.0))]})
+    with pytest.raises(lw.SingularStiffnessError, match="free translation in y") as caught:
+        lw.minimize_compliance(mechanism, volume_fraction=0.5, filter_radius=1.5, verbose=False)
+    assert caught.value.partial_result is None

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import OptimizationError
+from ..errors import LightweightError, OptimizationError
 from ..provenance import hash_inputs, provenance
 from .mma import MMA
 from .oc import oc_update
@@ -219,14 +219,38 @@ class SimpLoop:
         return stop, message
 
     def run(self) -> OptimizationResult:
+        """Iterate to convergence or the cap.
+
+        If an iteration fails (a LightweightError, or Ctrl-C), the exception is re-raised with
+        ``partial_result``: the OptimizationResult of the last completed iteration (None if
+        there was none or it cannot be analysed), so a long run's work is not lost.
+        """
         message = f"iteration cap {self.settings.max_iterations} reached"
         converged = False
         while self.iteration < self.settings.max_iterations:
-            stop, msg = self.step()
+            try:
+                stop, msg = self.step()
+            except (LightweightError, KeyboardInterrupt) as exc:
+                exc.partial_result = self._partial_result(exc)
+                raise
             if stop:
                 message, converged = msg, msg.startswith("converged")
                 break
         return self.result(converged, message)
+
+    def _partial_result(self, exc: BaseException):
+        """The result of the design of the last completed iteration, or None."""
+        completed = len(self.history)
+        if completed == 0:
+            return None
+        # a failed step can advance the counter and continuation before it raises: report the
+        # state the last history record describes
+        self.iteration = self.history[-1]["iteration"]
+        reason = "interrupted" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+        try:
+            return self.result(False, f"stopped after iteration {self.iteration} ({reason})")
+        except (LightweightError, KeyboardInterrupt):
+            return None
 
     def result(self, converged: bool, message: str) -> OptimizationResult:
         from ..fem.static import build_solution
