@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from ._version import __version__
-from .errors import CaseFileError, LightweightError
+from .errors import CaseFileError, LightweightError, SingularStiffnessError
 from .provenance import file_sha256
 
 FIRST_COLUMNS = ["design", "design_sha256", "status", "error", "mass", "volume"]
@@ -123,7 +123,17 @@ def _evaluate(case, design: Path, row: dict) -> dict:
             raise LightweightError(f"design {design}: cell field 'density' must lie in [0, 1]; "
                                    f"cells {bad[:10].tolist()} are outside ({bad.size} in all)")
     model = case.model_for(mesh)
-    solution = solve(model, density=density, penalty=SIMP_PENALTY, min_stiffness=SIMP_MIN_STIFFNESS)
+    try:
+        solution = solve(model, density=density, penalty=SIMP_PENALTY, min_stiffness=SIMP_MIN_STIFFNESS)
+    except SingularStiffnessError as exc:
+        if density is None:
+            raise
+        solve(model)          # raises as before if the part is a mechanism even when solid
+        # solid it holds: the design's void cells (E = 1e-9 E0) are what fails to carry the loads
+        raise SingularStiffnessError(
+            f"design {design}: its material does not carry the loads to the supports (solid, the "
+            f"part is supported; with this density the stiffness is numerically singular: void cells "
+            f"cut a load path or hold a support). Detail: {exc}") from None
     figures = evaluate_requirements(solution, case.requirements)
     out = {"mass": figures["mass"], "volume": figures["volume"],
            "max_von_mises": figures["max_von_mises"], "safety_factor": figures["safety_factor"],

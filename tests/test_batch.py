@@ -184,3 +184,14 @@ def test_cli_time_limit(batch, tmp_path, capsys):
     assert "1 designs: 1 evaluated" in capsys.readouterr().out
     assert main(["evaluate", str(case), files[0], "--out", str(out), "--time-limit", "-1"]) == 1
     assert "time_limit must be a positive number" in capsys.readouterr().err
+
+
+def test_design_whose_void_cuts_the_load_path_gets_a_design_error(batch, tmp_path):
+    case, _, _ = batch
+    grid = lw.structured_grid((12, 4), size=(12.0, 4.0))
+    left_only = np.where(grid.cell_centers()[:, 0] < 6.0, 1.0, 0.0)     # the roller sits in void
+    path = tmp_path / "left_only.vtu"
+    lw.write_mesh(path, grid, cell_data={"density": left_only})
+    row = evaluate_design(str(case), str(path))
+    assert row["status"] == "error" and row["error"].startswith("SingularStiffnessError: design ")
+    assert "does not carry the loads to the supports" in row["error"]
