@@ -208,19 +208,30 @@ def _element_size(mesh: Mesh) -> float:
 
 
 def export_solid(result, path_msh, mesh_size: float | None = None, threshold: float | None = None,
-                 smoothing_iterations: int = 20, thickness: float | None = None) -> Mesh:
-    """Tetrahedral (tetra) mesh of the design's closed surface, written by Gmsh to ``path_msh``.
+                 smoothing_iterations: int = 20, thickness: float | None = None,
+                 time_limit: float | None = None, min_component: float = 0.01) -> Mesh:
+    """Tetrahedral (tetra) mesh of the design's closed surface, written to ``path_msh``.
 
     result: as for :func:`export_surface`, or a SurfaceExport, or a path to a closed
     .stl/.ply/.obj surface. mesh_size: target edge length (default: the surface's mean edge
-    length, at most half the design mesh's element size). Returns the mesh as a lightweight Mesh.
+    length, at most half the design mesh's element size). time_limit: seconds Gmsh may take (it
+    runs in a child process: on some self-touching surfaces it never returns; default 30 s plus
+    1 ms per surface triangle, where it normally needs ~0.1 ms). min_component:
+    closed pieces of the surface smaller than this fraction of the part's volume (floating
+    specks of material, which carry no load) are dropped, with a warning.
+
+    If Gmsh fails or runs out of time on a design (not on a surface file), the solid is the
+    design's clipped volume at the same level instead (tets of the unsmoothed iso-surface,
+    exact to the level set; a warning says so). Returns the mesh as a lightweight Mesh.
     """
     try:
-        import gmsh
+        import gmsh  # noqa: F401 - only to fail early with the right message
     except ImportError as exc:
         raise LightweightError(f"export_solid needs gmsh ({exc}); pip install lightweight[mesh]") from None
+    if time_limit is not None and not (time_limit > 0):
+        raise LightweightError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     pv = import_pyvista(off_screen=True)
-    default_size = None
+    default_size, fields, level = None, None, None
     if isinstance(result, SurfaceExport):
         surface = result.surface
     elif isinstance(result, (str, Path)) and Path(result).suffix.lower() in SURFACE_FORMATS:
@@ -228,10 +239,12 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     else:
         fields = load_fields(result, thickness=thickness)
         default_size = _element_size(fields.mesh)
-        surface = design_surface(fields, threshold, smoothing_iterations).surface
+        exported = design_surface(fields, threshold, smoothing_iterations)
+        surface, level = exported.surface, exported.threshold
     if not _is_closed_manifold(surface):
         raise LightweightError("export_solid needs a closed manifold surface "
                                f"({surface.n_open_edges} open edges)")
+    surface = _drop_small_components(surface, min_component)
     if mesh_size is None:
         # Thin members need finer tets than the design grid: remeshing a 24x8x8 cantilever at
         # its element size lost 2.9 % of the volume, at half of it 0.9 %.
@@ -244,10 +257,18 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     if not mesh_size > 0:
         raise LightweightError(f"mesh_size must be positive, got {mesh_size}")
     path_msh = Path(path_msh)
-    with tempfile.TemporaryDirectory() as tmp:
-        stl = Path(tmp) / "surface.stl"
-        surface.save(str(stl), binary=True)
-        points, tets = _gmsh_tetrahedralize(gmsh, stl, float(mesh_size), path_msh)
+    if time_limit is None:
+        time_limit = 30.0 + 1e-3 * surface.n_cells
+    try:
+        points, tets = _gmsh_in_child_process(surface, float(mesh_size), path_msh, float(time_limit))
+    except LightweightError as exc:
+        if fields is None or fields.mesh.dim != 3:
+            raise
+        warnings.warn(f"{exc}; the solid is the design's volume clipped at density level {level:.4g} "
+                      f"instead (tets of the unsmoothed iso-surface)", stacklevel=2)
+        points, tets = _clipped_volume_tets(fields, level, min_component)
+        from .mesh.io import write_mesh
+        write_mesh(path_msh, Mesh(points, tets, "tetra"))
     if len(tets) == 0:
         raise LightweightError(f"Gmsh made no tetrahedra from the exported surface (mesh_size={mesh_size})")
     used = np.unique(tets)
@@ -255,6 +276,90 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     remap[used] = np.arange(len(used))
     mesh = Mesh(points[used], remap[tets], "tetra", source=str(path_msh))
     return mesh
+
+
+def _component_volumes(surface) -> tuple[object, np.ndarray]:
+    """(surface with cell array RegionId, enclosed volume of each closed piece)."""
+    labelled = surface.connectivity(extraction_mode="all")
+    region = np.asarray(labelled.cell_data["RegionId"])
+    faces = labelled.faces.reshape(-1, 4)[:, 1:]
+    p = np.asarray(labelled.points)[faces]
+    # divergence theorem per triangle: signed volume of the tetrahedron with the origin
+    signed = np.einsum("ij,ij->i", p[:, 0], np.cross(p[:, 1], p[:, 2])) / 6.0
+    return labelled, np.abs(np.bincount(region, weights=signed))
+
+
+def _drop_small_components(surface, min_component: float):
+    """The surface without closed pieces below ``min_component`` of the total volume (warns)."""
+    labelled, volumes = _component_volumes(surface)
+    keep = volumes >= min_component * volumes.sum()
+    if keep.all():
+        return surface
+    region = np.asarray(labelled.cell_data["RegionId"])
+    kept = labelled.extract_cells(np.flatnonzero(keep[region])).extract_surface(algorithm="dataset_surface")
+    kept = kept.triangulate().clean()
+    kept.clear_data()
+    warnings.warn(f"dropped {int((~keep).sum())} floating piece(s) of material from the exported part "
+                  f"({volumes[~keep].sum() / volumes.sum():.2%} of its volume; they touch nothing that "
+                  f"holds or loads the part)", stacklevel=3)
+    return kept.compute_normals(auto_orient_normals=True, consistent_normals=True, split_vertices=False,
+                                cell_normals=True, point_normals=False)
+
+
+def _clipped_volume_tets(fields: ResultFields, level: float, min_component: float):
+    """(points (n, 3), tets (m, 4)) of the 3D design region above ``level``, positively oriented."""
+    region = _LevelSet(fields).region(level).triangulate()
+    if min_component > 0 and region.n_cells:
+        labelled = region.connectivity(extraction_mode="all")
+        ids = np.asarray(labelled.cell_data["RegionId"])
+        sizes = labelled.compute_cell_sizes(length=False, area=False, volume=True)
+        volumes = np.bincount(ids, weights=np.abs(np.asarray(sizes.cell_data["Volume"])))
+        keep = volumes >= min_component * volumes.sum()
+        region = labelled.extract_cells(np.flatnonzero(keep[ids]))
+    tets = np.asarray(region.cells_dict.get(10, np.zeros((0, 4))), dtype=np.int64)   # VTK_TETRA
+    points = np.asarray(region.points, dtype=float)
+    if len(tets) == 0:
+        raise LightweightError(f"no material above density level {level:.4g}: nothing to mesh")
+    p = points[tets]
+    six_volume = np.einsum("ij,ij->i", p[:, 1] - p[:, 0], np.cross(p[:, 2] - p[:, 0], p[:, 3] - p[:, 0]))
+    flip = six_volume < 0
+    tets[flip] = tets[flip][:, [0, 2, 1, 3]]
+    # the table-based clip leaves needle and cap slivers where a node sits almost on the level;
+    # those with no volume to speak of would only make the stiffness matrix singular
+    size = np.abs(six_volume)
+    return points, tets[size > 1e-9 * size.mean()]
+
+
+def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit: float):
+    """Run :func:`_gmsh_tetrahedralize` in a child Python with a time limit; (points, tets)."""
+    import subprocess
+    import sys
+    with tempfile.TemporaryDirectory() as tmp:
+        stl, out = Path(tmp) / "surface.stl", Path(tmp) / "mesh.npz"
+        surface.save(str(stl), binary=True)
+        code = ("import sys; from lightweight.export import _gmsh_child; "
+                "_gmsh_child(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4])")
+        try:
+            done = subprocess.run([sys.executable, "-c", code, str(stl), repr(mesh_size), str(path_msh),
+                                   str(out)], capture_output=True, text=True, timeout=time_limit)
+        except subprocess.TimeoutExpired:
+            raise LightweightError(f"Gmsh did not finish meshing the exported surface within "
+                                   f"{time_limit:g} s (time_limit=)") from None
+        if done.returncode != 0 or not out.is_file():
+            lines = [ln for ln in (done.stderr or "").strip().splitlines() if ln.strip()]
+            raise LightweightError(f"Gmsh could not mesh the exported surface "
+                                   f"({lines[-1] if lines else f'exit status {done.returncode}'})")
+        with np.load(out) as data:
+            return data["points"], data["tets"]
+
+
+def _gmsh_child(stl: str, mesh_size: float, path_msh: str, out_npz: str) -> None:
+    """Entry point of the child process of :func:`_gmsh_in_child_process`."""
+    import gmsh
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        points, tets = _gmsh_tetrahedralize(gmsh, Path(stl), mesh_size, Path(path_msh))
+    np.savez(out_npz, points=points, tets=tets)
 
 
 def _gmsh_tetrahedralize(gmsh, stl: Path, mesh_size: float, path_msh: Path):

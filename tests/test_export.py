@@ -146,3 +146,28 @@ def test_evaluate_exported_names_unmapped_set(tmp_path):
     solid = export.export_solid(sol, tmp_path / "half.msh", threshold=0.5)
     with pytest.raises(LightweightError, match="'xmax'"):
         export.evaluate_exported(sol, solid)
+
+
+def test_gmsh_out_of_time_falls_back_to_the_clipped_volume(grid, tmp_path):
+    """Gmsh runs in a child process with a time limit; past it the part is the clipped volume."""
+    rho = box_with_hole(grid)
+    design_volume = float(grid.cell_volumes() @ rho)
+    with pytest.warns(UserWarning, match="Gmsh did not finish .* within 0.001 s.*clipped at density level"):
+        solid = export.export_solid(fields_of(grid, rho), tmp_path / "part.msh", time_limit=0.001)
+    volumes = solid.cell_volumes()
+    assert volumes.min() > 0                                     # positively oriented tets
+    assert volumes.sum() == pytest.approx(design_volume, rel=0.03)
+    assert lw.read_mesh(tmp_path / "part.msh").n_cells == solid.n_cells
+    # a surface file has no volume to fall back on: a clear error
+    surface = export.export_surface(fields_of(grid, rho), tmp_path / "part.stl")
+    with pytest.raises(LightweightError, match="Gmsh did not finish"):
+        export.export_solid(surface.path, tmp_path / "again.msh", time_limit=0.001)
+
+
+def test_floating_specks_are_dropped_with_a_warning(grid, tmp_path):
+    c = grid.cell_centers()
+    speck = np.linalg.norm(c - np.array([25.0, 15.0, 17.0]), axis=1) - 1.6
+    rho = np.maximum(box_with_hole(grid), smooth_step(speck))    # the slab and a small ball above it
+    with pytest.warns(UserWarning, match=r"dropped 1 floating piece\(s\)"):
+        solid = export.export_solid(fields_of(grid, rho), tmp_path / "part.msh", mesh_size=2.0)
+    assert solid.points[:, 2].max() < 15.0                       # nothing of the ball is left
