@@ -17,7 +17,11 @@ their thickness into a solid.
 
 The closed surface becomes a tetrahedral mesh through Gmsh (the maintained mesher with a
 Python wheel): the STL is classified into patches, re-parametrized and remeshed at the
-requested size, then filled with tets. :func:`evaluate_exported` maps supports and loads onto
+requested size, then filled with tets. Gmsh runs in a child process with a time limit: on the
+optimized sample bracket (thin, self-touching members after smoothing) it raised a PLC error
+for one smoothing and never returned for another. When it fails, the solid is the clipped
+volume itself, split into tetrahedra: exact to the (unsmoothed) level set and always valid,
+only less regular than a remeshed one. :func:`evaluate_exported` maps supports and loads onto
 the new mesh by distance to the original sets and solves, so the exported part is judged by
 the same requirements as the design it came from.
 """
