@@ -23,7 +23,8 @@ Dask cluster (``scheduler``), and guarantees what an unattended platform needs:
   design runs in a worker process that is killed when it exceeds the limit; it gets an error
   row, and the designs that shared the pool are rerun one at a time as after a crash. The limit
   counts from the hand-over to a worker, so a fresh worker's start-up (~1 s, plus Numba's
-  compilation on a machine that has never run lightweight) counts too: choose it generously;
+  compilation on a machine that has never run lightweight) counts too: choose it generously.
+  On Dask each task runs its design in a child process that it kills at the limit;
 - traceability: every row carries the SHA-256 of the design file and of the case file, the
   package version and a UTC timestamp;
 - determinism: the same design and case give the same figures in any worker and with any
@@ -208,15 +209,15 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
     finished row. evaluate: the per-design function (a picklable top-level function; tests use
     it to inject crashes). time_limit: seconds per design in a worker process (also with
     ``jobs=1``, which then uses one worker process), after which the worker is killed and the
-    design gets an error row; not available with ``scheduler``. Returns the rows in the order
-    of ``designs``.
+    design gets an error row; with ``scheduler`` each Dask task runs the design in a child
+    process it kills at the limit. Returns the rows in the order of ``designs``.
     """
     if time_limit is not None:
         if not (np.isfinite(time_limit) and time_limit > 0):
             raise LightweightError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
-        if scheduler is not None:
-            raise LightweightError("time_limit works with local worker processes (jobs), not with a Dask "
-                                   "scheduler: set a limit on the cluster's workers instead")
+        if scheduler is not None and evaluate is not evaluate_design:
+            raise LightweightError("time_limit with a Dask scheduler runs evaluate_design in a child "
+                                   "process per design; a custom evaluate function cannot be used there")
     case_path = Path(case_path)
     if not case_path.is_file():
         raise CaseFileError(f"case file {case_path} does not exist")
@@ -250,7 +251,7 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
 
     try:
         if scheduler is not None:
-            _run_dask(case_path, designs, todo, finish, scheduler, jobs, evaluate)
+            _run_dask(case_path, designs, todo, finish, scheduler, jobs, evaluate, time_limit)
         elif jobs <= 1 and time_limit is None:
             for index in todo:
                 finish(index, evaluate(str(case_path), designs[index]))
@@ -357,7 +358,30 @@ def _run_alone(case_path, designs, index, finish, context, threads, evaluate,
                                                         "design, twice (a crash or out of memory)"))
 
 
-def _run_dask(case_path, designs, todo, finish, scheduler: str, jobs: int, evaluate) -> None:
+def evaluate_design_in_child(case_path, design_path, time_limit: float) -> dict:
+    """evaluate_design in a child Python process, killed after ``time_limit`` seconds.
+
+    What a Dask task runs when a time limit is asked for: Dask cannot stop a running task, but
+    the task can stop its child. Costs a Python start (~1 s) per design.
+    """
+    import subprocess
+    import sys
+    code = ("import json, sys; from lightweight.batch import evaluate_design, _json_default; "
+            "print(json.dumps(evaluate_design(sys.argv[1], sys.argv[2]), default=_json_default))")
+    try:
+        done = subprocess.run([sys.executable, "-c", code, str(case_path), str(design_path)],
+                              capture_output=True, text=True, timeout=time_limit)
+    except subprocess.TimeoutExpired:
+        return _timed_out(case_path, str(design_path), time_limit)
+    lines = (done.stdout or "").strip().splitlines()
+    if done.returncode != 0 or not lines:
+        return _error_row(case_path, str(design_path), f"the evaluating process died (exit status "
+                                                       f"{done.returncode}; a crash or out of memory)")
+    return json.loads(lines[-1])
+
+
+def _run_dask(case_path, designs, todo, finish, scheduler: str, jobs: int, evaluate,
+              time_limit: float | None = None) -> None:
     try:
         from distributed import Client, LocalCluster, as_completed as dask_completed
     except ImportError:
@@ -374,8 +398,12 @@ def _run_dask(case_path, designs, todo, finish, scheduler: str, jobs: int, evalu
             raise LightweightError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     try:
         case = str(Path(case_path).resolve())
-        futures = {client.submit(evaluate, case, str(Path(designs[i]).resolve()), pure=False): i
-                   for i in todo}
+        if time_limit is not None:
+            futures = {client.submit(evaluate_design_in_child, case, str(Path(designs[i]).resolve()),
+                                     time_limit, pure=False): i for i in todo}
+        else:
+            futures = {client.submit(evaluate, case, str(Path(designs[i]).resolve()), pure=False): i
+                       for i in todo}
         for future in dask_completed(futures):
             index = futures[future]
             try:

@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="Dask scheduler address (tcp://host:8786), or 'local' for a local cluster")
     evaluate.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                           help="kill a design's worker process after this long and give it an error row "
-                               "(runs designs in worker processes; not with --scheduler)")
+                               "(runs designs in worker processes; on Dask, in a child process per task)")
     evaluate.add_argument("--no-resume", action="store_true",
                           help="recompute designs already evaluated in --out's .jsonl")
     evaluate.add_argument("--quiet", action="store_true", help="no line per design")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lightweight as lw
-from lightweight.batch import evaluate_design, evaluate_designs
+from lightweight.batch import evaluate_design, evaluate_design_in_child, evaluate_designs
 from lightweight.cli import main
 
 from batch_faults import die_on_crash_designs, hang_on_slow_designs
@@ -147,12 +147,25 @@ def test_time_limit_kills_a_hanging_design_and_keeps_the_rest(batch, tmp_path, j
     assert sorted(r["status"] for r in on_disk) == ["error", "ok", "ok"]
 
 
-def test_time_limit_must_be_positive_and_local(batch, tmp_path):
+def test_time_limit_must_be_positive_and_fit_the_scheduler(batch, tmp_path):
     case, files, _ = batch
     with pytest.raises(lw.LightweightError, match="positive number of seconds"):
         evaluate_designs(case, files[:1], tmp_path / "x.csv", time_limit=0)
-    with pytest.raises(lw.LightweightError, match="not with a Dask scheduler"):
-        evaluate_designs(case, files[:1], tmp_path / "x.csv", time_limit=5, scheduler="local")
+    with pytest.raises(lw.LightweightError, match="custom evaluate function"):
+        evaluate_designs(case, files[:1], tmp_path / "x.csv", time_limit=5, scheduler="local",
+                         evaluate=hang_on_slow_designs)
+
+
+def test_design_in_a_child_process_same_row_or_time_limit(batch):
+    """What a Dask task runs under a time limit: the same figures, or an error row at the limit."""
+    case, files, _ = batch
+    row = evaluate_design_in_child(str(case), files[1], time_limit=120.0)
+    direct = evaluate_design(str(case), files[1])
+    assert row["status"] == "ok"
+    assert row["compliance.mbb"] == pytest.approx(direct["compliance.mbb"], rel=1e-12)
+    late = evaluate_design_in_child(str(case), files[1], time_limit=0.05)   # Python cannot even start
+    assert late["status"] == "error" and "time limit exceeded" in late["error"]
+    assert late["design_sha256"] == direct["design_sha256"]
 
 
 def test_dask_local_cluster(batch, tmp_path):
@@ -160,6 +173,11 @@ def test_dask_local_cluster(batch, tmp_path):
     case, files, _ = batch
     rows = evaluate_designs(case, files[:3], tmp_path / "dask.csv", jobs=1, scheduler="local")
     assert [r["status"] for r in rows] == ["ok", "ok", "error"]
+    limited = evaluate_designs(case, files[:3], tmp_path / "dask_limited.csv", jobs=1, scheduler="local",
+                               time_limit=120.0)
+    assert [r["status"] for r in limited] == ["ok", "ok", "error"]
+    assert [r["design"] for r in limited] == files[:3]
+    assert limited[1]["compliance.mbb"] == pytest.approx(rows[1]["compliance.mbb"], rel=1e-12)
     # another process: equal to round-off (the last bit depends on the native libraries loaded)
     assert rows[0]["compliance.mbb"] == pytest.approx(evaluate_design(str(case), files[0])["compliance.mbb"],
                                                       rel=1e-12)
