@@ -19,9 +19,12 @@ The closed surface becomes a tetrahedral mesh through Gmsh (the maintained meshe
 Python wheel): the STL is classified into patches, re-parametrized and remeshed at the
 requested size, then filled with tets. Gmsh runs in a child process with a time limit: on the
 optimized sample bracket (thin, self-touching members after smoothing) it raised a PLC error
-for one smoothing and never returned for another. When it fails, the solid is the clipped
-volume itself, split into tetrahedra: exact to the (unsmoothed) level set and always valid,
-only less regular than a remeshed one. :func:`evaluate_exported` maps supports and loads onto
+for one smoothing and never returned for another (the smoothed thin members touch). When it
+fails, MeshFix (pymeshfix, a maintained wrapper of Attene's repair code) removes the
+self-intersections and Gmsh fills the repaired triangles without re-parametrizing them; a
+repair that changes the volume by more than 1 % is not used. Failing that, the solid is the
+clipped volume itself, split into tetrahedra: exact to the (unsmoothed) level set and always
+valid, only less regular than a remeshed one. Flat or inverted tets of either are cleaned. :func:`evaluate_exported` maps supports and loads onto
 the new mesh by distance to the original sets and solves, so the exported part is judged by
 the same requirements as the design it came from.
 """
@@ -265,20 +268,35 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
         time_limit = 30.0 + 1e-3 * surface.n_cells
     try:
         points, tets = _gmsh_in_child_process(surface, float(mesh_size), path_msh, float(time_limit))
-    except LightweightError as exc:
-        if fields is None or fields.mesh.dim != 3:
-            raise
-        warnings.warn(f"{exc}; the solid is the design's volume clipped at density level {level:.4g} "
-                      f"instead (tets of the unsmoothed iso-surface)", stacklevel=2)
-        points, tets = _clipped_volume_tets(fields, level, min_component)
-        from .mesh.io import write_mesh
-        write_mesh(path_msh, Mesh(points, tets, "tetra"))
+    except LightweightError as first:
+        try:
+            # Smoothing can make thin members touch: MeshFix removes the self-intersections,
+            # and Gmsh fills the repaired triangles as they are (its re-parametrization is what
+            # hangs). The bracket: PLC error before the repair, 70k tets in 0.6 s after it.
+            repaired = _repaired(surface)
+            if repaired is None:
+                raise first
+            points, tets = _gmsh_in_child_process(repaired, float(mesh_size), path_msh, float(time_limit),
+                                                  remesh=False)
+            warnings.warn(f"{first}; meshed the surface as repaired by MeshFix instead", stacklevel=2)
+        except LightweightError as exc:
+            if fields is None or fields.mesh.dim != 3:
+                raise
+            warnings.warn(f"{exc}; the solid is the design's volume clipped at density level {level:.4g} "
+                          f"instead (tets of the unsmoothed iso-surface)", stacklevel=2)
+            points, tets = _clipped_volume_tets(fields, level, min_component)
+            from .mesh.io import write_mesh
+            write_mesh(path_msh, Mesh(points, tets, "tetra"))
     if len(tets) == 0:
         raise LightweightError(f"Gmsh made no tetrahedra from the exported surface (mesh_size={mesh_size})")
-    used = np.unique(tets)
+    cleaned = _oriented_tets(points, tets)
+    used = np.unique(cleaned)
     remap = np.full(len(points), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
-    mesh = Mesh(points[used], remap[tets], "tetra", source=str(path_msh))
+    mesh = Mesh(points[used], remap[cleaned], "tetra", source=str(path_msh))
+    if len(cleaned) != len(tets) or not np.array_equal(cleaned, tets):
+        from .mesh.io import write_mesh
+        write_mesh(path_msh, mesh)       # the file holds what is returned, slivers dropped
     return mesh
 
 
@@ -324,17 +342,51 @@ def _clipped_volume_tets(fields: ResultFields, level: float, min_component: floa
     points = np.asarray(region.points, dtype=float)
     if len(tets) == 0:
         raise LightweightError(f"no material above density level {level:.4g}: nothing to mesh")
+    return points, _oriented_tets(points, tets)
+
+
+def _oriented_tets(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
+    """Tets (m, 4) turned to positive volume, without the ones of (numerically) zero volume.
+
+    Both the table-based clip (where a node sits almost on the level) and Gmsh's fill of a
+    repaired surface leave a few flat slivers; they carry no material and would only make the
+    part's stiffness matrix singular (the FE core rejects non-positive Jacobians).
+    """
+    tets = np.array(tets, dtype=np.int64)
     p = points[tets]
     six_volume = np.einsum("ij,ij->i", p[:, 1] - p[:, 0], np.cross(p[:, 2] - p[:, 0], p[:, 3] - p[:, 0]))
     flip = six_volume < 0
     tets[flip] = tets[flip][:, [0, 2, 1, 3]]
-    # the table-based clip leaves needle and cap slivers where a node sits almost on the level;
-    # those with no volume to speak of would only make the stiffness matrix singular
     size = np.abs(six_volume)
-    return points, tets[size > 1e-9 * size.mean()]
+    return tets[size > 1e-9 * size.mean()]
 
 
-def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit: float):
+def _repaired(surface):
+    """The surface with self-intersections and degenerate triangles removed by MeshFix
+    (pymeshfix, the ``mesh`` extra), or None if pymeshfix is not installed or fails."""
+    try:
+        import pymeshfix
+    except ImportError:
+        return None
+    pv = import_pyvista(off_screen=True)
+    try:
+        fixer = pymeshfix.MeshFix(np.asarray(surface.points, dtype=float),
+                                  np.asarray(surface.faces).reshape(-1, 4)[:, 1:])
+        fixer.repair()
+    except Exception:  # noqa: BLE001 - a failed repair only means the next fallback is used
+        return None
+    faces = np.asarray(fixer.faces, dtype=np.int64)
+    if len(faces) == 0:
+        return None
+    repaired = pv.PolyData(np.asarray(fixer.points), np.column_stack([np.full(len(faces), 3), faces]).ravel())
+    # MeshFix also rebuilds what it takes for defects: on a slab with a through-hole it added
+    # 14 % of volume. Only a repair that keeps the part is a repair.
+    if abs(abs(repaired.volume) - abs(surface.volume)) > 0.01 * abs(surface.volume):
+        return None
+    return repaired
+
+
+def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit: float, remesh: bool = True):
     """Run :func:`_gmsh_tetrahedralize` in a child Python with a time limit; (points, tets)."""
     import subprocess
     import sys
@@ -342,10 +394,11 @@ def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit
         stl, out = Path(tmp) / "surface.stl", Path(tmp) / "mesh.npz"
         surface.save(str(stl), binary=True)
         code = ("import sys; from lightweight.export import _gmsh_child; "
-                "_gmsh_child(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4])")
+                "_gmsh_child(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == '1')")
         try:
             done = subprocess.run([sys.executable, "-c", code, str(stl), repr(mesh_size), str(path_msh),
-                                   str(out)], capture_output=True, text=True, timeout=time_limit)
+                                   str(out), "1" if remesh else "0"],
+                                  capture_output=True, text=True, timeout=time_limit)
         except subprocess.TimeoutExpired:
             raise LightweightError(f"Gmsh did not finish meshing the exported surface within "
                                    f"{time_limit:g} s (time_limit=)") from None
@@ -357,17 +410,20 @@ def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit
             return data["points"], data["tets"]
 
 
-def _gmsh_child(stl: str, mesh_size: float, path_msh: str, out_npz: str) -> None:
+def _gmsh_child(stl: str, mesh_size: float, path_msh: str, out_npz: str, remesh: bool = True) -> None:
     """Entry point of the child process of :func:`_gmsh_in_child_process`."""
     import gmsh
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        points, tets = _gmsh_tetrahedralize(gmsh, Path(stl), mesh_size, Path(path_msh))
+        points, tets = _gmsh_tetrahedralize(gmsh, Path(stl), mesh_size, Path(path_msh), remesh)
     np.savez(out_npz, points=points, tets=tets)
 
 
-def _gmsh_tetrahedralize(gmsh, stl: Path, mesh_size: float, path_msh: Path):
-    """(points (n, 3), tets (m, 4)) from Gmsh; writes ``path_msh``."""
+def _gmsh_tetrahedralize(gmsh, stl: Path, mesh_size: float, path_msh: Path, remesh: bool = True):
+    """(points (n, 3), tets (m, 4)) from Gmsh; writes ``path_msh``.
+
+    remesh: re-parametrize and remesh the surface at ``mesh_size`` first (else the STL
+    triangles are the boundary mesh as they are)."""
     initialized_here = not gmsh.isInitialized()
     if initialized_here:
         gmsh.initialize(interruptible=False)
@@ -377,6 +433,8 @@ def _gmsh_tetrahedralize(gmsh, stl: Path, mesh_size: float, path_msh: Path):
         try:
             gmsh.merge(str(stl))
             try:
+                if not remesh:
+                    raise RuntimeError("remeshing not asked for")
                 # Patches of the STL become re-parametrized surfaces Gmsh can remesh at mesh_size.
                 gmsh.model.mesh.classifySurfaces(40 * math.pi / 180, True, True, math.pi)
                 gmsh.model.mesh.createGeometry()

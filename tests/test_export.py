@@ -171,3 +171,38 @@ def test_floating_specks_are_dropped_with_a_warning(grid, tmp_path):
     with pytest.warns(UserWarning, match=r"dropped 1 floating piece\(s\)"):
         solid = export.export_solid(fields_of(grid, rho), tmp_path / "part.msh", mesh_size=2.0)
     assert solid.points[:, 2].max() < 15.0                       # nothing of the ball is left
+
+
+def test_failed_remesh_is_retried_on_the_meshfix_repaired_surface(grid, tmp_path, monkeypatch):
+    pytest.importorskip("pymeshfix")
+    c = grid.cell_centers()
+    rho = smooth_step(np.linalg.norm(c - np.array([15.0, 10.0, 10.0]), axis=1) - 7.0)    # a ball
+    design_volume = float(grid.cell_volumes() @ rho)
+    real = export._gmsh_in_child_process
+    calls = []
+
+    def remesh_fails(surface, mesh_size, path, time_limit, remesh=True):
+        calls.append(remesh)
+        if remesh:
+            raise LightweightError("Gmsh could not mesh the exported surface (PLC Error)")
+        return real(surface, mesh_size, path, time_limit, remesh)
+
+    monkeypatch.setattr(export, "_gmsh_in_child_process", remesh_fails)
+    with pytest.warns(UserWarning, match="PLC Error.*repaired by MeshFix"):
+        solid = export.export_solid(fields_of(grid, rho), tmp_path / "part.msh", mesh_size=2.0)
+    assert calls == [True, False]
+    assert solid.cell_volumes().min() > 0
+    assert solid.cell_volumes().sum() == pytest.approx(design_volume, rel=0.03)
+
+
+def test_a_repair_that_changes_the_part_is_not_used(grid):
+    pytest.importorskip("pymeshfix")
+    surface = export.design_surface(fields_of(grid, box_with_hole(grid))).surface
+    assert export._repaired(surface) is None        # MeshFix adds 14 % of volume to this slab
+
+
+def test_flat_and_inverted_tets_are_cleaned(tmp_path):
+    points = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]], dtype=float)
+    tets = np.array([[0, 1, 2, 3], [0, 2, 1, 3], [0, 1, 4, 2]])     # good, inverted, flat
+    cleaned = export._oriented_tets(points, tets)
+    assert cleaned.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
