@@ -123,6 +123,16 @@ def test_missing_mesh_file_and_case_file(tmp_path):
         read_case(tmp_path / "absent.toml")
 
 
+def assert_resume_ends_like_a_straight_run(case, out):
+    """``optimize --resume`` up to 30 iterations ends where one uninterrupted run does."""
+    assert main(["optimize", str(case), "--out", str(out), "--quiet", "--iterations", "30", "--resume"]) == 0
+    resumed = json.loads((out / "case.json").read_text())
+    straight = lw.minimize_compliance(mbb_beam(12, 4), volume_fraction=0.5, filter="sensitivity",
+                                      filter_radius=1.5, optimizer="oc", max_iterations=30, verbose=False)
+    assert resumed["iterations"] == straight.iterations
+    assert resumed["compliance"]["mbb"] == straight.compliance["mbb"]
+
+
 def test_cli_optimize_writes_design_summary_and_resumes(tmp_path, capsys):
     case = write(tmp_path, SMALL_MBB)
     out = tmp_path / "run"
@@ -135,12 +145,7 @@ def test_cli_optimize_writes_design_summary_and_resumes(tmp_path, capsys):
     metadata = lw.read_metadata(out / "case.vtu")
     assert json.loads(metadata["provenance"])["case_sha256"] == summary["provenance"]["case_sha256"]
     # resume from the checkpoint with a higher cap: the same history as one uninterrupted run
-    assert main(["optimize", str(case), "--out", str(out), "--quiet", "--iterations", "30", "--resume"]) == 0
-    resumed = json.loads((out / "case.json").read_text())
-    straight = lw.minimize_compliance(mbb_beam(12, 4), volume_fraction=0.5, filter="sensitivity",
-                                      filter_radius=1.5, optimizer="oc", max_iterations=30, verbose=False)
-    assert resumed["iterations"] == straight.iterations
-    assert resumed["compliance"]["mbb"] == straight.compliance["mbb"]
+    assert_resume_ends_like_a_straight_run(case, out)
 
 
 def test_cli_optimize_errors(tmp_path):
@@ -188,9 +193,4 @@ def test_cli_optimize_interrupted_keeps_the_design_and_resumes(tmp_path, capsys,
     assert cells["density"].shape == (48,)
     monkeypatch.setattr(SimpLoop, "step", step)
     # the checkpoint of iteration 10 continues to the same end as an uninterrupted run
-    assert main(["optimize", str(case), "--out", str(out), "--quiet", "--iterations", "30", "--resume"]) == 0
-    resumed = json.loads((out / "case.json").read_text())
-    straight = lw.minimize_compliance(mbb_beam(12, 4), volume_fraction=0.5, filter="sensitivity",
-                                      filter_radius=1.5, optimizer="oc", max_iterations=30, verbose=False)
-    assert resumed["iterations"] == straight.iterations
-    assert resumed["compliance"]["mbb"] == straight.compliance["mbb"]
+    assert_resume_ends_like_a_straight_run(case, out)
