@@ -89,6 +89,10 @@ def test_pardiso_timed_thread_choice_keeps_working_factors(monkeypatch):
     system, K = grid_matrix()
     b = np.random.default_rng(2).standard_normal(K.shape[0])
     solver.factorize(K)
+    assert solver.thread_timings is None          # one factorization: nothing timed yet
+    x = solver.solve(b)
+    assert np.allclose(x, spla.spsolve(K.tocsc(), b), rtol=0, atol=1e-8 * np.abs(x).max())
+    solver.factorize(K)                            # reused: now both modes are timed
     assert set(solver.thread_timings) == {"serial", "parallel"}
     assert solver.thread_mode in ("serial", "parallel")
     x = solver.solve(b)

@@ -289,7 +289,8 @@ class PardisoSolver(LinearSolver):
         self._analysed = False
         self._mkl_threads = MKLThreads(libmkl)
         self.threads = None          # MKL threads of the numeric phases, set after the analysis
-        self._tune = False           # time serial against parallel at the next numeric phase
+        self._tune = False           # time serial against parallel at the next refactorization
+        self._numeric_phases = 0     # numeric phases since the last analysis
         self._modes = None           # {"serial": handle state, "parallel": ...} when both are kept
         self.thread_mode = None      # "serial" | "parallel" when both are kept
         self.mflops = None           # PARDISO's flop count of the factorization (MFlop)
@@ -401,7 +402,10 @@ class PardisoSolver(LinearSolver):
             self._pardiso(11, data)
             self._analysed = True
         # Mid-size factorizations: whether more threads pay depends on how busy the other
-        # cores are, so the first numeric phase times both (see _start_thread_timing).
+        # cores are, so the first refactorization times both (see _start_thread_timing). Not
+        # the first factorization: a one-off solve (lw.solve, a batch evaluation) would pay six
+        # factorizations for one (0.18 of a bracket evaluation's 0.32 s).
+        self._numeric_phases = 0
         self._tune = (self.threads == 1 and max_threads > 1 and pardiso_threads_fixed() is None
                       and mflops is not None and mflops >= PARDISO_TRY_PARALLEL_MFLOPS)
         self.mflops = mflops
@@ -468,7 +472,8 @@ class PardisoSolver(LinearSolver):
 
     def _numeric(self, K: sp.csr_matrix) -> None:
         self._data = self._values(K)
-        if self._tune:
+        self._numeric_phases += 1
+        if self._tune and self._numeric_phases > 1:
             self._tune = False
             self._start_thread_timing(self._data)
         elif self._modes:
