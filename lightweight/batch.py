@@ -398,12 +398,9 @@ def _run_dask(case_path, designs, todo, finish, scheduler: str, jobs: int, evalu
             raise LightweightError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
     try:
         case = str(Path(case_path).resolve())
-        if time_limit is not None:
-            futures = {client.submit(evaluate_design_in_child, case, str(Path(designs[i]).resolve()),
-                                     time_limit, pure=False): i for i in todo}
-        else:
-            futures = {client.submit(evaluate, case, str(Path(designs[i]).resolve()), pure=False): i
-                       for i in todo}
+        task, extra = (evaluate, ()) if time_limit is None else (evaluate_design_in_child, (time_limit,))
+        futures = {client.submit(task, case, str(Path(designs[i]).resolve()), *extra, pure=False): i
+                   for i in todo}
         for future in dask_completed(futures):
             index = futures[future]
             try:

@@ -24,7 +24,8 @@ fails, MeshFix (pymeshfix, a maintained wrapper of Attene's repair code) removes
 self-intersections and Gmsh fills the repaired triangles without re-parametrizing them; a
 repair that changes the volume by more than 1 % is not used. Failing that, the solid is the
 clipped volume itself, split into tetrahedra: exact to the (unsmoothed) level set and always
-valid, only less regular than a remeshed one. Flat or inverted tets of either are cleaned. :func:`evaluate_exported` maps supports and loads onto
+valid, only less regular than a remeshed one. Flat or inverted tets of either are cleaned.
+:func:`evaluate_exported` maps supports and loads onto
 the new mesh by distance to the original sets and solves, so the exported part is judged by
 the same requirements as the design it came from.
 """
@@ -227,9 +228,11 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     closed pieces of the surface smaller than this fraction of the part's volume (floating
     specks of material, which carry no load) are dropped, with a warning.
 
-    If Gmsh fails or runs out of time on a design (not on a surface file), the solid is the
-    design's clipped volume at the same level instead (tets of the unsmoothed iso-surface,
-    exact to the level set; a warning says so). Returns the mesh as a lightweight Mesh.
+    If Gmsh fails or runs out of time, the surface repaired by MeshFix (if pymeshfix is
+    installed and the repair keeps the volume) is filled as it is; failing that, for a design
+    (not a surface file), the solid is the design's clipped volume at the same level (tets of
+    the unsmoothed iso-surface, exact to the level set). Each fallback warns. Returns the mesh
+    as a lightweight Mesh; ``path_msh`` holds the same tets.
     """
     try:
         import gmsh  # noqa: F401 - only to fail early with the right message
@@ -266,6 +269,7 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     path_msh = Path(path_msh)
     if time_limit is None:
         time_limit = 30.0 + 1e-3 * surface.n_cells
+    written_by_gmsh = True
     try:
         points, tets = _gmsh_in_child_process(surface, float(mesh_size), path_msh, float(time_limit))
     except LightweightError as first:
@@ -285,8 +289,7 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
             warnings.warn(f"{exc}; the solid is the design's volume clipped at density level {level:.4g} "
                           f"instead (tets of the unsmoothed iso-surface)", stacklevel=2)
             points, tets = _clipped_volume_tets(fields, level, min_component)
-            from .mesh.io import write_mesh
-            write_mesh(path_msh, Mesh(points, tets, "tetra"))
+            written_by_gmsh = False
     if len(tets) == 0:
         raise LightweightError(f"Gmsh made no tetrahedra from the exported surface (mesh_size={mesh_size})")
     cleaned = _oriented_tets(points, tets)
@@ -294,7 +297,7 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     remap = np.full(len(points), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
     mesh = Mesh(points[used], remap[cleaned], "tetra", source=str(path_msh))
-    if len(cleaned) != len(tets) or not np.array_equal(cleaned, tets):
+    if not written_by_gmsh or len(cleaned) != len(tets) or not np.array_equal(cleaned, tets):
         from .mesh.io import write_mesh
         write_mesh(path_msh, mesh)       # the file holds what is returned, slivers dropped
     return mesh
@@ -329,7 +332,8 @@ def _drop_small_components(surface, min_component: float):
 
 
 def _clipped_volume_tets(fields: ResultFields, level: float, min_component: float):
-    """(points (n, 3), tets (m, 4)) of the 3D design region above ``level``, positively oriented."""
+    """(points (n, 3), tets (m, 4)) of the 3D design region above ``level`` (orientation as VTK
+    left it: :func:`_oriented_tets` follows)."""
     region = _LevelSet(fields).region(level).triangulate()
     if min_component > 0 and region.n_cells:
         labelled = region.connectivity(extraction_mode="all")
@@ -342,7 +346,7 @@ def _clipped_volume_tets(fields: ResultFields, level: float, min_component: floa
     points = np.asarray(region.points, dtype=float)
     if len(tets) == 0:
         raise LightweightError(f"no material above density level {level:.4g}: nothing to mesh")
-    return points, _oriented_tets(points, tets)
+    return points, tets
 
 
 def _oriented_tets(points: np.ndarray, tets: np.ndarray) -> np.ndarray:
