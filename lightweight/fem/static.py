@@ -11,12 +11,14 @@ import numpy as np
 
 from ..errors import LightweightError
 from ..provenance import hash_inputs, provenance
+from .interpolation import DEFAULT_MIN_STIFFNESS, DEFAULT_PENALTY, Interpolation
 from .results import Solution
 
 
-def simp_scale(density: np.ndarray, penalty: float = 3.0, min_stiffness: float = 1e-9) -> np.ndarray:
+def simp_scale(density: np.ndarray, penalty: float = DEFAULT_PENALTY,
+               min_stiffness: float = DEFAULT_MIN_STIFFNESS) -> np.ndarray:
     """SIMP stiffness multiplier min_stiffness + rho^p (1 - min_stiffness), (n_cells,)."""
-    return min_stiffness + density ** penalty * (1.0 - min_stiffness)
+    return Interpolation("simp", penalty, min_stiffness).stiffness(np.asarray(density, dtype=float))
 
 
 def check_density(density, n_cells: int, what: str = "density") -> np.ndarray:
@@ -32,23 +34,28 @@ def check_density(density, n_cells: int, what: str = "density") -> np.ndarray:
     return rho
 
 
-def solve(model, density=None, penalty: float = 3.0, min_stiffness: float = 1e-9,
-          solver: str = "auto") -> Solution:
+def solve(model, density=None, penalty: float = DEFAULT_PENALTY,
+          min_stiffness: float = DEFAULT_MIN_STIFFNESS, solver: str = "auto",
+          interpolation: Interpolation | None = None) -> Solution:
     """Solve every load case of ``model`` for a density field (None: solid) -> Solution.
 
+    The density scales the stiffness through ``interpolation`` (an
+    :class:`~lightweight.fem.interpolation.Interpolation`; default SIMP with ``penalty`` and
+    ``min_stiffness``), and the self-weight linearly.
     solver: "auto", "multigrid" (structured quad/hex grids), "direct", "pardiso", "cholmod",
     "superlu" or "amg" (see :meth:`~lightweight.fem.system.LinearElasticSystem.solve`).
     """
     system = model.system()
     n_cells = model.mesh.n_cells
+    law = Interpolation("simp", penalty, min_stiffness) if interpolation is None else interpolation
     if density is None:
         rho = None
         scale = np.ones(n_cells)
     else:
         rho = check_density(density, n_cells)
-        scale = simp_scale(rho, penalty, min_stiffness)
+        scale = law.stiffness(rho)
     U, F = system.solve(scale, mass_scale=rho, solver=solver)
-    return build_solution(model, U, F, rho, scale, penalty=penalty, min_stiffness=min_stiffness)
+    return build_solution(model, U, F, rho, scale, **law.to_parameters())
 
 
 def build_solution(model, U, F, rho, scale, **parameters) -> Solution:
