@@ -58,7 +58,6 @@ What this module does (each step overridable):
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 
 # Factorizations cheaper than this (MFlop, PARDISO's own count) run on one MKL thread ...
@@ -151,21 +150,17 @@ def pardiso_threads(mflops: float | None, mkl_max_threads: int) -> int:
 
 
 class MKLThreads:
-    """Thread-local MKL thread count around a call: ``with MKLThreads(libmkl).limit(n): ...``."""
+    """Thread-local MKL thread count around a call: ``with MKLThreads(runtime).limit(n): ...``.
 
-    def __init__(self, libmkl):
-        # The C entry points are the CamelCase names; the lowercase ones are Fortran
-        # interfaces that take pointers.
-        self._set = getattr(libmkl, "MKL_Set_Num_Threads_Local", None)
-        if self._set is not None:
-            self._set.argtypes = [ctypes.c_int]
-            self._set.restype = ctypes.c_int
-        get_max = getattr(libmkl, "MKL_Get_Max_Threads", None)
-        self.max_threads = 1
-        if get_max is not None:
-            get_max.argtypes = []
-            get_max.restype = ctypes.c_int
-            self.max_threads = int(get_max())
+    runtime: :class:`lightweight.fem.mkl.MKLRuntime` (its ``set_num_threads_local`` and
+    ``get_max_threads`` are MKL's C functions with their argtypes declared; either may be None
+    in an old MKL, then the count is left alone and taken as 1).
+    """
+
+    def __init__(self, runtime):
+        self._set = runtime.set_num_threads_local
+        get_max = runtime.get_max_threads
+        self.max_threads = int(get_max()) if get_max is not None else 1
 
     @contextlib.contextmanager
     def limit(self, n: int):

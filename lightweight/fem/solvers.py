@@ -5,7 +5,8 @@ DOFs eliminated symmetrically) hundreds of times and solves all load cases at on
 backend splits the work like CHOLMOD/PARDISO do: a symbolic phase (fill-reducing ordering,
 elimination tree) done once per sparsity pattern, and a numeric phase per refill. Backends:
 
-- :class:`PardisoSolver` -- Intel MKL PARDISO through pypardiso's ctypes handle. We drive the
+- :class:`PardisoSolver` -- Intel MKL PARDISO through our own ctypes binding of mkl_rt
+  (:mod:`lightweight.fem.mkl`; pypardiso only installs MKL). We drive the
   phases ourselves (11 analysis once per pattern, 22 numeric factorization per refill, 33 solve)
   because ``pypardiso.PyPardisoSolver.factorize`` always redoes the analysis and recognizes a
   factorized matrix by comparing (or hashing) all of indptr/indices/data on every solve.
@@ -67,7 +68,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 import time
 import warnings
 
@@ -78,6 +78,7 @@ import scipy.sparse.linalg as spla
 from .._threads import (PARDISO_TRY_PARALLEL_MFLOPS, MKLThreads, pardiso_threads,
                         pardiso_threads_fixed)
 from ..errors import SingularStiffnessError, SolverError
+from .mkl import load_mkl
 
 # Mid-size PARDISO problems keep a serial and a parallel analysis; every this-many-th
 # factorization uses the non-preferred one to see whether it has become the faster.
@@ -100,26 +101,10 @@ def _singular(detail: str) -> SingularStiffnessError:
 
 
 @functools.lru_cache(maxsize=None)
-def _pardiso_library():
-    """pypardiso's loaded mkl_rt and its ``pardiso`` entry point with argtypes set, made once.
-
-    pypardiso finds mkl_rt by a recursive glob over sys.prefix when ctypes' find_library fails
-    (pip installs): ~0.5 s per PyPardisoSolver(), which dominated every small solve (a batch
-    evaluation of a 1 200-cell design took 0.31 s, 95 % of it in that glob).
-    """
-    import pypardiso
-    handle = pypardiso.PyPardisoSolver()
-    # pypardiso's documented override: later PyPardisoSolver() calls (the Helmholtz filter's,
-    # worker processes) load this library directly instead of searching again
-    os.environ.setdefault("PYPARDISO_MKL_RT", handle.libmkl._name)
-    return handle.libmkl, handle._mkl_pardiso
-
-
-@functools.lru_cache(maxsize=None)
 def _is_pardiso_available() -> bool:
     try:
-        _pardiso_library()
-    except Exception:  # the wheel exists only on x86-64; mkl_rt may fail to load
+        load_mkl()
+    except OSError:    # the mkl wheel exists only on x86-64; mkl_rt may be absent or unloadable
         return False
     return True
 
@@ -280,14 +265,18 @@ class PardisoSolver(LinearSolver):
         if matrix_type not in (2, 11):
             raise SolverError(f"pardiso matrix_type must be 2 (SPD) or 11 (unsymmetric), got {matrix_type}")
         self._ctypes = ctypes
-        libmkl, self._call = _pardiso_library()
-        self._getdiag = getattr(libmkl, "pardiso_getdiag", None)
+        try:
+            runtime = load_mkl()
+        except OSError as exc:
+            raise SolverError(f"pardiso is not available: {exc}") from None
+        self._call = runtime.pardiso
+        self._getdiag = runtime.pardiso_getdiag
         self.matrix_type = matrix_type
         self.check_pivots = check_pivots
         self.pt = np.zeros(64, dtype=np.int64)
         self.iparm = np.zeros(64, dtype=np.int32)
         self._analysed = False
-        self._mkl_threads = MKLThreads(libmkl)
+        self._mkl_threads = MKLThreads(runtime)
         self.threads = None          # MKL threads of the numeric phases, set after the analysis
         self._tune = False           # time serial against parallel at the next refactorization
         self._numeric_phases = 0     # numeric phases since the last analysis
