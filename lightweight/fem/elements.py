@@ -13,6 +13,10 @@ Like scikit-fem we keep the reference element (tables) apart from the kernel tha
 elements; unlike it we hand-write the loop in Numba because assembly runs hundreds of times in
 an optimization and the per-element work is small.
 
+Stresses are evaluated at the same integration points (:func:`element_point_stresses`, and
+the per-point operators D B of :func:`element_stress_operators` for stress sensitivities);
+:mod:`lightweight.fem.stress` builds the reported stress measures on them.
+
 Shapes: ``coords`` (n_cells, nodes_per_cell, dim); element matrices
 (n_cells, nodes_per_cell*dim, nodes_per_cell*dim) with node-major local DOFs.
 """
@@ -193,6 +197,91 @@ def element_stress(cell_type: str, coords: np.ndarray, D: np.ndarray,
     coords = np.ascontiguousarray(coords, dtype=np.float64)
     out = np.empty((u_cells.shape[0], coords.shape[0], D.shape[0]))
     _stress_kernel(coords, dN_ref, np.ascontiguousarray(D), np.ascontiguousarray(u_cells), out)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _stress_operator_kernel(coords, dN_ref, D, out):
+    # out (n_cells, n_q, n_voigt, n_dof_e) = D B at every integration point
+    n_cells, n_nodes, dim = coords.shape
+    n_q = dN_ref.shape[0]
+    n_voigt = D.shape[0]
+    n_dof = n_nodes * dim
+    for e in numba.prange(n_cells):
+        grad = np.empty((n_nodes, dim))
+        B = np.empty((n_voigt, n_dof))
+        for q in range(n_q):
+            _gradients(coords[e], dN_ref[q], dim, grad)
+            _fill_B(grad, dim, B)
+            for v in range(n_voigt):
+                for j in range(n_dof):
+                    s = 0.0
+                    for w in range(n_voigt):
+                        s += D[v, w] * B[w, j]
+                    out[e, q, v, j] = s
+
+
+def element_stress_operators(cell_type: str, coords: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """Stress operators D B at every integration point, (n_cells, n_points, n_voigt, n_dof_e).
+
+    coords: (n_cells, nodes_per_cell, dim) node coordinates; D: elasticity matrix (n_voigt, n_voigt).
+    The stress at point q of cell e is ``out[e, q] @ u_e`` (u_e node-major, (n_dof_e,)); points
+    in the order of :func:`lightweight.mesh.cell_types.quadrature`.
+    """
+    coords = np.ascontiguousarray(coords, dtype=np.float64)
+    dN_ref, _ = reference_tables(cell_type)
+    n_cells, n_nodes, dim = coords.shape
+    D = np.ascontiguousarray(D, dtype=np.float64)
+    out = np.empty((n_cells, dN_ref.shape[0], D.shape[0], n_nodes * dim))
+    _stress_operator_kernel(coords, dN_ref, D, out)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _point_stress_kernel(coords, dN_ref, D, cell_dofs, U, scale, out):
+    # out (n_cases, n_cells, n_q, n_voigt) = scale_e D B_q u_e, u_e read through cell_dofs
+    n_cells, n_nodes, dim = coords.shape
+    n_q = dN_ref.shape[0]
+    n_voigt = D.shape[0]
+    n_cases = U.shape[0]
+    n_dof = n_nodes * dim
+    for e in numba.prange(n_cells):
+        grad = np.empty((n_nodes, dim))
+        B = np.empty((n_voigt, n_dof))
+        strain = np.empty(n_voigt)
+        ue = np.empty(n_dof)
+        for q in range(n_q):
+            _gradients(coords[e], dN_ref[q], dim, grad)
+            _fill_B(grad, dim, B)
+            for c in range(n_cases):
+                for j in range(n_dof):
+                    ue[j] = U[c, cell_dofs[e, j]]
+                for v in range(n_voigt):
+                    s = 0.0
+                    for j in range(n_dof):
+                        s += B[v, j] * ue[j]
+                    strain[v] = s
+                for w in range(n_voigt):
+                    s = 0.0
+                    for v in range(n_voigt):
+                        s += D[w, v] * strain[v]
+                    out[c, e, q, w] = scale[e] * s
+
+
+def element_point_stresses(cell_type: str, coords: np.ndarray, D: np.ndarray, cell_dofs: np.ndarray,
+                           U: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Stresses at every integration point of every cell, (n_cases, n_cells, n_points, n_voigt).
+
+    coords: (n_cells, nodes_per_cell, dim); cell_dofs: (n_cells, n_dof_e) global DOFs;
+    U: (n_cases, n_dofs) displacements; scale: (n_cells,) multiplier of each cell's stress.
+    """
+    coords = np.ascontiguousarray(coords, dtype=np.float64)
+    dN_ref, _ = reference_tables(cell_type)
+    U = np.ascontiguousarray(np.atleast_2d(U), dtype=np.float64)
+    out = np.empty((U.shape[0], coords.shape[0], dN_ref.shape[0], D.shape[0]))
+    _point_stress_kernel(coords, dN_ref, np.ascontiguousarray(D, dtype=np.float64),
+                         np.ascontiguousarray(cell_dofs), U,
+                         np.ascontiguousarray(scale, dtype=np.float64), out)
     return out
 
 

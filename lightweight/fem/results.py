@@ -1,9 +1,14 @@
 """Results of a static analysis: plain arrays per load case, saved through meshio.
 
-Every per-case result is a dict keyed by load-case name (DESIGN.md). ``save`` writes point
-data ``displacement:<case>``, cell data ``von_mises:<case>``, ``strain_energy:<case>``,
-``stress:<case>`` and ``density``, plus a JSON provenance record (package version, hashes of
-the model and the density, solver) that :func:`lightweight.mesh.io.read_metadata` reads back.
+Every per-case result is a dict keyed by load-case name (DESIGN.md). Stresses are evaluated at
+the integration points (:mod:`lightweight.fem.stress`): ``von_mises`` per cell is the maximum
+over the cell's points, ``max_von_mises`` the maximum over all points, nodal values are
+extrapolated from the points and averaged over the cells sharing a node (CalculiX/Abaqus).
+``save`` writes point data ``displacement:<case>``, ``von_mises_nodal:<case>``,
+``stress_nodal:<case>`` and ``principal_stress:<case>`` (3 values, largest first), cell data
+``von_mises:<case>``, ``strain_energy:<case>``, ``stress:<case>`` (mean over the cell's points)
+and ``density``, plus a JSON provenance record (package version, hashes of the model and the
+density, solver) that :func:`lightweight.mesh.io.read_metadata` reads back.
 """
 
 from __future__ import annotations
@@ -22,9 +27,9 @@ class Solution:
     displacement: dict[str, np.ndarray]          # {case: (n_nodes, dim)}
     compliance: dict[str, float]                 # {case: f.u (+ work of prescribed displacements)}
     strain_energy: dict[str, np.ndarray]         # {case: (n_cells,)} 1/2 u_e^T K_e u_e (scaled)
-    stress: dict[str, np.ndarray]                # {case: (n_cells, n_voigt)} at cell centres
-    von_mises: dict[str, np.ndarray]             # {case: (n_cells,)}
-    von_mises_nodal: dict[str, np.ndarray]       # {case: (n_nodes,)} averaged from cells
+    stress: dict[str, np.ndarray]                # {case: (n_cells, n_voigt)} mean over the cell's points
+    von_mises: dict[str, np.ndarray]             # {case: (n_cells,)} max over the cell's points
+    von_mises_nodal: dict[str, np.ndarray]       # {case: (n_nodes,)} of the nodal stress tensor
     reactions: dict[str, dict[str, np.ndarray]]  # {case: {support set: (dim,)}}
     max_displacement: dict[str, float]           # {case: largest nodal |u|}
     density: np.ndarray | None                   # (n_cells,) or None for solid
@@ -32,6 +37,10 @@ class Solution:
     mass: float                                  # volume * material density
     provenance: dict = field(default_factory=dict)
     solver_info: dict = field(default_factory=dict, repr=False)
+    # {case: (n_nodes, n_voigt)} point stresses extrapolated to the nodes and averaged
+    stress_nodal: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    # (n_cells,) multiplier of the solid-material stress used for every stress above (None: 1)
+    stress_scale: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def mesh(self):
@@ -41,12 +50,28 @@ class Solution:
     def max_von_mises(self) -> dict[str, float]:
         return {case: float(np.max(v)) for case, v in self.von_mises.items()}
 
+    def integration_point_stresses(self, case: str) -> np.ndarray:
+        """Stresses at every integration point of load case ``case``, (n_cells, n_points, n_voigt)."""
+        from .stress import integration_point_stresses
+        if case not in self.displacement:
+            from ..errors import LightweightError
+            raise LightweightError(f"unknown load case {case!r}; cases: {', '.join(self.displacement)}")
+        return integration_point_stresses(self.model, self.displacement[case].reshape(1, -1),
+                                          self.stress_scale)[0]
+
+    def principal_stresses(self, case: str) -> np.ndarray:
+        """Principal stresses of the nodal stress tensor of ``case``, (n_nodes, 3), largest first."""
+        from .stress import principal_stresses
+        return principal_stresses(self.stress_nodal[case], self.model.dim, self.model.plane,
+                                  self.model.material.nu)
+
     def safety_factor(self) -> dict[str, float] | None:
         """yield_strength / max von Mises per case, or None without a yield strength."""
+        from .material import safety_factor
         ys = self.model.material.yield_strength
         if ys is None:
             return None
-        return {case: (float(ys / m) if m > 0 else float("inf")) for case, m in self.max_von_mises.items()}
+        return {case: safety_factor(ys, m) for case, m in self.max_von_mises.items()}
 
     def summary(self) -> dict:
         """JSON-able scalar results."""
@@ -57,6 +82,8 @@ class Solution:
     def point_data(self) -> dict[str, np.ndarray]:
         data = {f"displacement:{c}": u for c, u in self.displacement.items()}
         data.update({f"von_mises_nodal:{c}": v for c, v in self.von_mises_nodal.items()})
+        data.update({f"stress_nodal:{c}": v for c, v in self.stress_nodal.items()})
+        data.update({f"principal_stress:{c}": self.principal_stresses(c) for c in self.stress_nodal})
         return data
 
     def cell_data(self) -> dict[str, np.ndarray]:
