@@ -14,6 +14,13 @@ key (``loads.brake[1].set``). ``Case.sha256`` (the file's bytes) and the mesh fi
 into every result, so a figure can be traced to the exact inputs that produced it.
 ``evaluate_requirements`` judges a solved design against ``[requirements]``; the optimizer and
 the batch evaluator report the same numbers.
+
+The keys each table accepts are listed once, in ``SECTION_KEYS`` (one tuple per table), so a new
+requirement or option is one entry there plus its reader. ``[limits]`` sets what one submitted
+design may cost in batch evaluation (:class:`lightweight.sandbox.Limits`: file size, cells,
+inflated data, worker memory, time); the case's own grid must fit ``max_cells`` too. Numbers must
+be finite (TOML allows ``nan`` and ``inf``), limits positive, and a document nested deeper than
+TOML tables need is refused, all as CaseFileError naming the key.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from .errors import CaseFileError, LightweightError
 from .fem import Gravity, Material, Model, PointLoad, Pressure, Traction
 from .mesh import read_mesh, structured_grid
 from .provenance import file_sha256
+from .sandbox import LIMIT_KEYS, Limits
 
 LOAD_TYPES = ("point", "traction", "pressure", "gravity")
 REQUIREMENT_KEYS = ("max_compliance", "max_displacement", "min_safety_factor", "max_mass")
@@ -39,6 +47,22 @@ OPTIMIZE_KEYS = ("problem", "volume_fraction", "max_compliance", "max_compliance
                  "max_iterations", "tolerance", "objective_tolerance", "move",
                  "continuation_interval", "initial", "solver")
 PROBLEMS = ("min_compliance", "min_mass")
+# the keys of each table (None: any key, e.g. set or load-case names); extend here
+SECTION_KEYS = {
+    "mesh": ("file", "grid", "size", "origin", "cell_type"),
+    "material": ("E", "nu", "density", "yield_strength"),
+    "model": ("plane", "thickness"),
+    "supports": None,
+    "loads": None,
+    "sets": None,
+    "requirements": REQUIREMENT_KEYS,
+    "optimize": OPTIMIZE_KEYS,
+    "limits": LIMIT_KEYS,
+}
+LOAD_KEYS = ("type", "set", "value", "distribute")
+SET_KEYS = ("box", "kind", "tolerance")
+# deeper than any valid case file (loads.CASE[i].value[j] is 4 levels): refused before reading
+MAX_NESTING = 8
 
 
 @dataclass
@@ -49,6 +73,7 @@ class Case:
     model: Model
     requirements: dict = field(default_factory=dict)   # keys of REQUIREMENT_KEYS
     optimize: dict = field(default_factory=dict)       # problem + minimize_* keyword arguments
+    limits: Limits = field(default_factory=Limits)      # [limits] over the defaults
     sha256: str = ""                                    # of the case file's bytes
     mesh_sha256: str | None = None                      # of the mesh file (None for grids)
     document: dict = field(default_factory=dict, repr=False)  # the parsed TOML
@@ -104,12 +129,16 @@ class _Reader:
         value = table[key]
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(f"{where}.{key}", f"must be a number, got {value!r}")
+        if not np.isfinite(value):
+            raise self.fail(f"{where}.{key}", f"must be a finite number, got {value!r}")
         return float(value)
 
     def vector(self, value, where: str, length: int | None = None) -> list[float]:
         if (not isinstance(value, list) or not value
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
             raise self.fail(where, f"must be a list of numbers, got {value!r}")
+        if not all(np.isfinite(v) for v in value):
+            raise self.fail(where, f"must be finite numbers, got {value!r}")
         if length is not None and len(value) != length:
             raise self.fail(where, f"needs {length} numbers for this {length}D model, got {len(value)}")
         return [float(v) for v in value]
@@ -125,39 +154,79 @@ def read_case(path) -> Case:
         doc = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CaseFileError(f"case file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise CaseFileError(f"case file {path} is nested too deeply to be a case file") from None
     reader = _Reader(path)
-    unknown = sorted(set(doc) - {"mesh", "material", "supports", "loads", "requirements", "optimize",
-                                 "model", "sets"})
+    deepest = _nesting(doc)
+    if deepest:
+        raise reader.fail(deepest, f"nested deeper than {MAX_NESTING} levels; a case file needs at most 4")
+    unknown = sorted(set(doc) - set(SECTION_KEYS))
     if unknown:
-        raise reader.fail("", f"unknown table(s) {', '.join(map(repr, unknown))}; known: mesh, "
-                              f"material, supports, loads, requirements, optimize, model, sets")
-    mesh, mesh_sha = _read_mesh(reader, doc, path.parent)
+        raise reader.fail("", f"unknown table(s) {', '.join(map(repr, unknown))}; known: "
+                              f"{', '.join(SECTION_KEYS)}")
+    limits = _read_limits(reader, doc)
+    mesh, mesh_sha = _read_mesh(reader, doc, path.parent, limits)
     model = _build_model(reader, doc, mesh)
     requirements = _read_requirements(reader, doc, model)
     optimize = _read_optimize(reader, doc, model)
     return Case(path=path.resolve(), model=model, requirements=requirements, optimize=optimize,
-                sha256=file_sha256(path), mesh_sha256=mesh_sha, document=doc)
+                limits=limits, sha256=file_sha256(path), mesh_sha256=mesh_sha, document=doc)
+
+
+def _nesting(value, where: str = "", depth: int = 0) -> str | None:
+    """The first key path nested deeper than MAX_NESTING, or None."""
+    if depth > MAX_NESTING:
+        return where or "(top)"
+    items = value.items() if isinstance(value, Mapping) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        found = _nesting(item, f"{where}[{key}]" if isinstance(key, int) else
+                         (f"{where}.{key}" if where else str(key)), depth + 1)
+        if found:
+            return found
+    return None
+
+
+def _read_limits(reader: _Reader, doc) -> Limits:
+    """[limits] over the defaults of :class:`lightweight.sandbox.Limits`."""
+    table = reader.table(doc, "limits", SECTION_KEYS["limits"])
+    values = {}
+    for key in table:
+        value = reader.number(table, key, "limits")
+        if not (value > 0 or (key == "memory_mb" and value == 0)):
+            raise reader.fail(f"limits.{key}", f"must be positive, got {value:g}")
+        values[key] = int(value) if key == "max_cells" else value
+    return Limits().updated(**values)
 
 
 def _build_model(reader: _Reader, doc, mesh) -> Model:
     """[sets], [material], [model], [supports] and [loads] on ``mesh`` -> Model."""
     _add_sets(reader, doc, mesh)
     material = _read_material(reader, doc)
-    model_opts = reader.table(doc, "model", ("plane", "thickness"))
+    model_opts = reader.table(doc, "model", SECTION_KEYS["model"])
+    thickness = reader.number(model_opts, "thickness", "model", default=1.0)
+    if not thickness > 0:
+        raise reader.fail("model.thickness", f"must be positive, got {thickness:g}")
+    plane = model_opts.get("plane", "stress")
+    if plane not in ("stress", "strain"):
+        raise reader.fail("model.plane", f"must be 'stress' or 'strain', got {plane!r}")
     supports = reader.table(doc, "supports", None, required=True)
+    for name, components in supports.items():
+        if not isinstance(components, str):
+            raise reader.fail(f"supports.{name}", f"must be a string of components like \"xyz\", "
+                                                  f"got {components!r}")
     loads = _read_loads(reader, doc, mesh.dim)
     try:
-        return Model(mesh, material=material, supports=supports, loads=loads,
-                     plane=model_opts.get("plane", "stress"),
-                     thickness=float(model_opts.get("thickness", 1.0)))
+        return Model(mesh, material=material, supports=supports, loads=loads, plane=plane,
+                     thickness=thickness)
     except CaseFileError:
         raise
     except LightweightError as exc:
         raise CaseFileError(f"case file {reader.path}: {exc}") from None
 
 
-def _read_mesh(reader: _Reader, doc, folder: Path):
-    table = reader.table(doc, "mesh", ("file", "grid", "size", "origin", "cell_type"), required=True)
+def _read_mesh(reader: _Reader, doc, folder: Path, limits: Limits):
+    table = reader.table(doc, "mesh", SECTION_KEYS["mesh"], required=True)
     if ("file" in table) == ("grid" in table):
         raise reader.fail("mesh", "give exactly one of file = \"part.msh\" or grid = [nx, ny(, nz)]")
     if "file" in table:
@@ -175,6 +244,9 @@ def _read_mesh(reader: _Reader, doc, folder: Path):
     if not (isinstance(shape, list) and len(shape) in (2, 3)
             and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
         raise reader.fail("mesh.grid", f"must be 2 or 3 positive integers, got {shape!r}")
+    if int(np.prod(shape, dtype=object)) > limits.max_cells:
+        raise reader.fail("mesh.grid", f"{' x '.join(map(str, shape))} cells exceed the limit of "
+                                       f"{limits.max_cells} (limits.max_cells)")
     size = reader.vector(table["size"], "mesh.size", len(shape)) if "size" in table else None
     origin = reader.vector(table["origin"], "mesh.origin", len(shape)) if "origin" in table else None
     try:
@@ -188,7 +260,7 @@ def _add_sets(reader: _Reader, doc, mesh) -> None:
     sets = reader.table(doc, "sets", None)
     for name, spec in sets.items():
         where = f"sets.{name}"
-        spec = reader.table(sets, name, ("box", "kind", "tolerance"))
+        spec = reader.table(sets, name, SET_KEYS)
         if "box" not in spec:
             raise reader.fail(where, "needs box = [[lower corner], [upper corner]]")
         box = spec["box"]
@@ -218,7 +290,7 @@ def _add_sets(reader: _Reader, doc, mesh) -> None:
 
 
 def _read_material(reader: _Reader, doc) -> Material:
-    table = reader.table(doc, "material", ("E", "nu", "density", "yield_strength"), required=True)
+    table = reader.table(doc, "material", SECTION_KEYS["material"], required=True)
     values = {"E": reader.number(table, "E", "material", required=True),
               "nu": reader.number(table, "nu", "material", required=True),
               "density": reader.number(table, "density", "material", default=0.0)}
@@ -245,10 +317,10 @@ def _read_loads(reader: _Reader, doc, dim: int) -> dict:
             where = f"loads.{case}[{i}]"
             if not isinstance(entry, Mapping):
                 raise reader.fail(where, f"must be a table, got {entry!r}")
-            unknown = sorted(set(entry) - {"type", "set", "value", "distribute"})
+            unknown = sorted(set(entry) - set(LOAD_KEYS))
             if unknown:
                 raise reader.fail(where, f"unknown key(s) {', '.join(map(repr, unknown))}; "
-                                         f"known: type, set, value, distribute")
+                                         f"known: {', '.join(LOAD_KEYS)}")
             kind = entry.get("type")
             if kind not in LOAD_TYPES:
                 raise reader.fail(f"{where}.type", f"must be one of {', '.join(LOAD_TYPES)}, got {kind!r}")
@@ -273,7 +345,7 @@ def _read_loads(reader: _Reader, doc, dim: int) -> dict:
 
 
 def _read_requirements(reader: _Reader, doc, model: Model) -> dict:
-    table = reader.table(doc, "requirements", REQUIREMENT_KEYS)
+    table = reader.table(doc, "requirements", SECTION_KEYS["requirements"])
     out = {}
     for key in ("max_displacement", "min_safety_factor", "max_mass"):
         if key in table:
@@ -296,14 +368,19 @@ def _per_case(reader: _Reader, value, where: str, cases) -> dict[str, float]:
         if unknown:
             raise reader.fail(where, f"unknown load case(s) {', '.join(map(repr, unknown))}; "
                                      f"cases: {', '.join(cases)}")
-        return {c: reader.number(value, c, where) for c in value}
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        limits = {c: reader.number(value, c, where) for c in value}
+        for c, limit in limits.items():
+            if not limit > 0:
+                raise reader.fail(f"{where}.{c}", f"must be positive, got {limit:g}")
+        return limits
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value)
+            or not value > 0):
         raise reader.fail(where, f"must be a positive number or a table {{case = number}}, got {value!r}")
     return {c: float(value) for c in cases}
 
 
 def _read_optimize(reader: _Reader, doc, model: Model) -> dict:
-    table = reader.table(doc, "optimize", OPTIMIZE_KEYS)
+    table = reader.table(doc, "optimize", SECTION_KEYS["optimize"])
     if not table:
         return {}
     problem = table.pop("problem", "min_mass" if ("max_compliance" in table or "max_compliance_factor" in table)
@@ -336,10 +413,10 @@ def evaluate_requirements(solution, requirements: Mapping) -> dict:
     "max_von_mises", "safety_factor" (None without a yield strength), "checks": {requirement:
     bool}, "pass": all checks hold}. Units are the model's.
     """
+    from .fem.material import safety_factor
     model = solution.model
-    max_vm = float(max(np.max(v) for v in solution.von_mises.values()))
-    yield_strength = model.material.yield_strength
-    safety = (float(yield_strength) / max_vm if max_vm > 0 else float("inf")) if yield_strength else None
+    max_vm = float(max(solution.max_von_mises.values()))
+    safety = safety_factor(model.material.yield_strength, max_vm)
     checks = {}
     if "max_compliance" in requirements:
         for case, limit in requirements["max_compliance"].items():

@@ -5,7 +5,10 @@
     lightweight optimize CASE.toml [--out DIR] [--report]     optimize the case file's part
                                                               (checkpointed; --resume continues)
     lightweight evaluate CASE.toml DESIGN... --out results.csv [--jobs N] [--scheduler ADDR] [--time-limit S]
+                     [--store results.sqlite|postgresql://...] [--max-file-mb M] [--max-cells N] [--memory-mb M]
                                                               judge designs (files or folders) in batch
+    lightweight results STORE [--csv F] [--jsonl F]           export a results store
+    lightweight dashboard STORE --out site/                   static site of a results store
     lightweight info MESH                                     cell type, sizes and named sets
     lightweight report RESULT [--out page.html]               HTML report of a saved result
 
@@ -163,23 +166,40 @@ def _optimize(args) -> int:
     return 0
 
 
-MESH_SUFFIXES = (".vtu", ".xdmf", ".msh", ".inp", ".vtk")
+# the documented design formats (lightweight.sandbox.FORMATS); a folder argument stands for these
+MESH_SUFFIXES = (".vtu", ".xdmf", ".msh", ".inp")
 
 
 def _design_files(arguments) -> list[str]:
-    """DESIGN arguments -> files; a folder stands for the mesh files in it (sorted)."""
+    """DESIGN arguments -> files; a folder stands for the design files in it (sorted, no links)."""
     files = []
     for argument in arguments:
         path = Path(argument)
-        if path.is_dir():
+        if path.is_dir() and not path.is_symlink():
             files += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in MESH_SUFFIXES)
         else:
-            files.append(argument)       # a missing file becomes an error row, not a stop
+            files.append(argument)       # a missing or refused file becomes an error row, not a stop
     return files
 
 
+def _security(args):
+    """A Dask Security object from --tls-ca/--tls-cert/--tls-key, or None."""
+    given = [args.tls_ca, args.tls_cert, args.tls_key]
+    if not any(given):
+        return None
+    if not all(given):
+        raise LightweightError("--tls-ca, --tls-cert and --tls-key go together (docs/platform.md)")
+    try:
+        from distributed.security import Security
+    except ImportError:
+        raise LightweightError("--tls-* needs Dask: pip install 'lightweight[batch]'") from None
+    return Security(tls_ca_file=args.tls_ca, tls_client_cert=args.tls_cert, tls_client_key=args.tls_key,
+                    require_encryption=True)
+
+
 def _evaluate(args) -> int:
-    from .batch import evaluate_designs
+    from .batch import evaluate_designs, export_paths
+    from .casefile import read_case
     designs = _design_files(args.designs)
     if not designs:
         raise LightweightError(f"no design files in {', '.join(args.designs)} "
@@ -192,16 +212,56 @@ def _evaluate(args) -> int:
         if not args.quiet:
             verdict = ("pass" if row.get("pass") else "fail") if row["status"] == "ok" else f"error: {row['error']}"
             print(f"[{counts['ok'] + counts['error']}/{len(designs)}] {row['design']}: {verdict} "
-                  f"({row.get('seconds', 0):.2f} s)", flush=True)
+                  f"({row.get('seconds') or 0:.2f} s)", flush=True)
 
-    rows = evaluate_designs(args.case, designs, args.out, jobs=args.jobs, scheduler=args.scheduler,
-                            resume=not args.no_resume, progress=progress, time_limit=args.time_limit)
+    case = read_case(args.case)
+    limits = case.limits.updated(max_file_mb=args.max_file_mb, max_cells=args.max_cells,
+                                 memory_mb=args.memory_mb)
+    try:
+        rows = evaluate_designs(args.case, designs, args.out, jobs=args.jobs, scheduler=args.scheduler,
+                                resume=not args.no_resume, progress=progress, time_limit=args.time_limit,
+                                limits=limits, store=args.store, security=_security(args))
+    except KeyboardInterrupt:
+        print("lightweight evaluate: interrupted; finished rows are in the store, rerun to continue",
+              file=sys.stderr)
+        raise SystemExit(130) from None
     ok = sum(r["status"] == "ok" for r in rows)
     passed = sum(bool(r.get("pass")) for r in rows if r["status"] == "ok")
     reused = len(rows) - counts["ok"] - counts["error"]
+    csv_path, jsonl_path = export_paths(args.out)
     print(f"{len(rows)} designs: {ok} evaluated ({passed} pass), {len(rows) - ok} errors"
           + (f", {reused} kept from an earlier run" if reused else "")
-          + f"; wrote {args.out} and {Path(args.out).with_suffix('.jsonl')}")
+          + f"; wrote {csv_path} and {jsonl_path}")
+    return 0
+
+
+def _results(args) -> int:
+    from .batch import write_csv, write_jsonl
+    from .store import open_store
+    if not (args.csv or args.jsonl):
+        raise LightweightError("results: give --csv FILE and/or --jsonl FILE")
+    if not args.store.startswith(("postgresql://", "postgres://")) and not Path(args.store).is_file():
+        raise LightweightError(f"results store {args.store} does not exist")
+    store = open_store(args.store)
+    try:
+        rows = store.rows(version=args.version)
+    finally:
+        store.close()
+    if args.case:
+        rows = [r for r in rows if str(r.get("case_sha256") or "").startswith(args.case)]
+    for path, write in ((args.csv, write_csv), (args.jsonl, write_jsonl)):
+        if path:
+            write(path, rows)
+            print(f"wrote {len(rows)} rows to {path}")
+    return 0
+
+
+def _dashboard(args) -> int:
+    from .dashboard import write_dashboard
+    if not args.store.startswith(("postgresql://", "postgres://")) and not Path(args.store).is_file():
+        raise LightweightError(f"results store {args.store} does not exist")
+    index = write_dashboard(args.store, args.out, pictures=not args.no_pictures)
+    print(f"wrote {index}")
     return 0
 
 
@@ -260,17 +320,44 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="judge designs against a case file, one CSV/JSON row each")
     evaluate.add_argument("case", help="case file (TOML)")
     evaluate.add_argument("designs", nargs="+", help="design mesh files, or folders of them")
-    evaluate.add_argument("--out", default="results.csv", help="CSV to write; a .jsonl twin goes beside it")
+    evaluate.add_argument("--out", default="results.csv",
+                          help="CSV export to write (a .jsonl twin goes beside it; a .jsonl --out names the "
+                               "JSON lines and the CSV goes beside it)")
+    evaluate.add_argument("--store", default=None, metavar="STORE",
+                          help="results store: SQLite file or postgresql:// URL (default: --out with suffix .sqlite)")
     evaluate.add_argument("--jobs", type=int, default=1, help="worker processes on this machine")
     evaluate.add_argument("--scheduler", default=None,
                           help="Dask scheduler address (tcp://host:8786), or 'local' for a local cluster")
     evaluate.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
                           help="kill a design's worker process after this long and give it an error row "
-                               "(runs designs in worker processes; on Dask, in a child process per task)")
+                               "(default: the case's [limits] time_limit, else 600)")
+    evaluate.add_argument("--max-file-mb", type=float, default=None, metavar="MIB",
+                          help="largest file a design may have (default: [limits] max_file_mb, else 256)")
+    evaluate.add_argument("--max-cells", type=int, default=None, metavar="N",
+                          help="most cells a design may have (default: [limits] max_cells, else 2000000)")
+    evaluate.add_argument("--memory-mb", type=float, default=None, metavar="MIB",
+                          help="address space of a worker process (default: [limits] memory_mb, else 6144)")
+    evaluate.add_argument("--tls-ca", default=None, help="CA certificate for a tls:// Dask scheduler")
+    evaluate.add_argument("--tls-cert", default=None, help="client certificate for a tls:// Dask scheduler")
+    evaluate.add_argument("--tls-key", default=None, help="client key for a tls:// Dask scheduler")
     evaluate.add_argument("--no-resume", action="store_true",
-                          help="recompute designs already evaluated in --out's .jsonl")
+                          help="recompute designs already in the store for this case and version")
     evaluate.add_argument("--quiet", action="store_true", help="no line per design")
     evaluate.set_defaults(run=_evaluate)
+
+    results = commands.add_parser("results", help="export a results store as CSV and/or JSON lines")
+    results.add_argument("store", help="SQLite file or postgresql:// URL")
+    results.add_argument("--csv", default=None, help="CSV file to write")
+    results.add_argument("--jsonl", default=None, help="JSON-lines file to write")
+    results.add_argument("--version", default=None, help="only rows of this package version")
+    results.add_argument("--case", default=None, metavar="SHA256", help="only rows of this case (hash prefix)")
+    results.set_defaults(run=_results)
+
+    dashboard = commands.add_parser("dashboard", help="write a static site of a results store")
+    dashboard.add_argument("store", help="SQLite file or postgresql:// URL")
+    dashboard.add_argument("--out", default="site", help="folder to write (default: %(default)s)")
+    dashboard.add_argument("--no-pictures", action="store_true", help="no design thumbnails")
+    dashboard.set_defaults(run=_dashboard)
 
     info = commands.add_parser("info", help="describe a mesh file: cells, nodes, named sets")
     info.add_argument("mesh", help="mesh file (.msh, .inp, .vtu, .xdmf, ...)")

@@ -68,3 +68,10 @@ def elasticity_matrix(E: float, nu: float, dim: int, plane: str = "stress") -> n
     D[np.arange(3), np.arange(3)] += 2 * mu
     D[np.arange(3, 6), np.arange(3, 6)] = mu
     return D
+
+
+def safety_factor(yield_strength: float | None, max_von_mises: float) -> float | None:
+    """yield_strength / max von Mises (inf for an unstressed part), None without a yield strength."""
+    if yield_strength is None:
+        return None
+    return float(yield_strength) / float(max_von_mises) if max_von_mises > 0 else float("inf")
