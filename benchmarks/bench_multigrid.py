@@ -101,10 +101,10 @@ def test_bench_full_design_iteration(benchmark, n):
     loop = petsc_loop(petsc_model(n), "multigrid")
     loop.step()                                   # hierarchy built, kernels compiled, warm start
     benchmark.pedantic(loop.step, rounds=2 if n < 80 else 1, iterations=1)
-    info = loop.responses.system.last_solve_info
+    info = loop.analysis.system.last_solve_info
     benchmark.extra_info["n_cells"] = int(loop.model.mesh.n_cells)
     benchmark.extra_info["solver_iterations"] = info["iterations"][0]
-    assert info["solver"] == "multigrid" and loop.responses.system._pattern is None
+    assert info["solver"] == "multigrid" and loop.analysis.system._pattern is None
 
 
 def _best_seconds(fn, repeats):
@@ -189,6 +189,6 @@ def test_ratio_design_iteration_mg_vs_direct():
     ratio = seconds["direct"] / seconds["multigrid"]
     entry = THRESHOLDS["multigrid_design_iteration_speedup_vs_direct"]
     print(f"40x20x20 PETSc problem: loop iteration multigrid {seconds['multigrid']:.2f} s, "
-          f"{loops['direct'].responses.system.last_solve_info['solver']} {seconds['direct']:.2f} s, "
+          f"{loops["direct"].analysis.system.last_solve_info['solver']} {seconds['direct']:.2f} s, "
           f"speed-up {ratio:.1f} (recorded {entry['measured']}, threshold {entry['min_ratio']})")
     assert ratio >= entry["min_ratio"]

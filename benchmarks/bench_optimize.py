@@ -19,9 +19,7 @@ import numpy as np
 import pytest
 
 import lightweight as lw
-from lightweight.optimize.api import _build
-from lightweight.optimize.loop import SimpLoop
-from lightweight.optimize.problems import MinCompliance
+from lightweight.optimize.api import compliance_problem, make_loop
 from lightweight.optimize.reference import PlainScipyIteration
 
 THRESHOLDS = json.loads((Path(__file__).parent / "thresholds.json").read_text())
@@ -43,16 +41,10 @@ def cantilever3d(nx, ny, nz):
 
 
 def our_loop(model, volume_fraction, radius, solver="auto"):
-    parts = _build(model, filter_radius=radius, filter="density", projection=None, optimizer="oc",
-                   penalty=3.0, interpolation="simp", min_stiffness=1e-9, non_design=(), void=(),
-                   symmetry=None, extrusion=None, max_iterations=10_000, tolerance=0.0,
-                   objective_tolerance=0.0, move=0.2, continuation_interval=25, verbose=False,
-                   checkpoint=None, checkpoint_every=10, solver=solver, needs_mma=False,
-                   problem="min_compliance", extra_parameters={})
-    design, density_filter, proj, interp, settings, parameters, responses = parts
-    formulation = MinCompliance(responses, volume_fraction)
-    return SimpLoop(model, formulation, design, density_filter, proj, interp, settings,
-                    volume_fraction, parameters=parameters)
+    return make_loop(model, compliance_problem(model, volume_fraction), initial=volume_fraction,
+                     filter_radius=radius, filter="density", optimizer="oc", penalty=3.0,
+                     min_stiffness=1e-9, max_iterations=10_000, tolerance=0.0, objective_tolerance=0.0,
+                     move=0.2, verbose=False, solver=solver)
 
 
 CASES = {"mbb_300x100_r4": (lambda: mbb(300, 100), 0.5, 4.0),
@@ -97,7 +89,7 @@ def test_iteration_speedup_over_plain_scipy(name):
     loop.step()                       # compile kernels, build solver state (untimed)
     ours, theirs, t_ours, t_theirs = alternating_medians(loop.step, plain.iteration, *ROUNDS[name])
     ratio = theirs / ours
-    system = loop.responses.system
+    system = loop.analysis.system
     solver = system.last_solve_info.get("solver")
     if solver == "pardiso":
         solver += f", {system.solver.threads} MKL thread(s)"

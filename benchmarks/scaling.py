@@ -158,19 +158,11 @@ def petsc_model(n: int):
 
 def petsc_loop(model, solver: str = "multigrid", radius: float = PETSC_FILTER_RADIUS):
     """A SimpLoop of minimize_compliance with the PETSc settings (MMA, density filter 0.08)."""
-    from lightweight.optimize.api import _build
-    from lightweight.optimize.loop import SimpLoop
-    from lightweight.optimize.problems import MinCompliance
-    parts = _build(model, filter_radius=radius, filter="density", projection=None,
-                   optimizer="mma", penalty=3.0, interpolation="simp", min_stiffness=E_MIN,
-                   non_design=(), void=(), symmetry=None, extrusion=None, max_iterations=10_000,
-                   tolerance=0.0, objective_tolerance=0.0, move=PETSC_MOVE,
-                   continuation_interval=25, verbose=False, checkpoint=None, checkpoint_every=10,
-                   solver=solver, needs_mma=True, problem="min_compliance", extra_parameters={})
-    design, density_filter, proj, interp, settings, parameters, responses = parts
-    formulation = MinCompliance(responses, VOLUME_FRACTION)
-    return SimpLoop(model, formulation, design, density_filter, proj, interp, settings,
-                    VOLUME_FRACTION, parameters=parameters)
+    from lightweight.optimize.api import compliance_problem, make_loop
+    return make_loop(model, compliance_problem(model, VOLUME_FRACTION), initial=VOLUME_FRACTION,
+                     filter_radius=radius, filter="density", optimizer="mma", penalty=3.0,
+                     min_stiffness=E_MIN, max_iterations=10_000, tolerance=0.0, objective_tolerance=0.0,
+                     move=PETSC_MOVE, verbose=False, solver=solver)
 
 
 def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid",
@@ -199,14 +191,14 @@ def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid"
         t = time.perf_counter()
         loop.step()
         seconds.append(time.perf_counter() - t)
-        info = loop.responses.system.last_solve_info
+        info = loop.analysis.system.last_solve_info
         mg_iterations.append(int(max(info.get("iterations") or [0])))
         compliance.append(loop.history[-1]["objective"])
 
     for _ in range(max(2, iterations)):
         step()
     peak_rss = _rss_mb() - rss0
-    system = loop.responses.system
+    system = loop.analysis.system
     solve_info, csr_built, n_dofs = dict(system.last_solve_info), system._pattern is not None, system.n_dofs
     del loop, model, system
     gc.collect()

@@ -12,7 +12,8 @@ from .fem import (BodyForce, Gravity, Material, Model, NodalForces, PointLoad, P
                   Traction,
                   solve)
 from .mesh import Mesh, read_mesh, read_mesh_fields, read_metadata, structured_grid, write_mesh
-from .optimize import DisplacementLimit, OptimizationResult, minimize_compliance, minimize_mass
+from .optimize import (DisplacementLimit, OptimizationResult, Problem, minimize_compliance, minimize_mass,
+                       optimize_problem)
 # viz/export/report import pyvista lazily: these names work without the viz extra installed
 from .export import evaluate_exported, export_solid, export_surface
 from .report import write_report
@@ -29,7 +30,8 @@ __all__ = [
     "Mesh", "read_mesh", "read_mesh_fields", "read_metadata", "write_mesh", "structured_grid",
     "Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity", "NodalForces",
     "Solution", "solve",
-    "minimize_compliance", "minimize_mass", "DisplacementLimit", "OptimizationResult",
+    "minimize_compliance", "minimize_mass", "optimize_problem", "Problem", "DisplacementLimit",
+    "OptimizationResult",
     "plot", "convergence_plot", "SnapshotWriter", "snapshot_writer",
     "export_surface", "export_solid", "evaluate_exported", "write_report",
     "cases", "Case", "read_case", "evaluate_requirements", "evaluate_design", "evaluate_designs",

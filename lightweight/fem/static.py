@@ -54,13 +54,18 @@ def solve(model, density=None, penalty: float = DEFAULT_PENALTY,
     else:
         rho = check_density(density, n_cells)
         scale = law.stiffness(rho)
-    U, F = system.solve(scale, mass_scale=rho, solver=solver)
-    return build_solution(model, U, F, rho, scale, **law.to_parameters())
+    state = system.analyse(scale, mass_scale=rho, solver=solver)
+    return build_solution(model, state, rho, **law.to_parameters())
 
 
-def build_solution(model, U, F, rho, scale, **parameters) -> Solution:
-    """Assemble a Solution from displacements U (n_cases, n_dofs) and loads F."""
+def build_solution(model, state, rho, **parameters) -> Solution:
+    """Assemble a Solution from a :class:`~lightweight.fem.system.StaticState` of ``model``.
+
+    rho: the density field (n_cells,) the state was solved for, or None for the solid part;
+    parameters: the stiffness law's parameters, recorded in the provenance.
+    """
     system = model.system()
+    U, F, scale = state.U, state.F, state.stiffness_scale
     dim = model.dim
     names = system.case_names
     energies = system.element_energies(U) * scale[None, :]
@@ -70,17 +75,17 @@ def build_solution(model, U, F, rho, scale, **parameters) -> Solution:
     stress_scale = parameters.pop("stress_scale", None)
     stress_scale = scale if stress_scale is None else np.asarray(stress_scale, dtype=float)
     stresses = stress_results(system, U, stress_scale)
-    reactions = system.reactions(U, F)
+    reactions = state.reactions()
     # f.u plus the work of prescribed displacements = u^T K u
     u_fixed = U[:, system.fixed_dofs]
-    residual_fixed = (system.internal_forces(U) - F)[:, system.fixed_dofs]
+    residual_fixed = (state.internal_forces() - F)[:, system.fixed_dofs]
     compliance = np.einsum("cd,cd->c", F, U) + np.einsum("cd,cd->c", residual_fixed, u_fixed)
     volumes = model.mesh.cell_volumes() * (model.thickness if dim == 2 else 1.0)
     volume = float(volumes.sum() if rho is None else volumes @ rho)
     disp = {c: U[i].reshape(-1, dim) for i, c in enumerate(names)}
     prov = provenance(model_sha256=model.fingerprint(),
                       density_sha256=hash_inputs(rho) if rho is not None else None,
-                      parameters=parameters, solver=system.last_solve_info.get("solver"))
+                      parameters=parameters, solver=state.info.get("solver"))
     return Solution(
         model=model,
         displacement=disp,
@@ -97,5 +102,5 @@ def build_solution(model, U, F, rho, scale, **parameters) -> Solution:
         volume=volume,
         mass=volume * model.material.density,
         provenance=prov,
-        solver_info=dict(system.last_solve_info),
+        solver_info=dict(state.info),
     )

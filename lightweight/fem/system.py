@@ -26,10 +26,11 @@ import numpy as np
 import scipy.sparse.csgraph as csgraph
 import scipy.sparse as sp
 
-from ..errors import SingularStiffnessError, SolverError
+from ..errors import BoundaryConditionError, SingularStiffnessError, SolverError
 from ..mesh.cell_types import CELL_TYPES
 from .assembly import DirichletMask, build_pattern, element_dofs, refill
 from .elements import element_stiffness, element_stress, von_mises
+from .solvers import rigid_body_modes
 from .loads import (COMPONENTS, BodyForce, Gravity, body_force_density, cell_shape_integrals,
                     nodal_forces)
 
@@ -52,9 +53,11 @@ _MODE_NAMES_3D = ("translation in x", "translation in y", "translation in z",
 class LinearElasticSystem:
     """Discretization of a Model (see module docstring)."""
 
-    def __init__(self, model):
+    def __init__(self, model, check_mechanisms: bool = True):
         mesh = model.mesh
         self.model = model
+        # modal analysis (fem/modal.py) of an unsupported body opts out of the mechanism check
+        self.check_mechanisms = check_mechanisms
         self.mesh = mesh
         self.dim = dim = mesh.dim
         self.n_cells = mesh.n_cells
@@ -79,10 +82,12 @@ class LinearElasticSystem:
         self.multigrid = None
         # keyword arguments of GridMultigrid (e.g. coarse_max_dofs, n_levels), read when it is built
         self.multigrid_options: dict = {}
-        self._last_method = None         # "multigrid" or the direct/AMG solver of the last solve
-        self._last_scale = None
-        self._last_K_full = None
-        self._last_adjoint: dict = {}   # multigrid adjoint solutions by right-hand side (warm starts)
+        # multigrid adjoint solutions by right-hand side: warm starts for the next design's
+        # adjoints of the same right-hand side (a cache, not call-order state)
+        self._adjoint_guesses: dict = {}
+        # counts analyses: a StaticState answers adjoint solves only while its factorization
+        # (or multigrid hierarchy) is still the system's current one
+        self._generation = 0
         self.last_solve_info: dict = {}
 
     # ------------------------------------------------------------------ lazily built tables
@@ -129,7 +134,8 @@ class LinearElasticSystem:
         self.fixed_values = np.array([fixed[d] for d in self.fixed_dofs])
         self.free_mask = np.ones(self.n_dofs, dtype=bool)
         self.free_mask[self.fixed_dofs] = False
-        self._check_mechanisms()
+        if self.check_mechanisms:
+            self._check_mechanisms()
 
     def _check_mechanisms(self) -> None:
         """Raise SingularStiffnessError if supports leave a rigid-body motion free.
@@ -157,10 +163,9 @@ class LinearElasticSystem:
                 continue
             pts = mesh.points[nodes]
             center = pts.mean(axis=0)
-            length = max(np.ptp(pts, axis=0).max(), 1e-300)
             held = nodes[fixed_node_comp[nodes].any(axis=1)]   # only fixed rows matter
             del pts
-            modes = _rigid_modes((mesh.points[held] - center) / length)   # (n*dim, n_modes)
+            modes = rigid_body_modes(mesh.points[held])   # (n*dim, n_modes)
             mask = fixed_node_comp[held].reshape(-1)
             restricted = modes[mask]
             if restricted.shape[0] == 0:
@@ -288,10 +293,25 @@ class LinearElasticSystem:
               solver: str = "auto", x0: np.ndarray | None = None):
         """Displacements of all load cases, (n_cases, n_dofs), and the load vectors used.
 
-        solver: "auto", "multigrid" (structured grids) or a name of
-        :func:`~lightweight.fem.solvers.make_solver`; x0 (n_cases, n_dofs): initial guess for the
-        iterative solvers (e.g. the previous design iteration's displacements).
+        Shorthand for :meth:`analyse` when no adjoint solve follows.
         """
+        state = self.analyse(stiffness_scale, mass_scale, solver=solver, x0=x0)
+        return state.U, state.F
+
+    def analyse(self, stiffness_scale: np.ndarray | None = None, mass_scale: np.ndarray | None = None,
+                solver: str = "auto", x0: np.ndarray | None = None) -> "StaticState":
+        """Solve all load cases -> :class:`StaticState` (U, F, scales, adjoint solves).
+
+        stiffness_scale / mass_scale: per-cell multipliers (n_cells,) of E and of the
+        self-weight (None: 1); solver: "auto", "multigrid" (structured grids) or a name or
+        instance of :func:`~lightweight.fem.solvers.make_solver`; x0 (n_cases, n_dofs): initial
+        guess for the iterative solvers (e.g. the previous design iteration's displacements).
+        """
+        self._generation += 1
+        if not self.case_names:
+            raise BoundaryConditionError(
+                "the model has no load case: give loads={'case': [lw.PointLoad(...)]} "
+                "(a model without loads serves modal analysis only: lw.modes)")
         if self.uses_multigrid(solver):
             return self._solve_multigrid(self._check_scale(stiffness_scale), mass_scale, x0)
         t0 = time.perf_counter()
@@ -319,10 +339,8 @@ class LinearElasticSystem:
         U[:, self.fixed_dofs] = self.fixed_values[None, :]
         self.last_solve_info = {"solver": getattr(lin, "name", solver), "assembly_seconds": t1 - t0,
                                 "solve_seconds": time.perf_counter() - t1, **getattr(lin, "info", {})}
-        self._last_K_full = K_full
-        self._last_scale = None
-        self._last_method = "direct"
-        return U, F
+        return StaticState(self, U, F, self._check_scale(stiffness_scale), mass_scale, "direct",
+                           dict(self.last_solve_info), self._generation, K_full=K_full, solver=lin)
 
     def _solve_multigrid(self, scale: np.ndarray, mass_scale, x0):
         """The multigrid path of :meth:`solve` (no assembled matrix), same returns."""
@@ -349,10 +367,8 @@ class LinearElasticSystem:
         U[:, self.fixed_dofs] = self.fixed_values[None, :]
         self.last_solve_info = {"solver": "multigrid", "assembly_seconds": t1 - t0,
                                 "solve_seconds": time.perf_counter() - t1, **info}
-        self._last_K_full = None
-        self._last_scale = scale
-        self._last_method = "multigrid"
-        return U, F
+        return StaticState(self, U, F, scale, mass_scale, "multigrid", dict(self.last_solve_info),
+                           self._generation)
 
     @staticmethod
     def _check_multigrid(U, info, what):
@@ -365,34 +381,6 @@ class LinearElasticSystem:
                 f"multigrid-PCG did not converge for the {what} ({max(info['iterations'])} iterations, "
                 f"relative residual {worst:.2g}): the design probably holds "
                 f"stiff islands floating in void; use solver='direct' for it")
-
-    def solve_adjoint(self, rhs: np.ndarray) -> np.ndarray:
-        """Solve K lam = rhs with the K of the last solve (homogeneous supports), (k, n_dofs)."""
-        if self._last_method is None:
-            raise RuntimeError("solve_adjoint needs a preceding solve()")
-        b = np.array(np.atleast_2d(rhs), dtype=float)
-        b[:, self.fixed_dofs] = 0.0
-        if self._last_method == "multigrid":
-            # warm start from the adjoint of the same right-hand side in the previous solve
-            key = hashlib.sha1(b.tobytes()).hexdigest()
-            lam, info = self.multigrid.solve(b, x0=self._last_adjoint.get(key))
-            self._check_multigrid(lam, info, "adjoint")
-            lam[:, self.fixed_dofs] = 0.0
-            self._last_adjoint[key] = lam.copy()
-            return lam
-        lam = np.asarray(self.solver.solve(np.ascontiguousarray(b.T))).reshape(self.n_dofs, -1).T.copy()
-        lam[:, self.fixed_dofs] = 0.0
-        return lam
-
-    def internal_forces(self, U: np.ndarray) -> np.ndarray:
-        """K u of the unconstrained K of the last solve, (n_cases, n_dofs) for U (n_cases, n_dofs)."""
-        if self._last_method == "multigrid":
-            from .multigrid import grid_matvec
-            return grid_matvec(self.mesh.grid, self.element_matrices[0], self._last_scale,
-                               np.atleast_2d(U))
-        if self._last_K_full is None:
-            raise RuntimeError("internal_forces needs a preceding solve()")
-        return np.asarray(self._last_K_full @ np.atleast_2d(U).T).T
 
     # ------------------------------------------------------------------ post-processing
     def cell_displacements(self, U: np.ndarray) -> np.ndarray:
@@ -415,12 +403,14 @@ class LinearElasticSystem:
         from .kernels import element_bilinear_forms
         return element_bilinear_forms(self.element_matrices, self.cell_dofs, U, V)
 
-    def reactions(self, U: np.ndarray, F: np.ndarray, K_full=None) -> list[dict[str, np.ndarray]]:
-        """Support forces per case and support set: sum of (K u - f) over the set's nodes."""
-        internal = self.internal_forces(U) if K_full is None else (K_full @ U.T).T
+    def reactions(self, internal: np.ndarray, F: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Support forces per case and support set: sum of (K u - f) over the set's nodes.
+
+        internal: K u of the unconstrained K, (n_cases, n_dofs); F: the loads (n_cases, n_dofs).
+        """
         residual = internal - F                               # (n_cases, n_dofs)
         out = []
-        for c in range(U.shape[0]):
+        for c in range(residual.shape[0]):
             per_node = residual[c].reshape(-1, self.dim)
             out.append({name: per_node[nodes].sum(axis=0) for name, nodes in self.support_nodes.items()})
         return out
@@ -454,20 +444,63 @@ class LinearElasticSystem:
         return total / np.maximum(count, 1)
 
 
-def _rigid_modes(rel_points: np.ndarray) -> np.ndarray:
-    """Rigid-body modes (n*dim, 3|6) at points relative to their centre, node-major."""
-    n, dim = rel_points.shape
-    if dim == 2:
-        modes = np.zeros((n, 2, 3))
-        modes[:, 0, 0] = 1
-        modes[:, 1, 1] = 1
-        modes[:, 0, 2] = -rel_points[:, 1]
-        modes[:, 1, 2] = rel_points[:, 0]
-        return modes.reshape(2 * n, 3)
-    x, y, z = rel_points.T
-    modes = np.zeros((n, 3, 6))
-    modes[:, 0, 0] = modes[:, 1, 1] = modes[:, 2, 2] = 1
-    modes[:, 1, 3], modes[:, 2, 3] = -z, y          # about x
-    modes[:, 0, 4], modes[:, 2, 4] = z, -x          # about y
-    modes[:, 0, 5], modes[:, 1, 5] = -y, x          # about z
-    return modes.reshape(3 * n, 6)
+class StaticState:
+    """One static analysis: displacements, loads, scales, and adjoint solves with its operator.
+
+    U, F: (n_cases, n_dofs) displacements and loads; stiffness_scale (n_cells,) the E
+    multipliers solved with, mass_scale (n_cells,) or None the self-weight multipliers;
+    method: "direct" (any assembled-matrix solver) or "multigrid"; info: solver figures.
+    :meth:`adjoint` reuses the factorization (or multigrid hierarchy) of this analysis, so it
+    is valid until the system analyses another design (then it raises: solve again).
+    """
+
+    def __init__(self, system, U, F, stiffness_scale, mass_scale, method, info, generation,
+                 K_full=None, solver=None):
+        self.system = system
+        self.U = U
+        self.F = F
+        self.stiffness_scale = stiffness_scale
+        self.mass_scale = mass_scale
+        self.method = method
+        self.info = info
+        self._generation = generation
+        self._K_full = K_full
+        self._solver = solver
+
+    @property
+    def is_current(self) -> bool:
+        """True while the system's solver still holds this analysis' operator."""
+        return self._generation == self.system._generation
+
+    def adjoint(self, rhs: np.ndarray) -> np.ndarray:
+        """Solve K lam = rhs with this analysis' K (homogeneous supports), (k, n_dofs)."""
+        system = self.system
+        if not self.is_current:
+            raise RuntimeError("this StaticState's operator was replaced by a later analysis; "
+                               "adjoint solves must follow their own analysis")
+        b = np.array(np.atleast_2d(rhs), dtype=float)
+        b[:, system.fixed_dofs] = 0.0
+        if self.method == "multigrid":
+            # warm start from the adjoint of the same right-hand side in the previous design
+            key = hashlib.sha1(b.tobytes()).hexdigest()
+            lam, info = system.multigrid.solve(b, x0=system._adjoint_guesses.get(key))
+            system._check_multigrid(lam, info, "adjoint")
+            lam[:, system.fixed_dofs] = 0.0
+            system._adjoint_guesses[key] = lam.copy()
+            return lam
+        lam = np.asarray(self._solver.solve(np.ascontiguousarray(b.T))).reshape(system.n_dofs, -1).T.copy()
+        lam[:, system.fixed_dofs] = 0.0
+        return lam
+
+    def internal_forces(self, U: np.ndarray | None = None) -> np.ndarray:
+        """K u of the unconstrained K of this analysis, (n_cases, n_dofs); U defaults to self.U."""
+        U = self.U if U is None else np.atleast_2d(U)
+        if self.method == "multigrid":
+            from .multigrid import grid_matvec
+            system = self.system
+            return grid_matvec(system.mesh.grid, system.element_matrices[0], self.stiffness_scale, U)
+        return np.asarray(self._K_full @ U.T).T
+
+    def reactions(self) -> list[dict[str, np.ndarray]]:
+        """Support forces per case and support set (see LinearElasticSystem.reactions)."""
+        return self.system.reactions(self.internal_forces(), self.F)

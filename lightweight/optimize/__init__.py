@@ -1,7 +1,20 @@
-"""Optimization layer: SIMP design parametrization, filters, projection, OC/MMA, the loop."""
+"""Optimization layer: stages of the density chain, responses, problems, OC/MMA, the loop.
 
-from .api import minimize_compliance, minimize_mass
+Presets: :func:`minimize_compliance`, :func:`minimize_mass`; a composed problem:
+:func:`optimize_problem` with a :class:`Problem` of responses (docs/architecture.md).
+"""
+
+from . import responses, stages
+from .analysis import Analysis, DesignState
+from .api import (compliance_problem, make_loop, mass_problem, minimize_compliance, minimize_mass,
+                  optimize_problem)
+from .problem import Problem, Schedule
 from .problems import DisplacementLimit
+from .responses import Compliance, Constraint, Displacement, Mass, Response, VolumeFraction
 from .result import OptimizationResult
+from .stages import Pipeline, Stage
 
-__all__ = ["minimize_compliance", "minimize_mass", "DisplacementLimit", "OptimizationResult"]
+__all__ = ["minimize_compliance", "minimize_mass", "optimize_problem", "make_loop", "compliance_problem", "mass_problem",
+           "Problem", "Schedule", "Analysis", "DesignState", "DisplacementLimit", "OptimizationResult",
+           "Response", "Constraint", "Compliance", "Displacement", "Mass", "VolumeFraction",
+           "Stage", "Pipeline", "responses", "stages"]

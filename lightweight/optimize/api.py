@@ -12,12 +12,16 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..errors import OptimizationError
+from .analysis import Analysis
 from .design import DesignSpace
 from .filters import make_filter
-from .interpolation import Interpolation
+from .interpolation import SELF_WEIGHT_LINEAR_BELOW, Interpolation
 from .loop import LoopSettings, SimpLoop
-from .problems import DisplacementLimit, MinCompliance, MinMass, StructuralResponses
+from .problem import Problem, Schedule
+from .problems import DisplacementLimit
 from .projection import HeavisideProjection
+from .responses import Compliance, Constraint, Displacement, VolumeFraction
+from .stages import density_pipeline
 
 FILTERS = ("sensitivity", "density", "helmholtz", None)
 
@@ -54,7 +58,8 @@ def _projection(projection):
 def _build(model, *, filter_radius, filter, projection, optimizer, penalty, interpolation,
            min_stiffness, non_design, void, symmetry, extrusion, max_iterations, tolerance,
            objective_tolerance, move, continuation_interval, verbose, checkpoint, checkpoint_every,
-           solver, needs_mma: bool, problem: str, extra_parameters: dict):
+           solver, problem: str, extra_parameters: dict, manufacturing=(), settle_iterations: int = 10):
+    """Validate the options and make the run's parts: (pipeline, analysis, settings, schedule, parameters)."""
     from ..fem.model import Model
     if not isinstance(model, Model):
         raise OptimizationError(f"expected a lw.Model, got {type(model).__name__}")
@@ -66,13 +71,8 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
         raise OptimizationError(f"max_iterations must be >= 1, got {max_iterations}")
     if not (0 < move <= 1):
         raise OptimizationError(f"move must be in (0, 1], got {move}")
-    if optimizer == "auto":
-        optimizer = "mma" if needs_mma else "oc"
     if optimizer not in ("oc", "mma"):
         raise OptimizationError(f"optimizer must be 'oc', 'mma' or 'auto', got {optimizer!r}")
-    if optimizer == "oc" and needs_mma:
-        raise OptimizationError("optimizer='oc' handles only compliance minimization under a volume "
-                                "constraint without self-weight or displacement limits; use optimizer='mma'")
     if filter == "sensitivity" and projection:
         raise OptimizationError("projection needs filter='density' or 'helmholtz' (a sensitivity filter "
                                 "leaves the densities unfiltered, so there is nothing to project)")
@@ -85,24 +85,46 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
     proj, beta_end = _projection(projection)
     design = DesignSpace(model.mesh, non_design=non_design, void=void, symmetry=symmetry, extrusion=extrusion)
     density_filter = make_filter(model.mesh, filter_radius, kind=filter) if filter else None
+    linear_below = SELF_WEIGHT_LINEAR_BELOW if (model.has_self_weight() and interpolation == "simp") else 0.0
     interp = Interpolation(kind=interpolation, penalty=start, min_stiffness=min_stiffness,
-                           linear_below=0.1 if (model.has_self_weight() and interpolation == "simp") else 0.0)
+                           linear_below=linear_below)
+    extra_stages = _manufacturing_stages(model, design, manufacturing)
+    pipeline = density_pipeline(design, density_filter, proj, sensitivity_filter=(filter == "sensitivity"),
+                                extra_stages=extra_stages)
     settings = LoopSettings(
         optimizer=optimizer, max_iterations=int(max_iterations), tolerance=float(tolerance),
-        objective_tolerance=float(objective_tolerance), move=float(move), penalty_start=start,
-        penalty_end=end, beta_start=None if proj is None else proj.beta, beta_end=beta_end,
-        continuation_interval=int(continuation_interval), sensitivity_filter=(filter == "sensitivity"),
-        verbose=bool(verbose), checkpoint=None if checkpoint is None else str(checkpoint),
-        checkpoint_every=int(checkpoint_every))
+        objective_tolerance=float(objective_tolerance), move=float(move),
+        settle_iterations=int(settle_iterations), verbose=bool(verbose),
+        checkpoint=None if checkpoint is None else str(checkpoint), checkpoint_every=int(checkpoint_every))
+    schedule = Schedule(penalty=(start, end, 0.5), beta=None if proj is None else (proj.beta, beta_end),
+                        interval=int(continuation_interval))
     parameters = {"problem": problem, "filter": filter, "filter_radius": filter_radius,
                   "projection": projection, "optimizer": optimizer, "penalty": penalty,
                   "interpolation": interpolation, "min_stiffness": min_stiffness,
+                  "linear_below": linear_below,
                   "non_design": list(_names(non_design)), "void": list(_names(void)),
                   "symmetry": symmetry, "extrusion": extrusion, "max_iterations": int(max_iterations),
                   "tolerance": tolerance, "objective_tolerance": objective_tolerance, "move": move,
-                  "continuation_interval": continuation_interval, "solver": solver, **extra_parameters}
-    responses = StructuralResponses(model, interp, solver=solver)
-    return design, density_filter, proj, interp, settings, parameters, responses
+                  "continuation_interval": continuation_interval, "solver": solver,
+                  **({"manufacturing": [getattr(m, "describe", lambda: repr(m))() for m in manufacturing]}
+                     if manufacturing else {}),
+                  **extra_parameters}
+    analysis = Analysis(model, interp, solver=solver)
+    return pipeline, analysis, settings, schedule, parameters
+
+
+def _manufacturing_stages(model, design, manufacturing) -> list:
+    """Stages of the manufacturing rules (each rule object makes its own stage for this model)."""
+    stages = []
+    for rule in manufacturing or ():
+        make = getattr(rule, "stage", None)
+        if make is None:
+            raise OptimizationError(f"manufacturing rules are lw.Overhang, lw.DrawDirection, lw.MemberSize, "
+                                    f"lw.Pattern ..., got {rule!r}")
+        stage = make(model, design)
+        if stage is not None:
+            stages.append(stage)
+    return stages
 
 
 def _names(names) -> Sequence[str]:
@@ -111,10 +133,67 @@ def _names(names) -> Sequence[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def _run(model, formulation, design, density_filter, proj, interp, settings, parameters,
-         initial, callback, resume):
-    loop = SimpLoop(model, formulation, design, density_filter, proj, interp, settings, initial,
-                    callback=callback, parameters=parameters)
+def _run(problem, parts, initial, callback, resume):
+    pipeline, analysis, settings, schedule, parameters = parts
+    loop = SimpLoop(problem, pipeline, analysis, settings, schedule, initial, callback=callback,
+                    parameters=parameters)
+    if resume is not None:
+        loop.load_checkpoint(str(resume))
+    return loop.run()
+
+
+def _displacement_constraints(model, displacement_limits) -> list:
+    constraints = []
+    for lim in displacement_limits or ():
+        if not isinstance(lim, DisplacementLimit):
+            raise OptimizationError(f"displacement_limits must hold lw.DisplacementLimit(...), got {lim!r}")
+        if not (lim.limit > 0):
+            raise OptimizationError(f"displacement limit on {lim.set!r} must be positive, got {lim.limit}")
+        # (δ/limit)^2 - 1 <= 0 bounds |δ| smoothly
+        constraints.append(Constraint(Displacement(model, lim.set, lim.component, lim.case), lim.limit,
+                                      absolute=True))
+    return constraints
+
+
+def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: float | None = None,
+              filter: str | None = "density", projection=None, optimizer: str = "mma", penalty=3.0,
+              interpolation: str = "simp", min_stiffness: float = 1e-9, non_design=(), void=(),
+              symmetry=None, extrusion=None, manufacturing=(), max_iterations: int = 200,
+              tolerance: float = 0.01, objective_tolerance: float = 1e-3, move: float = 0.1,
+              continuation_interval: int = 25, callback=None, checkpoint=None,
+              checkpoint_every: int = 10, solver: str = "auto", verbose: bool = True,
+              settle_iterations: int = 10) -> SimpLoop:
+    """The SimpLoop that :func:`optimize_problem` runs (for stepping it by hand: benchmarks, notebooks)."""
+    if not isinstance(problem, Problem):
+        raise OptimizationError(f"optimize_problem() takes a lw.Problem, got {type(problem).__name__}")
+    if problem.model is not model:
+        raise OptimizationError("the problem's responses were built for another model")
+    if optimizer == "auto":
+        optimizer = "mma"
+    parts = _build(model, filter_radius=filter_radius, filter=filter, projection=projection,
+                   optimizer=optimizer, penalty=penalty, interpolation=interpolation,
+                   min_stiffness=min_stiffness, non_design=non_design, void=void, symmetry=symmetry,
+                   extrusion=extrusion, max_iterations=max_iterations, tolerance=tolerance,
+                   objective_tolerance=objective_tolerance, move=move,
+                   continuation_interval=continuation_interval, verbose=verbose,
+                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, solver=solver,
+                   problem=problem.name, extra_parameters={"problem_definition": problem.describe()},
+                   manufacturing=manufacturing, settle_iterations=settle_iterations)
+    pipeline, analysis, settings, schedule, parameters = parts
+    return SimpLoop(problem, pipeline, analysis, settings, schedule, initial, callback=callback,
+                    parameters=parameters)
+
+
+def optimize_problem(model, problem: Problem, *, resume=None, **options):
+    """Solve a user-composed :class:`~lightweight.optimize.problem.Problem` with the SIMP loop.
+
+    problem: objective and constraints from :mod:`lightweight.optimize.responses`
+    (``Problem(Mass(model), [Compliance(model) <= 40.0])``); options as :func:`make_loop`
+    (those of :func:`minimize_compliance`: filter_radius, filter, projection, optimizer
+    (default "mma"), penalty, non_design, manufacturing, max_iterations, ...); resume: a
+    checkpoint path. Returns an OptimizationResult.
+    """
+    loop = make_loop(model, problem, **options)
     if resume is not None:
         loop.load_checkpoint(str(resume))
     return loop.run()
@@ -123,7 +202,7 @@ def _run(model, formulation, design, density_filter, proj, interp, settings, par
 def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: float | None = None,
                         filter: str | None = "density", projection=None, optimizer: str = "auto",
                         penalty=3.0, interpolation: str = "simp", min_stiffness: float = 1e-9,
-                        non_design=(), void=(), symmetry=None, extrusion=None,
+                        non_design=(), void=(), symmetry=None, extrusion=None, manufacturing=(),
                         case_weights: Mapping[str, float] | None = None,
                         displacement_limits: Sequence[DisplacementLimit] = (),
                         max_iterations: int = 200, tolerance: float = 0.01,
@@ -140,6 +219,13 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
     Returns an :class:`~lightweight.optimize.result.OptimizationResult`.
     """
     needs_mma = bool(displacement_limits) or model.has_self_weight()
+    if optimizer == "auto":
+        optimizer = "mma" if needs_mma else "oc"
+    if optimizer == "oc" and needs_mma:
+        raise OptimizationError("optimizer='oc' handles only compliance minimization under a volume "
+                                "constraint without self-weight or displacement limits; use optimizer='mma'")
+    if not (0 < volume_fraction <= 1):
+        raise OptimizationError(f"volume_fraction must be in (0, 1], got {volume_fraction}")
     parts = _build(model, filter_radius=filter_radius, filter=filter, projection=projection,
                    optimizer=optimizer, penalty=penalty, interpolation=interpolation,
                    min_stiffness=min_stiffness, non_design=non_design, void=void, symmetry=symmetry,
@@ -147,22 +233,52 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                    objective_tolerance=objective_tolerance, move=move,
                    continuation_interval=continuation_interval, verbose=verbose,
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, solver=solver,
-                   needs_mma=needs_mma, problem="min_compliance",
+                   problem="min_compliance", manufacturing=manufacturing,
                    extra_parameters={"volume_fraction": volume_fraction,
                                      "case_weights": case_weights,
                                      "displacement_limits": [vars(d) for d in displacement_limits]})
-    design, density_filter, proj, interp, settings, parameters, responses = parts
-    formulation = MinCompliance(responses, volume_fraction, case_weights, displacement_limits)
+    problem = compliance_problem(model, volume_fraction, case_weights, displacement_limits)
     start = volume_fraction if initial is None else initial
-    return _run(model, formulation, design, density_filter, proj, interp, settings, parameters,
-                start, callback, resume)
+    return _run(problem, parts, start, callback, resume)
+
+
+def compliance_problem(model, volume_fraction: float, case_weights=None, displacement_limits=()) -> Problem:
+    """min Σ w_k c_k s.t. volume fraction <= volume_fraction (and displacement limits)."""
+    weights = dict(case_weights) if case_weights else {c: 1.0 for c in model.load_cases}
+    objective = Compliance(model, weights=weights)
+    constraints = [VolumeFraction(model) <= volume_fraction]
+    constraints += _displacement_constraints(model, displacement_limits)
+    return Problem(objective, constraints, name="min_compliance")
+
+
+def mass_problem(model, compliance_limits: Mapping[str, float], displacement_limits=()) -> Problem:
+    """min volume fraction s.t. c_k <= limit_k for every limited load case (and displacement limits)."""
+    names = list(model.load_cases)
+    # unknown names first: a typo in a case name also leaves that case without a limit
+    for c in compliance_limits:
+        if c not in names:
+            raise OptimizationError(f"compliance limit for unknown load case {c!r}; cases: {', '.join(names)}")
+    missing = [c for c in names if c not in compliance_limits]
+    if missing and not displacement_limits:
+        raise OptimizationError(f"no compliance limit for load cases {missing}")
+    limited = [c for c in names if c in compliance_limits]
+    constraints = []
+    if limited:
+        for c in limited:
+            if not float(compliance_limits[c]) > 0:
+                raise OptimizationError(f"compliance limit for {c!r} must be positive, got {compliance_limits[c]}")
+        constraints.append(Compliance(model, cases=limited) <= [float(compliance_limits[c]) for c in limited])
+    constraints += _displacement_constraints(model, displacement_limits)
+    if not constraints:
+        raise OptimizationError("minimize_mass needs a compliance or displacement limit")
+    return Problem(VolumeFraction(model), constraints, name="min_mass")
 
 
 def minimize_mass(model, max_compliance=None, max_compliance_factor: float | None = None,
                   filter_radius: float | None = None, filter: str | None = "density",
                   projection=None, optimizer: str = "mma", penalty=3.0, interpolation: str = "simp",
                   min_stiffness: float = 1e-9, non_design=(), void=(), symmetry=None, extrusion=None,
-                  displacement_limits: Sequence[DisplacementLimit] = (), max_iterations: int = 200,
+                  manufacturing=(), displacement_limits: Sequence[DisplacementLimit] = (), max_iterations: int = 200,
                   tolerance: float = 0.01, objective_tolerance: float = 1e-3, move: float = 0.1,
                   continuation_interval: int = 25, initial: float = 0.5, callback=None,
                   checkpoint=None, checkpoint_every: int = 10, resume=None, solver: str = "auto",
@@ -193,18 +309,20 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
         limits = {str(k): float(v) for k, v in max_compliance.items()}
     else:
         limits = {c: float(max_compliance) for c in cases}
+    optimizer = "mma" if optimizer == "auto" else optimizer
+    if optimizer == "oc":
+        raise OptimizationError("optimizer='oc' handles only compliance minimization under a volume "
+                                "constraint; minimize_mass needs optimizer='mma'")
+    problem = mass_problem(model, limits, displacement_limits)
     parts = _build(model, filter_radius=filter_radius, filter=filter, projection=projection,
-                   optimizer="mma" if optimizer == "auto" else optimizer, penalty=penalty,
+                   optimizer=optimizer, penalty=penalty,
                    interpolation=interpolation, min_stiffness=min_stiffness, non_design=non_design,
                    void=void, symmetry=symmetry, extrusion=extrusion, max_iterations=max_iterations,
                    tolerance=tolerance, objective_tolerance=objective_tolerance, move=move,
                    continuation_interval=continuation_interval, verbose=verbose,
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, solver=solver,
-                   needs_mma=True, problem="min_mass",
+                   problem="min_mass", manufacturing=manufacturing,
                    extra_parameters={"compliance_limits": limits,
                                      "max_compliance_factor": max_compliance_factor,
                                      "displacement_limits": [vars(d) for d in displacement_limits]})
-    design, density_filter, proj, interp, settings, parameters, responses = parts
-    formulation = MinMass(responses, limits, displacement_limits)
-    return _run(model, formulation, design, density_filter, proj, interp, settings, parameters,
-                initial, callback, resume)
+    return _run(problem, parts, initial, callback, resume)

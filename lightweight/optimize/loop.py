@@ -1,20 +1,24 @@
-"""The SIMP loop: filter -> project -> analyse -> chain rule -> update, until converged.
+"""The SIMP loop: stages -> analyse -> chain rule -> update, until converged.
 
 This is top88's loop (Andreassen et al. 2011) with the pieces passed in::
 
-    x  --design map-->  ρ_cells  --filter-->  ρ̃  --projection-->  ρ̄ (physical; passive cells imposed)
-    ρ̄  --formulation (FE solve, adjoints)-->  f, g, df/dρ̄, dg/dρ̄
-    df/dx = P^T F^T (H'(ρ̃) df/dρ̄)          (density filter), or top88's sensitivity filter
+    x  --pipeline of stages (design map, filter, projection, ..., passive cells)-->  ρ̄
+    ρ̄  --problem (one FE solve, responses, adjoints)-->  f, g, df/dρ̄, dg/dρ̄
+    df/dx = pipeline.backward(df/dρ̄)       (every stage's transpose, all rows at once)
     x  <-  OC (volume-constrained compliance) or MMA (anything)
 
-Continuation: the SIMP penalty rises from its start to its end value and the projection
-sharpness β doubles every ``continuation_interval`` iterations (or as soon as the design has
-settled at the current level); convergence is only declared at the final level.
+Continuation (:class:`~lightweight.optimize.problem.Schedule`): the SIMP penalty rises from its
+start to its end value and the projection sharpness β doubles every ``continuation_interval``
+iterations (or as soon as the design has settled at the current level); convergence is only
+declared at the final level.
 Stopping rule: the largest design change is <= ``tolerance`` *and* the objective moved by less
 than ``objective_tolerance`` (relative) in the last iteration *and* constraints hold to 1e-3;
-or the iteration cap. Every iteration appends a history record, calls ``callback`` (which can
-stop the run by returning True) and optionally writes a checkpoint from which a run resumes
-with bit-identical results.
+or, with projection at its final β, the objective has moved by less than
+``objective_tolerance`` in each of the last ``settle_iterations`` iterations with the
+constraints holding (a sharp projection keeps a few boundary elements flipping, so the design
+change alone never settles); or the iteration cap. Every iteration appends a history record,
+calls ``callback`` (which can stop the run by returning True) and optionally writes a
+checkpoint from which a run resumes with bit-identical results.
 """
 
 from __future__ import annotations
@@ -42,13 +46,7 @@ class LoopSettings:
     tolerance: float = 0.01
     objective_tolerance: float = 1e-3
     move: float = 0.2
-    penalty_start: float = 3.0
-    penalty_end: float = 3.0
-    penalty_step: float = 0.5
-    beta_start: float | None = None        # None: no projection
-    beta_end: float = 32.0
-    continuation_interval: int = 25
-    sensitivity_filter: bool = False        # top88's ft = 1
+    settle_iterations: int = 10             # projected runs: objective settled this long -> converged
     verbose: bool = True
     checkpoint: str | None = None
     checkpoint_every: int = 10
@@ -73,150 +71,185 @@ def grayness(rho: np.ndarray, volumes: np.ndarray) -> float:
 
 
 class SimpLoop:
-    """One optimization run; :meth:`run` returns an OptimizationResult."""
+    """One optimization run; :meth:`run` returns an OptimizationResult.
 
-    def __init__(self, model, formulation, design, density_filter, projection, interpolation,
-                 settings: LoopSettings, initial: float, callback=None, parameters=None):
-        self.model = model
-        self.formulation = formulation
-        self.responses = formulation.responses
-        self.design = design
-        self.filter = density_filter
-        self.projection = projection
-        self.interpolation = interpolation
+    problem: a :class:`~lightweight.optimize.problem.Problem`; pipeline: the stage
+    :class:`~lightweight.optimize.stages.Pipeline` from design variables to ρ̄; analysis: the
+    :class:`~lightweight.optimize.analysis.Analysis` (model, law, solver); schedule: the
+    continuation; initial: the starting value of every design variable.
+    """
+
+    def __init__(self, problem, pipeline, analysis, settings: LoopSettings, schedule, initial: float,
+                 callback=None, parameters=None):
+        from .stages import DesignMap
+        self.problem = problem
+        self.pipeline = pipeline
+        self.analysis = analysis
+        self.model = analysis.model
+        maps = pipeline.find(DesignMap)
+        if len(maps) != 1 or pipeline.stages[0] is not maps[0]:
+            raise OptimizationError("the pipeline must start with exactly one DesignMap stage")
+        self.design = maps[0].design
         self.settings = settings
+        self.schedule = schedule
+        schedule.attach(analysis.interpolation, pipeline)
         self.callback = callback
         self.parameters = dict(parameters or {})
-        self.x = design.initial(initial)
+        self.x = self.design.initial(initial)
         self.iteration = 0
         self.history: list[dict] = []
         self.mma = None
+        if settings.optimizer == "oc":
+            self._check_oc()
         if settings.optimizer == "mma":
-            self.mma = MMA(design.n_variables, formulation.n_constraints, 0.0, 1.0,
-                           move_limit=settings.move)
-        interpolation.penalty = settings.penalty_start
-        if projection is not None:
-            projection.beta = settings.beta_start
-        self.level_start = 0          # iteration at which the current continuation level began
+            self.mma = self._new_mma()
+
+    def _new_mma(self):
+        return MMA(self.design.n_variables, self.problem.n_constraints, 0.0, 1.0, move_limit=self.settings.move)
+
+    def _check_oc(self) -> None:
+        """OC is top88's update: a non-linear objective under one linear (volume-type) constraint."""
+        p = self.problem
+        if p.objective.linear or len(p.constraints) != 1 or p.constraints[0].size != 1 \
+                or not p.constraints[0].linear:
+            raise OptimizationError(
+                "optimizer='oc' handles only compliance minimization under a volume constraint "
+                f"(this problem: minimize {p.objective.name} subject to "
+                f"{', '.join(p.constraint_names()) or 'nothing'}); use optimizer='mma'")
+        if not hasattr(p.constraints[0].response, "coefficients"):
+            raise OptimizationError("optimizer='oc' needs the constraint's constant gradient "
+                                    "(a response with `coefficients`, like VolumeFraction)")
 
     # ------------------------------------------------------------------ the map x -> ρ̄
-    def physical(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        rho_cells = self.design.expand(x)
-        if self.filter is None or self.settings.sensitivity_filter:
-            filtered = rho_cells
+    def physical(self, x: np.ndarray) -> np.ndarray:
+        """Physical densities ρ̄ (n_cells,) of design variables x."""
+        return self.pipeline(x)
+
+    def evaluate(self, x: np.ndarray):
+        """Objective, constraints and their gradients w.r.t. x at design x.
+
+        Returns (trace, state, f, g (m,), df/dx (n_variables,), dg/dx (m, n_variables), values).
+        """
+        trace = self.pipeline.forward(x)
+        state = self.analysis.state(trace.output)
+        f, g, df, dg, values = self.problem.evaluate(state)
+        heuristic = ~self.problem.linear_rows()
+        grads = self.pipeline.backward(trace, np.vstack([df[None, :], dg]), heuristic_rows=heuristic)
+        return trace, state, f, g, grads[0], grads[1:], values
+
+    # ------------------------------------------------------------------ optimizer updates
+    def _oc_step(self, trace, d_objective):
+        s = self.settings
+        constraint = self.problem.constraints[0]
+        coefficients = constraint.response.coefficients
+        # top88 uses dv = 1 per element (relative cell volumes), not the normalised constraint
+        # gradient: the bisection's stopping point depends on the scale of dc/dv.
+        scale = 1.0 / coefficients.mean()
+        relative = coefficients * scale
+        target = float(constraint.limits[0]) * scale
+        dv = self.pipeline.backward(trace, relative[None, :], heuristic_rows=np.array([False]))[0]
+        if self.pipeline.is_affine:
+            # every stage is affine: V(x) = dv . x + V(0) (top99neo), no pipeline run per bisection step
+            offset = float(relative @ self.pipeline(np.zeros_like(self.x)))
+
+            def volume_of(x_new):
+                return float(dv @ x_new) + offset
         else:
-            filtered = self.design.tie(self.filter.forward(rho_cells))
-        projected = filtered if self.projection is None else self.projection.forward(filtered)
-        return rho_cells, filtered, self.design.impose(projected)
-
-    def chain_rule(self, rho_cells, filtered, grads: np.ndarray, filter_sensitivity: np.ndarray):
-        """Gradients w.r.t. ρ̄ (k, n_cells) -> w.r.t. design variables (k, n_variables)."""
-        grads = np.array(grads, dtype=float)
-        grads[:, self.design.passive] = 0.0
-        if self.projection is not None:
-            grads = np.array([self.projection.backward(filtered, g) for g in grads])
-        if self.filter is not None:
-            if self.settings.sensitivity_filter:
-                for k in np.flatnonzero(filter_sensitivity):
-                    grads[k] = self.filter.filter_sensitivity(rho_cells, grads[k])
-            else:
-                grads = self.filter.backward(self.design.tie(grads))
-        return self.design.reduce(grads)
-
-    # ------------------------------------------------------------------ continuation
-    def at_final_level(self) -> bool:
-        s = self.settings
-        penalty_done = self.interpolation.penalty >= s.penalty_end
-        beta_done = self.projection is None or self.projection.beta >= s.beta_end
-        return penalty_done and beta_done
-
-    def advance_continuation(self, settled: bool) -> bool:
-        s = self.settings
-        if self.at_final_level():
-            return False
-        if not settled and self.iteration - self.level_start < s.continuation_interval:
-            return False
-        if self.interpolation.penalty < s.penalty_end:
-            self.interpolation.penalty = min(s.penalty_end, self.interpolation.penalty + s.penalty_step)
-        elif self.projection is not None:
-            self.projection.beta = min(s.beta_end, 2 * self.projection.beta)
-        self.level_start = self.iteration
-        if self.mma is not None:
-            # the problem changed: restart the asymptotes from the current design
-            self.mma = MMA(self.design.n_variables, self.formulation.n_constraints, 0.0, 1.0,
-                           move_limit=s.move)
-        return True
+            def volume_of(x_new):
+                return float(relative @ self.pipeline(x_new))
+        return oc_update(self.x, d_objective, dv, volume_of, target, move=s.move)
 
     # ------------------------------------------------------------------ one iteration
     def step(self) -> tuple[bool, str]:
         s = self.settings
         t0 = time.perf_counter()
         self.iteration += 1
-        rho_cells, filtered, rho = self.physical(self.x)
-        f, g, df, dg = self.formulation.evaluate(rho)
-        filter_rows = np.array([True] + [not lin for lin in self.formulation.linear_constraints])
-        grads = self.chain_rule(rho_cells, filtered, np.vstack([df[None, :], dg]), filter_rows)
-        d_objective, d_constraints = grads[0], grads[1:]
+        trace, state, f, g, d_objective, d_constraints, values = self.evaluate(self.x)
+        rho = trace.output
         if s.optimizer == "oc":
-            vf = self.formulation.volume_fraction
-            volumes = self.responses.relative_volumes
-            # top88 uses dv = 1 per element (not the normalised constraint gradient): the
-            # bisection's stopping point depends on the scale of dc/dv, so keep it identical.
-            dv = self.chain_rule(rho_cells, filtered, volumes[None, :], np.array([False]))[0]
-            if self.projection is None:
-                # Without projection the physical volume is affine in x (filter and design map
-                # are linear): V(x) = dv . x + V(0), as in top99neo; no filtering per bisection step.
-                offset = float(volumes @ self.physical(np.zeros_like(self.x))[2])
-
-                def volume_of(x_new):
-                    return float(dv @ x_new) + offset
-            else:
-                def volume_of(x_new):
-                    return float(volumes @ self.physical(x_new)[2])
-            x_new = oc_update(self.x, d_objective, dv, volume_of, vf * volumes.sum(), move=s.move)
+            x_new = self._oc_step(trace, d_objective)
         else:
             x_new = self.mma.update(self.x, f, d_objective, g, d_constraints)
         change = float(np.max(np.abs(x_new - self.x)))
         self.x = x_new
         previous = self.history[-1]["objective"] if self.history else None
         rel_change = abs(f - previous) / max(abs(previous), 1e-300) if previous is not None else np.inf
-        volumes = self.responses.cell_volumes
+        volumes = self.analysis.cell_volumes
         record = {
             "iteration": self.iteration, "objective": float(f),
             "constraints": [float(v) for v in g],
-            "volume_fraction": self.responses.volume_fraction(rho),
+            "volume_fraction": self.analysis.volume_fraction(rho),
             "change": change, "objective_change": float(rel_change),
             "grayness": grayness(rho, volumes),
-            "penalty": float(self.interpolation.penalty),
-            "beta": None if self.projection is None else float(self.projection.beta),
+            "penalty": self.schedule.penalty,
+            "beta": self.schedule.beta,
             "seconds": 0.0,
         }
-        record.update({f"compliance:{k}": v for k, v in self.formulation.last_info["compliance"].items()})
-        record.update({f"displacement:{k}": v for k, v in self.formulation.last_info.get("displacement", {}).items()})
+        if state.has_static:
+            record.update({f"compliance:{k}": float(v)
+                           for k, v in zip(self.analysis.case_names, state.compliances())})
+            record["solver"] = state.static.info.get("solver")
+            its = state.static.info.get("iterations")
+            if its is not None:
+                record["solver_iterations"] = int(np.max(its))
+        # every response value by its label, e.g. "displacement[tip.y, brake]", "mass"
+        record.update({label: value for label, value in values.items() if label not in record})
         feasible = bool(np.all(g <= 1e-3))
         settled = change <= s.tolerance and rel_change <= s.objective_tolerance and feasible
         stop, message = False, ""
-        if settled and self.at_final_level():
+        final = self.schedule.at_final_level()
+        if settled and final:
             stop, message = True, (f"converged: design change {change:.3g} <= {s.tolerance}, objective "
                                    f"change {rel_change:.2g} <= {s.objective_tolerance}, constraints hold")
+        elif final and self.schedule.beta is not None and feasible and self._objective_settled(rel_change):
+            stop, message = True, (
+                f"converged: objective moved < {s.objective_tolerance:g} (relative) in each of the last "
+                f"{s.settle_iterations} iterations at the final projection beta {self.schedule.beta:g} "
+                f"with the constraints holding; the design change ({change:.3g}) stays above "
+                f"{s.tolerance} only because single boundary elements keep flipping")
         else:
-            self.advance_continuation(settled)
+            if self.schedule.advance(self.iteration, settled) and self.mma is not None:
+                # the problem changed: restart the asymptotes from the current design
+                self.mma = self._new_mma()
         record["seconds"] = time.perf_counter() - t0
         self.history.append(record)
         self.last = (rho, f, g)
         if s.verbose:
-            cons = " ".join(f"{v:+.3f}" for v in g[:4])
-            print(f"it {self.iteration:4d}  obj {f:11.5g}  g [{cons}]  vol {record['volume_fraction']:.4f}  "
-                  f"change {change:.3f}  gray {record['grayness']:.3f}  p {self.interpolation.penalty:.2f}"
-                  f"{'' if self.projection is None else f'  beta {self.projection.beta:g}'}  "
-                  f"{record['seconds']:.2f} s", file=sys.stdout, flush=True)
+            self._print_progress(record, f, g)
         if self.callback is not None:
-            state = IterationState(self.iteration, self.x.copy(), rho.copy(), float(f), g.copy(), record)
-            if self.callback(state) is True:
+            cb_state = IterationState(self.iteration, self.x.copy(), rho.copy(), float(f), g.copy(), record)
+            if self.callback(cb_state) is True:
                 stop, message = True, "stopped by callback"
         if s.checkpoint and (stop or self.iteration % s.checkpoint_every == 0):
             self.save_checkpoint(s.checkpoint)
         return stop, message
+
+    def _objective_settled(self, rel_change: float) -> bool:
+        """True if this and the previous settle_iterations - 1 objective changes are all small."""
+        n = self.settings.settle_iterations
+        if n < 1 or len(self.history) < n - 1:
+            return False
+        if self.history and self.history[-1]["beta"] != self.schedule.beta:
+            return False
+        recent = [rec["objective_change"] for rec in self.history[len(self.history) - (n - 1):]] if n > 1 else []
+        betas = {rec["beta"] for rec in self.history[len(self.history) - (n - 1):]} if n > 1 else set()
+        if betas - {self.schedule.beta}:
+            return False
+        return all(v <= self.settings.objective_tolerance for v in recent + [rel_change])
+
+    def _print_progress(self, record, f, g) -> None:
+        cons = " ".join(f"{v:+.3f}" for v in g[:4])
+        remaining = self.settings.max_iterations - self.iteration
+        recent = [rec["seconds"] for rec in self.history[-5:]]
+        eta = remaining * float(np.mean(recent)) if recent else 0.0
+        solver = record.get("solver")
+        its = record.get("solver_iterations")
+        solver_text = "" if solver is None else f"  {solver}{'' if its is None else f' {its} it'}"
+        beta = record["beta"]
+        print(f"it {self.iteration:4d}  obj {f:11.5g}  g [{cons}]  vol {record['volume_fraction']:.4f}  "
+              f"change {record['change']:.3f}  gray {record['grayness']:.3f}  p {record['penalty']:.2f}"
+              f"{'' if beta is None else f'  beta {beta:g}'}  {record['seconds']:.2f} s{solver_text}"
+              f"  (at most {_duration(eta)} left)", file=sys.stdout, flush=True)
 
     def run(self) -> OptimizationResult:
         """Iterate to convergence or the cap.
@@ -254,24 +287,23 @@ class SimpLoop:
 
     def result(self, converged: bool, message: str) -> OptimizationResult:
         from ..fem.static import build_solution
-        _, _, rho = self.physical(self.x)
+        rho = self.physical(self.x)
         # final analysis of the final design (the history holds the previous one)
-        self.responses.analyse(rho)
-        system = self.responses.system
-        solution = build_solution(self.model, self.responses.U, self.responses.F, rho,
-                                  self.responses.stiffness_scale,
-                                  penalty=float(self.interpolation.penalty),
-                                  min_stiffness=self.interpolation.min_stiffness)
-        vf = self.responses.volume_fraction(rho)
-        volume = float(self.responses.cell_volumes @ rho)
+        static = self.analysis.state(rho).static
+        law = self.analysis.interpolation
+        solution = build_solution(self.model, static, rho, **law.to_parameters())
+        vf = self.analysis.volume_fraction(rho)
+        volume = float(self.analysis.cell_volumes @ rho)
+        parameters = {**self.parameters, "final_penalty": float(law.penalty),
+                      "linear_below": float(law.linear_below)}
         prov = provenance(model_sha256=self.model.fingerprint(), density_sha256=hash_inputs(rho),
-                          parameters=self.parameters, solver=system.last_solve_info.get("solver"))
+                          parameters=parameters, solver=static.info.get("solver"))
         return OptimizationResult(
             model=self.model, density=rho, design_variables=self.x.copy(), history=self.history,
             problem=self.parameters.get("problem", ""), converged=converged, message=message,
             compliance=dict(solution.compliance), volume_fraction=vf, volume=volume,
             mass=volume * self.model.material.density, solution=solution,
-            parameters=self.parameters, provenance=prov)
+            parameters=parameters, provenance=prov)
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str) -> None:
@@ -286,11 +318,9 @@ class SimpLoop:
                     arrays[f"mma.{key}"] = value
                 else:
                     mma_meta[key] = value
-        if self.responses.U is not None:
-            arrays["U"] = self.responses.U
-        meta = {"iteration": self.iteration, "history": self.history, "level_start": self.level_start,
-                "penalty": self.interpolation.penalty,
-                "beta": None if self.projection is None else self.projection.beta,
+        if self.analysis.last_displacements is not None:
+            arrays["U"] = self.analysis.last_displacements
+        meta = {"iteration": self.iteration, "history": self.history, **self.schedule.state(),
                 "mma": mma_meta, "parameters_sha256": self._resume_key(),
                 "n_variables": int(self.design.n_variables)}
         tmp = f"{path}.tmp.npz"
@@ -319,18 +349,24 @@ class SimpLoop:
         self.x = data["x"].copy()
         self.iteration = meta["iteration"]
         self.history = meta["history"]
-        self.level_start = meta["level_start"]
-        self.interpolation.penalty = meta["penalty"]
-        if self.projection is not None:
-            self.projection.beta = meta["beta"]
+        self.schedule.load_state(meta)
         if "U" in data:
-            self.responses.U = data["U"].copy()
+            self.analysis.last_displacements = data["U"].copy()
         if meta["mma"] is not None:
             state = dict(meta["mma"])
             for key in data.files:
                 if key.startswith("mma."):
                     state[key[4:]] = data[key].copy()
             self.mma = MMA.from_state(state)
+
+
+def _duration(seconds: float) -> str:
+    """A rough duration for the progress line: 45 s, 12 min, 2.5 h."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _json_default(obj):

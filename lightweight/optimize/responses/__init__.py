@@ -1,0 +1,13 @@
+"""Responses of the optimization layer, one module each (see :mod:`.base`).
+
+Registered names: compliance, volume_fraction, mass, displacement (and those added by other
+modules of this package). ``response <= limit`` is a constraint.
+"""
+
+from .base import RESPONSES, Constraint, Response, make_response, register_response
+from .compliance import Compliance
+from .displacement import Displacement
+from .volume import Mass, VolumeFraction
+
+__all__ = ["RESPONSES", "Constraint", "Response", "make_response", "register_response",
+           "Compliance", "Displacement", "Mass", "VolumeFraction"]
