@@ -19,3 +19,12 @@ def hang_on_slow_designs(case_path, design_path, limits=None):
         while True:
             time.sleep(1.0)
     return evaluate_design(case_path, design_path, limits)
+
+
+def hog_memory_on_hog_designs(case_path, design_path, limits=None):
+    """Like evaluate_design, but allocates 64 GiB on a design named hog* (a design that blows the memory)."""
+    if os.path.basename(design_path).startswith("hog"):
+        import numpy as np
+        hog = np.ones(8 << 30)          # 64 GiB: past the worker's address-space limit
+        return {"status": "ok", "size": hog.size}
+    return evaluate_design(case_path, design_path, limits)
