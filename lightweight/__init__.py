@@ -10,7 +10,7 @@ from .errors import (BoundaryConditionError, CaseFileError, LightweightError, Ma
                      SolverError, UnknownSetError)
 from .fem import (BodyForce, Gravity, Material, Model, NodalForces, PointLoad, Pressure, Solution,
                   Traction,
-                  solve)
+                  solve, Modes, modes)
 from .mesh import Mesh, read_mesh, read_mesh_fields, read_metadata, structured_grid, write_mesh
 from .optimize import (DisplacementLimit, OptimizationResult, Problem, minimize_compliance, minimize_mass,
                        optimize_problem)
@@ -29,7 +29,7 @@ __all__ = [
     "OptimizationError", "CaseFileError",
     "Mesh", "read_mesh", "read_mesh_fields", "read_metadata", "write_mesh", "structured_grid",
     "Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity", "NodalForces",
-    "Solution", "solve",
+    "Solution", "solve", "Modes", "modes",
     "minimize_compliance", "minimize_mass", "optimize_problem", "Problem", "DisplacementLimit",
     "OptimizationResult",
     "plot", "convergence_plot", "SnapshotWriter", "snapshot_writer",

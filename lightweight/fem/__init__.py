@@ -8,6 +8,7 @@ from .material import Material
 from .model import Model
 from .results import Solution
 from .static import simp_scale, solve
+from .modal import Modes, modes
 
-__all__ = ["Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity", "NodalForces",
+__all__ = ["Modes", "modes", "Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity", "NodalForces",
            "Solution", "solve", "simp_scale"]

@@ -83,10 +83,11 @@ class Model:
 
     # ------------------------------------------------------------------ validation
     def _check_supports(self, supports) -> dict[str, dict[int, float]]:
-        if not supports:
-            raise BoundaryConditionError("the model has no supports: without them the structure can "
-                                         "move freely; give supports={'set name': 'xyz'}")
+        # no supports is valid for modal analysis (lw.modes: rigid-body modes come first); a
+        # static analysis refuses it as a mechanism when it builds its system
         out = {}
+        if not supports:
+            return out
         for i, (key, spec) in enumerate(dict(supports).items()):
             if callable(key):
                 name = getattr(key, "__name__", "predicate")
@@ -100,7 +101,7 @@ class Model:
 
     def _check_loads(self, loads) -> dict[str, list]:
         if loads is None or (isinstance(loads, Mapping) and not loads):
-            raise BoundaryConditionError("the model has no load case: give loads={'case': [lw.PointLoad(...)]}")
+            return {}     # valid for modal analysis; a static analysis refuses it (system.py)
         if not isinstance(loads, Mapping):
             loads = {"default": loads}
         out = {}

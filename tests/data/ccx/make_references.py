@@ -182,6 +182,10 @@ def cases() -> dict:
                                           _frequency_step("FIXED", 10))
     out["tet10_bracket_modes_free"] = (m.points, m.cells, "C3D10", {}, _isotropic(),
                                        _frequency_step(None, 12))
+    m = _gmsh_mesh(3, 1, False, 4.0)
+    fixed = np.flatnonzero(np.isclose(m.points[:, 1], 40.0))
+    out["tet4_bracket_modes_clamped"] = (m.points, m.cells, "C3D4", {"FIXED": fixed}, _isotropic(),
+                                         _frequency_step("FIXED", 6))
     return out
 
 
