@@ -1,13 +1,14 @@
 """Responses of the optimization layer, one module each (see :mod:`.base`).
 
-Registered names: compliance, volume_fraction, mass, displacement (and those added by other
+Registered names: compliance, volume_fraction, mass, displacement, reaction (and those added by other
 modules of this package). ``response <= limit`` is a constraint.
 """
 
 from .base import RESPONSES, Constraint, Response, make_response, register_response
 from .compliance import Compliance
 from .displacement import Displacement
+from .reaction import Reaction
 from .volume import Mass, VolumeFraction
 
 __all__ = ["RESPONSES", "Constraint", "Response", "make_response", "register_response",
-           "Compliance", "Displacement", "Mass", "VolumeFraction"]
+           "Compliance", "Displacement", "Mass", "Reaction", "VolumeFraction"]
