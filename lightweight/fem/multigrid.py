@@ -44,9 +44,12 @@ How each piece is built, and why:
   and 4 cut PCG iterations by only 10-15 % on optimizer iterates, so 2 is the cheapest. On the fine level lambda_max is bounded exactly by that of the
   Jacobi-scaled element matrix (whatever the cell scales), on coarse levels estimated by a
   short Lanczos run at every update (times 1.1).
-* Coarsest level: PARDISO (MKL, through :class:`~lightweight.fem.solvers.PardisoSolver`)
-  when importable, re-using its symbolic analysis across updates, else SciPy SuperLU with
-  MMD_AT_PLUS_A ordering.
+* Coarsest level: the fastest installed direct solver from
+  :func:`~lightweight.fem.solvers.make_solver` (PARDISO, else CHOLMOD, else SuperLU; any name
+  or LinearSolver instance through ``coarse_solver``), re-using its symbolic analysis across
+  updates and calling it without per-solve residual checks (pypardiso's own ``solve``
+  compared the whole matrix with the factorized one on every call: 5-7 ms per V-cycle on a
+  4k-15k DOF coarse grid against 1.5 ms).
 * Outer: block PCG over all load cases at once (each case its own step lengths), stopping per
   case on ||r|| / ||b|| <= rtol over the free DOFs.
 
@@ -71,6 +74,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import SolverError
+from .solvers import make_solver
 
 # Local node offsets of a cell in VTK order (quad: ccw; hex: ccw bottom, then top).
 _OFFSETS_2D = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=np.int64)
@@ -494,42 +498,6 @@ class _Level:
         self.Q = self.G = None              # interpolation / Galerkin tables from the fine grid
 
 
-class _DirectSolver:
-    """Sparse direct solve of the coarsest level: PARDISO (SPD) if importable, else SuperLU.
-
-    PARDISO goes through :class:`lightweight.fem.solvers.PardisoSolver`, which keeps the
-    symbolic analysis across updates and calls the solve phase directly: pypardiso's own
-    ``solve`` compares the whole matrix with the factorized one on every call, which cost
-    5-7 ms per V-cycle on a 4k-15k DOF coarse grid against 1.5 ms here. Pivot checks are off:
-    Galerkin operators of SIMP designs legitimately have pivots 1e-9 times their diagonal.
-    """
-
-    def __init__(self):
-        try:
-            from .solvers import PardisoSolver
-            self._pardiso = PardisoSolver(check_pivots=False)
-            self.name = "pardiso"
-        except Exception:  # noqa: BLE001 - any import/MKL failure means "not available"
-            self._pardiso = None
-            self.name = "superlu"
-        self._lu = None
-
-    def factorize(self, A: sp.csr_matrix) -> None:
-        if self._pardiso is None:
-            from scipy.sparse.linalg import splu
-            self._lu = splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A")
-            return
-        A.sort_indices()
-        self._pardiso.factorize(A)
-
-    def solve(self, B: np.ndarray) -> np.ndarray:
-        """Solution for right-hand sides B (n_cases, n)."""
-        if self._pardiso is None:
-            return self._lu.solve(np.ascontiguousarray(B.T)).T
-        X = self._pardiso._solve(np.asfortranarray(B.T), None)      # (n, n_cases)
-        return np.ascontiguousarray(X.T)
-
-
 class GridMultigrid:
     """Multigrid-preconditioned CG for K = sum_e s_e Ke on a structured quad/hex grid.
 
@@ -541,13 +509,15 @@ class GridMultigrid:
     smoother: "chebyshev" or "jacobi"; smoother_degree: matvecs per pre-/post-smoothing.
     coarse_dtype: storage of intermediate level operators (float32 halves their memory; all
     arithmetic is float64; the fine level is matrix-free and the coarsest stays float64).
+    coarse_solver: solver of the coarsest level, a name of
+    :func:`~lightweight.fem.solvers.make_solver` or a LinearSolver instance (default "direct").
     Call :meth:`update` with the per-cell scale before :meth:`solve`, :meth:`vcycle`.
     """
 
     def __init__(self, shape, spacing=None, element_matrix=None, fixed_mask=None, n_levels=None,
                  smoother: str = "chebyshev", coarse_max_dofs: int = 20000, rtol: float = 1e-8,
                  maxiter: int = 500, smoother_degree: int = 2, chebyshev_ratio: float = 10.0,
-                 jacobi_weight: float = 0.6, coarse_dtype=np.float32):
+                 jacobi_weight: float = 0.6, coarse_dtype=np.float32, coarse_solver="direct"):
         shape = tuple(int(n) for n in shape)
         self.dim = dim = len(shape)
         if dim not in (2, 3) or min(shape) < 1:
@@ -595,7 +565,11 @@ class GridMultigrid:
         small = coarsest.n_dofs * 3 ** dim * dim < np.iinfo(np.int32).max
         coarsest.indptr, coarsest.indices = _grid_pattern(coarsest.nodes, dim,
                                                           np.int32 if small else np.int64)
-        self._direct = _DirectSolver()
+        # Through the one solver factory: the fastest installed direct solver, its symbolic
+        # analysis kept across updates. Pivot checks off: Galerkin operators of SIMP designs
+        # legitimately have pivots 1e-9 times their diagonal; no residual check per V-cycle
+        # (a sparse product as large as the coarse solve itself).
+        self._direct = make_solver(coarse_solver, check_pivots=False, check_residuals=False)
         self.setup_seconds = 0.0
 
     # ------------------------------------------------------------------ hierarchy
@@ -756,7 +730,9 @@ class GridMultigrid:
         if dead.size:
             A = A + sp.csr_matrix((np.ones(dead.size), (dead, dead)), shape=A.shape)
             A.sort_indices()
-        self._direct.factorize(A.tocsr())
+        A = A.tocsr()
+        A.sort_indices()
+        self._direct.factorize(A)
         self.setup_seconds = time.perf_counter() - t0
 
     def _apply_level(self, lev, X, out):
@@ -830,7 +806,8 @@ class GridMultigrid:
     def _vcycle(self, level_index, B):
         lev = self.levels[level_index]
         if level_index == len(self.levels) - 1:
-            return self._direct.solve(B) * lev.alive[None, :]
+            X = self._direct.solve(B.T)          # (n, n_cases); B.T is Fortran order: no copy
+            return np.ascontiguousarray(X.T) * lev.alive[None, :]
         X = self._smooth(lev, B, np.zeros_like(B), zero_guess=True)
         R = self._apply_level(lev, X, np.empty_like(B))
         np.subtract(B, R, out=R)

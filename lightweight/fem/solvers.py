@@ -28,7 +28,7 @@ elimination tree) done once per sparsity pattern, and a numeric phase per refill
   diagonal pivot threshold keeps the pivots on the diagonal (SPD needs no pivoting).
 - :class:`AMGSolver` -- conjugate gradients preconditioned by one V-cycle of pyamg's smoothed
   aggregation with the rigid-body modes as near-null space (the approach of ML/GAMG for
-  elasticity; Jacobi-PCG collapses under SIMP's 1e9 stiffness contrast, DESIGN.md). The
+  elasticity; Jacobi-PCG collapses under SIMP's 1e9 stiffness contrast, docs/architecture.md). The
   hierarchy can be kept over several refills (``reuse_hierarchy_for``): a slightly stale
   preconditioner is still a good one while densities change slowly, and it is rebuilt as
   soon as CG needs more than ``iteration_budget`` iterations.
@@ -78,11 +78,18 @@ import scipy.sparse.linalg as spla
 from .._threads import (PARDISO_TRY_PARALLEL_MFLOPS, MKLThreads, pardiso_threads,
                         pardiso_threads_fixed)
 from ..errors import SingularStiffnessError, SolverError
+from .memory import available_memory, format_bytes, memory_source
 from .mkl import load_mkl
 
 # Mid-size PARDISO problems keep a serial and a parallel analysis; every this-many-th
 # factorization uses the non-preferred one to see whether it has become the faster.
 THREAD_PROBE_EVERY = 10
+
+# A direct factorization may take at most this fraction of the available memory
+# (lightweight.fem.memory.available_memory); the rest is for K, the loads and the caller.
+FACTOR_MEMORY_FRACTION = 0.8
+# "auto" picks a direct solver only when its factor fits this fraction (AMG otherwise).
+AUTO_FACTOR_MEMORY_FRACTION = 0.5
 
 # A solve whose relative residual ||K x - b|| / ||b|| exceeds this is treated as singular.
 RESIDUAL_LIMIT = 1e-6
@@ -94,6 +101,10 @@ PIVOT_LIMIT = 1e-13
 _SINGULAR_MESSAGE = ("the stiffness matrix is singular ({detail}): the structure is not fully "
                      "supported and can move as a mechanism; add supports that stop every "
                      "rigid-body motion of every connected part")
+
+
+class FactorizationMemoryError(SolverError):
+    """A direct factorization would need more memory than is available."""
 
 
 def _singular(detail: str) -> SingularStiffnessError:
@@ -195,6 +206,9 @@ class LinearSolver:
 
     name = "base"
     direct = True
+    #: check ||K x - b|| / ||b|| after every solve (a direct solver raises above RESIDUAL_LIMIT);
+    #: off for inner solves that are checked elsewhere (multigrid's coarsest level)
+    check_residuals = True
 
     def __init__(self):
         self.K: sp.csr_matrix | None = None
@@ -215,6 +229,19 @@ class LinearSolver:
         self.info = {"solver": self.name, "n_dofs": K.shape[0], "symbolic": symbolic,
                      "setup_seconds": time.perf_counter() - t0}
 
+    def analyse(self, K) -> None:
+        """Symbolic phase only, for K's sparsity pattern (n, n) CSR; its values are not used.
+
+        A later :meth:`factorize` of a matrix with this pattern (the same arrays, or equal
+        ones) does the numeric phase only. PARDISO checks here that its factor will fit.
+        """
+        K = _check_matrix(K)
+        self._symbolic(K)
+        self._indptr, self._indices = K.indptr, K.indices
+
+    def release(self) -> None:
+        """Free what the backend holds outside Python (a no-op for most backends)."""
+
     def solve(self, B: np.ndarray, x0: np.ndarray | None = None) -> np.ndarray:
         """Solution X of K X = B; B (n,) or (n, k) -> same shape. ``x0``: warm start (iterative)."""
         if self.K is None:
@@ -223,7 +250,10 @@ class LinearSolver:
         B = _check_rhs(B, self.K.shape[0])
         B2 = B.reshape(B.shape[0], -1)
         X = self._solve(B2, x0)
-        residuals = self._check_solution(B2, X)
+        if self.check_residuals or not self.direct:
+            residuals = self._check_solution(B2, X)
+        else:
+            residuals = np.full(B2.shape[1], np.nan)
         self.info.update(solve_seconds=time.perf_counter() - t0, n_rhs=B2.shape[1],
                          residuals=residuals.tolist())
         return X.reshape(B.shape)
@@ -246,6 +276,28 @@ class LinearSolver:
 
     def _solve(self, B: np.ndarray, x0) -> np.ndarray:
         raise NotImplementedError
+
+
+def _check_factor_estimate(backend: str, K: sp.csr_matrix, dim: int | None) -> None:
+    """Raise FactorizationMemoryError when the estimated factor of K would not fit.
+
+    For backends that report nothing before factorizing (CHOLMOD, SuperLU): the estimate of
+    :func:`lightweight.fem.memory.factor_bytes`. ``dim`` None: 2 below 30 nonzeros per row of
+    K (bilinear 2D elements have 14 - 18, linear tets 40), else 3.
+    """
+    from .memory import factor_bytes
+    n = K.shape[0]
+    per_row = K.nnz / max(n, 1)
+    if dim is None:
+        dim = 2 if per_row < 30 else 3
+    need = factor_bytes(n, dim, per_row, backend=backend)
+    budget = available_memory()
+    if need > FACTOR_MEMORY_FRACTION * budget:
+        raise FactorizationMemoryError(
+            f"{backend}: factorizing K ({n} DOFs, {per_row:.0f} nonzeros per row, {dim}D) would need "
+            f"about {format_bytes(need)} (estimate), more than {FACTOR_MEMORY_FRACTION:.0%} of the "
+            f"{format_bytes(budget)} available ({memory_source()}); use solver='amg' (iterative, "
+            f"memory linear in the DOFs), solver='pardiso' if installed, or a coarser mesh")
 
 
 # ---------------------------------------------------------------------------------- PARDISO
@@ -283,6 +335,7 @@ class PardisoSolver(LinearSolver):
         self._modes = None           # {"serial": handle state, "parallel": ...} when both are kept
         self.thread_mode = None      # "serial" | "parallel" when both are kept
         self.mflops = None           # PARDISO's flop count of the factorization (MFlop)
+        self.report = None           # analysis_report() of the current analysis
         self.thread_timings = None   # {"serial": s, "parallel": s} (recent medians) when both are kept
 
     def _set_iparm(self) -> None:
@@ -346,6 +399,12 @@ class PardisoSolver(LinearSolver):
         else:
             self._release()
 
+    def release(self) -> None:
+        """Free MKL's factors and analyses now (also done when the solver is collected)."""
+        self._release_all()
+        self._indptr = self._indices = None
+        self.K = None
+
     def __del__(self):
         try:
             self._release_all()
@@ -381,6 +440,8 @@ class PardisoSolver(LinearSolver):
         self._set_iparm()
         self._pardiso(11, data)
         self._analysed = True
+        self.report = self.analysis_report()
+        self._check_memory(K)
         mflops = float(self.iparm[18]) if self.iparm[18] > 0 else None
         max_threads = self._mkl_threads.max_threads
         wanted = pardiso_threads(mflops, max_threads)
@@ -395,9 +456,36 @@ class PardisoSolver(LinearSolver):
         # the first factorization: a one-off solve (lw.solve, a batch evaluation) would pay six
         # factorizations for one (0.18 of a bracket evaluation's 0.32 s).
         self._numeric_phases = 0
+        # the timing keeps two factors: only when both fit (the analysis said what one needs)
         self._tune = (self.threads == 1 and max_threads > 1 and pardiso_threads_fixed() is None
-                      and mflops is not None and mflops >= PARDISO_TRY_PARALLEL_MFLOPS)
+                      and mflops is not None and mflops >= PARDISO_TRY_PARALLEL_MFLOPS
+                      and 2 * self.report["memory_bytes"] <= available_memory())
         self.mflops = mflops
+
+    def analysis_report(self) -> dict:
+        """What PARDISO's analysis (phase 11) reported about the factorization to come.
+
+        ``factor_nnz`` nonzeros of L (iparm(18)), ``mflops`` its flop count (iparm(19)),
+        ``memory_bytes`` the peak memory of factorization and solve: max(iparm(15),
+        iparm(16) + iparm(17)) KiB (MKL PARDISO reference, "iparm parameter").
+        """
+        ip = self.iparm
+        peak_kib = max(int(ip[14]), int(ip[15]) + int(ip[16]))
+        return {"factor_nnz": int(ip[17]), "mflops": float(ip[18]),
+                "analysis_peak_bytes": int(ip[14]) * 1024, "memory_bytes": peak_kib * 1024}
+
+    def _check_memory(self, K: sp.csr_matrix) -> None:
+        """Refuse a factorization that would not fit, before MKL allocates it."""
+        need = self.report["memory_bytes"]
+        budget = available_memory()
+        if need > FACTOR_MEMORY_FRACTION * budget:
+            self._release()
+            raise FactorizationMemoryError(
+                f"pardiso: factorizing K ({K.shape[0]} DOFs, {K.nnz / K.shape[0]:.0f} nonzeros per "
+                f"row) needs {format_bytes(need)} (PARDISO's analysis, {self.report['factor_nnz']:.3g} "
+                f"factor nonzeros), more than {FACTOR_MEMORY_FRACTION:.0%} of the "
+                f"{format_bytes(budget)} available ({memory_source()}); use solver='amg' "
+                f"(iterative, memory linear in the DOFs) or a coarser mesh")
 
     def _handle_state(self):
         return self.pt, self.iparm, self.threads, self._analysed
@@ -503,14 +591,18 @@ class CholmodSolver(LinearSolver):
 
     name = "cholmod"
 
-    def __init__(self, ordering_method: str = "default"):
+    def __init__(self, ordering_method: str = "default", check_pivots: bool = True,
+                 dim: int | None = None):
         super().__init__()
         from sksparse import cholmod
         self._cholmod = cholmod
         self.ordering_method = ordering_method
+        self.check_pivots = check_pivots
+        self.dim = dim
         self._factor = None
 
     def _symbolic(self, K: sp.csr_matrix) -> None:
+        _check_factor_estimate(self.name, K, self.dim)
         # CHOLMOD wants CSC; the matrix is symmetric, so the CSR arrays read as CSC are K itself.
         self._factor = self._cholmod.analyze(self._csc(K), mode="supernodal",
                                              ordering_method=self.ordering_method)
@@ -526,6 +618,8 @@ class CholmodSolver(LinearSolver):
                 self._factor.cholesky_inplace(self._csc(K))
         except (self._cholmod.CholmodNotPositiveDefiniteError, self._cholmod.CholmodError, Warning) as exc:
             raise _singular(f"cholmod: {exc}") from exc
+        if not self.check_pivots:
+            return
         try:
             d = self._factor.D()                    # LDL^T diagonal (L's squared diagonal for LL^T)
         except Exception:
@@ -545,13 +639,17 @@ class SuperLUSolver(LinearSolver):
 
     ``symmetric=True`` tells SuperLU to pivot on the diagonal (SymmetricMode, small
     ``diag_pivot_thresh``), which is exact for SPD K and keeps L and U's pattern symmetric.
+    ``check_pivots=False`` skips the probe solve for near-singular factors.
     """
 
     name = "superlu"
 
     def __init__(self, permc_spec: str = "MMD_AT_PLUS_A", symmetric: bool = True,
-                 diag_pivot_thresh: float = 0.0, reuse_ordering: bool = True):
+                 diag_pivot_thresh: float = 0.0, reuse_ordering: bool = True,
+                 check_pivots: bool = True, dim: int | None = None):
         super().__init__()
+        self.check_pivots = check_pivots
+        self.dim = dim
         self.permc_spec = permc_spec
         self.symmetric = symmetric
         self.diag_pivot_thresh = diag_pivot_thresh
@@ -571,6 +669,7 @@ class SuperLUSolver(LinearSolver):
             raise _singular(f"superlu: {exc}") from exc
 
     def _symbolic(self, K: sp.csr_matrix) -> None:
+        _check_factor_estimate(self.name, K, self.dim)
         self._perm = None
         self._perm_map = None
 
@@ -593,7 +692,8 @@ class SuperLUSolver(LinearSolver):
             self._lu = lu
         else:
             self._lu = self._refactor(K)
-        self._check_pivots(K)
+        if self.check_pivots:
+            self._check_pivots(K)
 
     def _refactor(self, K: sp.csr_matrix):
         indptr, indices = self._perm_csc
@@ -820,10 +920,20 @@ def _block_pcg(A: sp.csr_matrix, B: np.ndarray, X0: np.ndarray | None, precondit
 _DIRECT_ORDER = ("pardiso", "cholmod", "superlu")
 _CLASSES = {"pardiso": PardisoSolver, "cholmod": CholmodSolver, "superlu": SuperLUSolver,
             "amg": AMGSolver}
-# Largest DOF count solved directly by "auto" (above: AMG-PCG), per dimension, for a fast
-# sparse Cholesky (PARDISO/CHOLMOD) and for SuperLU. See the measurements in the docstring.
-DIRECT_LIMIT_FAST = {2: 1_000_000, 3: 150_000}
-DIRECT_LIMIT_SUPERLU = {2: 200_000, 3: 20_000}
+# The time model of "auto" (benchmarks/solver_choice.py, docs/performance.md; one MKL thread,
+# 2 shared cores, min of 2 runs). Direct: PARDISO's flop count over its rate (25 - 48 GFlop/s
+# from 2e4 DOFs on); SuperLU's rate is in PARDISO-equivalent flops (it does more, slower).
+# CHOLMOD is not installed here: taken as PARDISO. AMG: setup and one PCG iteration per
+# nonzero of K (0.16 - 0.34 us, 0.010 - 0.021 us), iterations to 1e-8 by element order
+# (linear 14 - 25, tet10 31 - 33 at 1e4 - 6e4 DOFs).
+DIRECT_MFLOP_PER_SECOND = {"pardiso": 30e3, "cholmod": 30e3, "superlu": 1.8e3}
+AMG_SETUP_SECONDS_PER_NONZERO = 0.25e-6
+AMG_ITERATION_SECONDS_PER_NONZERO = 0.02e-6
+AMG_ITERATIONS = {1: 20, 2: 35}
+# With a sparsity pattern, "auto" lets PARDISO analyse it (the analysis is kept for the first
+# factorization) when the estimates put direct within this factor of AMG, and decides on the
+# analysis's own flop count and memory.
+AUTO_ANALYSE_WITHIN = 8.0
 
 
 def available_solvers() -> list[str]:
@@ -842,24 +952,114 @@ def available_solvers() -> list[str]:
     return names
 
 
-def make_solver(method: str = "auto", n_dofs: int | None = None, dim: int | None = None,
-                points: np.ndarray | None = None, **options) -> LinearSolver:
-    """A linear solver by name: "auto", "direct", "pardiso", "cholmod", "superlu" or "amg".
+def direct_seconds(backend: str, mflops: float) -> float:
+    """Model seconds of one numeric factorization of ``mflops`` MFlop (PARDISO's count)."""
+    return mflops / DIRECT_MFLOP_PER_SECOND.get(backend, DIRECT_MFLOP_PER_SECOND["superlu"])
 
-    "auto" picks the fastest installed direct solver up to a DOF limit that depends on the
-    dimension and on whether a fast Cholesky (PARDISO/CHOLMOD) is installed, and AMG-PCG above
-    it. ``points`` (n_nodes, dim) feed AMG's rigid-body modes; ``options`` go to the backend.
+
+def amg_seconds(n_dofs: int, nnz_per_row: float, n_rhs: int = 1, element_order: int = 1) -> float:
+    """Model seconds of one AMG-PCG setup plus ``n_rhs`` solves to 1e-8."""
+    iterations = AMG_ITERATIONS.get(int(element_order), AMG_ITERATIONS[2])
+    nnz = float(n_dofs) * float(nnz_per_row)
+    return nnz * (AMG_SETUP_SECONDS_PER_NONZERO + n_rhs * iterations * AMG_ITERATION_SECONDS_PER_NONZERO)
+
+
+def _pattern_matrix(pattern, n_dofs: int | None) -> sp.csr_matrix:
+    """A CSR matrix (values 1) on a sparsity pattern given as a matrix or with indptr/indices."""
+    if sp.issparse(pattern):
+        indptr, indices = pattern.tocsr().indptr, pattern.tocsr().indices
+    else:
+        indptr, indices = pattern.indptr, pattern.indices
+    n = len(indptr) - 1
+    if n_dofs is not None and n != n_dofs:
+        raise SolverError(f"the sparsity pattern has {n} rows but n_dofs is {n_dofs}")
+    A = sp.csr_matrix((np.ones(len(indices)), indices, indptr), shape=(n, n), copy=False)
+    A.has_sorted_indices = True
+    return A
+
+
+def _auto_choice(direct: str, n_dofs: int, dim: int, nnz_per_row: float | None, n_rhs: int,
+                 element_order: int, pattern, direct_options: dict):
+    """(name, solver or None, reason): the backend "auto" picks; see :func:`make_solver`."""
+    from .memory import DEFAULT_NNZ_PER_ROW, factor_bytes, factor_mflops
+    z = DEFAULT_NNZ_PER_ROW.get(dim, 81.0) if nnz_per_row is None else float(nnz_per_row)
+    t_amg = amg_seconds(n_dofs, z, n_rhs, element_order)
+    t_direct = direct_seconds(direct, factor_mflops(n_dofs, dim, z))
+    need = factor_bytes(n_dofs, dim, z, backend=direct)
+    budget = AUTO_FACTOR_MEMORY_FRACTION * available_memory()
+    if pattern is not None and direct == "pardiso" and t_direct <= AUTO_ANALYSE_WITHIN * t_amg \
+            and need <= 4 * budget:
+        solver = PardisoSolver(**direct_options)
+        try:
+            solver.analyse(_pattern_matrix(pattern, n_dofs))
+        except FactorizationMemoryError as exc:
+            return "amg", None, str(exc)
+        report = solver.report
+        t_direct = direct_seconds("pardiso", report["mflops"])
+        need = report["memory_bytes"]
+        if need > budget:
+            solver.release()
+            return "amg", None, (f"PARDISO's analysis: the factor needs {format_bytes(need)}, more than "
+                                 f"{AUTO_FACTOR_MEMORY_FRACTION:.0%} of the {format_bytes(available_memory())} "
+                                 f"available ({memory_source()})")
+        if t_direct > t_amg:
+            solver.release()
+            return "amg", None, None
+        return "pardiso", solver, None
+    if need > budget:
+        return "amg", None, (f"the {direct} factor of {n_dofs} DOFs would need about {format_bytes(need)} "
+                             f"(estimate), more than {AUTO_FACTOR_MEMORY_FRACTION:.0%} of the "
+                             f"{format_bytes(available_memory())} available ({memory_source()})")
+    return (direct if t_direct <= t_amg else "amg"), None, None
+
+
+def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None,
+                points: np.ndarray | None = None, *, nnz_per_row: float | None = None,
+                n_rhs: int = 1, element_order: int = 1, pattern=None,
+                check_residuals: bool = True, **options) -> LinearSolver:
+    """The one place where linear solvers are made: from a name, or an instance passed through.
+
+    method: a :class:`LinearSolver` instance (returned as is; the other arguments are for
+    building one) or a name: "auto", "direct" (the fastest installed of "pardiso", "cholmod",
+    "superlu"), one of those, or "amg" (AMG-PCG, ``points`` (n_nodes, dim) give its rigid-body
+    modes). ``options`` go to the backend's constructor (for "auto"/"direct", only those it
+    accepts); ``check_residuals=False`` skips the residual check after each solve (inner
+    solves checked elsewhere, e.g. multigrid's coarsest level).
+
+    "auto" (needs ``n_dofs``; without it: "direct") compares a time model of one design
+    iteration, measured on this machine (module constants :data:`DIRECT_MFLOP_PER_SECOND`,
+    :data:`AMG_SETUP_SECONDS_PER_NONZERO`, :data:`AMG_ITERATION_SECONDS_PER_NONZERO`,
+    :data:`AMG_ITERATIONS`): direct = factorization flops / rate, where the flops grow with
+    ``dim`` and ``nnz_per_row`` of K (:func:`lightweight.fem.memory.factor_mflops`); AMG =
+    setup + ``n_rhs`` solves, each proportional to K's nonzeros, with more iterations for
+    quadratic elements (``element_order`` 2). It picks AMG when the factor would not fit
+    :data:`AUTO_FACTOR_MEMORY_FRACTION` of the available memory, with a warning saying so.
+    Given the sparsity ``pattern`` of K (a CSR matrix or an object with ``indptr``/``indices``)
+    and PARDISO, it decides on PARDISO's own analysis (flops and memory peak), which the returned
+    solver keeps for its first factorization when K has that pattern.
     """
+    if isinstance(method, LinearSolver):
+        return method
+    if not isinstance(method, str):
+        raise SolverError(f"solver must be a name ('auto', 'direct', {', '.join(_CLASSES)}) or a "
+                          f"LinearSolver instance, got {type(method).__name__}")
     available = available_solvers()
-    key = str(method).lower()
+    key = method.lower()
     if dim is None and points is not None:
         dim = np.asarray(points).shape[1]
     direct = next(name for name in _DIRECT_ORDER if name in available)
+    built = None
     if key == "auto":
-        fast = direct in ("pardiso", "cholmod")
-        limits = DIRECT_LIMIT_FAST if fast else DIRECT_LIMIT_SUPERLU
-        limit = limits.get(dim or 3, limits[3])
-        key = direct if (n_dofs is None or n_dofs <= limit or "amg" not in available) else "amg"
+        if n_dofs is None or "amg" not in available:
+            key = direct
+        else:
+            options_direct = _accepted(_CLASSES[direct], options)
+            key, built, reason = _auto_choice(direct, int(n_dofs), dim or 3, nnz_per_row,
+                                              max(1, int(n_rhs)), element_order, pattern,
+                                              options_direct)
+            if reason:
+                warnings.warn(f"solver 'auto' chose AMG-PCG instead of {direct}: {reason}",
+                              stacklevel=2)
     elif key == "direct":
         key = direct
     if key not in _CLASSES or key not in available:
@@ -867,11 +1067,24 @@ def make_solver(method: str = "auto", n_dofs: int | None = None, dim: int | None
         raise SolverError(f"linear solver {method!r} {why}; available: "
                           f"{', '.join(['auto', 'direct'] + available)}")
     cls = _CLASSES[key]
-    if method == "auto" or method == "direct":
+    if key != method.lower():
         # Options meant for the backend "auto" did not pick (e.g. rtol for AMG) are dropped.
-        accepted = inspect.signature(cls.__init__).parameters
-        if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
-            options = {k: v for k, v in options.items() if k in accepted}
-    if key == "amg":
-        return AMGSolver(points=points, dim=dim, **options)
-    return cls(**options)
+        options = _accepted(cls, options)
+    if built is not None:
+        solver = built
+    elif key == "amg":
+        solver = AMGSolver(points=points, dim=dim, **options)
+    else:
+        if key in ("superlu", "cholmod") and dim is not None and "dim" not in options:
+            options["dim"] = dim
+        solver = cls(**options)
+    if not check_residuals:
+        solver.check_residuals = False
+    return solver
+
+
+def _accepted(cls, options: dict) -> dict:
+    """The options that ``cls.__init__`` names (AMG's pass-through to pyamg is not a name)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    return {k: v for k, v in options.items()
+            if k in accepted and accepted[k].kind != inspect.Parameter.VAR_KEYWORD}

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from ..errors import BoundaryConditionError, SingularStiffnessError, SolverError
 from ..mesh.cell_types import CELL_TYPES
-from .assembly import DirichletMask, build_pattern, element_dofs, refill
+from .assembly import DirichletMask, add_to_diagonal, build_pattern, element_dofs, refill
 from .elements import element_stiffness, element_stress, von_mises
 from .solvers import rigid_body_modes
 from .loads import (COMPONENTS, BodyForce, Gravity, body_force_density, cell_shape_integrals,
@@ -132,6 +132,12 @@ class LinearElasticSystem:
                 fixed.setdefault(int(node * dim + comp), 0.0)
         self.fixed_dofs = np.array(sorted(fixed), dtype=np.int64)
         self.fixed_values = np.array([fixed[d] for d in self.fixed_dofs])
+        # springs to ground (bushings): (dofs, stiffness) added to K's diagonal after each refill
+        spring_parts = [s.node_stiffness(mesh) for s in getattr(self.model, "springs", ())]
+        self.spring_dofs = (np.concatenate([d for d, _ in spring_parts]) if spring_parts
+                            else np.zeros(0, dtype=np.int64))
+        self.spring_stiffness = (np.concatenate([k for _, k in spring_parts]) if spring_parts
+                                 else np.zeros(0))
         self.free_mask = np.ones(self.n_dofs, dtype=bool)
         self.free_mask[self.fixed_dofs] = False
         if self.check_mechanisms:
@@ -156,6 +162,7 @@ class LinearElasticSystem:
         used[mesh.cells.ravel()] = True
         fixed_node_comp = np.zeros((mesh.n_nodes, dim), dtype=bool)
         fixed_node_comp.reshape(-1)[self.fixed_dofs] = True
+        fixed_node_comp.reshape(-1)[self.spring_dofs] = True      # a spring holds its DOF too
         names = _MODE_NAMES_2D if dim == 2 else _MODE_NAMES_3D
         for part in range(n_parts):
             nodes = np.flatnonzero((labels == part) & used)
@@ -241,16 +248,31 @@ class LinearElasticSystem:
     def stiffness_data(self, stiffness_scale: np.ndarray | None = None) -> np.ndarray:
         """CSR data of the unconstrained K for the given per-cell multipliers (nnz,)."""
         scale = self._check_scale(stiffness_scale)
-        return refill(self.pattern, self.element_matrices, scale)
+        data = refill(self.pattern, self.element_matrices, scale)
+        if self.spring_dofs.size:
+            add_to_diagonal(self.pattern, data, self.spring_dofs, self.spring_stiffness)
+        return data
 
     def stiffness_matrix(self, stiffness_scale: np.ndarray | None = None) -> sp.csr_matrix:
         """Unconstrained global stiffness K (n_dofs, n_dofs)."""
         return self.pattern.matrix(self.stiffness_data(stiffness_scale))
 
-    def _get_solver(self, method: str):
+    def _get_solver(self, method):
+        """The linear solver for ``method`` (a name or a LinearSolver instance), kept while it stays.
+
+        "auto" weighs factor flops and memory against AMG from K's pattern, nonzeros per row,
+        element order and the number of load cases (:func:`~lightweight.fem.solvers.make_solver`).
+        """
+        from ..mesh.cell_types import CELL_TYPES
         from .solvers import make_solver
         if self.solver is None or self.solver_name != method:
-            self.solver = make_solver(method, n_dofs=self.n_dofs, dim=self.dim, points=self.mesh.points)
+            cell = CELL_TYPES[self.mesh.cell_type]
+            pattern = self.pattern
+            self.solver = make_solver(method, n_dofs=self.n_dofs, dim=self.dim, points=self.mesh.points,
+                                      nnz_per_row=len(pattern.indices) / max(self.n_dofs, 1),
+                                      n_rhs=max(1, len(self.case_names)),
+                                      element_order=2 if cell.n_nodes > cell.n_corners else 1,
+                                      pattern=pattern)
             self.solver_name = method
         return self.solver
 
@@ -261,8 +283,13 @@ class LinearElasticSystem:
         grids with more than MULTIGRID_AUTO_MIN_DOFS[dim] DOFs, where it beat the fastest
         direct solver per design iteration in our measurements (docs/performance.md).
         """
-        key = str(solver).lower()
+        if not isinstance(solver, str):
+            return False        # a LinearSolver instance: solved by it on the assembled K
+        key = solver.lower()
         if key in ("multigrid", "mg"):
+            if self.spring_dofs.size:
+                raise SolverError("solver='multigrid' does not model springs (lw.Spring supports); "
+                                  "use solver='auto' or 'direct'")
             if not self.is_grid:
                 raise SolverError(
                     "solver='multigrid' needs a structured quad or hexahedron grid "
@@ -271,7 +298,8 @@ class LinearElasticSystem:
                      else f"an unstructured {self.mesh.cell_type} mesh") +
                     ": use solver='auto', 'direct' or 'amg'")
             return True
-        return key == "auto" and self.is_grid and self.n_dofs > MULTIGRID_AUTO_MIN_DOFS[self.dim]
+        return (key == "auto" and self.is_grid and not self.spring_dofs.size
+                and self.n_dofs > MULTIGRID_AUTO_MIN_DOFS[self.dim])
 
     def _get_multigrid(self):
         """The GridMultigrid of this grid and its supports (built once, updated per solve)."""
