@@ -1,4 +1,4 @@
-"""Public entry points: ``minimize_compliance`` and ``minimize_mass`` (names fixed by DESIGN.md).
+"""Public entry points: ``minimize_compliance`` and ``minimize_mass`` (stable public names, docs/architecture.md).
 
 They turn keyword arguments into the loop's parts (design map, filter, projection,
 interpolation, formulation, optimizer) and validate them up front, so a wrong set name or an
