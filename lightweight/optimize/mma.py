@@ -65,22 +65,9 @@ and the approximations. An update therefore holds 11 + 2m vectors of length n: x
 x, xsi, eta and dx. The Newton steps, step lengths and stopping tests are those of the
 element-wise NumPy version this replaced; the results differ from it by round-off only (about
 1e-13 relative here: sums are taken in another order and reciprocals are formed once and
-multiplied). Measured here (2 cores, n = 10^6, compliance-like gradient, time per update after
-the kernels are compiled; the first call compiles them, about 8 s, then they load from Numba's
-disk cache):
-
-=====================  ====================  ====================
-n = 10^6               element-wise NumPy    fused kernels
-=====================  ====================  ====================
-m = 1 (17 Newton)      1.03 - 1.10 s         0.31 - 0.37 s
-                       45 vectors, 360 MB    13 vectors, 104 MB
-m = 4 (18-20 Newton)   1.28 - 1.42 s         0.81 - 0.89 s
-                       57 vectors, 456 MB    19 vectors, 152 MB
-=====================  ====================  ====================
-
-(peak memory traced by ``tracemalloc`` during one update, inputs excluded). The kernels are
-bound by scalar divisions and by reading the 9 + 2m arrays in every pass; for m = 4 the O(m^2)
-sums add to that.
+multiplied). Time and memory per update against the element-wise version: docs/performance.md
+("The MMA update"); the first call compiles the kernels (about 8 s), later runs load them from
+Numba's disk cache.
 
 Scaling
 -------
