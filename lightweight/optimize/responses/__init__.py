@@ -9,6 +9,7 @@ from .compliance import Compliance
 from .displacement import Displacement
 from .reaction import Reaction
 from .volume import Mass, VolumeFraction
+from .stress import Stress
 
 __all__ = ["RESPONSES", "Constraint", "Response", "make_response", "register_response",
            "Compliance", "Displacement", "Mass", "Reaction", "VolumeFraction"]
