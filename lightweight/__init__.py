@@ -11,6 +11,7 @@ from .errors import (BoundaryConditionError, CaseFileError, LightweightError, Ma
 from .fem import (BodyForce, Gravity, Material, Model, NodalForces, PointLoad, Pressure, Solution,
                   Traction,
                   solve, Modes, modes)
+from .fem.loads import Coupling, Force, Spring
 from .mesh import Mesh, read_mesh, read_mesh_fields, read_metadata, structured_grid, write_mesh
 from .optimize import (DisplacementLimit, OptimizationResult, Problem, minimize_compliance, minimize_mass,
                        optimize_problem)
@@ -29,6 +30,7 @@ __all__ = [
     "OptimizationError", "CaseFileError",
     "Mesh", "read_mesh", "read_mesh_fields", "read_metadata", "write_mesh", "structured_grid",
     "Material", "Model", "PointLoad", "Traction", "Pressure", "BodyForce", "Gravity", "NodalForces",
+    "Force", "Coupling", "Spring",
     "Solution", "solve", "Modes", "modes",
     "minimize_compliance", "minimize_mass", "optimize_problem", "Problem", "DisplacementLimit",
     "OptimizationResult",

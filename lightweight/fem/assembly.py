@@ -274,6 +274,16 @@ def refill(pattern: SparsityPattern, element_matrices: np.ndarray, scale: np.nda
     return data
 
 
+def add_to_diagonal(pattern: SparsityPattern, data: np.ndarray, dofs: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Add ``values`` (k,) to K's diagonal at ``dofs`` (k,) in CSR ``data`` (nnz,), in place.
+
+    Springs to ground (bushings) are diagonal terms independent of the design: they are added
+    after :func:`refill`, which overwrites ``data``, on every refill.
+    """
+    np.add.at(data, pattern.diagonal[np.asarray(dofs, dtype=np.int64)], np.asarray(values, dtype=float))
+    return data
+
+
 @numba.njit(cache=True)
 def _constrained_entries(indptr, indices, fixed_mask):
     n = indptr.shape[0] - 1

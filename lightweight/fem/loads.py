@@ -11,7 +11,21 @@
   material's mass density): per-cell consistent vectors ``∫ N_a b dV``, kept per cell so the
   optimizer can scale self-weight with the design's density.
 
+- :class:`Force`: a total force vector on a face set, spread in proportion to area (a uniform
+  traction of total / area), so the resultant is exactly the given vector on any mesh.
+- :class:`Coupling`: a force and a moment at a reference point, distributed to the nodes of a
+  set by weights without adding stiffness (Nastran's RBE3 idea; see :func:`coupling_forces`).
+- :class:`Spring`: a bushing, springs from the nodes of a set to ground (a support, not a load:
+  it goes in ``supports``); its stiffness (kx, ky, kz) is the whole set's, split over its nodes.
+
 In 2D, areas are edge length times thickness and volumes are area times thickness.
+
+Why RBE3 by the textbook formula: a reference point tied to the set with rigid links (RBE2)
+would stiffen the bore it loads, which the optimizer would then exploit; the weighted
+distribution keeps the structure's own stiffness and reproduces the resultant force and moment
+exactly. The node forces are f_i = w_i F / W + w_i (J^-1 M_c) x r_i, with r_i the node's
+offset from the weighted centroid c, M_c = M + (p - c) x F the moment about c, and
+J = sum w_i (|r_i|^2 I - r_i r_i^T); summing gives F and, about p, M.
 """
 
 from __future__ import annotations
@@ -108,7 +122,68 @@ class NodalForces:
                 int(np.count_nonzero(np.any(arr != 0, axis=1)))}
 
 
-Load = PointLoad | Traction | Pressure | BodyForce | Gravity | NodalForces
+@dataclass(frozen=True)
+class Force:
+    """Total force vector (force units, (dim,)) on face set ``set``, spread over it by area."""
+
+    set: str
+    total: Sequence[float]
+
+    def describe(self) -> dict:
+        return {"type": "force", "set": self.set, "value": list(map(float, self.total))}
+
+
+@dataclass(frozen=True)
+class Coupling:
+    """Force (dim,) and moment (3,; a scalar about z in 2D) at ``point`` (dim,), carried by the
+    nodes of set ``set`` with weights (RBE3-like: no added stiffness).
+
+    weights: "area" (a face set's tributary areas; nodes of a plain node set weigh equally) or
+    "equal".
+    """
+
+    set: str
+    point: Sequence[float]
+    force: Sequence[float] = (0.0, 0.0, 0.0)
+    moment: Sequence[float] | float = (0.0, 0.0, 0.0)
+    weights: str = "area"
+
+    def describe(self) -> dict:
+        moment = self.moment
+        moment = [float(m) for m in moment] if isinstance(moment, (list, tuple, np.ndarray)) else float(moment)
+        return {"type": "coupling", "set": self.set, "point": list(map(float, self.point)),
+                "force": list(map(float, self.force)), "moment": moment, "weights": self.weights}
+
+
+@dataclass(frozen=True)
+class Spring:
+    """Springs to ground on the nodes of ``set`` (a bushing): total stiffness (kx, ky[, kz])
+    (force / length) of the whole set, split equally over its nodes. A support: pass it in
+    ``supports={"bushing": lw.Spring("bushing", (kx, ky, kz))}``."""
+
+    set: str
+    stiffness: Sequence[float]
+
+    def describe(self) -> dict:
+        return {"type": "spring", "set": self.set, "stiffness": list(map(float, self.stiffness))}
+
+    def node_stiffness(self, mesh: Mesh) -> tuple[np.ndarray, np.ndarray]:
+        """(DOF ids (k,), stiffness per DOF (k,)) this spring adds to K's diagonal."""
+        nodes = mesh.node_set(self.set)
+        k = np.asarray(self.stiffness, dtype=float).ravel()
+        if mesh.dim == 2 and k.size == 3 and k[2] == 0.0:
+            k = k[:2]
+        if k.size != mesh.dim or not np.all(np.isfinite(k)) or np.any(k < 0):
+            raise BoundaryConditionError(f"Spring({self.set!r}) stiffness must be {mesh.dim} finite numbers "
+                                         f">= 0 (kx, ky{', kz' if mesh.dim == 3 else ''}), got "
+                                         f"{self.stiffness!r}")
+        dofs = (nodes[:, None] * mesh.dim + np.arange(mesh.dim)[None, :]).ravel()
+        per_dof = np.tile(k / nodes.size, nodes.size)
+        keep = per_dof > 0
+        return dofs[keep], per_dof[keep]
+
+
+Load = PointLoad | Traction | Pressure | BodyForce | Gravity | NodalForces | Force | Coupling
 
 
 def _face_integrals(mesh: Mesh, faces: np.ndarray, thickness: float):
@@ -178,8 +253,87 @@ def nodal_forces(mesh: Mesh, load, thickness: float = 1.0) -> np.ndarray:
             per_node = -p * sign[:, None, None] * np.einsum("fqa,fqd->fad", weights, normals)
         np.add.at(forces, faces.ravel(), per_node.reshape(-1, dim))
         return forces
-    raise BoundaryConditionError(f"unknown load {load!r}: use PointLoad, Traction, Pressure, "
-                                 f"BodyForce or Gravity")
+    if isinstance(load, Force):
+        faces = mesh.face_set(load.set)
+        weights, _ = _face_integrals(mesh, faces, thickness)
+        vec = _vector(load.total, dim, f"Force({load.set!r}) total")
+        area = float(weights.sum())
+        if not area > 0:
+            raise BoundaryConditionError(f"Force({load.set!r}): face set {load.set!r} has zero area")
+        per_node = weights.sum(axis=1)[:, :, None] * (vec / area)[None, None, :]
+        np.add.at(forces, faces.ravel(), per_node.reshape(-1, dim))
+        return forces
+    if isinstance(load, Coupling):
+        nodes, node_forces = coupling_forces(mesh, load, thickness)
+        forces[nodes] += node_forces
+        return forces
+    raise BoundaryConditionError(f"unknown load {load!r}: use PointLoad, Traction, Pressure, Force, "
+                                 f"Coupling, BodyForce or Gravity")
+
+
+def set_node_weights(mesh: Mesh, name: str, thickness: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """(node ids (k,), tributary area of each (k,)) of a face set; equal weights 1 for a plain node set."""
+    if name in mesh.face_sets:
+        faces = mesh.face_sets[name]
+        weights, _ = _face_integrals(mesh, faces, thickness)
+        per_node = np.zeros(mesh.n_nodes)
+        np.add.at(per_node, faces.ravel(), weights.sum(axis=1).ravel())
+        nodes = np.unique(faces)
+        return nodes, per_node[nodes]
+    nodes = mesh.node_set(name)
+    return nodes, np.ones(nodes.size)
+
+
+def coupling_forces(mesh: Mesh, load: Coupling, thickness: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Node ids (k,) and forces (k, dim) that carry a Coupling's force and moment (module docstring).
+
+    Their sum is the force; their moment about the reference point is the moment.
+    """
+    dim = mesh.dim
+    if load.weights == "area":
+        nodes, w = set_node_weights(mesh, load.set, thickness)
+    elif load.weights == "equal":
+        nodes = mesh.node_set(load.set)
+        w = np.ones(nodes.size)
+    else:
+        raise BoundaryConditionError(f"Coupling({load.set!r}): weights must be 'area' or 'equal', "
+                                     f"got {load.weights!r}")
+    if not (w.sum() > 0):
+        raise BoundaryConditionError(f"Coupling({load.set!r}): the set's weights sum to zero")
+    point = _vector(load.point, dim, f"Coupling({load.set!r}) point")
+    force = _vector(load.force, dim, f"Coupling({load.set!r}) force")
+    x = mesh.points[nodes]
+    centroid = (w[:, None] * x).sum(axis=0) / w.sum()
+    r = x - centroid
+    out = w[:, None] * force[None, :] / w.sum()
+    if dim == 2:
+        moment = np.asarray(load.moment, dtype=float).ravel()
+        moment = float(moment[-1]) if moment.size in (1, 3) else np.nan
+        if not np.isfinite(moment):
+            raise BoundaryConditionError(f"Coupling({load.set!r}): the 2D moment is one number (about z), "
+                                         f"got {load.moment!r}")
+        arm = centroid - point
+        m_c = moment - (arm[0] * force[1] - arm[1] * force[0])
+        polar = float((w * (r ** 2).sum(axis=1)).sum())
+        if m_c != 0.0:
+            if not polar > 0:
+                raise BoundaryConditionError(f"Coupling({load.set!r}): a single node cannot carry a moment")
+            out += (m_c / polar) * w[:, None] * np.column_stack([-r[:, 1], r[:, 0]])
+        return nodes, out
+    moment = _vector(load.moment, 3, f"Coupling({load.set!r}) moment")
+    m_c = moment + np.cross(point - centroid, force)
+    if np.any(m_c != 0.0):
+        inertia = (w[:, None, None] * ((r ** 2).sum(axis=1)[:, None, None] * np.eye(3)[None]
+                                       - r[:, :, None] * r[:, None, :])).sum(axis=0)
+        scale = max(np.trace(inertia), 1e-300)
+        if np.linalg.cond(inertia / scale) > 1e10:
+            # collinear nodes: no moment about their line can be carried by forces on them
+            raise BoundaryConditionError(f"Coupling({load.set!r}): the set's nodes lie on a line (or are "
+                                         f"one node) and cannot carry the moment about that line; "
+                                         f"couple to a face set around the point")
+        a = np.linalg.solve(inertia, m_c)
+        out += w[:, None] * np.cross(a[None, :], r)
+    return nodes, out
 
 
 def cell_shape_integrals(mesh: Mesh, thickness: float = 1.0) -> np.ndarray:

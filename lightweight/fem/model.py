@@ -16,7 +16,8 @@ import numpy as np
 from ..errors import BoundaryConditionError, LightweightError
 from ..mesh.mesh import Mesh
 from ..provenance import hash_inputs
-from .loads import COMPONENTS, BodyForce, Gravity, NodalForces, Pressure, PointLoad, Traction
+from .loads import (COMPONENTS, BodyForce, Coupling, Force, Gravity, NodalForces, Pressure, PointLoad, Spring,
+                    Traction)
 from .material import Material
 
 
@@ -77,6 +78,7 @@ class Model:
         self.plane = plane
         self.thickness = float(thickness) if mesh.dim == 2 else 1.0
         mesh.check_cells()
+        self.springs: list[Spring] = []      # bushings (stiffness to ground), filled by _check_supports
         self.supports = self._check_supports(supports)
         self.loads = self._check_loads(loads)
         self._system = None
@@ -89,6 +91,13 @@ class Model:
         if not supports:
             return out
         for i, (key, spec) in enumerate(dict(supports).items()):
+            if isinstance(spec, Spring):
+                if str(key) != spec.set:
+                    raise BoundaryConditionError(f"support {key!r}: the Spring names set {spec.set!r}; "
+                                                 f"give it under its own set name")
+                self.mesh.node_set(spec.set)
+                self.springs.append(spec)
+                continue
             if callable(key):
                 name = getattr(key, "__name__", "predicate")
                 name = f"support_{i}" if name == "<lambda>" else name
@@ -114,8 +123,10 @@ class Model:
                 where = f"load case {case!r}"
                 if isinstance(load, PointLoad):
                     self.mesh.node_set(load.set)
-                elif isinstance(load, (Traction, Pressure)):
+                elif isinstance(load, (Traction, Pressure, Force)):
                     self.mesh.face_set(load.set)
+                elif isinstance(load, Coupling):
+                    self.mesh.node_set(load.set)
                 elif isinstance(load, NodalForces):
                     pass                                  # shape checked when assembled
                 elif isinstance(load, (BodyForce, Gravity)):
@@ -125,7 +136,7 @@ class Model:
                         raise BoundaryConditionError(f"{where}: Gravity needs Material(density=...) > 0")
                 else:
                     raise BoundaryConditionError(f"{where}: {load!r} is not a load; use lw.PointLoad, "
-                                                 f"lw.Traction, lw.Pressure, lw.BodyForce or lw.Gravity")
+                                                 f"lw.Traction, lw.Pressure, lw.Force, lw.Coupling, lw.BodyForce or lw.Gravity")
             out[str(case)] = list(items)
         return out
 
@@ -148,6 +159,7 @@ class Model:
             "n_nodes": self.mesh.n_nodes, "dim": self.dim, "source": self.mesh.source,
             "material": self.material.to_dict(),
             "supports": {k: {COMPONENTS[c]: v for c, v in s.items()} for k, s in self.supports.items()},
+            **({"springs": [s.describe() for s in self.springs]} if self.springs else {}),
             "loads": {case: [ld.describe() for ld in items] for case, items in self.loads.items()},
             "plane": self.plane if self.dim == 2 else None, "thickness": self.thickness,
         }

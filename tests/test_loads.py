@@ -1,0 +1,152 @@
+"""Loads beyond per-node and per-area: total force on a face (Force), RBE3-like couplings
+(Coupling) and bushings (Spring): resultants, equilibrium with the reactions, analytic bars."""
+
+import numpy as np
+import pytest
+
+import lightweight as lw
+from lightweight.fem.loads import coupling_forces, nodal_forces
+
+E = 1000.0
+
+
+def _distorted_tets(shape=(4, 2, 2), size=(4.0, 1.0, 1.0), cell_type="tetra", seed=3):
+    mesh = lw.structured_grid(shape, size=size, cell_type=cell_type)
+    rng = np.random.default_rng(seed)
+    lo, hi = mesh.bounding_box()
+    pts = mesh.points.copy()
+    interior = np.all((pts > lo + 1e-9) & (pts < hi - 1e-9), axis=1)
+    pts[interior] += 0.1 * rng.uniform(-1, 1, size=(interior.sum(), 3))
+    if cell_type == "tetra10":
+        edges = np.array([[0, 1], [1, 2], [0, 2], [0, 3], [1, 3], [2, 3]])
+        pts[mesh.cells[:, 4:]] = pts[mesh.cells[:, edges]].mean(axis=2)
+    return lw.Mesh(pts, mesh.cells, mesh.cell_type, node_sets=dict(mesh.node_sets),
+                   face_sets=dict(mesh.face_sets))
+
+
+@pytest.mark.parametrize("cell_type", ["tetra", "tetra10", "hexahedron"])
+def test_force_total_is_the_resultant_and_the_reactions_balance_it(cell_type):
+    mesh = _distorted_tets(cell_type=cell_type) if cell_type != "hexahedron" else \
+        lw.structured_grid((4, 2, 2), size=(4.0, 1.0, 1.0))
+    total = np.array([3.0, -7.0, 2.0])
+    forces = nodal_forces(mesh, lw.Force("xmax", total))
+    np.testing.assert_allclose(forces.sum(axis=0), total, rtol=1e-12)
+    assert np.all(forces[np.setdiff1d(np.arange(mesh.n_nodes), mesh.node_set("xmax"))] == 0)
+    model = lw.Model(mesh, lw.Material(E=E, nu=0.3), supports={"xmin": "xyz"},
+                     loads={"pull": [lw.Force("xmax", total)]})
+    sol = lw.solve(model)
+    np.testing.assert_allclose(sol.reactions["pull"]["xmin"], -total, atol=1e-9 * np.abs(total).max())
+
+
+def test_force_equals_the_traction_of_total_over_area_in_2d():
+    mesh = lw.structured_grid((6, 3), size=(6.0, 2.0))
+    thickness = 0.5
+    f_total = nodal_forces(mesh, lw.Force("xmax", (0.0, -4.0)), thickness)
+    f_traction = nodal_forces(mesh, lw.Traction("xmax", (0.0, -4.0 / (2.0 * thickness))), thickness)
+    np.testing.assert_allclose(f_total, f_traction, rtol=1e-12)
+
+
+def test_force_on_a_node_set_names_the_set():
+    mesh = lw.structured_grid((2, 2, 2))
+    mesh.add_node_set("corner", [0])
+    with pytest.raises(lw.UnknownSetError, match="corner"):
+        lw.Model(mesh, lw.Material(E=E, nu=0.3), supports={"xmin": "xyz"},
+                 loads={"c": [lw.Force("corner", (1.0, 0.0, 0.0))]})
+
+
+def _moment_about(points, forces, point):
+    return np.cross(points - point, forces).sum(axis=0)
+
+
+@pytest.mark.parametrize("weights", ["area", "equal"])
+def test_coupling_distributes_force_and_moment_exactly(weights):
+    mesh = _distorted_tets(cell_type="tetra")
+    point = np.array([5.0, 0.3, 0.7])                 # off the face: the force makes a moment too
+    force = np.array([1.0, -2.0, 0.5])
+    moment = np.array([0.3, 0.4, -1.1])
+    load = lw.Coupling("xmax", point, force=force, moment=moment, weights=weights)
+    nodes, node_forces = coupling_forces(mesh, load)
+    np.testing.assert_allclose(node_forces.sum(axis=0), force, rtol=1e-12)
+    np.testing.assert_allclose(_moment_about(mesh.points[nodes], node_forces, point), moment, atol=1e-12)
+    # the solve is in equilibrium: reactions and the coupled load balance forces and moments
+    model = lw.Model(mesh, lw.Material(E=E, nu=0.3), supports={"xmin": "xyz"}, loads={"arm": [load]})
+    sol = lw.solve(model)
+    system = model.system()
+    state = system.analyse()
+    residual = (state.internal_forces() - state.F)[0].reshape(-1, 3)     # reaction at every node
+    support = mesh.node_set("xmin")
+    np.testing.assert_allclose(residual[support].sum(axis=0), -force, atol=1e-9)
+    np.testing.assert_allclose(_moment_about(mesh.points[support], residual[support], point), -moment,
+                               atol=1e-9)
+    assert sol.compliance["arm"] > 0
+
+
+def test_coupling_in_2d_carries_a_scalar_moment():
+    mesh = lw.structured_grid((6, 3), size=(6.0, 2.0))
+    point = np.array([7.0, 1.0])
+    load = lw.Coupling("xmax", point, force=(0.0, -1.0), moment=2.5)
+    nodes, f = coupling_forces(mesh, load)
+    r = mesh.points[nodes] - point
+    np.testing.assert_allclose(f.sum(axis=0), (0.0, -1.0), atol=1e-12)
+    assert np.isclose((r[:, 0] * f[:, 1] - r[:, 1] * f[:, 0]).sum(), 2.5)
+
+
+def test_coupling_adds_no_stiffness():
+    """A coupling is a load, not an element: K is the same with and without it."""
+    mesh = lw.structured_grid((3, 2, 2))
+    material = lw.Material(E=E, nu=0.3)
+    plain = lw.Model(mesh, material, {"xmin": "xyz"}, {"a": [lw.PointLoad("xmax", (0, 0, -1.0))]})
+    coupled = lw.Model(mesh, material, {"xmin": "xyz"},
+                       {"a": [lw.Coupling("xmax", (4.0, 0.5, 0.5), force=(0, 0, -1.0), moment=(1, 0, 0))]})
+    assert (plain.system().stiffness_matrix() != coupled.system().stiffness_matrix()).nnz == 0
+
+
+def test_coupling_to_collinear_nodes_cannot_carry_a_moment_about_their_line():
+    mesh = lw.structured_grid((2, 2, 2))
+    mesh.add_node_set("edge", lambda p: (p[:, 1] == 0) & (p[:, 2] == 0))
+    load = lw.Coupling("edge", (1.0, 0.0, 0.0), force=(0, 0, 0), moment=(1.0, 0.0, 0.0))
+    with pytest.raises(lw.BoundaryConditionError, match="'edge'.*line"):
+        coupling_forces(mesh, load)
+
+
+def test_spring_bar_matches_series_springs():
+    """A bar held only by a bushing: tip displacement = F/k + F L/(E A) (nu = 0: uniaxial, exact)."""
+    length, area, k, force = 4.0, 1.0, 50.0, 2.0
+    mesh = lw.structured_grid((4, 1, 1), size=(length, 1.0, 1.0))
+    model = lw.Model(mesh, lw.Material(E=E, nu=0.0), supports={"xmin": lw.Spring("xmin", (k, k, k))},
+                     loads={"pull": [lw.Force("xmax", (force, 0.0, 0.0))]})
+    sol = lw.solve(model)
+    u = sol.displacement["pull"]
+    np.testing.assert_allclose(u[mesh.node_set("xmin"), 0], force / k, rtol=1e-10)
+    np.testing.assert_allclose(u[mesh.node_set("xmax"), 0], force / k + force * length / (E * area), rtol=1e-10)
+    # compliance includes the spring's energy: f.u
+    assert np.isclose(sol.compliance["pull"], force * (force / k + force * length / (E * area)))
+
+
+def test_springs_do_not_survive_refill_twice_and_stop_multigrid():
+    mesh = lw.structured_grid((4, 1, 1), size=(4.0, 1.0, 1.0))
+    model = lw.Model(mesh, lw.Material(E=E, nu=0.3), supports={"xmin": lw.Spring("xmin", (10.0, 20.0, 30.0))},
+                     loads={"pull": [lw.Force("xmax", (1.0, 0.0, 0.0))]})
+    system = model.system()
+    k1 = system.stiffness_matrix().diagonal()
+    k2 = system.stiffness_matrix().diagonal()          # refilled: springs added once, not twice
+    np.testing.assert_allclose(k1, k2)
+    no_spring = lw.Model(mesh, lw.Material(E=E, nu=0.3), supports={"xmin": "xyz"},
+                         loads={"pull": [lw.Force("xmax", (1.0, 0.0, 0.0))]}).system()
+    added = (k1 - no_spring.stiffness_matrix().diagonal()).reshape(-1, 3)
+    np.testing.assert_allclose(added[mesh.node_set("xmin")].sum(axis=0), (10.0, 20.0, 30.0))
+    assert not system.uses_multigrid("auto")
+    with pytest.raises(lw.SolverError, match="springs"):
+        system.uses_multigrid("multigrid")
+
+
+def test_spring_with_a_wrong_stiffness_or_set_name_is_named():
+    mesh = lw.structured_grid((2, 1, 1))
+    material = lw.Material(E=E, nu=0.3)
+    loads = {"a": [lw.Force("xmax", (1.0, 0.0, 0.0))]}
+    with pytest.raises(lw.BoundaryConditionError, match="Spring\\('xmin'\\) stiffness"):
+        lw.solve(lw.Model(mesh, material, {"xmin": lw.Spring("xmin", (1.0, -1.0, 1.0))}, loads))
+    with pytest.raises(lw.BoundaryConditionError, match="'ymin'"):
+        lw.Model(mesh, material, {"ymin": lw.Spring("xmin", (1.0, 1.0, 1.0))}, loads)
+    with pytest.raises(lw.UnknownSetError, match="'bush'"):
+        lw.Model(mesh, material, {"bush": lw.Spring("bush", (1.0, 1.0, 1.0))}, loads)
