@@ -138,12 +138,6 @@ class LinearElasticSystem:
                             else np.zeros(0, dtype=np.int64))
         self.spring_stiffness = (np.concatenate([k for _, k in spring_parts]) if spring_parts
                                  else np.zeros(0))
-        # springs to ground (bushings): (dofs, stiffness) added to K's diagonal after each refill
-        spring_parts = [s.node_stiffness(mesh) for s in getattr(self.model, "springs", ())]
-        self.spring_dofs = (np.concatenate([d for d, _ in spring_parts]) if spring_parts
-                            else np.zeros(0, dtype=np.int64))
-        self.spring_stiffness = (np.concatenate([k for _, k in spring_parts]) if spring_parts
-                                 else np.zeros(0))
         self.free_mask = np.ones(self.n_dofs, dtype=bool)
         self.free_mask[self.fixed_dofs] = False
         if self.check_mechanisms:
