@@ -30,7 +30,7 @@ import numpy as np
 
 from .errors import LightweightError
 from .mesh.cell_types import CELL_TYPES
-from .mesh.mesh import Mesh
+from .mesh.mesh import Mesh, nodal_average
 
 FIELDS = ("density", "von_mises", "displacement")
 
@@ -250,16 +250,6 @@ def cell_measures(fields: ResultFields) -> np.ndarray:
     """Volume of each cell (n_cells,): 3D volume, or area times thickness in 2D."""
     v = fields.mesh.cell_volumes()
     return v * (fields.thickness if fields.mesh.dim == 2 else 1.0)
-
-
-def nodal_average(mesh: Mesh, cell_values: np.ndarray) -> np.ndarray:
-    """Volume-weighted average of a cell field over the cells around each node, (n_nodes,)."""
-    vols = np.abs(mesh.cell_volumes())
-    cells = mesh.cells
-    weight = np.bincount(cells.ravel(), weights=np.repeat(vols, cells.shape[1]), minlength=mesh.n_nodes)
-    total = np.bincount(cells.ravel(), weights=np.repeat(vols * cell_values, cells.shape[1]),
-                        minlength=mesh.n_nodes)
-    return total / np.where(weight > 0, weight, 1.0)
 
 
 def material_region(fields: ResultFields, threshold: float, nodal=None):

@@ -462,15 +462,6 @@ class LinearElasticSystem:
     def von_mises(self, stress: np.ndarray) -> np.ndarray:
         return von_mises(stress, self.dim, self.model.plane, self.model.material.nu)
 
-    def nodal_average(self, cell_values: np.ndarray) -> np.ndarray:
-        """Average cell values (n_cells,) to nodes (n_nodes,) over the cells sharing each node."""
-        n_corners = CELL_TYPES[self.mesh.cell_type].n_nodes
-        cells = self.mesh.cells[:, :n_corners]
-        total = np.bincount(cells.ravel(), weights=np.repeat(cell_values, n_corners),
-                            minlength=self.mesh.n_nodes)
-        count = np.bincount(cells.ravel(), minlength=self.mesh.n_nodes)
-        return total / np.maximum(count, 1)
-
 
 class StaticState:
     """One static analysis: displacements, loads, scales, and adjoint solves with its operator.

@@ -320,3 +320,18 @@ class Mesh:
     def bounding_box(self) -> tuple[np.ndarray, np.ndarray]:
         """(min corner, max corner) of the node coordinates, each (dim,)."""
         return self.points.min(axis=0), self.points.max(axis=0)
+
+
+def nodal_average(mesh: Mesh, cell_values: np.ndarray) -> np.ndarray:
+    """Volume-weighted average of a cell field over the cells around each node, (n_nodes,).
+
+    The one cell-to-node averaging of the package (pictures, iso-surfaces, export); stresses
+    are extrapolated from integration points instead (fem/stress.py). Nodes no cell uses get 0.
+    """
+    vols = np.abs(mesh.cell_volumes())
+    cells = mesh.cells
+    values = np.asarray(cell_values, dtype=float)
+    weight = np.bincount(cells.ravel(), weights=np.repeat(vols, cells.shape[1]), minlength=mesh.n_nodes)
+    total = np.bincount(cells.ravel(), weights=np.repeat(vols * values, cells.shape[1]),
+                        minlength=mesh.n_nodes)
+    return total / np.where(weight > 0, weight, 1.0)
