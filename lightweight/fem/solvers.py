@@ -283,12 +283,12 @@ def _check_factor_estimate(backend: str, K: sp.csr_matrix, dim: int | None) -> N
 
     For backends that report nothing before factorizing (CHOLMOD, SuperLU): the estimate of
     :func:`lightweight.fem.memory.factor_bytes`. ``dim`` None: 2 below 30 nonzeros per row of
-    K (bilinear 2D elements have 14 - 18, linear tets 40), else 3.
+    K (bilinear 2D elements have 14 - 18, linear tets 40), else 3; also when not 2 or 3.
     """
     from .memory import factor_bytes
     n = K.shape[0]
     per_row = K.nnz / max(n, 1)
-    if dim is None:
+    if dim not in (2, 3):
         dim = 2 if per_row < 30 else 3
     need = factor_bytes(n, dim, per_row, backend=backend)
     budget = available_memory()
@@ -1054,7 +1054,8 @@ def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None
             key = direct
         else:
             options_direct = _accepted(_CLASSES[direct], options)
-            key, built, reason = _auto_choice(direct, int(n_dofs), dim or 3, nnz_per_row,
+            geometric_dim = dim if dim in (2, 3) else 3
+            key, built, reason = _auto_choice(direct, int(n_dofs), geometric_dim, nnz_per_row,
                                               max(1, int(n_rhs)), element_order, pattern,
                                               options_direct)
             if reason:

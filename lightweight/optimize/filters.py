@@ -37,10 +37,22 @@ normalisation and gives top88 bit for bit (to rounding).
   comes back to cells as the element mean ``(1/V_e) int_e x_tilde dV = (T^T x_n)_e / V_e``.
   Because ``sum_a N_a = 1``, ``M 1 = T 1`` and ``K 1 = 0`` (consistent mass and load built with
   the same quadrature), so a constant field stays constant exactly, for every cell type. The
-  system matrix is factorized once (pypardiso if installed, else SuperLU); forward and backward
-  are then the two orders of the same linear products and transpose each other exactly.
+  system matrix is factorized once by the solver factory (:func:`lightweight.fem.solvers.
+  make_solver`, the fastest installed direct solver); forward and backward are then the two
+  orders of the same linear products and transpose each other exactly.
 
-Why hand-written: the grid stencil is one of the product's hot kernels (DESIGN.md); libraries
+Memory. A convolution matrix on an unstructured mesh holds about n_cells x (ball(r) / mean
+cell volume) nonzeros: at 400k tets and r = 12 mm, 5.7e8 of them, and building it was
+OOM-killed at 14.8 GB with no message. :func:`make_filter` therefore estimates it first
+(:func:`lightweight.fem.memory.filter_matrix_bytes`, 70 bytes per nonzero while building) and,
+when it exceeds :data:`FILTER_MEMORY_FRACTION` of the available memory (or ``memory_budget``),
+builds the Helmholtz filter instead for ``kind="density"``, with a warning saying so (its cost
+grows with the node count, not with r^dim; it is the PDE version of the same smoothing, not
+the same numbers), and refuses ``kind="sensitivity"`` (top88's heuristic has no PDE twin) with
+an OptimizationError naming the estimate. :class:`MatrixFilter` built directly refuses when the
+estimate exceeds the available memory. ``LIGHTWEIGHT_MEMORY_LIMIT`` fakes the available memory.
+
+Why hand-written: the grid stencil is one of the product's hot kernels (docs/architecture.md); libraries
 that filter (scipy.ndimage.convolve) pad or mirror at the edges instead of cutting off, which
 breaks the top88 normalisation, and do not give the transpose. pyMOTO and top99neo were looked
 at for structure (a filter as a linear module with a response and a sensitivity pass); the code
@@ -53,6 +65,7 @@ function (objective, constraints), and returns the same shape.
 from __future__ import annotations
 
 import math
+import warnings
 import weakref
 
 import numba
@@ -152,16 +165,18 @@ class MatrixFilter(_NormalisedConvolution):
     """Convolution filter on any mesh: sparse H from a KD-tree search, volume weighted.
 
     centers: (n, dim) cell centroids; radius: length units; volumes: (n,) cell volumes (areas in
-    2D), default all ones (plain top88 weights).
+    2D), default all ones (plain top88 weights). memory_budget: bytes the matrix may take while
+    being built (default: all available memory); a larger estimate raises OptimizationError.
     """
 
-    def __init__(self, centers, radius, volumes=None):
+    def __init__(self, centers, radius, volumes=None, memory_budget: float | None = None):
         centers = np.ascontiguousarray(centers, dtype=np.float64)
         if centers.ndim != 2 or centers.shape[0] == 0:
             raise OptimizationError(f"MatrixFilter: centers must have shape (n_cells, dim), "
                                     f"got {centers.shape}")
         self.radius = r = _check_radius(radius)
         self.n = n = centers.shape[0]
+        volumes_given = volumes
         if volumes is None:
             volumes = np.ones(n)
         volumes = np.asarray(volumes, dtype=np.float64)
@@ -172,6 +187,8 @@ class MatrixFilter(_NormalisedConvolution):
             raise MeshError(f"cells {bad[:10].tolist()} have non-positive volume; the filter weights "
                             f"neighbours by volume: fix inverted or degenerate cells")
         self.volumes = volumes
+        check_matrix_filter_memory(centers, r, None if volumes_given is None else volumes,
+                                   memory_budget, what="MatrixFilter")
         pairs = cKDTree(centers).query_pairs(r, output_type="ndarray")   # (m, 2), i < j, d <= r
         i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
         dist = np.sqrt(((centers[i] - centers[j]) ** 2).sum(axis=1))
@@ -193,6 +210,39 @@ class MatrixFilter(_NormalisedConvolution):
 
     def _apply_HT(self, y):
         return self._HT @ y
+
+
+def _mean_cell_volume(centers: np.ndarray, volumes: np.ndarray | None) -> float:
+    """Mean cell volume (area in 2D); without volumes, the bounding box's over the cell count."""
+    if volumes is not None:
+        return float(np.mean(volumes))
+    extent = np.ptp(centers, axis=0)
+    extent = np.where(extent > 0, extent, max(float(extent.max()), 1.0) / max(len(centers), 1))
+    return float(np.prod(extent)) / len(centers)
+
+
+def matrix_filter_estimate(centers: np.ndarray, radius: float, volumes=None) -> tuple[float, float]:
+    """(nonzeros, peak bytes while building) of a MatrixFilter, estimated before building it."""
+    from ..fem.memory import filter_matrix_bytes, filter_matrix_nonzeros
+    n, dim = centers.shape
+    mean_volume = _mean_cell_volume(centers, volumes)
+    return (filter_matrix_nonzeros(n, dim, mean_volume, radius),
+            filter_matrix_bytes(n, dim, mean_volume, radius))
+
+
+def check_matrix_filter_memory(centers, radius, volumes, memory_budget, what: str) -> None:
+    """Raise OptimizationError when building a MatrixFilter would exceed the budget (bytes)."""
+    from ..fem.memory import available_memory, format_bytes, memory_source
+    nnz, need = matrix_filter_estimate(centers, radius, volumes)
+    available = available_memory()
+    budget = available if memory_budget is None else float(memory_budget)
+    if need > budget:
+        raise OptimizationError(
+            f"{what}: the convolution filter matrix of {len(centers)} cells with radius {radius:g} "
+            f"would hold about {nnz:.3g} nonzeros and need about {format_bytes(need)} to build, "
+            f"more than its budget of {format_bytes(budget)} ({format_bytes(available)} available, "
+            f"{memory_source()}); use filter='helmholtz' (memory grows with the nodes, not with "
+            f"r^dim) or a smaller filter_radius")
 
 
 # ====================================================================== structured grids
@@ -291,32 +341,27 @@ class GridFilter(_NormalisedConvolution):
 
 
 # ====================================================================== PDE filter
-def _linear_solver(A: sp.csr_matrix, solver: str):
-    """(b -> A^{-1} b, solver name, release callable or None) for the SPD matrix A, factorized once."""
-    if solver in ("auto", "pardiso"):
-        try:
-            import pypardiso
-        except ImportError:
-            if solver == "pardiso":
-                raise OptimizationError("HelmholtzFilter: solver='pardiso' needs the pypardiso "
-                                        "package; install it or use solver='splu'") from None
-        else:
-            # mtype 2 = real SPD (Cholesky): reads the upper triangle only, ~2x faster than LU.
-            upper = sp.triu(A, format="csr")
-            upper.sort_indices()
-            ps = pypardiso.PyPardisoSolver(mtype=2)
-            ps.set_statistical_info_off()
-            ps.factorize(upper)
-            # PyPardisoSolver has no destructor: free MKL's factor when the filter goes away.
-            release = ps.free_memory
-            return (lambda b: ps.solve(upper, np.ascontiguousarray(b)).reshape(b.shape), "pardiso",
-                    release)
-    if solver not in ("auto", "pardiso", "splu"):
-        raise OptimizationError(f"HelmholtzFilter: unknown solver {solver!r}; use 'auto', "
-                                f"'pardiso' or 'splu'")
-    from scipy.sparse.linalg import splu
-    lu = splu(A.tocsc(), permc_spec="MMD_AT_PLUS_A")
-    return lu.solve, "splu", None
+# names the Helmholtz filter accepted before the solver factory: "splu" is SciPy's SuperLU
+_HELMHOLTZ_SOLVER_ALIASES = {"auto": "direct", "splu": "superlu"}
+
+
+def _helmholtz_solver(A: sp.csr_matrix, solver, n_cells: int, mesh_dim: int):
+    """The factorized solver of the SPD filter matrix A (n_nodes, n_nodes), from the factory."""
+    from ..errors import SolverError
+    from ..fem.solvers import FactorizationMemoryError, make_solver
+    name = _HELMHOLTZ_SOLVER_ALIASES.get(solver, solver) if isinstance(solver, str) else solver
+    try:
+        # AMG: one unknown per node, so its near-null space is the constant (dim=1); direct
+        # solvers take the mesh's dimension for their fill estimate
+        dim = 1 if name == "amg" else mesh_dim
+        linear_solver = make_solver(name, n_dofs=A.shape[0], dim=dim)
+        linear_solver.factorize(A)
+    except FactorizationMemoryError as exc:
+        raise OptimizationError(f"HelmholtzFilter ({n_cells} cells, {A.shape[0]} nodes): {exc}; the "
+                                f"filter takes solver='amg' too") from None
+    except SolverError as exc:
+        raise OptimizationError(f"HelmholtzFilter: {exc}") from None
+    return linear_solver
 
 
 def _scalar_element_integrals(cell_type: str, coords: np.ndarray):
@@ -345,7 +390,10 @@ class HelmholtzFilter(DensityFilter):
     """PDE (Helmholtz) filter on the mesh nodes; see the module docstring.
 
     mesh: any solid :class:`~lightweight.mesh.Mesh`; radius: length units (the equivalent
-    convolution radius, r_h = radius / (2 sqrt 3)); solver: "auto" | "pardiso" | "splu".
+    convolution radius, r_h = radius / (2 sqrt 3)); solver: a name of
+    :func:`lightweight.fem.solvers.make_solver` ("auto" = "direct", the fastest installed
+    direct solver; "splu" = "superlu"; "amg" for meshes whose factor would not fit) or a
+    LinearSolver instance. ``self.solver`` is the name of the solver used.
     """
 
     kind = "helmholtz"
@@ -381,9 +429,13 @@ class HelmholtzFilter(DensityFilter):
                                shape=(n_nodes, n))                 # nodes x cells, int N_a dV
         self._TT = self.T.T.tocsr()
         self.cell_volumes = np.asarray(self.T.sum(axis=0)).ravel()
-        self._solve, self.solver, release = _linear_solver(self.A, solver)
-        if release is not None:
-            weakref.finalize(self, release)
+        self.linear_solver = _helmholtz_solver(self.A, solver, n, mesh.points.shape[1])
+        self.solver = self.linear_solver.name
+        # free MKL's factor when the filter goes away, not when the collector gets to the solver
+        weakref.finalize(self, self.linear_solver.release)
+
+    def _solve(self, b: np.ndarray) -> np.ndarray:
+        return self.linear_solver.solve(b)
 
     def forward(self, x):
         x = self._as_field(x, "x")
@@ -397,11 +449,20 @@ class HelmholtzFilter(DensityFilter):
 
 
 # ====================================================================== factory
-def make_filter(mesh, radius, kind: str = "density", **options) -> DensityFilter:
+# Share of the available memory a convolution filter matrix may take (make_filter's default).
+FILTER_MEMORY_FRACTION = 0.25
+
+
+def make_filter(mesh, radius, kind: str = "density", memory_budget: float | None = None,
+                **options) -> DensityFilter:
     """The filter for ``mesh``: GridFilter on structured grids, MatrixFilter otherwise.
 
     kind: "density" | "sensitivity" (same operator, stored as ``.kind`` for the loop) or
     "helmholtz" (PDE filter; ``options`` go to :class:`HelmholtzFilter`). radius: length units.
+    memory_budget: bytes the MatrixFilter of an unstructured mesh may take while being built
+    (default :data:`FILTER_MEMORY_FRACTION` of the available memory). Above it, "density"
+    switches to the Helmholtz filter with a warning and "sensitivity" raises OptimizationError
+    (module docstring, "Memory").
     """
     if kind not in FILTER_KINDS:
         raise OptimizationError(f"unknown filter {kind!r}; choose one of {', '.join(FILTER_KINDS)}")
@@ -410,6 +471,20 @@ def make_filter(mesh, radius, kind: str = "density", **options) -> DensityFilter
     if mesh.grid is not None:
         filt = GridFilter(mesh.grid, mesh.grid_spacing, radius)
     else:
-        filt = MatrixFilter(mesh.cell_centers(), radius, volumes=mesh.cell_volumes())
+        from ..fem.memory import available_memory, format_bytes, memory_source
+        r = _check_radius(radius)
+        centers, volumes = mesh.cell_centers(), mesh.cell_volumes()
+        available = available_memory()
+        budget = FILTER_MEMORY_FRACTION * available if memory_budget is None else float(memory_budget)
+        nnz, need = matrix_filter_estimate(centers, r, volumes)
+        if need > budget and kind == "density":
+            warnings.warn(
+                f"filter 'density' on {mesh.n_cells} cells with radius {r:g}: the filter matrix would "
+                f"hold about {nnz:.3g} nonzeros and need about {format_bytes(need)} to build, more than "
+                f"its budget of {format_bytes(budget)} ({format_bytes(available)} available, "
+                f"{memory_source()}); using the Helmholtz (PDE) filter of the same radius instead",
+                stacklevel=2)
+            return HelmholtzFilter(mesh, r, **options)
+        filt = MatrixFilter(centers, r, volumes=volumes, memory_budget=budget)
     filt.kind = kind
     return filt
