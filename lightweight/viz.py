@@ -32,7 +32,7 @@ from .errors import LightweightError
 from .mesh.cell_types import CELL_TYPES
 from .mesh.mesh import Mesh, nodal_average
 
-FIELDS = ("density", "von_mises", "displacement")
+FIELDS = ("density", "von_mises", "displacement", "mode")
 
 # meshio cell type -> VTK cell type id
 VTK_CELL_TYPES = {"triangle": 5, "quad": 9, "tetra": 10, "hexahedron": 12, "tetra10": 24}
@@ -101,6 +101,8 @@ class ResultFields:
             out.append("von_mises")
         if any(k.startswith("displacement:") for k in self.point_data):
             out.append("displacement")
+        if any(k.startswith("mode_") for k in self.point_data):
+            out.append("mode")
         return out
 
     def case_field(self, kind: str, case: str | None, where: dict) -> tuple[str, np.ndarray]:
@@ -166,6 +168,13 @@ def load_fields(result, thickness: float | None = None) -> ResultFields:
                 "model": _describe(model)}
         return ResultFields(model.mesh, result.cell_data(), result.point_data(), list(model.load_cases),
                             meta, model, result, None, thickness or getattr(model, "thickness", 1.0))
+    if hasattr(result, "shapes") and hasattr(result, "frequencies") and hasattr(result, "model"):
+        model = result.model      # lw.modes' Modes: each shape as point data mode_<k>
+        rho = np.ones(model.mesh.n_cells) if result.density is None else np.asarray(result.density, float)
+        point_data = {f"mode_{k + 1}": shape for k, shape in enumerate(result.shapes)}
+        meta = {"provenance": dict(result.provenance or {}), "summary": _jsonable(result.summary())}
+        return ResultFields(model.mesh, {"density": rho}, point_data, [], meta, model, result, None,
+                            thickness or getattr(model, "thickness", 1.0))
     if isinstance(result, (str, os.PathLike)):
         return _load_file(Path(result), thickness)
     raise LightweightError(f"expected a Solution, an OptimizationResult or a path to a saved result "
@@ -274,10 +283,11 @@ def _material_cells(grid, fields: ResultFields, threshold: float):
 def plot(result, field: str = "density", filename=None, threshold: float = 0.5, case: str | None = None,
          deformation_scale: float | None = None, window_size=(1024, 768), show_edges: bool = False,
          cmap: str | None = None, background: str = "white", title: str | None = None,
-         off_screen: bool | None = None):
-    """Picture of a design or analysis: ``field`` = "density" | "von_mises" | "displacement".
+         off_screen: bool | None = None, mode: int = 1):
+    """Picture of a design or analysis: ``field`` = "density" | "von_mises" | "displacement" | "mode".
 
-    result: Solution, OptimizationResult or path to a saved .vtu/.xdmf. threshold: density
+    result: Solution, OptimizationResult, Modes (``lw.modes``; field "mode" draws shape
+    ``mode``, counted from 1) or path to a saved .vtu/.xdmf. threshold: density
     above which material is drawn (3D iso-surface level; cells shown for stress/displacement).
     case: load case (default: the first). deformation_scale: displacement magnification
     (default: largest displacement drawn as 10 % of the bounding-box diagonal).
@@ -288,6 +298,9 @@ def plot(result, field: str = "density", filename=None, threshold: float = 0.5, 
     if field not in FIELDS or field not in fields.available_fields():
         raise LightweightError(f"unknown or missing field {field!r} for {fields._what()}; "
                                f"available fields: {', '.join(fields.available_fields())}")
+    if field == "mode":   # a mode shape is drawn like a displacement field
+        fields, case = _mode_as_displacement(fields, mode)
+        field = "displacement"
     off = filename is not None if off_screen is None else bool(off_screen)
     pv = import_pyvista(off_screen=off)
     plotter = pv.Plotter(off_screen=off, window_size=tuple(int(w) for w in window_size))
@@ -301,6 +314,21 @@ def plot(result, field: str = "density", filename=None, threshold: float = 0.5, 
         return None
     finally:
         plotter.close()
+
+
+def _mode_as_displacement(fields: ResultFields, mode: int) -> tuple[ResultFields, str]:
+    """(fields with mode shape ``mode`` (from 1) as displacement point data, its case label)."""
+    key = f"mode_{int(mode)}"
+    if key not in fields.point_data:
+        n = sum(k.startswith("mode_") for k in fields.point_data)
+        raise LightweightError(f"{fields._what()} has no mode {mode!r}; modes 1..{n}")
+    frequencies = (fields.metadata.get("summary") or {}).get("frequencies") or []
+    label = f"mode {int(mode)}" + (f", {frequencies[int(mode) - 1]:.4g} Hz" if len(frequencies) >= int(mode) else "")
+    shape = np.asarray(fields.point_data[key], dtype=float)
+    if fields.mesh.dim == 2 and shape.ndim == 2 and shape.shape[1] == 3:
+        shape = shape[:, :2]
+    return (ResultFields(fields.mesh, {"density": fields.density}, {f"displacement:{label}": shape}, [label],
+                         fields.metadata, fields.model, fields.result, fields.source, fields.thickness), label)
 
 
 def draw(plotter, fields: ResultFields, field: str, threshold: float = 0.5, case: str | None = None,

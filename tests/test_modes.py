@@ -235,3 +235,15 @@ def test_readme_stress_and_modes_examples_run(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "70.92" in printed and "9479." in printed
     assert (tmp_path / "beam_stress.vtu").exists() and (tmp_path / "beam_modes.vtu").exists()
+
+
+def test_plot_draws_a_mode_shape(tmp_path):
+    pytest.importorskip("pyvista")
+    mesh = lw.structured_grid((12, 3, 3), size=(120.0, 30.0, 30.0))
+    result = lw.modes(lw.Model(mesh, STEEL, supports={"xmin": "xyz"}, loads={}), n=2)
+    image = lw.plot(result, field="mode", mode=2, filename=tmp_path / "mode2.png", window_size=(320, 240))
+    assert (tmp_path / "mode2.png").stat().st_size > 1000 and image.std() > 0
+    result.save(tmp_path / "modes.vtu")
+    lw.plot(tmp_path / "modes.vtu", field="mode", mode=1, filename=tmp_path / "mode1.png", window_size=(320, 240))
+    with pytest.raises(lw.LightweightError, match="no mode 3"):
+        lw.plot(result, field="mode", mode=3, filename=tmp_path / "x.png")
