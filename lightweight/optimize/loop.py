@@ -194,6 +194,11 @@ class SimpLoop:
                 record["solver_iterations"] = int(np.max(its))
         # every response value by its label, e.g. "displacement[tip.y, brake]", "mass"
         record.update({label: value for label, value in values.items() if label not in record})
+        # responses that adapt between iterations (the stress aggregate's normalisation) do it
+        # now, after the optimizer has used this iteration's values; their figures go on record
+        for response in self._responses():
+            if hasattr(response, "end_iteration"):
+                record.update(response.end_iteration(state))
         feasible = bool(np.all(g <= 1e-3))
         settled = change <= s.tolerance and rel_change <= s.objective_tolerance and feasible
         stop, message = False, ""
@@ -223,6 +228,10 @@ class SimpLoop:
         if s.checkpoint and (stop or self.iteration % s.checkpoint_every == 0):
             self.save_checkpoint(s.checkpoint)
         return stop, message
+
+    def _responses(self) -> list:
+        """The objective and every constrained response of the problem."""
+        return [self.problem.objective] + [c.response for c in self.problem.constraints]
 
     def _objective_settled(self, rel_change: float) -> bool:
         """True if this and the previous settle_iterations - 1 objective changes are all small."""
@@ -291,7 +300,10 @@ class SimpLoop:
         # final analysis of the final design (the history holds the previous one)
         static = self.analysis.state(rho).static
         law = self.analysis.interpolation
-        solution = build_solution(self.model, static, rho, **law.to_parameters())
+        # a stress-constrained design reports the relaxed stress its constraint bounds
+        scales = [r.stress_scale(rho) for r in self._responses() if hasattr(r, "stress_scale")]
+        solution = build_solution(self.model, static, rho, **law.to_parameters(),
+                                  **({"stress_scale": scales[0]} if scales else {}))
         vf = self.analysis.volume_fraction(rho)
         volume = float(self.analysis.cell_volumes @ rho)
         parameters = {**self.parameters, "final_penalty": float(law.penalty),
@@ -349,6 +361,9 @@ class SimpLoop:
         self.x = data["x"].copy()
         self.iteration = meta["iteration"]
         self.history = meta["history"]
+        for response in self._responses():
+            if hasattr(response, "resume") and self.history:
+                response.resume(self.history[-1])
         self.schedule.load_state(meta)
         if "U" in data:
             self.analysis.last_displacements = data["U"].copy()
