@@ -395,3 +395,18 @@ def test_chain_through_filter_and_projection():
         xm[e] -= step
         fd = (g @ proj.forward(filt.forward(xp)) - g @ proj.forward(filt.forward(xm))) / (2 * step)
         assert analytic[e] == pytest.approx(fd, rel=1e-6, abs=1e-9)
+
+
+def test_helmholtz_filter_takes_any_factory_solver():
+    """solver= goes through lightweight.fem.solvers.make_solver: names, aliases and AMG (a
+    scalar field: the constant is its near-null space) give the same filtered field."""
+    from lightweight.fem.solvers import available_solvers
+    mesh = tet_mesh()
+    x = RNG.random(mesh.n_cells)
+    reference = HelmholtzFilter(mesh, 0.45).forward(x)
+    for name in ("direct", "superlu", "splu") + (("amg",) if "amg" in available_solvers() else ()):
+        filt = HelmholtzFilter(mesh, 0.45, solver=name)
+        tolerance = 1e-6 if name == "amg" else 1e-11
+        np.testing.assert_allclose(filt.forward(x), reference, rtol=tolerance)
+    with pytest.raises(OptimizationError, match="HelmholtzFilter.*'nope'"):
+        HelmholtzFilter(mesh, 0.45, solver="nope")

@@ -407,3 +407,124 @@ def test_pardiso_library_is_found_once(system_3d, monkeypatch):
     np.testing.assert_allclose(solver.solve(B), X_ref, rtol=1e-8, atol=1e-12)
     import pypardiso
     pypardiso.PyPardisoSolver()            # others (the Helmholtz filter) reuse it through the env
+
+
+# ---------------------------------------------------------------------- one factory
+def test_factory_passes_instances_through_and_refuses_other_objects():
+    solver = SuperLUSolver(reuse_ordering=False)
+    assert make_solver(solver) is solver
+    assert make_solver(solver, n_dofs=10, dim=3, rtol=1.0) is solver
+    with pytest.raises(SolverError, match="name .* or a LinearSolver instance, got int"):
+        make_solver(3)
+
+
+def test_instances_work_through_solve_multigrid_and_the_helmholtz_filter():
+    import lightweight as lw
+    from lightweight.fem.multigrid import GridMultigrid
+    from lightweight.optimize.filters import HelmholtzFilter
+
+    mesh = lw.structured_grid((16, 8), size=(2.0, 1.0))
+    model = lw.Model(mesh, lw.Material(E=1.0, nu=0.3), supports={"xmin": "xy"},
+                     loads={"tip": lw.PointLoad("xmax", (0.0, -1.0))})
+    mine = SuperLUSolver(permc_spec="COLAMD")
+    sol = lw.solve(model, solver=mine)
+    assert sol.solver_info["solver"] == "superlu" and mine.K is not None     # it did the work
+    assert sol.compliance["tip"] == pytest.approx(lw.solve(model, solver="direct").compliance["tip"],
+                                                  rel=1e-10)
+    # the multigrid coarsest level: by name or instance, same numbers
+    K, points, _ = stiffness((17, 9))
+    Ke = element_matrix(2)
+    fixed = np.repeat(points[:, 0] == 0.0, 2)
+    b = np.random.default_rng(10).standard_normal(K.shape[0])
+    answers = {}
+    for label, coarse in (("default", "direct"), ("instance", SuperLUSolver(check_pivots=False))):
+        mg = GridMultigrid((16, 8), element_matrix=Ke, fixed_mask=fixed, n_levels=2,
+                           coarse_solver=coarse)
+        mg.update(np.ones(16 * 8))
+        X, info = mg.solve(b[None, :])
+        answers[label] = X[0]
+        assert info["coarse_solver"] == ("superlu" if label == "instance" else
+                                         next(n for n in available_solvers() if n != "amg"))
+    np.testing.assert_allclose(answers["instance"], answers["default"], rtol=0,
+                               atol=1e-6 * np.abs(answers["default"]).max())
+    # the Helmholtz filter: a solver instance equals the default choice
+    by_name = HelmholtzFilter(mesh, 0.3)
+    by_instance = HelmholtzFilter(mesh, 0.3, solver=SuperLUSolver())
+    assert by_instance.solver == "superlu"
+    x = np.random.default_rng(11).random(mesh.n_cells)
+    np.testing.assert_allclose(by_instance.forward(x), by_name.forward(x), rtol=1e-11)
+
+
+def test_mkl_is_found_without_pypardiso(tmp_path):
+    """A fresh process where pypardiso cannot be imported still finds and runs MKL PARDISO."""
+    if not installed("pardiso"):
+        pytest.skip("pardiso is not installed")
+    import os
+    import subprocess
+    import sys
+    script = tmp_path / "no_pypardiso.py"
+    script.write_text(
+        "import sys\n"
+        "sys.modules['pypardiso'] = None          # import pypardiso now raises ImportError\n"
+        "import numpy as np, scipy.sparse as sp\n"
+        "from lightweight.fem import mkl\n"
+        "from lightweight.fem.solvers import PardisoSolver\n"
+        "runtime = mkl.load_mkl()\n"
+        "A = sp.diags([-1.0, 2.0, -1.0], [-1, 0, 1], shape=(50, 50), format='csr')\n"
+        "s = PardisoSolver(); s.factorize(A); x = s.solve(np.ones(50))\n"
+        "assert np.allclose(A @ x, 1.0)\n"
+        "assert 'pypardiso' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "print(runtime.path)\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYPARDISO_MKL_RT", "LIGHTWEIGHT_MKL_RT")}
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    path = out.stdout.strip().splitlines()[-1]
+    assert os.path.exists(path) and "mkl_rt" in os.path.basename(path)
+
+
+def test_mkl_search_order_and_clear_error(monkeypatch, tmp_path):
+    from lightweight.fem import mkl
+    monkeypatch.setenv(mkl.ENV_MKL_RT, str(tmp_path / "libmkl_rt.so.9"))
+    assert mkl.candidate_paths()[0] == str(tmp_path / "libmkl_rt.so.9")
+    assert mkl._is_mkl_rt("libmkl_rt.so.2") and mkl._is_mkl_rt("mkl_rt.2.dll")
+    assert not mkl._is_mkl_rt("libmkl_core.so.2")
+    # nothing loadable anywhere: an OSError that says what to install and where it looked
+    monkeypatch.setattr(mkl, "candidate_paths", lambda: [str(tmp_path / "libmkl_rt.so.9")])
+    mkl.load_mkl.cache_clear()
+    try:
+        with pytest.raises(OSError, match="mkl_rt.*not found.*install.*libmkl_rt.so.9"):
+            mkl.load_mkl()
+    finally:
+        mkl.load_mkl.cache_clear()
+
+
+def test_no_private_attributes_of_other_libraries():
+    """No ``module._name`` of a library we import (pypardiso's ``_mkl_pardiso`` was one)."""
+    import ast
+    import pathlib
+    import lightweight
+    allowed = {"os._exit"}            # documented public API of the standard library
+    found = []
+    for path in pathlib.Path(lightweight.__file__).parent.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        modules = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules |= {a.asname or a.name.split(".")[0] for a in node.names
+                            if not a.name.startswith("lightweight")}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 \
+                    and not (node.module or "").startswith("lightweight"):
+                modules |= {a.asname or a.name for a in node.names}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr.startswith("_") \
+                    and not node.attr.startswith("__"):
+                base = node.value
+                while isinstance(base, ast.Attribute):
+                    base = base.value
+                text = ast.unparse(node)
+                if isinstance(base, ast.Name) and base.id in modules and text not in allowed:
+                    found.append(f"{path.name}:{node.lineno} {text}")
+    assert not found, found
+    source = (pathlib.Path(lightweight.__file__).parent / "fem" / "solvers.py").read_text()
+    assert "import pypardiso" not in source and "libmkl._name" not in source
