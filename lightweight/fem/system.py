@@ -172,7 +172,9 @@ class LinearElasticSystem:
             center = pts.mean(axis=0)
             held = nodes[fixed_node_comp[nodes].any(axis=1)]   # only fixed rows matter
             del pts
-            modes = rigid_body_modes(mesh.points[held])   # (n*dim, n_modes)
+            # (n*dim, n_modes); no held node (no supports: a model meant for lw.modes) -> none
+            modes = (rigid_body_modes(mesh.points[held]) if held.size
+                     else np.zeros((0, len(names))))
             mask = fixed_node_comp[held].reshape(-1)
             restricted = modes[mask]
             if restricted.shape[0] == 0:
