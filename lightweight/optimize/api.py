@@ -155,6 +155,67 @@ def _displacement_constraints(model, displacement_limits) -> list:
     return constraints
 
 
+def _per_case_limits(model, value, what: str) -> dict[str, float]:
+    """A number (every load case) or {case: value} -> {case: float}, unknown cases named."""
+    names = list(model.load_cases)
+    if isinstance(value, Mapping):
+        limits = {str(k): v for k, v in value.items()}
+        unknown = [c for c in limits if c not in names]
+        if unknown:
+            raise OptimizationError(f"{what} for unknown load case{'s' if len(unknown) > 1 else ''} "
+                                    f"{', '.join(map(repr, unknown))}; cases: {', '.join(names) or '(none)'}")
+    else:
+        limits = {c: value for c in names}
+    out = {}
+    for case, v in limits.items():
+        try:
+            out[case] = float(v)
+        except (TypeError, ValueError):
+            raise OptimizationError(f"{what} for load case {case!r} must be a number, got {v!r}") from None
+        if not (np.isfinite(out[case]) and out[case] > 0):
+            raise OptimizationError(f"{what} for load case {case!r} must be positive, got {v!r}")
+    return out
+
+
+def stress_limits(model, max_stress=None, min_safety_factor=None) -> dict[str, float]:
+    """Allowed peak von Mises stress per load case from ``max_stress`` or ``min_safety_factor``.
+
+    max_stress: a stress (every case) or {case: stress}, in the units of E; min_safety_factor:
+    a number or {case: factor}, giving yield_strength / factor (needs the material's
+    ``yield_strength``). Returns {} when neither is given.
+    """
+    if max_stress is not None and min_safety_factor is not None:
+        raise OptimizationError("give max_stress or min_safety_factor, not both "
+                                "(min_safety_factor F means max_stress = yield_strength / F)")
+    if max_stress is not None:
+        return _per_case_limits(model, max_stress, "max_stress")
+    if min_safety_factor is None:
+        return {}
+    factors = _per_case_limits(model, min_safety_factor, "min_safety_factor")
+    strength = model.material.yield_strength
+    if strength is None:
+        raise OptimizationError("min_safety_factor needs the material's yield strength: "
+                                "lw.Material(..., yield_strength=...) ([material] yield_strength)")
+    return {case: float(strength) / f for case, f in factors.items()}
+
+
+def _stress_constraints(model, limits: Mapping[str, float], stress_options) -> list:
+    """[Stress(model, cases, **stress_options) <= limits] or [] (see responses/stress.py)."""
+    if not limits:
+        if stress_options:
+            raise OptimizationError("stress_options given without max_stress or min_safety_factor")
+        return []
+    from .responses.stress import Stress
+    options = dict(stress_options or {})
+    if "cases" in options:
+        raise OptimizationError("stress_options: the load cases come from max_stress / min_safety_factor")
+    try:
+        response = Stress(model, cases=list(limits), **options)
+    except TypeError as exc:
+        raise OptimizationError(f"stress_options: {exc}") from None
+    return [response <= [limits[c] for c in response.cases]]
+
+
 def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: float | None = None,
               filter: str | None = "density", projection=None, optimizer: str = "mma", penalty=3.0,
               interpolation: str = "simp", min_stiffness: float = 1e-9, non_design=(), void=(),
@@ -205,6 +266,7 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                         non_design=(), void=(), symmetry=None, extrusion=None, manufacturing=(),
                         case_weights: Mapping[str, float] | None = None,
                         displacement_limits: Sequence[DisplacementLimit] = (),
+                        max_stress=None, min_safety_factor=None, stress_options=None,
                         max_iterations: int = 200, tolerance: float = 0.01,
                         objective_tolerance: float = 1e-3, move: float = 0.2,
                         continuation_interval: int = 25, initial: float | None = None,
@@ -216,9 +278,14 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
     number or (start, end) for continuation. projection: None, "heaviside" or a dict
     {beta, beta_max, eta}. optimizer: "oc" (top88), "mma" or "auto". non_design / void: set
     names kept solid / empty. symmetry: "x" | ("x", position) | list; extrusion: "z".
+    max_stress / min_safety_factor: a stress limit per load case (number or {case: value};
+    see :func:`stress_limits`), bounded by the aggregated relaxed von Mises stress
+    (:class:`~lightweight.optimize.responses.stress.Stress`, options in ``stress_options``).
     Returns an :class:`~lightweight.optimize.result.OptimizationResult`.
     """
-    needs_mma = bool(displacement_limits) or model.has_self_weight()
+    max_stresses = stress_limits(model, max_stress, min_safety_factor)
+    extra_constraints = _stress_constraints(model, max_stresses, stress_options)
+    needs_mma = bool(displacement_limits) or model.has_self_weight() or bool(extra_constraints)
     if optimizer == "auto":
         optimizer = "mma" if needs_mma else "oc"
     if optimizer == "oc" and needs_mma:
@@ -236,30 +303,40 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                    problem="min_compliance", manufacturing=manufacturing,
                    extra_parameters={"volume_fraction": volume_fraction,
                                      "case_weights": case_weights,
-                                     "displacement_limits": [vars(d) for d in displacement_limits]})
-    problem = compliance_problem(model, volume_fraction, case_weights, displacement_limits)
+                                     "displacement_limits": [vars(d) for d in displacement_limits],
+                                     **_stress_parameters(max_stresses, stress_options)})
+    problem = compliance_problem(model, volume_fraction, case_weights, displacement_limits, extra_constraints)
     start = volume_fraction if initial is None else initial
     return _run(problem, parts, start, callback, resume)
 
 
-def compliance_problem(model, volume_fraction: float, case_weights=None, displacement_limits=()) -> Problem:
-    """min Σ w_k c_k s.t. volume fraction <= volume_fraction (and displacement limits)."""
+def _stress_parameters(max_stresses, stress_options) -> dict:
+    """What a run records about its stress limits (provenance, resume key)."""
+    return {"max_stress": dict(max_stresses), "stress_options": dict(stress_options or {})} if max_stresses else {}
+
+
+def compliance_problem(model, volume_fraction: float, case_weights=None, displacement_limits=(),
+                       extra_constraints=()) -> Problem:
+    """min Σ w_k c_k s.t. volume fraction <= volume_fraction (displacement limits, other constraints)."""
     weights = dict(case_weights) if case_weights else {c: 1.0 for c in model.load_cases}
     objective = Compliance(model, weights=weights)
     constraints = [VolumeFraction(model) <= volume_fraction]
     constraints += _displacement_constraints(model, displacement_limits)
+    constraints += list(extra_constraints)
     return Problem(objective, constraints, name="min_compliance")
 
 
-def mass_problem(model, compliance_limits: Mapping[str, float], displacement_limits=()) -> Problem:
-    """min volume fraction s.t. c_k <= limit_k for every limited load case (and displacement limits)."""
+def mass_problem(model, compliance_limits: Mapping[str, float], displacement_limits=(),
+                 extra_constraints=()) -> Problem:
+    """min volume fraction s.t. c_k <= limit_k for every limited load case (displacement limits,
+    other constraints such as stress or frequency)."""
     names = list(model.load_cases)
     # unknown names first: a typo in a case name also leaves that case without a limit
     for c in compliance_limits:
         if c not in names:
             raise OptimizationError(f"compliance limit for unknown load case {c!r}; cases: {', '.join(names)}")
     missing = [c for c in names if c not in compliance_limits]
-    if missing and not displacement_limits:
+    if missing and not displacement_limits and not extra_constraints:
         raise OptimizationError(f"no compliance limit for load cases {missing}")
     limited = [c for c in names if c in compliance_limits]
     constraints = []
@@ -269,6 +346,7 @@ def mass_problem(model, compliance_limits: Mapping[str, float], displacement_lim
                 raise OptimizationError(f"compliance limit for {c!r} must be positive, got {compliance_limits[c]}")
         constraints.append(Compliance(model, cases=limited) <= [float(compliance_limits[c]) for c in limited])
     constraints += _displacement_constraints(model, displacement_limits)
+    constraints += list(extra_constraints)
     if not constraints:
         raise OptimizationError("minimize_mass needs a compliance or displacement limit")
     return Problem(VolumeFraction(model), constraints, name="min_mass")
@@ -278,7 +356,8 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
                   filter_radius: float | None = None, filter: str | None = "density",
                   projection=None, optimizer: str = "mma", penalty=3.0, interpolation: str = "simp",
                   min_stiffness: float = 1e-9, non_design=(), void=(), symmetry=None, extrusion=None,
-                  manufacturing=(), displacement_limits: Sequence[DisplacementLimit] = (), max_iterations: int = 200,
+                  manufacturing=(), displacement_limits: Sequence[DisplacementLimit] = (),
+                  max_stress=None, min_safety_factor=None, stress_options=None, max_iterations: int = 200,
                   tolerance: float = 0.01, objective_tolerance: float = 1e-3, move: float = 0.1,
                   continuation_interval: int = 25, initial: float = 0.5, callback=None,
                   checkpoint=None, checkpoint_every: int = 10, resume=None, solver: str = "auto",
@@ -288,16 +367,20 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
     max_compliance: a number (every case) or {case: limit}, in the model's units (force x length);
     or max_compliance_factor: limit = factor x the compliance of the fully solid design.
     displacement_limits: [lw.DisplacementLimit(set, component, limit, case=None), ...].
-    Other arguments as :func:`minimize_compliance`. Solved with MMA.
+    max_stress / min_safety_factor: stress limits per load case (see :func:`minimize_compliance`);
+    with them alone the compliance is free. Other arguments as :func:`minimize_compliance`.
+    Solved with MMA.
     """
     from ..fem.static import solve
     if max_compliance is not None and max_compliance_factor is not None:
         raise OptimizationError("give max_compliance or max_compliance_factor, not both")
+    max_stresses = stress_limits(model, max_stress, min_safety_factor)
+    extra_constraints = _stress_constraints(model, max_stresses, stress_options)
     cases = model.load_cases
     if max_compliance is None and max_compliance_factor is None:
-        if not displacement_limits:
-            raise OptimizationError("minimize_mass needs max_compliance, max_compliance_factor or "
-                                    "displacement_limits")
+        if not displacement_limits and not extra_constraints:
+            raise OptimizationError("minimize_mass needs max_compliance, max_compliance_factor, "
+                                    "displacement_limits, max_stress or min_safety_factor")
         limits = {}
     elif max_compliance_factor is not None:
         if not (max_compliance_factor >= 1.0):
@@ -313,7 +396,7 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
     if optimizer == "oc":
         raise OptimizationError("optimizer='oc' handles only compliance minimization under a volume "
                                 "constraint; minimize_mass needs optimizer='mma'")
-    problem = mass_problem(model, limits, displacement_limits)
+    problem = mass_problem(model, limits, displacement_limits, extra_constraints)
     parts = _build(model, filter_radius=filter_radius, filter=filter, projection=projection,
                    optimizer=optimizer, penalty=penalty,
                    interpolation=interpolation, min_stiffness=min_stiffness, non_design=non_design,
@@ -324,5 +407,6 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
                    problem="min_mass", manufacturing=manufacturing,
                    extra_parameters={"compliance_limits": limits,
                                      "max_compliance_factor": max_compliance_factor,
-                                     "displacement_limits": [vars(d) for d in displacement_limits]})
+                                     "displacement_limits": [vars(d) for d in displacement_limits],
+                                     **_stress_parameters(max_stresses, stress_options)})
     return _run(problem, parts, initial, callback, resume)
