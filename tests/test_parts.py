@@ -197,3 +197,12 @@ def test_projected_run_stops_once_objective_and_constraints_settle():
     assert result.iterations < 400
     changes = result.history_array("objective_change")[-10:]
     assert np.all(changes <= 1e-3)
+
+
+def test_a_displacement_limit_bounds_its_magnitude():
+    """`Displacement(...) <= d` bounds |δ| (a downward tip moves by a negative δ)."""
+    model = grid_model()
+    constraint = r.Displacement(model, "tip", "y", case="down") <= 0.5
+    assert constraint.absolute and not (r.Compliance(model) <= 1.0).absolute
+    g, _ = constraint.normalise(np.array([-1.0]), np.zeros((1, model.mesh.n_cells)))
+    assert g[0] == pytest.approx(3.0)          # (|-1| / 0.5)^2 - 1: violated, not satisfied

@@ -38,6 +38,9 @@ class Response:
 
     name = "response"
     linear = False
+    # True for signed quantities whose size is what a limit bounds (displacements):
+    # `response <= limit` then bounds |value|
+    bounds_magnitude = False
 
     def __init__(self, model):
         self.model = model
@@ -77,10 +80,11 @@ class Constraint:
     """response <= limit, written g = value / limit - 1 <= 0 (absolute: (value / limit)^2 - 1).
 
     limit: a positive number, or one per value of the response (k,). ``absolute=True`` bounds
-    |value| smoothly (displacements may have either sign).
+    |value| smoothly; None takes the response's ``bounds_magnitude`` (True for displacements,
+    which may have either sign).
     """
 
-    def __init__(self, response: Response, limit, absolute: bool = False):
+    def __init__(self, response: Response, limit, absolute: bool | None = None):
         if not isinstance(response, Response):
             raise OptimizationError(f"a constraint bounds a response, got {type(response).__name__}")
         limits = np.broadcast_to(np.asarray(limit, dtype=float), (response.size,)).copy() \
@@ -94,7 +98,7 @@ class Constraint:
                                     f"(limits {limits.tolist()})")
         self.response = response
         self.limits = limits
-        self.absolute = bool(absolute)
+        self.absolute = response.bounds_magnitude if absolute is None else bool(absolute)
 
     @property
     def size(self) -> int:

@@ -21,6 +21,7 @@ class Displacement(Response):
     """
 
     name = "displacement"
+    bounds_magnitude = True          # `Displacement(...) <= 0.5` bounds |δ|
 
     def __init__(self, model, set: str, component: str, case: str | None = None):
         super().__init__(model)
