@@ -58,10 +58,24 @@ noise is larger than the difference); it is on by default because it keeps the d
 pivots that the ordering reuse relies on. AMG-PCG iterations to 1e-8 (one rhs): 15 (solid)
 and 14 (scales 1e-3..1) at 51 840 DOFs; 12 at 152 592 DOFs (scales 1e-3..1); 15 (solid) and
 13 (1e-3..1) at 405 000 DOFs, setup 13 - 19 s, PCG 7 - 26 s. At 152 592 DOFs pardiso
-factorizes in 25 s (+0.5 s per rhs) against AMG's 8 s setup + 4.5 s per rhs, hence the
-"auto" limits below: direct up to 1.5e5 DOFs in 3D with PARDISO/CHOLMOD, 2e4 with SuperLU
-(its 5k-DOF factorization takes 0.25 s, 52k takes 30 s). 2D limits (1e6 fast, 2e5 SuperLU)
-follow the usual n^1.5 fill of 2D nested dissection and were not measured here.
+factorizes in 25 s (+0.5 s per rhs) against AMG's 8 s setup + 4.5 s per rhs.
+
+Choosing ("auto", :func:`make_solver`). A fixed DOF limit picked AMG for tet10 at 229k DOFs
+where PARDISO was 3.2x faster (45 vs 13.8 s per iteration): what a factorization costs depends
+on the dimension and on the nonzeros per row of K (tet10 80, hex8 75, tet4 42, quad 18,
+triangle 14), and what AMG costs on its nonzeros and on the element order (PCG iterations to
+1e-8: 14 - 25 for linear elements, 31 - 33 for tet10). So "auto" compares two measured time
+models per design iteration (direct: factorization MFlop / rate; AMG: setup + one solve per
+load case, per nonzero of K) and the factor's memory with what is available; with K's pattern
+and PARDISO it decides on PARDISO's own analysis (flops, memory peak), kept for the first
+factorization. Measurements and crossovers: docs/performance.md, "Choosing the linear solver".
+
+Memory. Every direct factorization checks, before the numeric phase, that its factor fits
+:data:`FACTOR_MEMORY_FRACTION` of the available memory (:mod:`lightweight.fem.memory`):
+PARDISO from its analysis (iparm 15-17, before MKL allocates the factor), CHOLMOD and SuperLU
+from the fitted estimate; otherwise :class:`FactorizationMemoryError` (a SolverError) names the
+DOFs, the need, the memory and the alternative. "auto" falls back to AMG already when the factor
+would take more than :data:`AUTO_FACTOR_MEMORY_FRACTION`, with a warning.
 """
 
 from __future__ import annotations
