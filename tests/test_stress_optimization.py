@@ -111,7 +111,7 @@ def test_stress_value_is_the_aggregate_of_the_relaxed_point_stresses():
     assert np.all(value_ks <= peak)
     # adaptive normalisation with α = 1: the next value at the same design is the true peak
     exact = Stress(model, adaptive_damping=1.0)
-    record = exact.update(state)
+    record = exact.end_iteration(state)
     assert record["max_stress[down]"] == pytest.approx(peak[0])
     np.testing.assert_allclose(exact.evaluate(state)[0], peak, rtol=1e-12)
     # solid cells carry the material's stress: η(1) = 1 for both relaxations; void carries none

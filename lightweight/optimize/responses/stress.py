@@ -25,7 +25,7 @@ constrained value track the true peak, so the limit the user gives is the limit 
 3. Adaptive normalisation: the value is c σ_PN (c σ_KS) with c the ratio of the true maximum to
    the aggregate at the previous design, c_I = α max/agg|_(I-1) + (1 - α) c_(I-1) (α = 1: Le et
    al.'s plain update; the default 0.5 damps the oscillations they report). c is a constant for
-   the gradient. The loop updates it once per iteration through :meth:`Stress.update`, so
+   the gradient. The loop updates it once per iteration through :meth:`Stress.end_iteration`, so
    within one iteration (and within a finite-difference check) the response is one smooth
    function. ``adaptive=False`` keeps c = 1.
 
@@ -255,7 +255,7 @@ class Stress(Response):
         """True maximum of the relaxed stress over the included points, per case (k,)."""
         return self._values(state)["max"].copy()
 
-    def update(self, state) -> dict:
+    def end_iteration(self, state) -> dict:
         """Adaptive normalisation after an iteration at ``state``: c <- α max/agg + (1-α) c.
 
         Returns figures for the iteration's history record (the peak and c per case); the loop
@@ -273,8 +273,8 @@ class Stress(Response):
             record["stress_reference"] = float(self.stress_reference)
         return record
 
-    def restore(self, record: dict) -> None:
-        """Take c (and the KS scale) back from a history record written by :meth:`update` (resume)."""
+    def resume(self, record: dict) -> None:
+        """Take c (and the KS scale) back from a history record written by :meth:`end_iteration` (resume)."""
         for k, case in enumerate(self.cases):
             key = f"stress_correction[{case}]"
             if key in record:
