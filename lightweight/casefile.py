@@ -34,18 +34,30 @@ import numpy as np
 
 from .errors import CaseFileError, LightweightError
 from .fem import Gravity, Material, Model, PointLoad, Pressure, Traction
+from .fem.loads import Coupling, Force, Spring
 from .mesh import read_mesh, structured_grid
 from .provenance import file_sha256
 from .sandbox import LIMIT_KEYS, Limits
 
-LOAD_TYPES = ("point", "traction", "pressure", "gravity")
+LOAD_TYPES = ("point", "traction", "pressure", "gravity", "force", "coupling")
 REQUIREMENT_KEYS = ("max_compliance", "max_displacement", "min_safety_factor", "max_mass")
 # keyword arguments of minimize_compliance / minimize_mass a case file may set
 OPTIMIZE_KEYS = ("problem", "volume_fraction", "max_compliance", "max_compliance_factor",
                  "filter_radius", "filter", "projection", "optimizer", "penalty", "interpolation",
                  "min_stiffness", "non_design", "void", "symmetry", "extrusion", "case_weights",
                  "max_iterations", "tolerance", "objective_tolerance", "move",
-                 "continuation_interval", "initial", "solver")
+                 "continuation_interval", "initial", "solver", "displacement_limits", "max_stress",
+                 "min_safety_factor", "stress_options")
+# [units]: a named system or the base units one by one; every figure printed carries its unit
+UNIT_SYSTEMS = {
+    "mm-N-t-s": {"length": "mm", "force": "N", "mass": "t", "time": "s", "stress": "MPa"},
+    "m-N-kg-s": {"length": "m", "force": "N", "mass": "kg", "time": "s", "stress": "Pa"},
+    "mm-kN-kg-ms": {"length": "mm", "force": "kN", "mass": "kg", "time": "ms", "stress": "GPa"},
+    "in-lbf-s": {"length": "in", "force": "lbf", "mass": "lbf s^2/in", "time": "s", "stress": "psi"},
+}
+UNITS_KEYS = ("system", "length", "force", "mass", "time", "stress")
+SUPPORT_KEYS = ("type", "stiffness")                 # a support given as a table: a spring
+DISPLACEMENT_LIMIT_KEYS = ("set", "component", "limit", "case")
 PROBLEMS = ("min_compliance", "min_mass")
 # the keys of each table (None: any key, e.g. set or load-case names); extend here
 SECTION_KEYS = {
@@ -58,8 +70,9 @@ SECTION_KEYS = {
     "requirements": REQUIREMENT_KEYS,
     "optimize": OPTIMIZE_KEYS,
     "limits": LIMIT_KEYS,
+    "units": UNITS_KEYS,
 }
-LOAD_KEYS = ("type", "set", "value", "distribute")
+LOAD_KEYS = ("type", "set", "value", "distribute", "point", "force", "moment", "weights")
 SET_KEYS = ("box", "kind", "tolerance")
 # deeper than any valid case file (loads.CASE[i].value[j] is 4 levels): refused before reading
 MAX_NESTING = 8
@@ -77,10 +90,15 @@ class Case:
     sha256: str = ""                                    # of the case file's bytes
     mesh_sha256: str | None = None                      # of the mesh file (None for grids)
     document: dict = field(default_factory=dict, repr=False)  # the parsed TOML
+    units: dict = field(default_factory=dict)           # {quantity: unit} from [units]; {} if none
 
     @property
     def name(self) -> str:
         return self.path.stem
+
+    def unit(self, figure: str) -> str:
+        """Unit of a reported figure ("mass", "compliance.brake", "max_von_mises", ...); "" if unknown."""
+        return figure_unit(self.units, figure)
 
     def model_for(self, mesh) -> Model:
         """The case's material, supports and loads applied to another mesh (e.g. a submitted design).
@@ -169,8 +187,45 @@ def read_case(path) -> Case:
     model = _build_model(reader, doc, mesh)
     requirements = _read_requirements(reader, doc, model)
     optimize = _read_optimize(reader, doc, model)
+    units = _read_units(reader, doc)
     return Case(path=path.resolve(), model=model, requirements=requirements, optimize=optimize,
-                limits=limits, sha256=file_sha256(path), mesh_sha256=mesh_sha, document=doc)
+                limits=limits, sha256=file_sha256(path), mesh_sha256=mesh_sha, document=doc, units=units)
+
+
+def _read_units(reader: _Reader, doc) -> dict:
+    """[units] -> {quantity: unit} for length, force, mass, time, stress and the derived ones."""
+    table = reader.table(doc, "units", SECTION_KEYS["units"])
+    if not table:
+        return {}
+    for key, value in table.items():
+        if not isinstance(value, str) or not value.strip():
+            raise reader.fail(f"units.{key}", f"must be a unit name string, got {value!r}")
+    units = {}
+    if "system" in table:
+        if table["system"] not in UNIT_SYSTEMS:
+            raise reader.fail("units.system", f"unknown unit system {table['system']!r}; known: "
+                                              f"{', '.join(UNIT_SYSTEMS)} (or give length, force, mass, time)")
+        units.update(UNIT_SYSTEMS[table["system"]])
+    units.update({k: v for k, v in table.items() if k != "system"})
+    missing = [k for k in ("length", "force") if k not in units]
+    if missing:
+        raise reader.fail("units", f"needs system = \"mm-N-t-s\" (or another of {', '.join(UNIT_SYSTEMS)}) "
+                                   f"or at least length and force; missing {', '.join(missing)}")
+    length, force = units["length"], units["force"]
+    units.setdefault("stress", f"{force}/{length}^2")
+    units.update(displacement=length, volume=f"{length}^3", compliance=f"{force} {length}")
+    if units.get("time") == "s":
+        units["frequency"] = "Hz"
+    return units
+
+
+def figure_unit(units: Mapping, figure: str) -> str:
+    """Unit of a figure name (per-case names like "compliance.brake" too) under ``units``; "" if unknown."""
+    base = figure.split(".")[0]
+    quantity = {"mass": "mass", "max_mass": "mass", "volume": "volume", "compliance": "compliance",
+                "max_compliance": "compliance", "max_displacement": "displacement",
+                "max_von_mises": "stress", "max_stress": "stress", "frequency": "frequency"}.get(base)
+    return str(units.get(quantity, "")) if quantity else ""
 
 
 def _nesting(value, where: str = "", depth: int = 0) -> str | None:
@@ -212,9 +267,17 @@ def _build_model(reader: _Reader, doc, mesh) -> Model:
         raise reader.fail("model.plane", f"must be 'stress' or 'strain', got {plane!r}")
     supports = reader.table(doc, "supports", None, required=True)
     for name, components in supports.items():
+        if isinstance(components, Mapping):
+            spec = reader.table(supports, name, SUPPORT_KEYS)
+            if spec.get("type") != "spring" or "stiffness" not in spec:
+                raise reader.fail(f"supports.{name}", "a support table is a bushing: {type = \"spring\", "
+                                                      "stiffness = [kx, ky, kz]}")
+            supports[name] = Spring(name, reader.vector(spec["stiffness"], f"supports.{name}.stiffness",
+                                                        mesh.dim))
+            continue
         if not isinstance(components, str):
-            raise reader.fail(f"supports.{name}", f"must be a string of components like \"xyz\", "
-                                                  f"got {components!r}")
+            raise reader.fail(f"supports.{name}", f"must be a string of components like \"xyz\" "
+                                                  f"or a spring table, got {components!r}")
     loads = _read_loads(reader, doc, mesh.dim)
     try:
         return Model(mesh, material=material, supports=supports, loads=loads, plane=plane,
@@ -324,6 +387,12 @@ def _read_loads(reader: _Reader, doc, dim: int) -> dict:
             kind = entry.get("type")
             if kind not in LOAD_TYPES:
                 raise reader.fail(f"{where}.type", f"must be one of {', '.join(LOAD_TYPES)}, got {kind!r}")
+            if kind == "coupling":
+                items.append(_read_coupling(reader, entry, where, dim))
+                continue
+            extra = sorted({"point", "force", "moment", "weights"} & set(entry))
+            if extra:
+                raise reader.fail(where, f"{', '.join(extra)} belong to type = \"coupling\"")
             if "value" not in entry:
                 raise reader.fail(where, "needs value = ...")
             name = entry.get("set")
@@ -338,10 +407,32 @@ def _read_loads(reader: _Reader, doc, dim: int) -> dict:
                 items.append(PointLoad(name, value, distribute=entry.get("distribute", "each")))
             elif kind == "traction":
                 items.append(Traction(name, value))
+            elif kind == "force":
+                items.append(Force(name, value))
             else:
                 items.append(Gravity(value, set=name))
         loads[str(case)] = items
     return loads
+
+
+def _read_coupling(reader: _Reader, entry, where: str, dim: int) -> Coupling:
+    """A [[loads.CASE]] table of type "coupling": set, point, force, moment, weights."""
+    if not isinstance(entry.get("set"), str):
+        raise reader.fail(f"{where}.set", "a coupling needs set = \"NAME\" (the nodes that carry it)")
+    if "value" in entry:
+        raise reader.fail(f"{where}.value", "a coupling takes force = [...] and moment = ... instead of value")
+    if "point" not in entry:
+        raise reader.fail(where, "a coupling needs point = [x, y(, z)], the reference point")
+    point = reader.vector(entry["point"], f"{where}.point", dim)
+    force = reader.vector(entry["force"], f"{where}.force", dim) if "force" in entry else [0.0] * dim
+    if dim == 2:
+        moment = reader.number(entry, "moment", where, default=0.0)
+    else:
+        moment = reader.vector(entry["moment"], f"{where}.moment", 3) if "moment" in entry else [0.0] * 3
+    weights = entry.get("weights", "area")
+    if weights not in ("area", "equal"):
+        raise reader.fail(f"{where}.weights", f"must be \"area\" or \"equal\", got {weights!r}")
+    return Coupling(entry["set"], point, force=force, moment=moment, weights=weights)
 
 
 def _read_requirements(reader: _Reader, doc, model: Model) -> dict:
@@ -358,6 +449,8 @@ def _read_requirements(reader: _Reader, doc, model: Model) -> dict:
                                           model.load_cases)
     if "min_safety_factor" in out and model.material.yield_strength is None:
         raise reader.fail("requirements.min_safety_factor", "needs [material] yield_strength")
+    if "max_mass" in out and not model.material.density:
+        raise reader.fail("requirements.max_mass", "needs [material] density (without it the mass is unknown)")
     return out
 
 
@@ -403,15 +496,61 @@ def _read_optimize(reader: _Reader, doc, model: Model) -> dict:
         if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
             raise reader.fail(f"optimize.{key}", f"must be a list of set names, got {names!r}")
         table[key] = names
+    if "displacement_limits" in table:
+        table["displacement_limits"] = _read_displacement_limits(reader, table["displacement_limits"], model)
+    for key in ("max_stress", "min_safety_factor"):
+        if key in table:
+            value = reader.number(table, key, "optimize")
+            if not value > 0:
+                raise reader.fail(f"optimize.{key}", f"must be positive, got {value:g}")
+            table[key] = value
+    if "min_safety_factor" in table and model.material.yield_strength is None:
+        raise reader.fail("optimize.min_safety_factor", "needs [material] yield_strength")
     return {"problem": problem, **table}
+
+
+def _read_displacement_limits(reader: _Reader, value, model: Model) -> list:
+    """[[optimize.displacement_limits]] tables {set, component, limit, case} -> DisplacementLimit list."""
+    from .optimize import DisplacementLimit
+    entries = [value] if isinstance(value, Mapping) else value
+    if not isinstance(entries, list) or not entries:
+        raise reader.fail("optimize.displacement_limits", "must be one or more tables {set, component, limit}")
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"optimize.displacement_limits[{i}]"
+        if not isinstance(entry, Mapping):
+            raise reader.fail(where, f"must be a table {{set, component, limit}}, got {entry!r}")
+        unknown = sorted(set(entry) - set(DISPLACEMENT_LIMIT_KEYS))
+        if unknown:
+            raise reader.fail(where, f"unknown key(s) {', '.join(map(repr, unknown))}; known: "
+                                     f"{', '.join(DISPLACEMENT_LIMIT_KEYS)}")
+        name = entry.get("set")
+        if name not in model.mesh.node_sets:
+            raise reader.fail(f"{where}.set", f"no node set {name!r} in the mesh; known: "
+                                              f"{', '.join(sorted(model.mesh.node_sets)) or '(none)'}")
+        component = entry.get("component")
+        if component not in tuple("xyz"[:model.dim]):
+            raise reader.fail(f"{where}.component", f"must be one of {', '.join('xyz'[:model.dim])}, "
+                                                    f"got {component!r}")
+        limit = reader.number(entry, "limit", where, required=True)
+        if not limit > 0:
+            raise reader.fail(f"{where}.limit", f"must be positive, got {limit:g}")
+        case = entry.get("case")
+        if case is not None and case not in model.load_cases:
+            raise reader.fail(f"{where}.case", f"unknown load case {case!r}; cases: {', '.join(model.load_cases)}")
+        out.append(DisplacementLimit(name, component, limit, case))
+    return out
 
 
 def evaluate_requirements(solution, requirements: Mapping) -> dict:
     """Figures of a solved design and whether each requirement holds.
 
-    Returns {"mass", "volume", "compliance": {case}, "max_displacement": {case},
-    "max_von_mises", "safety_factor" (None without a yield strength), "checks": {requirement:
-    bool}, "pass": all checks hold}. Units are the model's.
+    Returns {"mass" (None without a material density), "volume", "compliance": {case},
+    "max_displacement": {case}, "max_von_mises", "safety_factor" (None without a yield
+    strength), "checks": {requirement: bool}, "margins": {requirement: (limit - value) / limit
+    for upper limits, (value - limit) / limit for lower ones; negative = missed by that
+    fraction; None when the value is unknown}, "limits": {requirement: limit}, "values":
+    {requirement: value}, "pass": all checks hold}. Units are the model's.
     """
     from .fem.material import safety_factor
     model = solution.model
@@ -426,8 +565,34 @@ def evaluate_requirements(solution, requirements: Mapping) -> dict:
     if "min_safety_factor" in requirements:
         checks["min_safety_factor"] = safety is not None and safety >= requirements["min_safety_factor"]
     if "max_mass" in requirements:
-        checks["max_mass"] = solution.mass <= requirements["max_mass"]
-    return {"mass": float(solution.mass), "volume": float(solution.volume),
+        checks["max_mass"] = solution.mass is not None and solution.mass <= requirements["max_mass"]
+    return {"mass": None if solution.mass is None else float(solution.mass), "volume": float(solution.volume),
             "compliance": dict(solution.compliance), "max_displacement": dict(solution.max_displacement),
             "max_von_mises": max_vm, "safety_factor": safety,
-            "checks": {k: bool(v) for k, v in checks.items()}, "pass": bool(all(checks.values()))}
+            "checks": {k: bool(v) for k, v in checks.items()}, "pass": bool(all(checks.values())),
+            **_margins(solution, requirements, max_vm, safety)}
+
+
+def _margins(solution, requirements: Mapping, max_vm: float, safety) -> dict:
+    """{"limits", "values", "margins"} per check name of :func:`evaluate_requirements`."""
+    limits, values = {}, {}
+    for case, limit in requirements.get("max_compliance", {}).items():
+        limits[f"compliance.{case}"], values[f"compliance.{case}"] = limit, solution.compliance[case]
+    if "max_displacement" in requirements:
+        limits["max_displacement"] = requirements["max_displacement"]
+        values["max_displacement"] = max(solution.max_displacement.values())
+    if "min_safety_factor" in requirements:
+        limits["min_safety_factor"], values["min_safety_factor"] = requirements["min_safety_factor"], safety
+    if "max_mass" in requirements:
+        limits["max_mass"], values["max_mass"] = requirements["max_mass"], solution.mass
+    margins = {}
+    for key, limit in limits.items():
+        value = values[key]
+        if value is None:
+            margins[key] = None
+        elif key.startswith("min_"):
+            margins[key] = (float(value) - limit) / limit
+        else:
+            margins[key] = (limit - float(value)) / limit
+    return {"limits": limits, "values": {k: None if v is None else float(v) for k, v in values.items()},
+            "margins": margins}

@@ -96,7 +96,7 @@ def test_requirements_are_judged_on_a_solved_design(tmp_path):
 @pytest.mark.parametrize("change,message", [
     (("[optimize]", "[optimise]"), "unknown table(s) 'optimise'"),
     (("filter_radius = 1.5", "filter_raduis = 1.5"), "[optimize]: unknown key(s) 'filter_raduis'"),
-    (('type = "point"', 'type = "force"'), "[loads.mbb[0].type]: must be one of point"),
+    (('type = "point"', 'type = "torque"'), "[loads.mbb[0].type]: must be one of point"),
     (("value = [0.0, -1.0]", "value = [0.0, -1.0, 0.0]"), "needs 2 numbers for this 2D model"),
     (('roller = "y"', 'rollr = "y"'), "no node set 'rollr'"),
     (("box = [[12.0, 0.0], [12.0, 0.0]]", "box = [[13.0, 0.0], [14.0, 0.0]]"), "contains no node"),

@@ -150,3 +150,94 @@ def test_spring_with_a_wrong_stiffness_or_set_name_is_named():
         lw.Model(mesh, material, {"ymin": lw.Spring("xmin", (1.0, 1.0, 1.0))}, loads)
     with pytest.raises(lw.UnknownSetError, match="'bush'"):
         lw.Model(mesh, material, {"bush": lw.Spring("bush", (1.0, 1.0, 1.0))}, loads)
+
+
+# ------------------------------------------------------------------ the same in case files
+CASE_3D = """
+[mesh]
+grid = [4, 1, 1]
+size = [4.0, 1.0, 1.0]
+
+[units]
+system = "mm-N-t-s"
+
+[material]
+E = 1000.0
+nu = 0.0
+
+[supports]
+xmin = {type = "spring", stiffness = [50.0, 50.0, 50.0]}
+
+[[loads.pull]]
+type = "force"
+set = "xmax"
+value = [2.0, 0.0, 0.0]
+
+[[loads.twist]]
+type = "coupling"
+set = "xmax"
+point = [5.0, 0.5, 0.5]
+force = [0.0, 0.0, -1.0]
+moment = [0.2, 0.0, 0.0]
+
+[requirements]
+max_displacement = 1.0
+
+[optimize]
+problem = "min_compliance"
+volume_fraction = 0.5
+filter_radius = 1.5
+displacement_limits = [{set = "xmax", component = "x", limit = 0.1, case = "pull"}]
+"""
+
+
+def test_case_file_force_coupling_spring_units_and_displacement_limits(tmp_path):
+    from lightweight.casefile import read_case
+    path = tmp_path / "case.toml"
+    path.write_text(CASE_3D)
+    case = read_case(path)
+    assert [s.describe() for s in case.model.springs] == [lw.Spring("xmin", (50.0, 50.0, 50.0)).describe()]
+    assert case.model.loads["pull"][0].describe() == lw.Force("xmax", (2.0, 0.0, 0.0)).describe()
+    coupling = case.model.loads["twist"][0]
+    assert isinstance(coupling, lw.Coupling) and tuple(coupling.moment) == (0.2, 0.0, 0.0)
+    assert case.optimize["displacement_limits"] == [lw.DisplacementLimit("xmax", "x", 0.1, "pull")]
+    assert case.unit("mass") == "t" and case.unit("compliance.pull") == "N mm"
+    assert case.unit("max_von_mises") == "MPa" and case.unit("max_displacement") == "mm"
+    sol = lw.solve(case.model)
+    # the analytic bar of test_spring_bar_matches_series_springs, now from a case file
+    assert np.isclose(sol.displacement["pull"][case.model.mesh.node_set("xmax"), 0].mean(), 2.0 / 50 + 2.0 * 4 / 1000)
+    assert sol.mass is None                                  # no density: unknown, not 0
+
+
+@pytest.mark.parametrize("change,message", [
+    (('type = "spring"', 'type = "sprung"'), "[supports.xmin]: a support table is a bushing"),
+    (("stiffness = [50.0, 50.0, 50.0]", "stiffness = [50.0, 50.0]"), "[supports.xmin.stiffness]: needs 3"),
+    (("point = [5.0, 0.5, 0.5]\n", ""), "a coupling needs point"),
+    (('type = "force"\nset = "xmax"', 'type = "force"\nset = "xmax"\npoint = [1.0, 0.0, 0.0]'),
+     "point belong to type = \"coupling\""),
+    (('component = "x"', 'component = "w"'), "[optimize.displacement_limits[0].component]"),
+    (('set = "xmax", component', 'set = "tip", component'), "no node set 'tip'"),
+    (('case = "pull"', 'case = "brake"'), "unknown load case 'brake'"),
+    (('system = "mm-N-t-s"', 'system = "furlong"'), "[units.system]: unknown unit system 'furlong'"),
+    (("[requirements]\n", "[requirements]\nmax_mass = 1.0\n"), "[requirements.max_mass]: needs [material] density"),
+])
+def test_case_file_errors_of_the_new_keys_name_the_key(tmp_path, change, message):
+    from lightweight.casefile import read_case
+    path = tmp_path / "case.toml"
+    text = CASE_3D.replace(*change)
+    assert text != CASE_3D
+    path.write_text(text)
+    with pytest.raises(lw.CaseFileError) as info:
+        read_case(path)
+    assert message in str(info.value)
+
+
+def test_every_case_key_is_documented_and_the_reference_page_is_current():
+    from pathlib import Path
+    from lightweight.case_keys import KEY_DOCS, accepted_keys, reference_markdown
+    for table, keys in accepted_keys().items():
+        for key in keys:
+            assert KEY_DOCS.get(table, {}).get(key), f"[{table}] {key} has no line in lightweight/case_keys.py"
+    page = (Path(__file__).resolve().parent.parent / "docs" / "case_files.md").read_text()
+    assert page.startswith(reference_markdown()), \
+        "docs/case_files.md is stale: python -m lightweight.case_keys > docs/case_files.md (then the examples)"

@@ -34,13 +34,18 @@ class Solution:
     max_displacement: dict[str, float]           # {case: largest nodal |u|}
     density: np.ndarray | None                   # (n_cells,) or None for solid
     volume: float                                # material volume (area*thickness in 2D)
-    mass: float                                  # volume * material density
+    mass: float | None                           # volume * material density; None: no density given
     provenance: dict = field(default_factory=dict)
     solver_info: dict = field(default_factory=dict, repr=False)
     # {case: (n_nodes, n_voigt)} point stresses extrapolated to the nodes and averaged
     stress_nodal: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     # (n_cells,) multiplier of the solid-material stress used for every stress above (None: 1)
     stress_scale: np.ndarray | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # without a material density the mass is unknown, not 0 (a 0 would pass any max_mass)
+        if not getattr(self.model.material, "density", 0.0):
+            self.mass = None
 
     @property
     def mesh(self):

@@ -29,10 +29,16 @@ class OptimizationResult:
     compliance: dict[str, float] = field(default_factory=dict)   # {case: c} of the final design
     volume_fraction: float = 0.0        # sum(v_e x̄_e) / sum(v_e)
     volume: float = 0.0                 # material volume in user units
-    mass: float = 0.0                   # volume * material density
+    mass: float | None = 0.0            # volume * material density; None: no density given
     solution: object = field(default=None, repr=False)          # final Solution (fem.results)
     parameters: dict = field(default_factory=dict, repr=False)
     provenance: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # without a material density the mass is unknown, not 0
+        material = getattr(self.model, "material", None)
+        if material is not None and not material.density:
+            self.mass = None
 
     @property
     def mesh(self):
