@@ -483,6 +483,7 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
     rows: dict[int, dict] = {}
     keys: dict[int, str] = {}
     groups: dict[str, list[int]] = {}
+    refused: dict[int, dict] = {}
     try:
         store.register_case(case_sha, display_name(case_path.resolve()))
         for index, design in enumerate(designs):
@@ -493,13 +494,8 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
                 keys[index] = "name:" + display_name(design)
                 row = _base_row(design)
                 row.update(case_sha256=case_sha, error=f"{type(exc).__name__}: {exc}", seconds=0.0)
-                rows[index] = row
-                continue
+                refused[index] = row
             groups.setdefault(keys[index], []).append(index)
-        for index, row in list(rows.items()):
-            store.put(case_sha, keys[index], row)
-            if progress is not None:
-                progress(row)
         todo = []
         for key, indices in groups.items():
             old = store.get(case_sha, key) if resume else None
@@ -518,9 +514,14 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
                 progress(rows[index])
 
         stale_after = WORKER_DEATHS * limits.time_limit + 120.0
+        started = datetime.now(timezone.utc).isoformat(timespec="microseconds")
         while todo:
-            mine = [i for i in todo if store.claim(case_sha, keys[i], stale_after=stale_after)]
+            mine = [i for i in todo if store.claim(case_sha, keys[i], stale_after=stale_after,
+                                                   unless_done=resume, done_since=started)]
             others = [i for i in todo if i not in set(mine)]
+            for index in [i for i in mine if i in refused]:
+                finish(index, refused[index])
+            mine = [i for i in mine if i not in refused]
             if mine:
                 if scheduler is not None:
                     _run_dask(case_path, designs, mine, finish, scheduler, jobs, limits, security)
@@ -529,8 +530,8 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
                                  designs_per_worker=designs_per_worker, worker_rss_mb=worker_rss_mb)
             todo = []
             for index in others:     # another evaluator has them: wait for its rows (or its death)
-                row = store.get(case_sha, keys[index])
-                if row is not None and store.claim_holder(case_sha, keys[index]) is None:
+                row = store.finished(case_sha, keys[index], since=started)
+                if row is not None:
                     for same in groups[keys[index]]:
                         rows[same] = {**row, "design": display_name(designs[same])}
                 else:

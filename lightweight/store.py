@@ -31,6 +31,7 @@ import socket
 import sqlite3
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 from ._version import __version__
@@ -40,7 +41,7 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS results (
         case_sha256 TEXT NOT NULL, design_key TEXT NOT NULL, version TEXT NOT NULL,
         design TEXT NOT NULL, design_sha256 TEXT, status TEXT NOT NULL, row TEXT NOT NULL,
-        timestamp TEXT NOT NULL, PRIMARY KEY (case_sha256, design_key, version))""",
+        timestamp TEXT NOT NULL, writer TEXT NOT NULL, PRIMARY KEY (case_sha256, design_key, version))""",
     """CREATE TABLE IF NOT EXISTS claims (
         case_sha256 TEXT NOT NULL, design_key TEXT NOT NULL, version TEXT NOT NULL,
         owner TEXT NOT NULL, host TEXT NOT NULL, pid INTEGER NOT NULL, claimed_at DOUBLE PRECISION NOT NULL,
@@ -48,6 +49,11 @@ SCHEMA = [
     """CREATE TABLE IF NOT EXISTS cases (
         case_sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, first_seen TEXT NOT NULL)""",
 ]
+
+
+def _now() -> str:
+    """UTC time as ISO text that sorts as time (the store's ``timestamp`` column: when stored)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 class StoreError(LightweightError):
@@ -98,7 +104,7 @@ class ResultStore:
     # -------------------------------------------------------------- rows
     def register_case(self, case_sha256: str, name: str) -> None:
         """Remember a case file's name for the dashboard (first name wins)."""
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        now = _now()
         self._run("register the case", lambda cur: cur.execute(self._sql(
             "INSERT INTO cases (case_sha256, name, first_seen) VALUES (?, ?, ?) "
             "ON CONFLICT (case_sha256) DO NOTHING"), (case_sha256, name, now)))
@@ -110,11 +116,12 @@ class ResultStore:
         def work(cur):
             cur.execute(self._sql(
                 "INSERT INTO results (case_sha256, design_key, version, design, design_sha256, status, row, "
-                "timestamp) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (case_sha256, design_key, version) "
-                "DO UPDATE SET design = excluded.design, design_sha256 = excluded.design_sha256, "
-                "status = excluded.status, row = excluded.row, timestamp = excluded.timestamp"),
+                "timestamp, writer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (case_sha256, design_key, "
+                "version) DO UPDATE SET design = excluded.design, design_sha256 = excluded.design_sha256, "
+                "status = excluded.status, row = excluded.row, timestamp = excluded.timestamp, "
+                "writer = excluded.writer"),
                 (case_sha256, design_key, self.version, str(row.get("design", "")), row.get("design_sha256"),
-                 str(row.get("status", "error")), text, str(row.get("timestamp", ""))))
+                 str(row.get("status", "error")), text, _now(), self.owner))
             cur.execute(self._sql("DELETE FROM claims WHERE case_sha256 = ? AND design_key = ? AND version = ?"),
                         (case_sha256, design_key, self.version))
         self._run("write a result row (is the disk full or the path read-only?)", work)
@@ -126,6 +133,19 @@ class ResultStore:
                                   "AND version = ?"), (case_sha256, design_key, self.version))
             found = cur.fetchone()
             return None if found is None else json.loads(found[0])
+        return self._run("read a result row", work)
+
+    def finished(self, case_sha256: str, design_key: str, since: str) -> dict | None:
+        """The row of a design nobody holds a claim on that is ok or was stored since ``since``."""
+        def work(cur):
+            cur.execute(self._sql("SELECT r.row, r.status, r.timestamp, r.writer FROM results r WHERE r.case_sha256 = ? "
+                                  "AND r.design_key = ? AND r.version = ? AND NOT EXISTS (SELECT 1 FROM claims c "
+                                  "WHERE c.case_sha256 = r.case_sha256 AND c.design_key = r.design_key "
+                                  "AND c.version = r.version)"), (case_sha256, design_key, self.version))
+            found = cur.fetchone()
+            if found is None or not (found[1] == "ok" or found[2] >= since or self._writer_alive(found[3])):
+                return None
+            return json.loads(found[0])
         return self._run("read a result row", work)
 
     def rows(self, case_sha256: str | None = None, version: str | None = None) -> list[dict]:
@@ -171,19 +191,29 @@ class ResultStore:
             return True
         return time.time() - claimed_at < stale_after
 
+    def _writer_alive(self, writer: str) -> bool:
+        """Whether a row was written by another evaluator that is still running (a concurrent run:
+        its rows, error rows too, are this run's rows)."""
+        host, _, rest = writer.partition(":")
+        pid = rest.partition(":")[0]
+        return (writer != self.owner and host == self.host and pid.isdigit() and int(pid) != os.getpid()
+                and self._alive(host, int(pid), 0, 0))
+
     def claim(self, case_sha256: str, design_key: str, stale_after: float = 3600.0,
-              unless_done: bool = True) -> bool:
-        """Take a design for this evaluator; False if a live evaluator holds it (or, with
-        ``unless_done``, an ok row of this version exists)."""
+              unless_done: bool = True, done_since: str | None = None) -> bool:
+        """Take a design for this evaluator; False if a live evaluator holds it, or if a row of this
+        version exists that is ok (with ``unless_done``) or written since ``done_since`` (an ISO UTC
+        time: the start of this run, so a row another evaluator just wrote counts as done)."""
         key = (case_sha256, design_key, self.version)
 
         def work(cur):
-            if unless_done:
-                cur.execute(self._sql("SELECT status FROM results WHERE case_sha256 = ? AND design_key = ? "
-                                      "AND version = ?"), key)
-                found = cur.fetchone()
-                if found is not None and found[0] == "ok":
-                    return False
+            cur.execute(self._sql("SELECT status, timestamp, writer FROM results WHERE case_sha256 = ? "
+                                  "AND design_key = ? AND version = ?"), key)
+            found = cur.fetchone()
+            if found is not None and ((unless_done and found[0] == "ok")
+                                      or (done_since is not None and found[1] >= done_since)
+                                      or self._writer_alive(found[2])):
+                return False
             cur.execute(self._sql(
                 "INSERT INTO claims (case_sha256, design_key, version, owner, host, pid, claimed_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (case_sha256, design_key, version) DO NOTHING"),

@@ -1,0 +1,253 @@
+"""The results store: idempotent reruns, history across versions, two evaluators, kill -9,
+a full disk or read-only path, exports, and the same store on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lightweight as lw
+from lightweight.batch import evaluate_designs
+from lightweight.cli import main
+from lightweight.store import SQLiteStore, StoreError, open_store
+
+from test_batch import CASE
+
+
+@pytest.fixture
+def designs(tmp_path):
+    """A case and 6 small designs: 4 SIMP, 1 solid, 1 broken."""
+    case = tmp_path / "case.toml"
+    case.write_text(CASE)
+    grid = lw.structured_grid((12, 4), size=(12.0, 4.0))
+    folder = tmp_path / "designs"
+    folder.mkdir()
+    files = []
+    for k in range(4):
+        density = np.where(grid.cell_centers()[:, 1] > 2.0, 1.0, 0.2 + 0.2 * k)
+        files.append(folder / f"simp{k}.vtu")
+        lw.write_mesh(files[-1], grid, cell_data={"density": density})
+    files.append(folder / "solid.vtu")
+    lw.write_mesh(files[-1], grid)
+    files.append(folder / "broken.vtu")
+    files[-1].write_text("<VTKFile")
+    return case, [str(f) for f in files]
+
+
+def stored(path, **kwargs) -> list[dict]:
+    store = SQLiteStore(path, **kwargs)
+    try:
+        return store.rows()
+    finally:
+        store.close()
+
+
+def test_rerun_is_idempotent_and_replaces_error_rows(designs, tmp_path):
+    case, files = designs
+    out = tmp_path / "r.csv"
+    first = evaluate_designs(case, files, out)
+    redone = []
+    second = evaluate_designs(case, files, out, progress=redone.append)
+    assert [r["design"] for r in redone] == [files[-1]]               # only the error row is redone
+    rows = stored(tmp_path / "r.sqlite")
+    assert len(rows) == len(files)                                   # no duplicated rows
+    assert len(out.with_suffix(".jsonl").read_text().splitlines()) == len(files)
+    assert [r["status"] for r in rows].count("error") == 1
+    assert second[:5] == first[:5]                                   # ok rows kept as they were
+    with open(out, newline="") as file:
+        assert len(list(csv.DictReader(file))) == len(files)
+
+
+def test_history_across_versions_is_kept_and_exported(designs, tmp_path, capsys):
+    case, files = designs
+    old = SQLiteStore(tmp_path / "r.sqlite", version="0.0.1")
+    evaluate_designs(case, files[:2], tmp_path / "r.csv", store=old)
+    old.close()
+    evaluate_designs(case, files[:2], tmp_path / "r.csv")             # this version: computed again
+    rows = stored(tmp_path / "r.sqlite")
+    assert sorted(r["version"] for r in rows) == ["0.0.1", "0.0.1", lw.__version__, lw.__version__]
+    assert main(["results", str(tmp_path / "r.sqlite"), "--csv", str(tmp_path / "all.csv"),
+                 "--jsonl", str(tmp_path / "all.jsonl")]) == 0
+    with open(tmp_path / "all.csv", newline="") as file:
+        assert sorted(r["version"] for r in csv.DictReader(file)) == sorted(r["version"] for r in rows)
+    assert len((tmp_path / "all.jsonl").read_text().splitlines()) == 4
+    assert main(["results", str(tmp_path / "r.sqlite"), "--csv", str(tmp_path / "v.csv"),
+                 "--version", "0.0.1"]) == 0
+    assert "wrote 2 rows" in capsys.readouterr().out
+
+
+EVALUATOR = """
+import sys
+sys.path.insert(0, {tests!r})
+from lightweight.batch import evaluate_designs
+done = []
+evaluate_designs({case!r}, {files!r}, {out!r}, progress=lambda row: print("computed", row["design"], flush=True))
+"""
+
+
+def test_two_evaluators_on_one_store_compute_each_design_once(designs, tmp_path):
+    case, files = designs
+    out = tmp_path / "shared.csv"
+    code = EVALUATOR.format(tests=str(Path(__file__).parent), case=str(case), files=files, out=str(out))
+    runs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert all(run.returncode == 0 for run in runs)
+    computed = [sorted(line.split(" ", 1)[1] for line in text.splitlines() if line.startswith("computed"))
+                for text in outputs]
+    assert sorted(computed[0] + computed[1]) == sorted(files), outputs   # every design exactly once
+    rows = stored(tmp_path / "shared.sqlite")
+    assert sorted(r["design"] for r in rows) == sorted(files)
+    with open(out, newline="") as file:                              # the last export has every row
+        assert [r["design"] for r in csv.DictReader(file)] == files
+
+
+def test_kill_9_at_random_moments_then_rerun(designs, tmp_path):
+    """kill -9 of the evaluator at 10 random moments and a rerun: every design once, same values."""
+    case, files = designs
+    reference = {r["design"]: r for r in evaluate_designs(case, files, tmp_path / "reference.csv")}
+    out = tmp_path / "killed.csv"
+    code = EVALUATOR.format(tests=str(Path(__file__).parent), case=str(case), files=files, out=str(out))
+    rng = random.Random(12)
+    for _ in range(10):
+        run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 4.0))
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    rows = evaluate_designs(case, files, out)
+    store_rows = stored(tmp_path / "killed.sqlite")
+    assert sorted(r["design"] for r in store_rows) == sorted(files)  # each exactly once
+    for row in rows:
+        want = reference[row["design"]]
+        assert row["status"] == want["status"]
+        for key in ("mass", "compliance.mbb", "max_von_mises", "safety_factor"):
+            if key in want:
+                assert row[key] == pytest.approx(want[key], rel=1e-12)
+    store = SQLiteStore(tmp_path / "killed.sqlite")
+    try:
+        assert store._run("count claims", lambda cur: cur.execute("SELECT COUNT(*) FROM claims").fetchone()[0]) == 0
+    finally:
+        store.close()
+
+
+def test_full_disk_is_one_clear_error_and_keeps_the_rows(designs, tmp_path):
+    case, files = designs
+    path = tmp_path / "full.sqlite"
+    SQLiteStore(path).close()
+    pages = SQLiteStore(path)
+    used = pages.connection.execute("PRAGMA page_count").fetchone()[0]
+    pages.close()
+    full = SQLiteStore(path, max_pages=used + 1)        # room for about one row: then "disk full"
+    with pytest.raises(StoreError, match="full.sqlite: cannot write a result row .*full"):
+        evaluate_designs(case, files[:5], tmp_path / "full.csv", store=full)
+    full.close()
+    kept = stored(path)
+    assert 0 < len(kept) < 5 and all(r["status"] == "ok" for r in kept)
+    rows = evaluate_designs(case, files[:5], tmp_path / "full.csv", store=path)   # space again: the rest
+    assert [r["status"] for r in rows] == ["ok"] * 5 and len(stored(path)) == 5
+
+
+def test_read_only_store_and_folder_out_are_one_line_errors(designs, tmp_path):
+    case, files = designs
+    read_only = Path("/proc/lightweight-store-test/r.sqlite")
+    assert not os.access("/proc", os.W_OK) or not read_only.parent.exists()
+    for argv, message in (
+            (["--store", str(read_only)], "results store /proc/lightweight-store-test/r.sqlite: cannot open it"),
+            (["--out", str(tmp_path)], "is a folder; name a file"),
+            (["--out", "/proc/lightweight-out/r.csv"], "cannot write results beside")):
+        done = subprocess.run([sys.executable, "-m", "lightweight", "evaluate", str(case), files[0],
+                               "--out", str(tmp_path / "x.csv"), *argv],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr and message in done.stderr
+        assert done.stderr.count("\n") == 1
+
+
+def test_jsonl_out_names_the_journal_not_the_csv(designs, tmp_path):
+    case, files = designs
+    evaluate_designs(case, files[:2], tmp_path / "r.jsonl")
+    lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["design"] for r in lines] == files[:2]
+    assert (tmp_path / "r.csv").read_text().startswith("design,design_sha256,status")
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    """A throwaway PostgreSQL cluster on a loopback port (Debian's postgresql), or skip."""
+    pytest.importorskip("psycopg")
+    initdb = shutil.which("initdb") or next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))), None)
+    if initdb is None:
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    bin_dir = Path(initdb).resolve().parent
+    folder = Path(tempfile.mkdtemp(prefix="lw-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:                        # initdb refuses root: run as the postgres user
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser")
+        shutil.chown(folder, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    data = folder / "data"
+    try:
+        subprocess.run(as_user + [str(bin_dir / "initdb"), "-D", str(data), "-U", "lw", "--auth=trust"],
+                       check=True, capture_output=True, timeout=120)
+        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w",
+                                  "-o", f"-p {port} -k {folder} -h 127.0.0.1", "start"],
+                       check=True, capture_output=True, timeout=120)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        pytest.skip(f"no PostgreSQL server could start here ({type(exc).__name__})")
+    try:
+        yield f"postgresql://lw@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(as_user + [str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_postgresql_store_is_the_same_store(designs, tmp_path, postgres_url):
+    case, files = designs
+    first = evaluate_designs(case, files, tmp_path / "pg.csv", store=postgres_url)
+    second = evaluate_designs(case, files, tmp_path / "pg.csv", store=postgres_url)
+    assert second[:5] == first[:5]
+    store = open_store(postgres_url)
+    try:
+        rows = store.rows()
+        assert len(rows) == len(files)                               # idempotent
+        assert store.claim("c", "d") and store.claim("c", "d")      # own claim again: yes
+        other = open_store(postgres_url)
+        try:
+            assert not other.claim("c", "d")                          # a live owner holds it
+        finally:
+            other.close()
+        store.release_claims()
+    finally:
+        store.close()
+    lite = {r["design"]: r for r in evaluate_designs(case, files, tmp_path / "lite.csv")}
+    for row in first:
+        assert row["status"] == lite[row["design"]]["status"]
+        if row["status"] == "ok":
+            assert row["compliance.mbb"] == pytest.approx(lite[row["design"]]["compliance.mbb"], rel=1e-12)
+    assert main(["results", postgres_url, "--csv", str(tmp_path / "pg_export.csv")]) == 0
+    with open(tmp_path / "pg_export.csv", newline="") as file:
+        assert len(list(csv.DictReader(file))) == len(files)
