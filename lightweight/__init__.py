@@ -15,6 +15,8 @@ from .fem.loads import Coupling, Force, Spring
 from .mesh import Mesh, read_mesh, read_mesh_fields, read_metadata, structured_grid, write_mesh
 from .optimize import (DisplacementLimit, OptimizationResult, Problem, minimize_compliance, minimize_mass,
                        optimize_problem)
+from .optimize.manufacturing import (DrawDirection, Extrusion, MemberSize, Overhang, Pattern, Symmetry,
+                                     check_manufacturing)
 # viz/export/report import pyvista lazily: these names work without the viz extra installed
 from .export import evaluate_exported, export_solid, export_surface
 from .report import write_report
@@ -34,6 +36,7 @@ __all__ = [
     "Solution", "solve", "Modes", "modes",
     "minimize_compliance", "minimize_mass", "optimize_problem", "Problem", "DisplacementLimit",
     "OptimizationResult",
+    "Overhang", "DrawDirection", "MemberSize", "Pattern", "Symmetry", "Extrusion", "check_manufacturing",
     "plot", "convergence_plot", "SnapshotWriter", "snapshot_writer",
     "export_surface", "export_solid", "evaluate_exported", "write_report",
     "cases", "Case", "read_case", "evaluate_requirements", "evaluate_design", "evaluate_designs",

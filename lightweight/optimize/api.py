@@ -83,7 +83,8 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
         raise OptimizationError(f"SIMP penalty must be >= 1 (1: variable-thickness sheet, 3: the usual "
                                 f"choice), got {penalty!r}")
     proj, beta_end = _projection(projection)
-    design = DesignSpace(model.mesh, non_design=non_design, void=void, symmetry=symmetry, extrusion=extrusion)
+    design = DesignSpace(model.mesh, non_design=non_design, void=void, symmetry=symmetry, extrusion=extrusion,
+                         ties=[rule for rule in manufacturing or () if hasattr(rule, "ties")])
     density_filter = make_filter(model.mesh, filter_radius, kind=filter) if filter else None
     linear_below = SELF_WEIGHT_LINEAR_BELOW if (model.has_self_weight() and interpolation == "simp") else 0.0
     interp = Interpolation(kind=interpolation, penalty=start, min_stiffness=min_stiffness,
@@ -114,7 +115,13 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
 
 
 def _manufacturing_stages(model, design, manufacturing) -> list:
-    """Stages of the manufacturing rules (each rule object makes its own stage for this model)."""
+    """Stages of the manufacturing rules (each rule object makes its own stage for this model).
+
+    A rule (lightweight.optimize.manufacturing) may act through a stage (overhang, draw
+    direction, member size), through ties in the design map (symmetry, extrusion, patterns:
+    ``rule.ties(mesh)``, given to the DesignSpace) or through constraints
+    (:func:`_with_manufacturing_constraints`); ``stage`` returns None for the latter two.
+    """
     stages = []
     for rule in manufacturing or ():
         make = getattr(rule, "stage", None)
@@ -125,6 +132,19 @@ def _manufacturing_stages(model, design, manufacturing) -> list:
         if stage is not None:
             stages.append(stage)
     return stages
+
+
+def _manufacturing_constraints(model, manufacturing) -> list:
+    """Constraints the rules add to the problem (e.g. maximum member size: a local volume bound)."""
+    return [con for rule in manufacturing or () for con in (getattr(rule, "constraints", None) or (lambda m: []))(model)]
+
+
+def _with_manufacturing_constraints(problem: Problem, manufacturing) -> Problem:
+    """The problem with the rules' constraints appended (the same problem if they add none)."""
+    extra = _manufacturing_constraints(problem.model, manufacturing)
+    if not extra:
+        return problem
+    return Problem(problem.objective, list(problem.constraints) + extra, name=problem.name)
 
 
 def _names(names) -> Sequence[str]:
@@ -241,6 +261,7 @@ def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: f
                    problem=problem.name, extra_parameters={"problem_definition": problem.describe()},
                    manufacturing=manufacturing, settle_iterations=settle_iterations)
     pipeline, analysis, settings, schedule, parameters = parts
+    problem = _with_manufacturing_constraints(problem, manufacturing)
     return SimpLoop(problem, pipeline, analysis, settings, schedule, initial, callback=callback,
                     parameters=parameters)
 
@@ -286,6 +307,7 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
     max_stresses = stress_limits(model, max_stress, min_safety_factor)
     extra_constraints = _stress_constraints(model, max_stresses, stress_options)
     needs_mma = bool(displacement_limits) or model.has_self_weight() or bool(extra_constraints)
+    needs_mma = needs_mma or bool(_manufacturing_constraints(model, manufacturing))
     if optimizer == "auto":
         optimizer = "mma" if needs_mma else "oc"
     if optimizer == "oc" and needs_mma:
@@ -307,6 +329,7 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                                      **_stress_parameters(max_stresses, stress_options)})
     problem = compliance_problem(model, volume_fraction, case_weights, displacement_limits, extra_constraints)
     start = volume_fraction if initial is None else initial
+    problem = _with_manufacturing_constraints(problem, manufacturing)
     return _run(problem, parts, start, callback, resume)
 
 
@@ -409,4 +432,5 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
                                      "max_compliance_factor": max_compliance_factor,
                                      "displacement_limits": [vars(d) for d in displacement_limits],
                                      **_stress_parameters(max_stresses, stress_options)})
+    problem = _with_manufacturing_constraints(problem, manufacturing)
     return _run(problem, parts, initial, callback, resume)

@@ -35,11 +35,12 @@ class DesignSpace:
 
     mesh: the model's mesh; non_design / void: set names (cell sets, or node/face sets: cells
     touching them); symmetry: plane specs like "x" (mirror about the mesh's mid-plane normal to
-    x) or ("x", 50.0) (plane x = 50); extrusion: axis name ("z"): densities constant along it.
+    x) or ("x", 50.0) (plane x = 50); extrusion: axis name ("z"): densities constant along it;
+    ties: more tie rules (lw.Symmetry, lw.Extrusion, lw.Pattern: objects with ``ties(mesh)``).
     """
 
     def __init__(self, mesh, non_design: Sequence[str] = (), void: Sequence[str] = (),
-                 symmetry=None, extrusion=None):
+                 symmetry=None, extrusion=None, ties: Sequence = ()):
         self.mesh = mesh
         n = mesh.n_cells
         self.solid_cells = self._cells_of(non_design, "non_design")
@@ -58,7 +59,7 @@ class DesignSpace:
             raise OptimizationError("every cell is non_design or void: nothing is left to optimize")
         self.active_cells = np.flatnonzero(~passive)
         # tie groups (symmetry/extrusion) among all cells, then drop passive ones
-        links = self._ties(symmetry, extrusion)
+        links = self._ties(symmetry, extrusion, ties)
         adjacency = sp.coo_matrix((np.ones(len(links[0])), links), shape=(n, n))
         _, group = connected_components(adjacency, directed=False)
         active_groups, variable_of = np.unique(group[self.active_cells], return_inverse=True)
@@ -79,47 +80,29 @@ class DesignSpace:
         cells = [self.mesh.cells_touching(name) for name in names]
         return np.unique(np.concatenate(cells)) if cells else np.zeros(0, dtype=np.int64)
 
-    def _ties(self, symmetry, extrusion):
+    def _ties(self, symmetry, extrusion, rules=()):
+        """(rows, cols) of tied cell pairs: every cell with itself, plus each tie rule's pairs.
+
+        symmetry / extrusion build :class:`~lightweight.optimize.manufacturing.Symmetry` /
+        :class:`~lightweight.optimize.manufacturing.Extrusion`; rules: more of those or
+        :class:`~lightweight.optimize.manufacturing.Pattern` (objects with ``ties(mesh)``).
+        """
+        from .manufacturing.pattern import Extrusion, Symmetry
         mesh = self.mesh
-        centers = mesh.cell_centers()
-        lo, hi = mesh.bounding_box()
-        tol = 1e-6 * float(np.max(hi - lo))
         rows, cols = [np.arange(mesh.n_cells)], [np.arange(mesh.n_cells)]
         specs = [] if symmetry is None else symmetry
-        if isinstance(specs, (str, tuple)):
+        if isinstance(specs, (str, tuple, Symmetry)):
             specs = [specs]
-        tree = cKDTree(centers)
-        for spec in specs:
-            name, position = (spec, None) if isinstance(spec, str) else spec
-            axis = _axis(name, mesh.dim, "symmetry")
-            plane = 0.5 * (lo[axis] + hi[axis]) if position is None else float(position)
-            mirrored = centers.copy()
-            mirrored[:, axis] = 2 * plane - mirrored[:, axis]
-            dist, partner = tree.query(mirrored, distance_upper_bound=tol)
-            missing = np.flatnonzero(~np.isfinite(dist))
-            if missing.size:
-                raise OptimizationError(
-                    f"symmetry about {name} = {plane:g}: cells {missing[:10].tolist()} have no mirror "
-                    f"cell; the mesh must be symmetric about that plane")
-            rows.append(np.arange(mesh.n_cells))
-            cols.append(partner)
-        if extrusion is not None:
-            axis = _axis(extrusion, mesh.dim, "extrusion")
-            others = [d for d in range(mesh.dim) if d != axis]
-            keys = np.round(centers[:, others] / tol).astype(np.int64)
-            _, column = np.unique(keys, axis=0, return_inverse=True)
-            column = column.ravel()
-            order = np.argsort(column, kind="stable")
-            first = np.empty(column.max() + 1, dtype=np.int64)
-            first[column[order[::-1]]] = order[::-1]
-            # each column's cells must share one cross-section: compare counts per column
-            counts = np.bincount(column)
-            if mesh.grid is None and np.unique(counts).size > 1:
-                raise OptimizationError(
-                    f"extrusion along {extrusion}: the mesh is not extruded along that axis "
-                    f"(cells are not stacked in columns of equal count)")
-            rows.append(np.arange(mesh.n_cells))
-            cols.append(first[column])
+        rules = [Symmetry.from_spec(spec) for spec in specs] + \
+            ([] if extrusion is None else [extrusion if isinstance(extrusion, Extrusion) else Extrusion(extrusion)]) + \
+            list(rules)
+        for rule in rules:
+            pairs = rule.ties(mesh)
+            if pairs is None:          # a rule acting through a stage or a constraint instead
+                continue
+            cells, partners = pairs
+            rows.append(np.asarray(cells, dtype=np.int64))
+            cols.append(np.asarray(partners, dtype=np.int64))
         return np.concatenate(rows), np.concatenate(cols)
 
     # ------------------------------------------------------------------ maps
