@@ -243,6 +243,9 @@ class LinearSolver:
         self.info = {"solver": self.name, "n_dofs": K.shape[0], "symbolic": symbolic,
                      "setup_seconds": time.perf_counter() - t0}
 
+    def __repr__(self) -> str:       # what provenance records for solver=<instance>
+        return f"{type(self).__name__}(name={self.name!r})"
+
     def analyse(self, K) -> None:
         """Symbolic phase only, for K's sparsity pattern (n, n) CSR; its values are not used.
 
