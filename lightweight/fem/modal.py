@@ -92,16 +92,23 @@ class Modes:
 
 
 def modal_system(model):
-    """The model's LinearElasticSystem for modal analysis (no mechanism check), cached."""
-    system = getattr(model, "_system", None)
+    """The model's LinearElasticSystem for modal analysis, cached.
+
+    A fully supported model shares the static analysis' system (one set of element matrices);
+    an unsupported one gets its own, built without the mechanism check.
+    """
+    from ..errors import SingularStiffnessError
+    system = getattr(model, "_system", None) or getattr(model, "_modal_system", None)
     if system is not None:
         return system
-    system = getattr(model, "_modal_system", None)
-    if system is None:
-        from .system import LinearElasticSystem
-        system = LinearElasticSystem(model, check_mechanisms=False)
-        model._modal_system = system
-    return system
+    if model.supports:
+        try:
+            return model.system()
+        except SingularStiffnessError:
+            pass                       # partly supported: rigid-body modes remain
+    from .system import LinearElasticSystem
+    model._modal_system = LinearElasticSystem(model, check_mechanisms=False)
+    return model._modal_system
 
 
 def _scales(model, density, stiffness_scale, mass_scale, penalty, min_stiffness):
