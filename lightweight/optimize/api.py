@@ -236,6 +236,40 @@ def _stress_constraints(model, limits: Mapping[str, float], stress_options) -> l
     return [response <= [limits[c] for c in response.cases]]
 
 
+def _frequency_constraints(model, min_frequency, frequency_options) -> list:
+    """[Frequency(model, **options) >= min_frequency] or [] (see responses/frequency.py).
+
+    By default the lowest 3 frequencies are aggregated (a KS soft minimum, a lower bound of the
+    first), which keeps the constraint smooth when the first two coincide or cross.
+    """
+    if min_frequency is None:
+        if frequency_options:
+            raise OptimizationError("frequency_options given without min_frequency")
+        return []
+    from .responses.frequency import Frequency
+    try:
+        floor = float(min_frequency)
+    except (TypeError, ValueError):
+        raise OptimizationError(f"min_frequency must be a frequency in Hz, got {min_frequency!r}") from None
+    if not (np.isfinite(floor) and floor > 0):
+        raise OptimizationError(f"min_frequency must be a positive frequency in Hz, got {min_frequency!r}")
+    options = dict(frequency_options or {})
+    if "mode" not in options:
+        options.setdefault("n_modes", 3)
+    try:
+        response = Frequency(model, **options)
+    except TypeError as exc:
+        raise OptimizationError(f"frequency_options: {exc}") from None
+    return [response >= floor]
+
+
+def _frequency_parameters(min_frequency, frequency_options) -> dict:
+    """What a run records about its frequency floor (provenance, resume key)."""
+    if min_frequency is None:
+        return {}
+    return {"min_frequency": float(min_frequency), "frequency_options": dict(frequency_options or {})}
+
+
 def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: float | None = None,
               filter: str | None = "density", projection=None, optimizer: str = "mma", penalty=3.0,
               interpolation: str = "simp", min_stiffness: float = 1e-9, non_design=(), void=(),
@@ -288,6 +322,7 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                         case_weights: Mapping[str, float] | None = None,
                         displacement_limits: Sequence[DisplacementLimit] = (),
                         max_stress=None, min_safety_factor=None, stress_options=None,
+                        min_frequency=None, frequency_options=None,
                         max_iterations: int = 200, tolerance: float = 0.01,
                         objective_tolerance: float = 1e-3, move: float = 0.2,
                         continuation_interval: int = 25, initial: float | None = None,
@@ -302,10 +337,14 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
     max_stress / min_safety_factor: a stress limit per load case (number or {case: value};
     see :func:`stress_limits`), bounded by the aggregated relaxed von Mises stress
     (:class:`~lightweight.optimize.responses.stress.Stress`, options in ``stress_options``).
+    min_frequency: a floor in Hz on the lowest natural frequency
+    (:class:`~lightweight.optimize.responses.frequency.Frequency`, options in
+    ``frequency_options``, e.g. {"n_modes": 3, "mass_law": "pedersen"}).
     Returns an :class:`~lightweight.optimize.result.OptimizationResult`.
     """
     max_stresses = stress_limits(model, max_stress, min_safety_factor)
     extra_constraints = _stress_constraints(model, max_stresses, stress_options)
+    extra_constraints += _frequency_constraints(model, min_frequency, frequency_options)
     needs_mma = bool(displacement_limits) or model.has_self_weight() or bool(extra_constraints)
     needs_mma = needs_mma or bool(_manufacturing_constraints(model, manufacturing))
     if optimizer == "auto":
@@ -326,7 +365,8 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                    extra_parameters={"volume_fraction": volume_fraction,
                                      "case_weights": case_weights,
                                      "displacement_limits": [vars(d) for d in displacement_limits],
-                                     **_stress_parameters(max_stresses, stress_options)})
+                                     **_stress_parameters(max_stresses, stress_options),
+                                     **_frequency_parameters(min_frequency, frequency_options)})
     problem = compliance_problem(model, volume_fraction, case_weights, displacement_limits, extra_constraints)
     start = volume_fraction if initial is None else initial
     problem = _with_manufacturing_constraints(problem, manufacturing)
@@ -380,7 +420,8 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
                   projection=None, optimizer: str = "mma", penalty=3.0, interpolation: str = "simp",
                   min_stiffness: float = 1e-9, non_design=(), void=(), symmetry=None, extrusion=None,
                   manufacturing=(), displacement_limits: Sequence[DisplacementLimit] = (),
-                  max_stress=None, min_safety_factor=None, stress_options=None, max_iterations: int = 200,
+                  max_stress=None, min_safety_factor=None, stress_options=None,
+                  min_frequency=None, frequency_options=None, max_iterations: int = 200,
                   tolerance: float = 0.01, objective_tolerance: float = 1e-3, move: float = 0.1,
                   continuation_interval: int = 25, initial: float = 0.5, callback=None,
                   checkpoint=None, checkpoint_every: int = 10, resume=None, solver: str = "auto",
@@ -391,7 +432,8 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
     or max_compliance_factor: limit = factor x the compliance of the fully solid design.
     displacement_limits: [lw.DisplacementLimit(set, component, limit, case=None), ...].
     max_stress / min_safety_factor: stress limits per load case (see :func:`minimize_compliance`);
-    with them alone the compliance is free. Other arguments as :func:`minimize_compliance`.
+    with them alone the compliance is free. min_frequency: a floor in Hz on the lowest natural
+    frequency (see :func:`minimize_compliance`). Other arguments as :func:`minimize_compliance`.
     Solved with MMA.
     """
     from ..fem.static import solve
@@ -399,11 +441,12 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
         raise OptimizationError("give max_compliance or max_compliance_factor, not both")
     max_stresses = stress_limits(model, max_stress, min_safety_factor)
     extra_constraints = _stress_constraints(model, max_stresses, stress_options)
+    extra_constraints += _frequency_constraints(model, min_frequency, frequency_options)
     cases = model.load_cases
     if max_compliance is None and max_compliance_factor is None:
         if not displacement_limits and not extra_constraints:
             raise OptimizationError("minimize_mass needs max_compliance, max_compliance_factor, "
-                                    "displacement_limits, max_stress or min_safety_factor")
+                                    "displacement_limits, max_stress, min_safety_factor or min_frequency")
         limits = {}
     elif max_compliance_factor is not None:
         if not (max_compliance_factor >= 1.0):
@@ -431,6 +474,52 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
                    extra_parameters={"compliance_limits": limits,
                                      "max_compliance_factor": max_compliance_factor,
                                      "displacement_limits": [vars(d) for d in displacement_limits],
-                                     **_stress_parameters(max_stresses, stress_options)})
+                                     **_stress_parameters(max_stresses, stress_options),
+                                     **_frequency_parameters(min_frequency, frequency_options)})
     problem = _with_manufacturing_constraints(problem, manufacturing)
     return _run(problem, parts, initial, callback, resume)
+
+
+def frequency_problem(model, volume_fraction: float, n_modes: int = 3, frequency_options=None) -> Problem:
+    """max f_KS (the lowest n_modes frequencies, soft minimum) s.t. volume fraction <= volume_fraction.
+
+    The objective is -f_KS / f_1(solid part), O(1) for MMA.
+    """
+    from ..fem.modal import modes
+    from .responses.frequency import Frequency, Scaled
+    if not (0 < volume_fraction <= 1):
+        raise OptimizationError(f"volume_fraction must be in (0, 1], got {volume_fraction}")
+    options = dict(frequency_options or {})
+    if "mode" not in options:
+        options.setdefault("n_modes", n_modes)
+    try:
+        response = Frequency(model, **options)
+    except TypeError as exc:
+        raise OptimizationError(f"frequency_options: {exc}") from None
+    reference = float(modes(model, n=1).frequencies[0])
+    if not reference > 0:
+        raise OptimizationError("the solid part's first frequency is 0: the model needs supports that "
+                                "hold it (a free body has rigid-body modes at 0 Hz)")
+    return Problem(Scaled(response, -1.0 / reference), [VolumeFraction(model) <= volume_fraction],
+                   name="max_frequency")
+
+
+def maximize_frequency(model, volume_fraction: float = 0.5, n_modes: int = 3, frequency_options=None,
+                       resume=None, **options):
+    """Stiffest layout against vibration: max lowest natural frequency s.t. V(ρ̄) <= volume_fraction.
+
+    The lowest ``n_modes`` frequencies are aggregated by a KS soft minimum (repeated eigenvalues
+    stay differentiable); mass ∝ ρ̄ with Pedersen's low-density stiffness (no spurious modes in
+    the void); frequency_options as :class:`~lightweight.optimize.responses.frequency.Frequency`.
+    The model needs supports and no load case. Other options as :func:`optimize_problem`
+    (filter_radius, filter, projection, penalty, non_design, max_iterations, ...); solved with MMA.
+    Returns an OptimizationResult (``history`` records the frequency each iteration).
+    """
+    problem = frequency_problem(model, volume_fraction, n_modes, frequency_options)
+    options.setdefault("initial", volume_fraction)
+    loop = make_loop(model, problem, **options)
+    loop.parameters.update({"volume_fraction": volume_fraction, "n_modes": n_modes,
+                            "frequency_options": dict(frequency_options or {})})
+    if resume is not None:
+        loop.load_checkpoint(str(resume))
+    return loop.run()
