@@ -298,22 +298,23 @@ class SimpLoop:
         from ..fem.static import build_solution
         rho = self.physical(self.x)
         # final analysis of the final design (the history holds the previous one)
-        static = self.analysis.state(rho).static
         law = self.analysis.interpolation
+        # a model without load cases (modal problems) has no static solution to report
+        static = self.analysis.state(rho).static if self.analysis.case_names else None
         # a stress-constrained design reports the relaxed stress its constraint bounds
         scales = [r.stress_scale(rho) for r in self._responses() if hasattr(r, "stress_scale")]
-        solution = build_solution(self.model, static, rho, **law.to_parameters(),
-                                  **({"stress_scale": scales[0]} if scales else {}))
+        solution = None if static is None else build_solution(
+            self.model, static, rho, **law.to_parameters(), **({"stress_scale": scales[0]} if scales else {}))
         vf = self.analysis.volume_fraction(rho)
         volume = float(self.analysis.cell_volumes @ rho)
         parameters = {**self.parameters, "final_penalty": float(law.penalty),
                       "linear_below": float(law.linear_below)}
         prov = provenance(model_sha256=self.model.fingerprint(), density_sha256=hash_inputs(rho),
-                          parameters=parameters, solver=static.info.get("solver"))
+                          parameters=parameters, solver=None if static is None else static.info.get("solver"))
         return OptimizationResult(
             model=self.model, density=rho, design_variables=self.x.copy(), history=self.history,
             problem=self.parameters.get("problem", ""), converged=converged, message=message,
-            compliance=dict(solution.compliance), volume_fraction=vf, volume=volume,
+            compliance={} if solution is None else dict(solution.compliance), volume_fraction=vf, volume=volume,
             mass=volume * self.model.material.density, solution=solution,
             parameters=parameters, provenance=prov)
 
