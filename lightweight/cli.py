@@ -100,6 +100,21 @@ def _demo_pictures(result, stem: Path) -> list[Path]:
     return [density_png, Path(convergence_png), Path(report)]
 
 
+def _check_checkpoint(path: Path) -> None:
+    """One clear line for a truncated, empty or garbled checkpoint (not BadZipFile/EOFError tracebacks)."""
+    import zipfile
+    import numpy as np
+    try:
+        with np.load(path) as data:
+            for key in data.files:
+                data[key]
+            if "meta" not in data.files:
+                raise KeyError("meta")
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise LightweightError(f"--resume: checkpoint {path} is damaged ({type(exc).__name__}: truncated, "
+                               f"empty or not a checkpoint); delete it and run without --resume") from None
+
+
 def _optimize(args) -> int:
     from .casefile import evaluate_requirements, read_case
     from .optimize import minimize_compliance, minimize_mass
@@ -117,6 +132,8 @@ def _optimize(args) -> int:
     checkpoint = out / f"{case.name}.checkpoint.npz"
     if args.resume and not checkpoint.is_file():
         raise LightweightError(f"--resume: no checkpoint {checkpoint} to resume from")
+    if args.resume:
+        _check_checkpoint(checkpoint)
     run = minimize_mass if problem == "min_mass" else minimize_compliance
     snapshots = None
     if args.snapshots:
@@ -307,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=_demo)
 
     optimize = commands.add_parser("optimize", help="optimize the part described by a case file (TOML)")
-    optimize.add_argument("case", help="case file (TOML, see DESIGN.md / README)")
+    optimize.add_argument("case", help="case file (TOML, see docs/case_files.md and README)")
     optimize.add_argument("--out", default=None, help="output folder (default: CASE_result)")
     optimize.add_argument("--report", action="store_true", help="also write pictures and an HTML report")
     optimize.add_argument("--iterations", type=int, default=None, help="iteration cap (overrides the case)")

@@ -194,3 +194,53 @@ def test_cli_optimize_interrupted_keeps_the_design_and_resumes(tmp_path, capsys,
     monkeypatch.setattr(SimpLoop, "step", step)
     # the checkpoint of iteration 10 continues to the same end as an uninterrupted run
     assert_resume_ends_like_a_straight_run(case, out)
+
+
+@pytest.mark.parametrize("change,message", [
+    (("value = [0.0, -1.0]", "value = [0.0, nan]"), "[loads.mbb[0].value]: must be finite numbers"),
+    (("E = 1.0", "E = inf"), "[material.E]: must be a finite number"),
+    (("max_compliance = 1000.0", "max_compliance = {mbb = -3.0}"),
+     "[requirements.max_compliance.mbb]: must be positive, got -3"),
+    (("max_compliance = 1000.0", "max_compliance = nan"), "[requirements.max_compliance]: must be a positive number"),
+    (("grid = [12, 4]", "grid = [100000, 100000, 100000]"), "[mesh.grid]: 100000 x 100000 x 100000 cells exceed"),
+    (("grid = [12, 4]", "grid = [1e5, 1e5, 1e5]"), "[mesh.grid]: must be 2 or 3 positive integers"),
+    (("[material]", '[model]\nthickness = "thick"\n\n[material]'), "[model.thickness]: must be a number, got 'thick'"),
+    (("[material]", '[model]\nplane = 3\n\n[material]'), "[model.plane]: must be 'stress' or 'strain'"),
+    (('roller = "y"', "roller = 7"), "[supports.roller]: must be a string of components"),
+    (("[requirements]", "[limits]\nmemory_mb = -5\n\n[requirements]"), "[limits.memory_mb]: must be positive"),
+    (("[requirements]", "[limits]\ntime_limit = \"long\"\n\n[requirements]"), "[limits.time_limit]: must be a number"),
+    (("[requirements]", "[limits]\nmax_cels = 5\n\n[requirements]"), "[limits]: unknown key(s) 'max_cels'"),
+    (("[requirements]", "[limits]\nmax_cells = 10\n\n[requirements]"), "[mesh.grid]: 12 x 4 cells exceed the limit of 10"),
+    (("max_mass = 100.0", "max_mass = 100.0\nnested = " + "[" * 40 + "]" * 40),
+     "nested deeper than 8 levels"),
+])
+def test_hostile_case_values_name_the_key(tmp_path, change, message):
+    path = write(tmp_path, SMALL_MBB.replace(*change))
+    with pytest.raises(lw.CaseFileError) as info:
+        read_case(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_absurdly_nested_case_is_one_error_not_a_recursion_traceback(tmp_path):
+    path = write(tmp_path, SMALL_MBB + "deep = " + "[" * 100000 + "]" * 100000 + "\n")
+    with pytest.raises(lw.CaseFileError, match="nested|not valid TOML"):
+        read_case(path)
+
+
+def test_limits_table_sets_the_sandbox_limits(tmp_path):
+    case = read_case(write(tmp_path, SMALL_MBB + "\n[limits]\nmax_cells = 5000\ntime_limit = 30\nmemory_mb = 0\n"))
+    assert case.limits.max_cells == 5000 and case.limits.time_limit == 30.0 and case.limits.memory_mb == 0
+    assert case.limits.max_file_mb == 256.0                          # the default where silent
+    from lightweight.casefile import SECTION_KEYS
+    assert SECTION_KEYS["limits"] == ("max_file_mb", "max_cells", "max_inflated_mb", "memory_mb", "time_limit")
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04truncated", b"garbage"])
+def test_damaged_checkpoint_is_one_line_on_resume(tmp_path, content, capsys):
+    case = write(tmp_path, SMALL_MBB)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "case.checkpoint.npz").write_bytes(content)
+    assert main(["optimize", str(case), "--out", str(out), "--quiet", "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "checkpoint" in err and "is damaged" in err and err.count("\n") == 1
