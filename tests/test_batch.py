@@ -213,3 +213,54 @@ def test_design_whose_void_cuts_the_load_path_gets_a_design_error(batch, tmp_pat
     row = evaluate_design(str(case), str(path))
     assert row["status"] == "error" and row["error"].startswith("SingularStiffnessError: design ")
     assert "does not carry the loads to the supports" in row["error"]
+
+
+def test_jobs_1_jobs_2_and_dask_over_tls_give_the_same_rows(batch, tmp_path):
+    """Every path evaluates in a worker process; a remote-style scheduler over TLS (Dask's security)."""
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("cryptography")
+    from distributed.security import Security
+    case, files, _ = batch
+    one = evaluate_designs(case, files[:3], tmp_path / "one.csv", jobs=1)
+    two = evaluate_designs(case, files[:3], tmp_path / "two.csv", jobs=2)
+    security = Security.temporary()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, protocol="tls://",
+                                  host="127.0.0.1", security=security, dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1")
+        tls = evaluate_designs(case, files[:3], tmp_path / "tls.csv", scheduler=cluster.scheduler_address,
+                               security=security)
+    for a, b, c in zip(one, two, tls):
+        assert a["status"] == b["status"] == c["status"]
+        for key in ("compliance.mbb", "max_von_mises", "mass"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-12) and c[key] == pytest.approx(a[key], rel=1e-12)
+
+
+@pytest.mark.parametrize("scheduler,message", [
+    ("tcp://10.1.2.3:8786", "must use tls:// with certificates"),
+    ("10.1.2.3:8786", "must use tls:// with certificates"),
+    ("tls://10.1.2.3:8786", "tls:// needs certificates"),
+])
+def test_plain_tcp_to_a_remote_scheduler_is_refused(batch, tmp_path, scheduler, message):
+    pytest.importorskip("distributed")
+    case, files, _ = batch
+    with pytest.raises(lw.LightweightError, match=message):
+        evaluate_designs(case, files[:1], tmp_path / "x.csv", scheduler=scheduler)
+
+
+def test_local_scheduler_binds_to_loopback(batch, tmp_path, monkeypatch):
+    distributed = pytest.importorskip("distributed")
+    case, files, _ = batch
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_cluster(**kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(distributed, "LocalCluster", fake_cluster)
+    with pytest.raises(Stop):
+        evaluate_designs(case, files[:1], tmp_path / "x.csv", scheduler="local")
+    assert seen["host"] == "127.0.0.1" and seen["dashboard_address"] is None
