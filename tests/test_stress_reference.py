@@ -181,3 +181,23 @@ def test_bad_input_names_what_is_wrong():
         fs.integration_point_stresses(model, np.zeros(7))
     with pytest.raises(KeyError, match="no stress extrapolation"):
         fs.extrapolation_matrix("line")
+
+
+@pytest.mark.parametrize("shape, cell_type", [((6, 4, 3), None), ((7, 5), None), ((3, 2, 2), "tetra10")])
+def test_blockwise_stress_results_equal_one_block(shape, cell_type, monkeypatch):
+    """stress_results works through blocks of cells (grid: whole z/y layers); blocks change nothing."""
+    mesh = lw.structured_grid(shape, cell_type=cell_type)
+    dim = len(shape)
+    load = np.zeros(dim)
+    load[-1] = -1.0
+    model = lw.Model(mesh, lw.Material(E=1.0, nu=0.3), supports={"xmin": "xyz"[:dim]},
+                     loads={"a": lw.PointLoad("xmax", load)})
+    rng = np.random.default_rng(0)
+    U = rng.normal(size=(2, mesh.n_nodes * dim))
+    scale = rng.uniform(0.1, 1.0, mesh.n_cells)
+    whole = fs.stress_results(model, U, scale)
+    monkeypatch.setattr(fs, "STRESS_BLOCK_CELLS", 7)
+    assert len(fs._cell_blocks(model.system())) > 2
+    blocks = fs.stress_results(model, U, scale)
+    for key in whole:
+        np.testing.assert_allclose(blocks[key], whole[key], rtol=1e-13, atol=1e-13)

@@ -69,11 +69,14 @@ def stress_operators(model_or_system) -> np.ndarray:
 
 
 def integration_point_stresses(model_or_system, U: np.ndarray,
-                               stiffness_scale: np.ndarray | None = None) -> np.ndarray:
+                               stiffness_scale: np.ndarray | None = None,
+                               cells: slice | None = None) -> np.ndarray:
     """Stresses at every integration point, (n_cases, n_cells, n_points, n_voigt).
 
     U: displacements (n_cases, n_dofs) or (n_dofs,); stiffness_scale: per-cell multiplier of
-    the solid-material stress (n_cells,), default 1 (units of the material's E times strain).
+    the solid-material stress (n_cells,), default 1 (units of the material's E times strain);
+    cells: a contiguous range of cells (default all); on structured grids it must cover whole
+    layers of the last axis (what :func:`stress_results` asks for).
     """
     system = _system(model_or_system)
     mesh = system.mesh
@@ -84,16 +87,27 @@ def integration_point_stresses(model_or_system, U: np.ndarray,
              else np.ascontiguousarray(stiffness_scale, dtype=np.float64))
     if scale.shape != (system.n_cells,):
         raise ValueError(f"stiffness_scale must have shape ({system.n_cells},), got {scale.shape}")
+    start, stop, _ = (cells or slice(None)).indices(system.n_cells)
     if system.is_grid:
         from .kernels import grid_element_products
+        # cells [start, stop) are whole layers of the last axis: a grid of their own whose
+        # nodes are one contiguous block of the numbering (x fastest)
+        shape = tuple(mesh.grid)
+        layer = int(np.prod(shape[:-1]))
+        assert start % layer == 0 and stop % layer == 0, "grid chunks must be whole layers"
+        nodes_per_layer = int(np.prod([n + 1 for n in shape[:-1]]))
+        sub = shape[:-1] + ((stop - start) // layer,)
+        dofs = slice(start // layer * nodes_per_layer * system.dim,
+                     (stop // layer + 1) * nodes_per_layer * system.dim)
         ops = stress_operators(system)[0]                        # (n_q, n_voigt, n_dof_e)
         n_q, n_voigt, n_dof_e = ops.shape
-        flat = grid_element_products(mesh.grid, ops.reshape(n_q * n_voigt, n_dof_e), U)
-        out = flat.reshape(U.shape[0], system.n_cells, n_q, n_voigt)
-        out *= scale[None, :, None, None]
+        flat = grid_element_products(sub, ops.reshape(n_q * n_voigt, n_dof_e), U[:, dofs])
+        out = flat.reshape(U.shape[0], stop - start, n_q, n_voigt)
+        out *= scale[None, start:stop, None, None]
         return out
-    return element_point_stresses(mesh.cell_type, mesh.points[mesh.cells], system.D,
-                                  system.cell_dofs, U, scale)
+    chunk = mesh.cells[start:stop]
+    return element_point_stresses(mesh.cell_type, mesh.points[chunk], system.D,
+                                  system.cell_dofs[start:stop], U, scale[start:stop])
 
 
 def extrapolation_matrix(cell_type: str) -> np.ndarray:
@@ -197,29 +211,57 @@ def von_mises_gradient(stress: np.ndarray, dim: int, plane: str = "stress", nu: 
     return g
 
 
+# cells per block in stress_results: bounds its temporaries (~80 MB for hex8 whatever the mesh;
+# one block of a 221k-hex grid would take 0.9 kB per cell)
+STRESS_BLOCK_CELLS = 65536
+
+
+def _cell_blocks(system):
+    """Contiguous cell ranges of about STRESS_BLOCK_CELLS (whole last-axis layers on grids)."""
+    n = system.n_cells
+    step = STRESS_BLOCK_CELLS
+    if system.is_grid:
+        layer = int(np.prod(system.mesh.grid[:-1]))
+        step = max(1, STRESS_BLOCK_CELLS // layer) * layer
+    return [slice(a, min(n, a + step)) for a in range(0, n, step)]
+
+
 def stress_results(model_or_system, U: np.ndarray, stiffness_scale: np.ndarray | None = None) -> dict:
-    """Everything a Solution reports about stress, per case index, one case at a time.
+    """Everything a Solution reports about stress, per case index.
 
     Returns {"stress": (n_cases, n_cells, n_voigt) mean over each cell's points,
     "von_mises": (n_cases, n_cells) maximum over each cell's points,
     "stress_nodal": (n_cases, n_nodes, n_voigt), "von_mises_nodal": (n_cases, n_nodes)}.
-    The full point array of one case lives only while that case is processed (memory).
+    Works through blocks of cells and one case at a time, so no array of all point stresses
+    is ever held (1M hexes x 8 points x 6 components would be 384 MB per case).
     """
     system = _system(model_or_system)
-    model = system.model
+    model, mesh = system.model, system.mesh
     U = np.atleast_2d(U)
     n_cases = U.shape[0]
     args = (system.dim, model.plane, model.material.nu)
     n_voigt = system.D.shape[0]
+    E = extrapolation_matrix(mesh.cell_type)                     # (n_nodes_e, n_q)
+    count = np.bincount(mesh.cells.ravel(), minlength=mesh.n_nodes).astype(float)
+    count[count == 0] = 1.0
     out = {"stress": np.empty((n_cases, system.n_cells, n_voigt)),
            "von_mises": np.empty((n_cases, system.n_cells)),
-           "stress_nodal": np.empty((n_cases, system.mesh.n_nodes, n_voigt)),
-           "von_mises_nodal": np.empty((n_cases, system.mesh.n_nodes))}
+           "stress_nodal": np.zeros((n_cases, mesh.n_nodes, n_voigt)),
+           "von_mises_nodal": np.empty((n_cases, mesh.n_nodes))}
+    blocks = _cell_blocks(system)
     for c in range(n_cases):
-        points = integration_point_stresses(system, U[c:c + 1], stiffness_scale)
-        out["stress"][c] = points[0].mean(axis=1)
-        out["von_mises"][c] = von_mises(points[0], *args).max(axis=1)
-        nodal = nodal_stresses(system, points)[0]
-        out["stress_nodal"][c] = nodal
+        nodal = out["stress_nodal"][c]
+        for block in blocks:
+            points = integration_point_stresses(system, U[c:c + 1], stiffness_scale, block)[0]
+            out["stress"][c, block] = points.mean(axis=1)
+            out["von_mises"][c, block] = von_mises(points, *args).max(axis=1)
+            # extrapolate to the block's nodes and add into the nodal sums (its node range only)
+            index = mesh.cells[block].ravel()
+            low = int(index.min())
+            width = int(index.max()) - low + 1
+            at_nodes = np.einsum("aq,eqv->eav", E, points).reshape(-1, n_voigt)
+            for v in range(n_voigt):
+                nodal[low:low + width, v] += np.bincount(index - low, weights=at_nodes[:, v], minlength=width)
+        nodal /= count[:, None]
         out["von_mises_nodal"][c] = von_mises(nodal, *args)
     return out
