@@ -206,3 +206,47 @@ def test_flat_and_inverted_tets_are_cleaned(tmp_path):
     tets = np.array([[0, 1, 2, 3], [0, 2, 1, 3], [0, 1, 4, 2]])     # good, inverted, flat
     cleaned = export._oriented_tets(points, tets)
     assert cleaned.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
+
+
+# ------------------------------------------------------------------ named sets on the part
+def test_point_triangle_distance_matches_the_three_regions():
+    a, b, c = np.array([0.0, 0, 0]), np.array([2.0, 0, 0]), np.array([0.0, 2, 0])
+    points = np.array([[0.5, 0.5, 3.0],      # above the inside: the height
+                       [3.0, 0.0, 0.0],      # beyond corner b
+                       [1.0, -1.0, 1.0],     # beside edge ab
+                       [2.0, 2.0, 0.0]])     # beyond the hypotenuse, in the plane
+    expected = [3.0, 1.0, np.sqrt(2.0), np.sqrt(2.0)]
+    tri = [np.repeat(v[None], len(points), axis=0) for v in (a, b, c)]
+    np.testing.assert_allclose(export.point_triangle_distance(points, *tri), expected, rtol=1e-12)
+
+
+def test_export_solid_carries_the_named_sets_and_reads_them_back(tmp_path):
+    sol = beam(lambda c: np.ones(len(c)))
+    mesh = sol.model.mesh
+    mesh.add_cell_set("root", lambda c: c[:, 0] < 2.0)
+    mesh.add_node_set("tip_top", lambda p: (p[:, 0] == 16.0) & (p[:, 2] == 4.0))
+    solid = export.export_solid(sol, tmp_path / "beam.msh", threshold=0.5)
+    back = lw.read_mesh(tmp_path / "beam.msh")
+    for name in ("xmin", "xmax", "zmax"):
+        assert export._face_area(back, back.face_set(name)) == pytest.approx(
+            export._original_face_area(sol.model, name), rel=1e-6)
+    # the tip's top edge: part nodes on that edge (within one design element of its nodes)
+    tip_top = back.points[back.node_set("tip_top")]
+    assert np.all(tip_top[:, 0] > 15.0 - 1e-9) and np.all(tip_top[:, 2] > 3.0 - 1e-9)
+    root = back.cell_centers()[back.cell_set("root")]
+    assert root[:, 0].max() < 2.0 + 1.0 and back.cell_volumes()[back.cell_set("root")].sum() == \
+        pytest.approx(2.0 * 4 * 4, rel=0.1)
+    # tied to the design's element size (1.0): about as many tets as a cube split in six, not
+    # the old default's 10x (half the element size)
+    assert solid.n_cells < 8 * mesh.n_cells
+    assert back.n_cells == solid.n_cells
+
+
+def test_export_warns_only_about_the_sets_the_model_uses(tmp_path):
+    # material near the support only: the loaded face xmax has no counterpart on the part
+    sol = beam(lambda c: np.where(c[:, 0] < 8.0, 1.0, 1e-3))
+    with pytest.warns(UserWarning, match="face set 'xmax'") as caught:
+        export.export_solid(sol, tmp_path / "half.msh", threshold=0.5)
+    assert not any("'ymin'" in str(w.message) for w in caught)     # ymin is used by nothing
+    back = lw.read_mesh(tmp_path / "half.msh")
+    assert "xmin" in back.face_sets and "xmax" not in back.face_sets
