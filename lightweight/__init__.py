@@ -17,6 +17,8 @@ from .optimize import (DisplacementLimit, OptimizationResult, Problem, minimize_
                        optimize_problem)
 from .optimize.manufacturing import (DrawDirection, Extrusion, MemberSize, Overhang, Pattern, Symmetry,
                                      check_manufacturing)
+from .optimize.manufacturing import (DrawDirection, Extrusion, MemberSize, Overhang, Pattern, Symmetry,
+                                     check_manufacturing)
 # viz/export/report import pyvista lazily: these names work without the viz extra installed
 from .export import evaluate_exported, export_solid, export_surface
 from .report import write_report
@@ -36,6 +38,7 @@ __all__ = [
     "Solution", "solve", "Modes", "modes",
     "minimize_compliance", "minimize_mass", "optimize_problem", "Problem", "DisplacementLimit",
     "OptimizationResult",
+    "Overhang", "DrawDirection", "MemberSize", "Pattern", "Symmetry", "Extrusion", "check_manufacturing",
     "Overhang", "DrawDirection", "MemberSize", "Pattern", "Symmetry", "Extrusion", "check_manufacturing",
     "plot", "convergence_plot", "SnapshotWriter", "snapshot_writer",
     "export_surface", "export_solid", "evaluate_exported", "write_report",

@@ -212,7 +212,9 @@ class MemberSize(Rule):
         if self.minimum is not None:
             ball = ball_average(mesh, self.minimum / 2)
             opened = _binary_dilate(ball, _binary_erode(ball, solid))
-            closed = _binary_erode(ball, _binary_dilate(ball, solid))
+            # outside the mesh counts as void here: a gap between the part and the design
+            # space's boundary is not a hole
+            closed = _binary_erode(ball, _binary_dilate(ball, solid)) & _whole_ball(mesh, ball)
             bad |= solid & ~opened            # thin members
             bad |= ~solid & closed            # small holes (counted against the solid volume)
         if self.maximum is not None:

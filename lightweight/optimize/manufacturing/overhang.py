@@ -139,6 +139,7 @@ def langelaar_smax(windows: np.ndarray, power: float = SMAX_POWER):
     safe = np.where(largest > 0, largest, 1.0)
     ratio = np.clip(windows / safe, 0.0, None)
     sigma = (ratio ** power).sum(axis=0)
+    sigma = np.where(largest > 0, sigma, 1.0)         # all-zero columns: ratio 0, sigma would be 0
     value = np.where(largest > 0, safe ** (power / q) * sigma ** (1.0 / q), 0.0)
     derivative = (power / q) * value * ratio ** (power - 1) / (safe * sigma)
     derivative[:, largest <= 0] = 0.0

@@ -1,0 +1,258 @@
+"""Manufacturing rules (lightweight/optimize/manufacturing): exact gradients, the binary limits
+against scipy.ndimage, the ties of patterns, and the MBB beam of issue 11 printed and cast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+import lightweight as lw
+from lightweight.errors import OptimizationError
+from lightweight.optimize.checks import check_response, check_stage
+from lightweight.optimize.design import DesignSpace
+from lightweight.optimize.manufacturing import (LocalVolume, check_manufacturing, make_rule,
+                                                manufacturing_report)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mbb_model(nelx=60, nely=20):
+    mesh = lw.structured_grid((nelx, nely))
+    mesh.add_node_set("load", lambda p: (p[:, 0] == 0) & (p[:, 1] == nely))
+    mesh.add_node_set("roller", lambda p: (p[:, 0] == nelx) & (p[:, 1] == 0))
+    return lw.Model(mesh, lw.Material(E=1.0, nu=0.3), supports={"xmin": "x", "roller": "y"},
+                    loads={"mbb": lw.PointLoad("load", (0.0, -1.0))})
+
+
+@pytest.fixture(scope="module")
+def bracket():
+    return lw.read_mesh(ROOT / "meshes" / "bracket.msh")
+
+
+def image(mesh, field):
+    """(ny, nx) picture of a 2D grid field, row 0 at y = 0."""
+    nx, ny = mesh.grid
+    return np.asarray(field).reshape(ny, nx)
+
+
+# ---------------------------------------------------------------- gradients (check_stage)
+@pytest.mark.parametrize("shape,direction", [((8, 6), "+y"), ((8, 6), "-x"), ((5, 4, 6), "+z"),
+                                             ((5, 4, 6), "-y")])
+def test_overhang_stage_gradient_on_grids(shape, direction):
+    mesh = lw.structured_grid(shape)
+    stage = lw.Overhang(direction).stage(mesh, None)
+    x = np.random.default_rng(1).uniform(0.05, 1.0, mesh.n_cells)
+    assert check_stage(stage, x, n_checks=20) < 1e-6
+    assert stage.describe()["stencil"] == (3 if len(shape) == 2 else 5)
+
+
+def test_overhang_and_draw_gradients_on_the_tet_bracket(bracket):
+    x = np.random.default_rng(2).uniform(0.05, 1.0, bracket.n_cells)
+    overhang = lw.Overhang("+y").stage(bracket, None)
+    assert overhang.describe()["background_grid"]
+    assert check_stage(overhang, x, n_checks=10) < 1e-6
+    for rule in (lw.DrawDirection("+y"), lw.DrawDirection("+z", two_sided=True), lw.DrawDirection((1, 1, 0))):
+        assert check_stage(rule.stage(bracket, None), x, n_checks=10) < 1e-6
+
+
+@pytest.mark.parametrize("rule", [lw.DrawDirection("+y"), lw.DrawDirection("-x", two_sided=True),
+                                  lw.DrawDirection((1.0, 2.0))])
+def test_draw_stage_gradient_on_a_grid(rule):
+    mesh = lw.structured_grid((8, 6))
+    x = np.random.default_rng(3).uniform(0.05, 1.0, mesh.n_cells)
+    assert check_stage(rule.stage(mesh, None), x, n_checks=20) < 1e-6
+
+
+def test_member_size_stage_and_local_volume_gradients():
+    mesh = lw.structured_grid((16, 10))
+    x = np.random.default_rng(4).uniform(0.05, 0.95, mesh.n_cells)
+    stage = lw.MemberSize(minimum=4).stage(mesh, None)
+    stage.set_parameter("beta", 4.0)
+    assert check_stage(stage, x, n_checks=20) < 1e-6
+    model = lw.Model(mesh, lw.Material(E=1.0, nu=0.3), supports={"xmin": "xy"},
+                     loads={"tip": lw.PointLoad("xmax", (0.0, -1.0))})
+    assert check_response(LocalVolume(model, 3.0), model) < 1e-6
+
+
+# ---------------------------------------------------------------- what each stage does
+def test_overhang_removes_a_floating_block_and_keeps_a_supported_wall():
+    mesh = lw.structured_grid((12, 10))
+    design = np.zeros((10, 12))
+    design[:, 1] = 1.0                 # a wall standing on the baseplate
+    design[6:8, 6:10] = 1.0            # a block floating in the air
+    design[0:3, 3] = 1.0               # a short post on the baseplate
+    stage = lw.Overhang("+y").stage(mesh, None)
+    printed = image(mesh, stage.forward(design.ravel()))
+    assert np.all(printed[:, 1] > 0.95)
+    assert np.all(printed[0:3, 3] > 0.95)
+    assert np.all(printed[6:8, 6:10] < 0.05)
+    rule = lw.Overhang("+y")
+    assert rule.violation(mesh, design.ravel()) == pytest.approx(4 / design.sum())   # the block's bottom row
+    assert rule.violation(mesh, printed.ravel()) == 0.0
+    # built downwards (baseplate at the top): the block's top row and the post's top cell hang free
+    assert lw.Overhang("-y").violation(mesh, design.ravel()) == pytest.approx(5 / design.sum())
+
+
+def test_overhang_angle_sets_the_stencil():
+    mesh = lw.structured_grid((6, 6))
+    assert len(lw.Overhang("+y", angle=60).stage(mesh, None).layers.stencil) == 1
+    assert len(lw.Overhang("+y", angle=20).stage(mesh, None).layers.stencil) == 5
+    hexes = lw.structured_grid((4, 4, 4))
+    assert len(lw.Overhang("+z", angle=45).stage(hexes, None).layers.stencil) == 5
+
+
+def test_draw_output_never_increases_along_the_direction():
+    mesh = lw.structured_grid((9, 7))
+    x = np.random.default_rng(5).uniform(0, 1, mesh.n_cells)
+    one = image(mesh, lw.DrawDirection("+y").stage(mesh, None).forward(x))
+    assert np.all(np.diff(one, axis=0) <= 1e-12)
+    two = image(mesh, lw.DrawDirection("+y", two_sided=True, parting=3.0).stage(mesh, None).forward(x))
+    assert np.all(np.diff(two[3:], axis=0) <= 1e-12)      # above the parting plane y = 3
+    assert np.all(np.diff(two[:3], axis=0) >= -1e-12)     # below it, non-increasing downwards
+    assert lw.DrawDirection("+y").violation(mesh, one.ravel()) == 0.0
+    undercut = np.zeros((7, 9))
+    undercut[4:, 2] = 1.0                                  # solid over a void of its column
+    assert lw.DrawDirection("+y").violation(mesh, undercut.ravel()) == 1.0
+    assert lw.DrawDirection("-y").violation(mesh, undercut.ravel()) == 0.0
+
+
+def test_draw_on_the_bracket_leaves_no_undercut(bracket):
+    x = np.random.default_rng(6).uniform(0, 1, bracket.n_cells)
+    for rule in (lw.DrawDirection("+y"), lw.DrawDirection("+z", two_sided=True)):
+        assert rule.violation(bracket, x) > 0.3
+        assert rule.violation(bracket, rule.stage(bracket, None).forward(x)) < 1e-3
+
+
+def test_member_size_stage_is_open_close_in_the_binary_limit():
+    """At a sharp projection the stage equals scipy's opening then closing with the same disc."""
+    mesh = lw.structured_grid((30, 20))
+    rng = np.random.default_rng(7)
+    stage = lw.MemberSize(minimum=4).stage(mesh, None)
+    stage.set_parameter("beta", 2000.0)
+    disc = np.hypot(*np.mgrid[-2:3, -2:3]) <= 2.0
+    for _ in range(3):
+        blob = ndimage.binary_dilation(rng.uniform(size=(20, 30)) > 0.85)
+        out = image(mesh, stage.forward(blob.ravel().astype(float))) > 0.5
+        ref = ndimage.binary_dilation(ndimage.binary_erosion(blob, disc, border_value=1), disc)
+        ref = ndimage.binary_erosion(ndimage.binary_dilation(ref, disc), disc, border_value=1)
+        assert np.array_equal(out, ref)
+        assert lw.MemberSize(minimum=4).violation(mesh, out.ravel()) == 0.0
+
+
+def test_member_size_check_sees_thin_members_small_gaps_and_thick_members():
+    mesh = lw.structured_grid((30, 20))
+    rule_min, rule_max = lw.MemberSize(minimum=4), lw.MemberSize(maximum=4)
+
+    def design(*boxes):
+        out = np.zeros((20, 30))
+        for rows, cols in boxes:
+            out[rows, cols] = 1.0
+        return out.ravel()
+    strip2, strip5 = (slice(5, 7), slice(None)), (slice(5, 10), slice(None))
+    block = (slice(10, 19), slice(5, 25))                  # 9 cells thick
+    assert rule_min.violation(mesh, design(strip2)) == 1.0
+    assert rule_min.violation(mesh, design(strip5)) == 0.0
+    # the 3-cell gap between a 5-cell strip and a block is a hole below the minimum;
+    # the block's corners (3 cells each) are sharper than the disc
+    lower_block = (slice(13, 19), slice(5, 25))
+    assert rule_min.violation(mesh, design(strip5, lower_block)) == pytest.approx((60 + 12) / 270)
+    assert rule_max.violation(mesh, design(block)) == pytest.approx(80 / 180)   # 5 x 16 centres
+    assert rule_max.violation(mesh, design((slice(8, 12), slice(None)))) == 0.0
+
+
+# ---------------------------------------------------------------- ties
+def test_pattern_sectors_and_repeats_tie_the_design():
+    mesh = lw.structured_grid((12, 12))
+    design = DesignSpace(mesh, ties=[lw.Pattern(sectors=4)])
+    assert design.n_variables == 36                           # one quarter of the square
+    rho = image(mesh, design.expand(np.random.default_rng(8).uniform(size=design.n_variables)))
+    assert np.allclose(rho, np.rot90(rho))
+    strip = lw.structured_grid((12, 4))
+    design = DesignSpace(strip, ties=[lw.Pattern(repeats=3, axis="x")])
+    assert design.n_variables == 16
+    rho = image(strip, design.expand(np.arange(16.0)))
+    assert np.array_equal(rho[:, :4], rho[:, 4:8]) and np.array_equal(rho[:, :4], rho[:, 8:])
+    assert lw.Pattern(repeats=3, axis="x").violation(strip, rho.ravel() / 16) == 0.0
+
+
+def test_symmetry_and_extrusion_objects_equal_the_old_arguments():
+    mesh = lw.structured_grid((6, 4, 3))
+    old = DesignSpace(mesh, symmetry=["x", ("y", 2.0)], extrusion="z")
+    new = DesignSpace(mesh, ties=[lw.Symmetry("x"), lw.Symmetry("y", 2.0), lw.Extrusion("z")])
+    assert old.n_variables == new.n_variables == 6
+    assert (old.P != new.P).nnz == 0
+
+
+def test_tie_rules_in_an_optimization_and_their_check():
+    model = mbb_model(24, 8)
+    result = lw.minimize_compliance(model, volume_fraction=0.5, filter_radius=1.5,
+                                    manufacturing=[lw.Pattern(repeats=2, axis="x")], max_iterations=15,
+                                    verbose=False)
+    rho = image(model.mesh, result.density)
+    assert np.allclose(rho[:, :12], rho[:, 12:])
+    assert check_manufacturing(result, [lw.Pattern(repeats=2, axis="x")]) == \
+        {"pattern(axis='x', repeats=2)": 0.0}
+    assert result.parameters["manufacturing"] == [{"type": "pattern", "axis": "x", "repeats": 2}]
+
+
+# ---------------------------------------------------------------- errors and the user surface
+@pytest.mark.parametrize("make,words", [
+    (lambda: lw.Overhang("up"), "direction"),
+    (lambda: lw.Overhang((0, 0, 1)), "axis"),
+    (lambda: lw.Overhang("+z", angle=95), "angle"),
+    (lambda: lw.DrawDirection("+y", parting=2.0), "two_sided"),
+    (lambda: lw.MemberSize(), "minimum, maximum"),
+    (lambda: lw.MemberSize(minimum=5, maximum=2), "below minimum"),
+    (lambda: lw.Pattern(sectors=3, repeats=2), "exactly one"),
+    (lambda: lw.Pattern(sectors=1), "sectors"),
+    (lambda: make_rule({"type": "undercut"}, "optimize.manufacturing[0]"), "optimize.manufacturing[0].type"),
+    (lambda: make_rule({"type": "overhang", "build": "+y"}, "optimize.manufacturing[1]"), "build"),
+])
+def test_bad_rules_say_what_is_wrong(make, words):
+    with pytest.raises(OptimizationError, match=words.replace("[", r"\[").replace("]", r"\]")):
+        make()
+
+
+def test_rules_need_a_mesh_of_their_dimension_and_size():
+    mesh = lw.structured_grid((6, 4))
+    with pytest.raises(OptimizationError, match="direction"):
+        lw.Overhang("+z").stage(mesh, None)
+    with pytest.raises(OptimizationError, match="two cells"):
+        lw.MemberSize(minimum=1.0).stage(mesh, None)
+
+
+def test_check_manufacturing_takes_results_arrays_and_tables():
+    model = mbb_model(12, 6)
+    rho = np.ones(model.mesh.n_cells)
+    rules = [lw.Overhang("+y"), {"type": "draw_direction", "direction": "+y"}]
+    expected = {"overhang(build_direction='+y', angle=45.0)": 0.0,
+                "draw_direction(direction='+y', two_sided=False)": 0.0}
+    assert check_manufacturing(rho, rules, model=model) == expected
+    assert check_manufacturing((rho, model), rules) == expected
+    assert manufacturing_report(model, rho, rules) == expected
+    with pytest.raises(OptimizationError, match="model="):
+        check_manufacturing(rho, rules)
+    with pytest.raises(OptimizationError, match="12 cells|72 cells"):
+        check_manufacturing(np.ones(5), rules, model=model)
+
+
+# ---------------------------------------------------------------- issue 11: the MBB beam
+@pytest.fixture(scope="module")
+def mbb_free():
+    model = mbb_model()
+    return model, lw.minimize_compliance(model, volume_fraction=0.5, filter_radius=2.0, projection="heaviside",
+                                         optimizer="mma", max_iterations=300, verbose=False)
+
+
+def test_mbb_printed_along_y_is_supported(mbb_free):
+    model, free = mbb_free
+    rule = lw.Overhang("+y")
+    assert 0.02 < rule.violation(model, free.density) < 0.1          # unconstrained: about 5 %
+    printed = lw.minimize_compliance(model, volume_fraction=0.5, filter_radius=2.0, projection="heaviside",
+                                     optimizer="mma", manufacturing=[rule], max_iterations=300, verbose=False)
+    assert rule.violation(model, printed.density) < 0.01
+    assert printed.volume_fraction == pytest.approx(free.volume_fraction, abs=0.01)
+    assert printed.compliance["mbb"] < 1.6 * free.compliance["mbb"]
