@@ -296,7 +296,6 @@ def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: f
                    manufacturing=manufacturing, settle_iterations=settle_iterations)
     pipeline, analysis, settings, schedule, parameters = parts
     problem = _with_manufacturing_constraints(problem, manufacturing)
-    problem = _with_manufacturing_constraints(problem, manufacturing)
     return SimpLoop(problem, pipeline, analysis, settings, schedule, initial, callback=callback,
                     parameters=parameters)
 
@@ -348,7 +347,6 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
     extra_constraints += _frequency_constraints(model, min_frequency, frequency_options)
     needs_mma = bool(displacement_limits) or model.has_self_weight() or bool(extra_constraints)
     needs_mma = needs_mma or bool(_manufacturing_constraints(model, manufacturing))
-    needs_mma = needs_mma or bool(_manufacturing_constraints(model, manufacturing))
     if optimizer == "auto":
         optimizer = "mma" if needs_mma else "oc"
     if optimizer == "oc" and needs_mma:
@@ -371,7 +369,6 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                                      **_frequency_parameters(min_frequency, frequency_options)})
     problem = compliance_problem(model, volume_fraction, case_weights, displacement_limits, extra_constraints)
     start = volume_fraction if initial is None else initial
-    problem = _with_manufacturing_constraints(problem, manufacturing)
     problem = _with_manufacturing_constraints(problem, manufacturing)
     return _run(problem, parts, start, callback, resume)
 
@@ -479,7 +476,6 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
                                      "displacement_limits": [vars(d) for d in displacement_limits],
                                      **_stress_parameters(max_stresses, stress_options),
                                      **_frequency_parameters(min_frequency, frequency_options)})
-    problem = _with_manufacturing_constraints(problem, manufacturing)
     problem = _with_manufacturing_constraints(problem, manufacturing)
     return _run(problem, parts, initial, callback, resume)
 
