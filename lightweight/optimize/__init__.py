@@ -8,6 +8,7 @@ from . import responses, stages
 from .analysis import Analysis, DesignState
 from .api import (compliance_problem, make_loop, mass_problem, minimize_compliance, minimize_mass,
                   optimize_problem)
+from .api import frequency_problem, maximize_frequency, stress_limits
 from .problem import Problem, Schedule
 from .problems import DisplacementLimit
 from .responses import Compliance, Constraint, Displacement, Mass, Response, VolumeFraction
@@ -15,6 +16,7 @@ from .result import OptimizationResult
 from .stages import Pipeline, Stage
 
 __all__ = ["minimize_compliance", "minimize_mass", "optimize_problem", "make_loop", "compliance_problem", "mass_problem",
+           "maximize_frequency", "frequency_problem", "stress_limits",
            "Problem", "Schedule", "Analysis", "DesignState", "DisplacementLimit", "OptimizationResult",
            "Response", "Constraint", "Compliance", "Displacement", "Mass", "VolumeFraction",
            "Stage", "Pipeline", "responses", "stages"]

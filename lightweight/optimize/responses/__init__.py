@@ -10,6 +10,7 @@ from .displacement import Displacement
 from .reaction import Reaction
 from .volume import Mass, VolumeFraction
 from .stress import Stress
+from .frequency import Frequency
 
 __all__ = ["RESPONSES", "Constraint", "Response", "make_response", "register_response",
            "Compliance", "Displacement", "Mass", "Reaction", "VolumeFraction"]
