@@ -15,6 +15,7 @@ from .fem.loads import Coupling, Force, Spring
 from .mesh import Mesh, read_mesh, read_mesh_fields, read_metadata, structured_grid, write_mesh
 from .optimize import (DisplacementLimit, OptimizationResult, Problem, minimize_compliance, minimize_mass,
                        optimize_problem)
+from .optimize import maximize_frequency
 from .optimize.manufacturing import (DrawDirection, Extrusion, MemberSize, Overhang, Pattern, Symmetry,
                                      check_manufacturing)
 from .optimize.manufacturing import (DrawDirection, Extrusion, MemberSize, Overhang, Pattern, Symmetry,
@@ -37,6 +38,7 @@ __all__ = [
     "Force", "Coupling", "Spring",
     "Solution", "solve", "Modes", "modes",
     "minimize_compliance", "minimize_mass", "optimize_problem", "Problem", "DisplacementLimit",
+    "maximize_frequency",
     "OptimizationResult",
     "Overhang", "DrawDirection", "MemberSize", "Pattern", "Symmetry", "Extrusion", "check_manufacturing",
     "Overhang", "DrawDirection", "MemberSize", "Pattern", "Symmetry", "Extrusion", "check_manufacturing",
