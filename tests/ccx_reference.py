@@ -18,7 +18,7 @@ from lightweight.mesh.mesh import Mesh
 
 CCX = Path(__file__).parent / "data" / "ccx"
 E, NU, DENSITY = 210000.0, 0.3, 7.85e-9
-CELL_TYPES = {"C3D8": "hexahedron", "C3D4": "tetra", "C3D10": "tetra10"}
+CELL_TYPES = {"C3D8": "hexahedron", "C3D4": "tetra", "C3D10": "tetra10", "CPE4": "quad"}
 
 
 def _text(name: str) -> str:
@@ -76,7 +76,9 @@ def static_model(name: str) -> tuple[lw.Model, bool]:
         mesh = Mesh(deck["nodes"][:n, :2], cells, "quad" if deck["type"] == "C3D8" else "triangle")
         fixed, load = sets["FIXED"][sets["FIXED"] < n], sets["LOAD"][sets["LOAD"] < n]
     else:
-        mesh = Mesh(deck["nodes"], deck["elements"], CELL_TYPES[deck["type"]])
+        plane_element = deck["type"].startswith("CP")       # ccx's own 2D element, z = 0
+        nodes = deck["nodes"][:, :2] if plane_element else deck["nodes"]
+        mesh = Mesh(nodes, deck["elements"], CELL_TYPES[deck["type"]])
         fixed, load = sets["FIXED"], sets["LOAD"]
     dim = mesh.dim
     mesh.add_node_set("fixed", fixed)

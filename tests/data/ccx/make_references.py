@@ -99,6 +99,8 @@ def write_deck(path: Path, points3: np.ndarray, elements: np.ndarray, eltype: st
         lines += _fmt_ids(ids)
     lines += ["*MATERIAL, NAME=MAT"] + material + [f"*DENSITY", f"{RHO:g}",
                                                    "*SOLID SECTION, ELSET=EALL, MATERIAL=MAT"]
+    if eltype.startswith("CP"):
+        lines.append("1.")        # plane elements: thickness
     lines += step
     path.write_text("\n".join(lines) + "\n")
 
@@ -115,8 +117,9 @@ def _plane_stress_ortho() -> list[str]:
             f"{g:.17g}, 0."]
 
 
-def _static_step(fixed: str, loads: list[tuple[str, int, float]], layer_nodes: str | None) -> list[str]:
-    step = ["*BOUNDARY", f"{fixed}, 1, 3" if layer_nodes is None else f"{fixed}, 1, 2"]
+def _static_step(fixed: str, loads: list[tuple[str, int, float]], layer_nodes: str | None,
+                 plane: bool = False) -> list[str]:
+    step = ["*BOUNDARY", f"{fixed}, 1, 2" if (layer_nodes or plane) else f"{fixed}, 1, 3"]
     if layer_nodes is not None:
         step.append(f"{layer_nodes}, 3, 3")
     step += ["*STEP", "*STATIC", "*CLOAD"] + [f"{s}, {d}, {v:.17g}" for s, d, v in loads]
@@ -171,6 +174,15 @@ def cases() -> dict:
         material = _plane_stress_ortho() if plane == "stress" else _isotropic()
         out[name] = (pts, cells, eltype, sets, material,
                      _static_step("FIXED", [("LOAD", 1, 0.5 * f), ("LOAD", 2, f)], "LAYER"))
+    # ccx's own plane-strain quad: it expands CPE4 into bricks with u_z held, which is exact
+    # plane strain (its CPS4 expansion is only approximately plane stress: 6 % apart here)
+    m = _gmsh_mesh(2, 1, True, 3.0)
+    fixed = np.flatnonzero(np.isclose(m.points[:, 1], 40.0))
+    load = np.flatnonzero(np.isclose(m.points[:, 0], 40.0))
+    f = -100.0 / load.size
+    out["quad4_cpe4_plane_strain"] = (m.points, m.cells, "CPE4", {"FIXED": fixed, "LOAD": load},
+                                      _isotropic(), _static_step("FIXED", [("LOAD", 1, 0.5 * f), ("LOAD", 2, f)],
+                                                                 None, plane=True))
     # modal analyses: clamped (10 modes) and free (6 rigid + 6 elastic)
     out["hex8_cantilever_modes_clamped"] = (hexgrid.points, hexgrid.cells, "C3D8", {"FIXED": root},
                                             _isotropic(), _frequency_step("FIXED", 10))
