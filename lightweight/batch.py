@@ -63,6 +63,7 @@ from .errors import CaseFileError, LightweightError, MeshFileError, SingularStif
 from .sandbox import Limits, SubmissionError, check_mesh, display_name, inspect_design
 
 FIRST_COLUMNS = ["design", "design_sha256", "status", "error", "mass", "volume"]
+REPORTED_FREQUENCIES = 3          # frequency_1..3 when the case has a min_frequency requirement
 LAST_COLUMNS = ["max_von_mises", "safety_factor", "pass", "seconds", "version", "case_sha256", "timestamp",
                 "n_cells", "simp", "interpolation"]
 # a worker is replaced after this many designs or above this resident memory (MiB)
@@ -189,7 +190,12 @@ def _evaluate(case, design_path, row: dict, limits: Limits) -> dict:
             f"design {name}: its material does not carry the loads to the supports (solid, the "
             f"part is supported; with this density the stiffness is numerically singular: void cells "
             f"cut a load path or hold a support). Detail: {exc}") from None
-    figures = evaluate_requirements(solution, case.requirements)
+    frequencies = None
+    if "min_frequency" in case.requirements:
+        # the design's first natural frequencies (Hz), under the optimizer's low-density law
+        from .optimize.responses.frequency import frequency_figures
+        frequencies = frequency_figures(model, density, REPORTED_FREQUENCIES, law)
+    figures = evaluate_requirements(solution, case.requirements, frequencies)
     out = {"mass": figures["mass"], "volume": figures["volume"],
            "max_von_mises": figures["max_von_mises"], "safety_factor": figures["safety_factor"],
            "pass": figures["pass"], "n_cells": int(mesh.n_cells), "simp": density is not None,
@@ -198,6 +204,7 @@ def _evaluate(case, design_path, row: dict, limits: Limits) -> dict:
         out[f"compliance.{case_name}"] = value
     for case_name, value in figures["max_displacement"].items():
         out[f"max_displacement.{case_name}"] = value
+    out.update(figures["frequencies"])               # frequency_1 .. frequency_n
     for check, ok in figures["checks"].items():
         out[f"check.{check}"] = ok
     return out

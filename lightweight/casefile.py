@@ -40,14 +40,14 @@ from .provenance import file_sha256
 from .sandbox import LIMIT_KEYS, Limits
 
 LOAD_TYPES = ("point", "traction", "pressure", "gravity", "force", "coupling")
-REQUIREMENT_KEYS = ("max_compliance", "max_displacement", "min_safety_factor", "max_mass")
+REQUIREMENT_KEYS = ("max_compliance", "max_displacement", "min_safety_factor", "max_mass", "min_frequency")
 # keyword arguments of minimize_compliance / minimize_mass a case file may set
 OPTIMIZE_KEYS = ("problem", "volume_fraction", "max_compliance", "max_compliance_factor",
                  "filter_radius", "filter", "projection", "optimizer", "penalty", "interpolation",
                  "min_stiffness", "non_design", "void", "symmetry", "extrusion", "case_weights",
                  "max_iterations", "tolerance", "objective_tolerance", "move",
                  "continuation_interval", "initial", "solver", "displacement_limits", "max_stress",
-                 "min_safety_factor", "stress_options")
+                 "min_safety_factor", "stress_options", "min_frequency", "frequency_options")
 # [units]: a named system or the base units one by one; every figure printed carries its unit
 UNIT_SYSTEMS = {
     "mm-N-t-s": {"length": "mm", "force": "N", "mass": "t", "time": "s", "stress": "MPa"},
@@ -438,7 +438,7 @@ def _read_coupling(reader: _Reader, entry, where: str, dim: int) -> Coupling:
 def _read_requirements(reader: _Reader, doc, model: Model) -> dict:
     table = reader.table(doc, "requirements", SECTION_KEYS["requirements"])
     out = {}
-    for key in ("max_displacement", "min_safety_factor", "max_mass"):
+    for key in ("max_displacement", "min_safety_factor", "max_mass", "min_frequency"):
         if key in table:
             value = reader.number(table, key, "requirements")
             if not value > 0:
@@ -451,6 +451,8 @@ def _read_requirements(reader: _Reader, doc, model: Model) -> dict:
         raise reader.fail("requirements.min_safety_factor", "needs [material] yield_strength")
     if "max_mass" in out and not model.material.density:
         raise reader.fail("requirements.max_mass", "needs [material] density (without it the mass is unknown)")
+    if "min_frequency" in out and not model.material.density:
+        raise reader.fail("requirements.min_frequency", "needs [material] density (frequencies need the mass)")
     return out
 
 
@@ -506,6 +508,13 @@ def _read_optimize(reader: _Reader, doc, model: Model) -> dict:
             table[key] = value
     if "min_safety_factor" in table and model.material.yield_strength is None:
         raise reader.fail("optimize.min_safety_factor", "needs [material] yield_strength")
+    if "min_frequency" in table:                        # Hz, a floor on the lowest natural frequency
+        value = reader.number(table, "min_frequency", "optimize")
+        if not value > 0:
+            raise reader.fail("optimize.min_frequency", f"must be a positive frequency in Hz, got {value:g}")
+        if not model.material.density:
+            raise reader.fail("optimize.min_frequency", "needs [material] density (frequencies need the mass)")
+        table["min_frequency"] = value
     return {"problem": problem, **table}
 
 
@@ -542,7 +551,7 @@ def _read_displacement_limits(reader: _Reader, value, model: Model) -> list:
     return out
 
 
-def evaluate_requirements(solution, requirements: Mapping) -> dict:
+def evaluate_requirements(solution, requirements: Mapping, frequencies: Mapping | None = None) -> dict:
     """Figures of a solved design and whether each requirement holds.
 
     Returns {"mass" (None without a material density), "volume", "compliance": {case},
@@ -551,6 +560,8 @@ def evaluate_requirements(solution, requirements: Mapping) -> dict:
     for upper limits, (value - limit) / limit for lower ones; negative = missed by that
     fraction; None when the value is unknown}, "limits": {requirement: limit}, "values":
     {requirement: value}, "pass": all checks hold}. Units are the model's.
+    frequencies: {"frequency_1": Hz, ...} of the design (``min_frequency`` is judged on
+    frequency_1; optimize.responses.frequency.frequency_figures computes them).
     """
     from .fem.material import safety_factor
     model = solution.model
@@ -566,14 +577,18 @@ def evaluate_requirements(solution, requirements: Mapping) -> dict:
         checks["min_safety_factor"] = safety is not None and safety >= requirements["min_safety_factor"]
     if "max_mass" in requirements:
         checks["max_mass"] = solution.mass is not None and solution.mass <= requirements["max_mass"]
+    first_frequency = (frequencies or {}).get("frequency_1")
+    if "min_frequency" in requirements:
+        checks["min_frequency"] = first_frequency is not None and first_frequency >= requirements["min_frequency"]
     return {"mass": None if solution.mass is None else float(solution.mass), "volume": float(solution.volume),
             "compliance": dict(solution.compliance), "max_displacement": dict(solution.max_displacement),
             "max_von_mises": max_vm, "safety_factor": safety,
             "checks": {k: bool(v) for k, v in checks.items()}, "pass": bool(all(checks.values())),
-            **_margins(solution, requirements, max_vm, safety)}
+            "frequencies": dict(frequencies or {}),
+            **_margins(solution, requirements, max_vm, safety, first_frequency)}
 
 
-def _margins(solution, requirements: Mapping, max_vm: float, safety) -> dict:
+def _margins(solution, requirements: Mapping, max_vm: float, safety, first_frequency=None) -> dict:
     """{"limits", "values", "margins"} per check name of :func:`evaluate_requirements`."""
     limits, values = {}, {}
     for case, limit in requirements.get("max_compliance", {}).items():
@@ -585,6 +600,8 @@ def _margins(solution, requirements: Mapping, max_vm: float, safety) -> dict:
         limits["min_safety_factor"], values["min_safety_factor"] = requirements["min_safety_factor"], safety
     if "max_mass" in requirements:
         limits["max_mass"], values["max_mass"] = requirements["max_mass"], solution.mass
+    if "min_frequency" in requirements:
+        limits["min_frequency"], values["min_frequency"] = requirements["min_frequency"], first_frequency
     margins = {}
     for key, limit in limits.items():
         value = values[key]
