@@ -162,3 +162,56 @@ def test_frequency_constrained_min_mass_keeps_its_frequency_as_a_solid_part():
     part_f1 = lw.modes(part, n=1).frequencies[0]
     assert part_f1 == pytest.approx(design_f1, rel=0.03)
     assert res.volume_fraction < 0.8
+
+
+CASE = """
+[mesh]
+grid = [12, 4]
+size = [120.0, 40.0]
+
+[material]
+E = 210000.0
+nu = 0.3
+density = 7.85e-9
+
+[model]
+thickness = 5.0
+
+[supports]
+xmin = "xy"
+
+[[loads.tip]]
+type = "point"
+set = "xmax"
+value = [0.0, -1.0]
+
+[requirements]
+min_frequency = FLOOR
+
+[optimize]
+problem = "min_mass"
+max_compliance_factor = 2.0
+min_frequency = 500.0
+filter_radius = 15.0
+"""
+
+
+def test_case_file_min_frequency_is_read_and_judged_by_evaluate(tmp_path):
+    grid = lw.structured_grid((12, 4), size=(120.0, 40.0))
+    model = lw.Model(grid, lw.Material(**STEEL), supports={"xmin": "xy"}, loads={}, thickness=5.0)
+    solid = lw.modes(model, n=3).frequencies
+    for floor, verdict in ((0.9 * solid[0], True), (1.1 * solid[0], False)):
+        path = tmp_path / f"case_{verdict}.toml"
+        path.write_text(CASE.replace("FLOOR", repr(float(floor))))
+        case = lw.read_case(path)
+        assert case.optimize["min_frequency"] == 500.0 and case.requirements["min_frequency"] == floor
+        design = tmp_path / "solid.vtu"
+        lw.write_mesh(design, grid)
+        row = lw.evaluate_design(str(path), str(design))
+        assert row["status"] == "ok", row.get("error")
+        np.testing.assert_allclose([row[f"frequency_{i}"] for i in (1, 2, 3)], solid, rtol=1e-9)
+        assert row["check.min_frequency"] is verdict and row["pass"] is verdict
+    bad = tmp_path / "bad.toml"
+    bad.write_text(CASE.replace("FLOOR", "-3.0"))
+    with pytest.raises(lw.CaseFileError, match="requirements.min_frequency"):
+        lw.read_case(bad)
