@@ -247,3 +247,35 @@ def test_plot_draws_a_mode_shape(tmp_path):
     lw.plot(tmp_path / "modes.vtu", field="mode", mode=1, filename=tmp_path / "mode1.png", window_size=(320, 240))
     with pytest.raises(lw.LightweightError, match="no mode 3"):
         lw.plot(result, field="mode", mode=3, filename=tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("shape", [(10, 2, 3), (12, 3)])   # no repeated eigenvalue
+def test_element_mass_forms_sum_to_the_modal_mass_and_give_eigenvalue_sensitivities(shape):
+    """sum_e m_e phi_e^T M_e phi_e = 1; d(lambda)/d(s_e) = phi_e^T (K_e - lambda M_e) phi_e vs FD."""
+    from lightweight.fem.mass import element_mass_forms
+    dim = len(shape)
+    mesh = lw.structured_grid(shape, size=[10.0 * n for n in shape])
+    model = lw.Model(mesh, STEEL, supports={"xmin": "xyz"[:dim]}, loads={})
+    rng = np.random.default_rng(5)
+    k_scale, m_scale = rng.uniform(0.5, 1.0, mesh.n_cells), rng.uniform(0.5, 1.0, mesh.n_cells)
+    result = lw.modes(model, n=1, stiffness_scale=k_scale, mass_scale=m_scale)
+    phi = result.shapes.reshape(1, -1)
+    system = modal_system(model)
+    mass_forms = element_mass_forms(system, phi)[0]
+    assert mass_forms @ m_scale == pytest.approx(1.0, rel=1e-10)
+    stiff_forms = system.element_energies(phi)[0]
+    lam = result.eigenvalues[0]
+    cell = int(np.argmax(stiff_forms))
+    h = 1e-3     # central differences: O(h^2) truncation; smaller h drowns in eigsolver round-off
+    plus, minus = k_scale.copy(), k_scale.copy()
+    plus[cell] += h
+    minus[cell] -= h
+    fd = (lw.modes(model, n=1, stiffness_scale=plus, mass_scale=m_scale).eigenvalues[0]
+          - lw.modes(model, n=1, stiffness_scale=minus, mass_scale=m_scale).eigenvalues[0]) / (2 * h)
+    assert stiff_forms[cell] == pytest.approx(fd, rel=1e-5)
+    plus, minus = m_scale.copy(), m_scale.copy()
+    plus[cell] += h
+    minus[cell] -= h
+    fd = (lw.modes(model, n=1, stiffness_scale=k_scale, mass_scale=plus).eigenvalues[0]
+          - lw.modes(model, n=1, stiffness_scale=k_scale, mass_scale=minus).eigenvalues[0]) / (2 * h)
+    assert -lam * mass_forms[cell] == pytest.approx(fd, rel=1e-5)

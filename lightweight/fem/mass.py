@@ -135,3 +135,21 @@ def mass_matrix(system, mass_scale: np.ndarray | None = None, integration: str =
     if scale.shape != (system.n_cells,):
         raise ValueError(f"mass_scale must have shape ({system.n_cells},), got {scale.shape}")
     return system.pattern.matrix(refill(system.pattern, system_element_masses(system, integration), scale))
+
+
+def element_mass_forms(system, V: np.ndarray, W: np.ndarray | None = None,
+                       integration: str = "exact") -> np.ndarray:
+    """w_e^T M_e v_e of the unscaled element masses for every cell, (k, n_cells).
+
+    V, W: (k, n_dofs) (W None: V), e.g. mode shapes; with the element energies u_e^T K_e u_e
+    this gives eigenvalue sensitivities d(lambda)/d(s_e) = phi_e^T (dK_e - lambda dM_e) phi_e.
+    Structured grids use the grid kernel (no per-cell DOF table).
+    """
+    masses = system_element_masses(system, integration)
+    V = np.atleast_2d(V)
+    W = V if W is None else np.atleast_2d(W)
+    if system.is_grid:
+        from .kernels import grid_element_bilinear_forms
+        return grid_element_bilinear_forms(system.mesh.grid, masses[0], V, W)
+    from .kernels import element_bilinear_forms
+    return element_bilinear_forms(masses, system.cell_dofs, V, W)
