@@ -9,23 +9,8 @@ cores that the next Numba kernel, factorization or BLAS call wants. Our BLAS cal
 vector operations on one value per cell (the OC bisection alone does ~40 dot products of
 that size per iteration): threads cannot speed them up, but they wake OpenBLAS workers.
 
-Measured on 2 shared cores (other jobs running; MBB beam 300 x 100, 60 802 DOFs, PARDISO
-factorization 0.88 GFlop), ms per design iteration:
-
-=====================================================  ==========  ======================
-thread settings                                        iteration   of it: factorize / OC
-=====================================================  ==========  ======================
-library defaults                                       340 - 720   160 - 210 / 30 - 370
-MKL_NUM_THREADS=1 (PARDISO serial), OpenBLAS 2         110 - 530   50 - 90 / 27 - 370
-PARDISO serial, BLAS limited in the OC bisection only  176 - 244   89 - 110 / 9 - 14
-PARDISO serial, OpenBLAS 1 thread                      87 - 93     50 - 53 / 5 - 6
-same, after the faster filter and OC kernels           71 - 78     50 - 52 / 3
-PARDISO timed choice (2 threads won), other core idle  49 - 55     33 / 3
-=====================================================  ==========  ======================
-
-The PARDISO numeric factorization took 50 ms on one thread and 60 - 116 ms on two (the
-other core partly busy); a 3D one of 52 GFlop (40 x 20 x 20 hexes) 1.1 s on one thread and
-1.25 - 1.4 s on two on the same loaded machine (on idle cores two threads win there).
+What these settings are worth, measured per design iteration of the MBB beam 300 x 100 (library
+defaults 340 - 720 ms, these settings 49 - 93 ms): docs/performance.md ("Thread settings").
 
 What this module does (each step overridable):
 
