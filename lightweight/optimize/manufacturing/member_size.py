@@ -164,7 +164,7 @@ class MemberSize(Rule):
 
     name = "member_size"
 
-    def __init__(self, minimum: float | None = None, maximum: float | None = None, margin: float = 0.05,
+    def __init__(self, minimum: float | None = None, maximum: float | None = None, margin: float = 0.0,
                  beta: float = 8.0):
         for key, value in (("minimum", minimum), ("maximum", maximum)):
             if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
