@@ -71,16 +71,6 @@ def modal_interpolation(rho: np.ndarray, law, mass_law: str = "pedersen"):
     return k, dk, m, dm
 
 
-def element_mass_forms(system, Phi: np.ndarray) -> np.ndarray:
-    """φ_eᵀ M_e φ_e of the unscaled consistent element masses for each row of Phi, (n, n_cells)."""
-    from ...fem.kernels import element_quadratic_forms, grid_element_bilinear_forms
-    from ...fem.mass import system_element_masses
-    masses = system_element_masses(system)
-    if system.is_grid:
-        return grid_element_bilinear_forms(system.mesh.grid, masses[0], Phi)
-    return element_quadratic_forms(masses, system.cell_dofs, np.ascontiguousarray(Phi))
-
-
 class AtLeast(Constraint):
     """response >= limit, written g = 1 - value / limit <= 0 (limits positive, one per value)."""
 
@@ -189,6 +179,7 @@ class Frequency(Response):
 
     def eigenvalue_gradients(self, state) -> tuple[np.ndarray, np.ndarray]:
         """Eigenvalues (n,) and dλ_i/dρ̄ (n, n_cells) of the lowest n modes (simple eigenvalues)."""
+        from ...fem.mass import element_mass_forms
         lam, Phi, k, dk, m, dm = self.modes(state)
         system = state.system
         stiffness_forms = system.element_energies(Phi)           # φ_eᵀ K_e φ_e, unit modulus
