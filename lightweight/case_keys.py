@@ -101,6 +101,9 @@ KEY_DOCS: dict[str, dict[str, str]] = {
         "max_stress": "von Mises limit (stress units) as an optimization constraint",
         "min_safety_factor": "yield_strength / max von Mises as an optimization constraint",
         "stress_options": "table of options of the stress constraint (aggregation, ...)",
+        "manufacturing": "[[optimize.manufacturing]] tables {type, ...}: overhang (build_direction, angle), "
+                         "draw_direction (direction, two_sided), member_size (minimum, maximum), "
+                         "pattern (sectors or repeats, axis), symmetry, extrusion (docs/manufacturing.md)",
     },
     "optimize.displacement_limits": {
         "set": "node set whose mean displacement is limited",

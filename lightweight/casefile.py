@@ -47,7 +47,7 @@ OPTIMIZE_KEYS = ("problem", "volume_fraction", "max_compliance", "max_compliance
                  "min_stiffness", "non_design", "void", "symmetry", "extrusion", "case_weights",
                  "max_iterations", "tolerance", "objective_tolerance", "move",
                  "continuation_interval", "initial", "solver", "displacement_limits", "max_stress",
-                 "min_safety_factor", "stress_options", "min_frequency", "frequency_options")
+                 "min_safety_factor", "stress_options", "manufacturing", "min_frequency", "frequency_options")
 # [units]: a named system or the base units one by one; every figure printed carries its unit
 UNIT_SYSTEMS = {
     "mm-N-t-s": {"length": "mm", "force": "N", "mass": "t", "time": "s", "stress": "MPa"},
@@ -515,7 +515,29 @@ def _read_optimize(reader: _Reader, doc, model: Model) -> dict:
         if not model.material.density:
             raise reader.fail("optimize.min_frequency", "needs [material] density (frequencies need the mass)")
         table["min_frequency"] = value
+    if "manufacturing" in table:
+        table["manufacturing"] = _read_manufacturing(reader, table["manufacturing"])
     return {"problem": problem, **table}
+
+
+def _read_manufacturing(reader: _Reader, value) -> list:
+    """[[optimize.manufacturing]] tables {type = "overhang", build_direction = "+y", ...} -> rule objects.
+
+    The keys besides ``type`` are the rule's arguments (lightweight/optimize/manufacturing); an
+    unknown type or argument is an error naming the table.
+    """
+    from .optimize.manufacturing import make_rule
+    entries = [value] if isinstance(value, Mapping) else value
+    if not isinstance(entries, list) or not entries:
+        raise reader.fail("optimize.manufacturing", "must be one or more tables {type = \"overhang\", ...}")
+    rules = []
+    for i, entry in enumerate(entries):
+        where = f"optimize.manufacturing[{i}]"
+        try:
+            rules.append(make_rule(entry, where))
+        except LightweightError as exc:
+            raise reader.fail(where, str(exc).removeprefix(where + ": ")) from None
+    return rules
 
 
 def _read_displacement_limits(reader: _Reader, value, model: Model) -> list:

@@ -304,3 +304,44 @@ def test_mbb_maximum_member_size(mbb_free):
     assert too_thick.sum() <= 0.01 * solid.sum()                       # measured 0.7 %
     assert rule.violation(model, sized.density) < 0.01
     assert sized.compliance["mbb"] < 1.4 * free.compliance["mbb"]     # measured 234.5 against 189.2
+
+
+def test_case_file_manufacturing_tables(tmp_path):
+    from lightweight.casefile import read_case
+    from lightweight.errors import CaseFileError
+    text = """
+[mesh]
+grid = [12, 6]
+size = [12.0, 6.0]
+[material]
+E = 1.0
+nu = 0.3
+[supports]
+xmin = "xy"
+[[loads.tip]]
+type = "point"
+set = "xmax"
+value = [0.0, -1.0]
+[optimize]
+volume_fraction = 0.5
+filter_radius = 1.5
+[[optimize.manufacturing]]
+type = "overhang"
+build_direction = "+y"
+angle = 45
+[[optimize.manufacturing]]
+type = "pattern"
+repeats = 2
+axis = "x"
+"""
+    path = tmp_path / "case.toml"
+    path.write_text(text)
+    rules = read_case(path).optimize["manufacturing"]
+    assert [r.describe() for r in rules] == [{"type": "overhang", "build_direction": "+y", "angle": 45.0},
+                                             {"type": "pattern", "axis": "x", "repeats": 2}]
+    path.write_text(text.replace('build_direction = "+y"', 'build_direction = "up"'))
+    with pytest.raises(CaseFileError, match=r"optimize\.manufacturing\[0\].*direction"):
+        read_case(path)
+    path.write_text(text.replace('type = "pattern"', 'type = "forging"'))
+    with pytest.raises(CaseFileError, match=r"optimize\.manufacturing\[1\].*forging"):
+        read_case(path)
