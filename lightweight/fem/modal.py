@@ -2,7 +2,8 @@
 
 The generalized eigenproblem K phi = lambda M phi (consistent mass, :mod:`lightweight.fem.mass`)
 is solved on the free DOFs (supports eliminated by removing their rows and columns, so they add
-no spurious eigenvalues). Frequencies come from the user's units: with N, mm and t/mm^3,
+no spurious eigenvalues; a prescribed non-zero support value counts as held at zero, and load
+cases are ignored). Frequencies come from the user's units: with N, mm and t/mm^3,
 lambda is in (rad/s)^2 and f = sqrt(lambda) / (2 pi) in Hz. Shapes are mass-normalised
 (phi^T M phi = 1) and the sign of each is fixed so that its largest component is positive.
 

@@ -446,7 +446,10 @@ class LinearElasticSystem:
         return out
 
     def stresses(self, U: np.ndarray, stiffness_scale: np.ndarray | None = None) -> np.ndarray:
-        """Cell-centre stresses (n_cases, n_cells, n_voigt), scaled per cell."""
+        """Cell-centre stresses (n_cases, n_cells, n_voigt), scaled per cell.
+
+        Solutions report the integration-point measure of :mod:`lightweight.fem.stress` instead.
+        """
         if self.is_grid:
             # every cell is the same box: one (n_voigt, n_dof_e) stress matrix D B for all
             n_dof_e = self.element_matrices.shape[1]
