@@ -23,6 +23,7 @@ from .optimize.manufacturing import (DrawDirection, Extrusion, MemberSize, Overh
 # viz/export/report import pyvista lazily: these names work without the viz extra installed
 from .export import evaluate_exported, export_solid, export_surface
 from .report import write_report
+from .verify import ExportCheck, verify_export
 from .viz import SnapshotWriter, convergence_plot, plot, snapshot_writer
 # the platform's layer: case files, built-in cases, batch evaluation
 from . import cases
@@ -43,6 +44,6 @@ __all__ = [
     "Overhang", "DrawDirection", "MemberSize", "Pattern", "Symmetry", "Extrusion", "check_manufacturing",
     "Overhang", "DrawDirection", "MemberSize", "Pattern", "Symmetry", "Extrusion", "check_manufacturing",
     "plot", "convergence_plot", "SnapshotWriter", "snapshot_writer",
-    "export_surface", "export_solid", "evaluate_exported", "write_report",
+    "export_surface", "export_solid", "evaluate_exported", "write_report", "verify_export", "ExportCheck",
     "cases", "Case", "read_case", "evaluate_requirements", "evaluate_design", "evaluate_designs",
 ]

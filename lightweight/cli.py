@@ -167,17 +167,39 @@ def _optimize(args) -> int:
     figures = evaluate_requirements(result.solution, case.requirements)
     summary = {"case": case.name, "problem": problem, "seconds": round(seconds, 3), **result.summary(),
                "requirements": case.requirements, "evaluation": figures, "provenance": result.provenance}
+    if case.units:
+        summary["units"] = case.units       # {quantity: unit}: mass, compliance, stress, ...
+    check = None
+    if args.export:
+        # the closed loop: the part as manufactured, re-evaluated with the same case file
+        from .export import export_solid
+        from .verify import verify_export
+        part_path = out / f"{case.name}_solid.msh"
+        export_solid(result, part_path)
+        check = verify_export(result, part_path, case)
+        summary.update(part_file=str(part_path), part=check.summary())
     summary_path = out / f"{case.name}.json"
     summary_path.write_text(json.dumps(summary, indent=2, default=str) + "\n")
     written = [design, summary_path]
     if snapshots is not None:
         written += [p for p in (snapshots.path, out / f"{case.name}_snapshots.gif") if p.is_file()]
+    if check is not None:
+        written.append(Path(summary["part_file"]))
     if args.report:
         written += _demo_pictures(result, out / case.name)
+        if written[-1].suffix == ".html":       # the report again, with requirements, units and the part
+            from .report import write_report
+            write_report(result, written[-1], evaluation=figures, units=case.units, part=check)
     status = "meets" if figures["pass"] else "does NOT meet"
+    mass = "unknown (no material density)" if figures["mass"] is None else (
+        f"{figures['mass']:.6g}" + (f" {case.units['mass']}" if "mass" in case.units else ""))
     print(f"{case.name}: {result.iterations} iterations in {seconds:.1f} s ({result.message}); mass "
-          f"{figures['mass']:.6g}, volume fraction {result.volume_fraction:.4f}; {status} the requirements "
+          f"{mass}, volume fraction {result.volume_fraction:.4f}; {status} the requirements "
           f"{figures['checks'] or '(none given)'}")
+    if check is not None:
+        print(f"exported part ({check.part_solution.model.mesh.n_cells} tets) "
+              f"{'meets' if check.passed else 'does NOT meet'} the requirements:")
+        print(check.text())
     for path in written:
         print(f"wrote {path}")
     return 0
@@ -331,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("--snapshots", type=int, default=0, metavar="K",
                           help="save the density every K iterations (XDMF time series + GIF)")
     optimize.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    optimize.add_argument("--export", action="store_true",
+                          help="also export the part as a tet mesh with the named sets (NAME_solid.msh), "
+                               "re-evaluate it with the case and report its figures next to the design's")
     optimize.add_argument("--quiet", action="store_true", help="no progress line per iteration")
     optimize.set_defaults(run=_optimize)
 

@@ -554,7 +554,11 @@ def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit
             raise LightweightError(f"Gmsh could not mesh the exported surface "
                                    f"({lines[-1] if lines else f'exit status {done.returncode}'})")
         with np.load(out) as data:
-            return data["points"], data["tets"]
+            points, tets = data["points"], data["tets"]
+        if len(tets) == 0:
+            # seen on a thin control-arm design: the surface loop was accepted but not filled
+            raise LightweightError(f"Gmsh made no tetrahedra from the exported surface (mesh_size={mesh_size:.4g})")
+        return points, tets
 
 
 def _gmsh_child(stl: str, mesh_size: float, path_msh: str, out_npz: str, remesh: bool = True) -> None:

@@ -8,6 +8,13 @@ content comes from :func:`lightweight.viz.load_fields`, so a live Solution/Optim
 and a saved ``.vtu``/``.xdmf`` (whose metadata holds provenance, parameters and history)
 give the same page. Without pyvista/matplotlib the page is still written, with a note in
 place of the pictures.
+
+Requirements (``requirements=`` with a live result, or an ``evaluation=`` from
+:func:`lightweight.casefile.evaluate_requirements`) get their own table first: limit, value,
+margin ((limit - value) / limit, negative = missed by that fraction) and pass/fail per
+requirement, and the exported part's column when a ``part=`` check
+(:func:`lightweight.verify.verify_export`) is given. A mass without a material density is
+"unknown", never 0. With ``units=`` (a case's ``[units]``) every figure names its unit.
 """
 
 from __future__ import annotations
@@ -68,29 +75,39 @@ def _png_data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
-def metrics(fields: ResultFields) -> list[tuple[str, object]]:
-    """Final metrics of a result as (name, value) rows."""
+def _unit(units, figure: str) -> str:
+    from .casefile import figure_unit
+    unit = figure_unit(units or {}, figure)
+    return f" [{unit}]" if unit else ""
+
+
+def metrics(fields: ResultFields, units: dict | None = None) -> list[tuple[str, object]]:
+    """Final metrics of a result as (name, value) rows (names carry units when ``units`` names them)."""
     meta = fields.metadata
     summary = meta.get("summary") or {}
     sol_summary = meta.get("solution_summary") or {}
     rows: list[tuple[str, object]] = []
     compliance = summary.get("compliance") or sol_summary.get("compliance") or {}
     for case, value in compliance.items():
-        rows.append((f"compliance ({case})", float(value)))
+        rows.append((f"compliance ({case}){_unit(units, 'compliance')}", float(value)))
     volumes = cell_measures(fields)
     rho = fields.density
     rows.append(("volume fraction", float(volumes @ rho / volumes.sum())))
     volume = summary.get("volume")
-    rows.append(("material volume", float(volume) if volume is not None else float(volumes @ rho)))
+    rows.append((f"material volume{_unit(units, 'volume')}",
+                 float(volume) if volume is not None else float(volumes @ rho)))
     if summary.get("mass") is not None:
-        rows.append(("mass", float(summary["mass"])))
+        rows.append((f"mass{_unit(units, 'mass')}", float(summary["mass"])))
+    elif "mass" in summary:
+        rows.append(("mass", "unknown (no material density)"))
     for name, values in fields.cell_data.items():
         if name.startswith("von_mises:"):
-            rows.append((f"max von Mises ({name.split(':', 1)[1]})", float(np.max(values))))
+            rows.append((f"max von Mises ({name.split(':', 1)[1]}){_unit(units, 'max_von_mises')}",
+                         float(np.max(values))))
     for name, values in fields.point_data.items():
         if name.startswith("displacement:"):
             u = np.asarray(values, dtype=float)
-            rows.append((f"max displacement ({name.split(':', 1)[1]})",
+            rows.append((f"max displacement ({name.split(':', 1)[1]}){_unit(units, 'max_displacement')}",
                          float(np.linalg.norm(u.reshape(len(u), -1), axis=1).max())))
     if fields.history or "iterations" in summary:
         rows.append(("iterations", int(summary.get("iterations", len(fields.history)))))
@@ -111,13 +128,49 @@ def _flatten(prefix: str, value, out: list) -> None:
         out.append((prefix, value))
 
 
-def write_report(result_or_path, html_path, title: str | None = None, window_size=(800, 600)) -> Path:
+def requirement_rows(evaluation: dict, units: dict | None = None, part=None) -> tuple[list, list]:
+    """(header, rows) of the requirements table from an evaluate_requirements() record; ``part``
+    (an ExportCheck) adds the exported part's value, margin and verdict."""
+    header = ["requirement", "limit", "value", "margin", "result"]
+    if part is not None:
+        header += ["part", "part margin", "part result"]
+    part_rows = {row["requirement"]: row for row in part.rows} if part is not None else {}
+    rows = []
+    for key, limit in (evaluation.get("limits") or {}).items():
+        value = evaluation["values"].get(key)
+        margin = evaluation["margins"].get(key)
+        row = [f"{key}{_unit(units, key)}", limit, "unknown" if value is None else value,
+               "" if margin is None else f"{100 * margin:+.1f} %",
+               "pass" if evaluation["checks"].get(key) else "FAIL"]
+        if part is not None:
+            p = part_rows.get(key, {})
+            row += ["unknown" if p.get("part") is None else p["part"],
+                    "" if p.get("margin") is None else f"{100 * p['margin']:+.1f} %",
+                    "pass" if p.get("pass") else "FAIL"]
+        rows.append(row)
+    return header, rows
+
+
+def write_report(result_or_path, html_path, title: str | None = None, window_size=(800, 600),
+                 requirements: dict | None = None, evaluation: dict | None = None,
+                 units: dict | None = None, part=None) -> Path:
     """Write a self-contained HTML report of a result; returns the path.
 
     result_or_path: Solution, OptimizationResult or saved result (.vtu/.xdmf). Pictures
     (design, von Mises and deformation per load case, convergence) are embedded PNGs.
+    requirements: a case's [requirements] (judged on the live result's solution), or
+    evaluation: an evaluate_requirements() record; units: a case's units; part: the
+    ExportCheck of the exported part (module docstring).
     """
     fields = load_fields(result_or_path)
+    if evaluation is None and requirements is not None:
+        from .casefile import evaluate_requirements
+        solution = fields.result if hasattr(fields.result, "compliance") and hasattr(fields.result, "reactions") \
+            else getattr(fields.result, "solution", None)
+        if solution is None:
+            raise LightweightError("requirements= needs a live Solution or OptimizationResult; for a saved "
+                                   "result pass evaluation= (lightweight.casefile.evaluate_requirements)")
+        evaluation = evaluate_requirements(solution, requirements)
     html_path = Path(html_path)
     source = fields.source or (type(fields.result).__name__ if fields.result is not None else "in-memory result")
     title = title or (f"lightweight report: {Path(fields.source).name}" if fields.source
@@ -129,8 +182,18 @@ def write_report(result_or_path, html_path, title: str | None = None, window_siz
              f"<p class='meta'>{html.escape(str(source))} &middot; written "
              f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} by lightweight {__version__}</p>"]
 
+    if evaluation is not None:
+        verdict = "meets" if evaluation.get("pass") else "does NOT meet"
+        parts.append(f"<h2>Requirements</h2><p>The design {verdict} the requirements"
+                     + ("" if part is None else
+                        f"; the exported part {'meets' if part.passed else 'does NOT meet'} them")
+                     + ". Margin: (limit - value) / limit, negative = missed by that fraction.</p>")
+        header, rows = requirement_rows(evaluation, units, part)
+        parts.append(_table(rows, header=header) if rows else "<p class='note'>no requirements given</p>")
+        if part is not None and part.explanation:
+            parts.append("<pre>" + html.escape("\n".join(part.explanation)) + "</pre>")
     parts.append("<h2>Results</h2>")
-    parts.append(_table(metrics(fields), header=("quantity", "value")))
+    parts.append(_table(metrics(fields, units), header=("quantity", "value")))
 
     parts.append("<h2>Pictures</h2>")
     figures, notes = _pictures(fields, window_size)

@@ -96,3 +96,34 @@ def test_report_renders_in_headless_chromium(design, tmp_path):
     # The embedded pictures show: many colours, not just text on white.
     assert image.std() > 20
     assert len(np.unique(image.reshape(-1, 3), axis=0)) > 500
+
+
+def test_report_shows_requirements_with_pass_fail_margins_and_units(design, tmp_path):
+    requirements = {"max_compliance": {"tip": 2.0 * design.compliance["tip"]},
+                    "max_mass": 0.5 * design.mass}           # stiff enough, too heavy
+    units = {"mass": "t", "compliance": "N mm", "stress": "MPa", "volume": "mm^3", "displacement": "mm"}
+    path = report.write_report(design, tmp_path / "r.html", requirements=requirements, units=units)
+    text = path.read_text()
+    section = text.split("<h2>Requirements</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "does NOT meet" in section
+    rows = re.findall(r"<tr>(.*?)</tr>", section)
+    compliance_row = next(r for r in rows if "compliance.tip" in r)
+    mass_row = next(r for r in rows if "max_mass" in r)
+    assert "[N mm]" in compliance_row and "+50.0 %" in compliance_row and ">pass<" in compliance_row
+    assert "[t]" in mass_row and "-100.0 %" in mass_row and ">FAIL<" in mass_row
+    assert "mass [t]" in text                                  # the results table names units too
+
+
+def test_mass_without_density_is_unknown_not_zero(tmp_path):
+    mesh = lw.structured_grid((6, 2), size=(6.0, 2.0))
+    model = lw.Model(mesh, lw.Material(E=1.0, nu=0.3), supports={"xmin": "xy"},
+                     loads={"tip": [lw.Traction("xmax", (0.0, -1.0))]})
+    sol = lw.solve(model)
+    assert sol.mass is None and sol.summary()["mass"] is None
+    result = OptimizationResult(model=model, density=np.ones(mesh.n_cells), design_variables=np.ones(mesh.n_cells),
+                                mass=0.0, solution=sol)
+    assert result.mass is None and result.summary()["mass"] is None
+    text = report.write_report(result, tmp_path / "r.html").read_text()
+    assert "unknown (no material density)" in text
+    from lightweight.casefile import evaluate_requirements
+    assert evaluate_requirements(sol, {})["mass"] is None
