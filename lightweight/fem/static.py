@@ -58,11 +58,13 @@ def solve(model, density=None, penalty: float = DEFAULT_PENALTY,
     return build_solution(model, state, rho, **law.to_parameters())
 
 
-def build_solution(model, state, rho, **parameters) -> Solution:
+def build_solution(model, state, rho, stress_scale=None, **parameters) -> Solution:
     """Assemble a Solution from a :class:`~lightweight.fem.system.StaticState` of ``model``.
 
     rho: the density field (n_cells,) the state was solved for, or None for the solid part;
-    parameters: the stiffness law's parameters, recorded in the provenance.
+    stress_scale: per-cell stress multiplier (n_cells,), default the stiffness multiplier (a
+    stress-constrained design passes its relaxation ρ^q, see fem/stress.py); parameters: the
+    stiffness law's parameters, recorded in the provenance.
     """
     system = model.system()
     U, F, scale = state.U, state.F, state.stiffness_scale
@@ -72,7 +74,6 @@ def build_solution(model, state, rho, **parameters) -> Solution:
     # stresses at the integration points (fem/stress.py), times stress_scale per cell: a
     # stress-constrained design passes its relaxation, the default is the stiffness multiplier
     from .stress import stress_results
-    stress_scale = parameters.pop("stress_scale", None)
     stress_scale = scale if stress_scale is None else np.asarray(stress_scale, dtype=float)
     stresses = stress_results(system, U, stress_scale)
     reactions = state.reactions()
