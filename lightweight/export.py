@@ -628,6 +628,7 @@ def _fill_volume(gmsh, mesh_size: float) -> None:
     gmsh.option.setNumber("Mesh.MeshSizeMin", 0.2 * mesh_size)
     gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 0)
     gmsh.option.setNumber("Mesh.Algorithm3D", 1)       # Delaunay: robust on re-parametrized patches
+    gmsh.option.setNumber("Mesh.OptimizeNetgen", 1)
 
 
 # ---------------------------------------------------------------------------------- evaluation

@@ -150,3 +150,21 @@ def test_tighten_reruns_with_limits_scaled_by_the_measured_ratio(design, tmp_pat
     assert check.rerun_result.compliance["bump"] < result.compliance["bump"]
     assert "tightened the compliance limits" in check.explanation[-1]
     assert ratio > 0
+
+
+def test_cell_quality_and_sliver_spots_are_called_artefacts():
+    from lightweight.verify import ExportCheck, _explain, cell_quality
+    regular = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], dtype=float)
+    flat = regular.copy()
+    flat[3] = [0.0, 0.0, -0.999]                                # almost in the plane of the others
+    tets = lw.Mesh(np.vstack([regular, flat + 5.0]), np.array([[0, 1, 2, 3], [4, 6, 5, 7]]), "tetra")
+    quality = cell_quality(tets)
+    assert quality[0] == pytest.approx(1.0) and quality[1] < 0.05
+    assert cell_quality(lw.structured_grid((2, 2, 2))) == pytest.approx(np.ones(8))
+    assert cell_quality(lw.structured_grid((2, 2))) == pytest.approx(np.ones(4))
+    spot = {"case": "bump", "von_mises": 188.4, "point": np.zeros(3), "nearest_set": "bore_front",
+            "distance": 87.5, "cell": 1, "quality": float(quality[1])}
+    row = {"requirement": "min_safety_factor", "limit": 1.5, "design": 7.1, "part": 1.27, "margin": -0.15,
+           "pass": False, "unit": ""}
+    text = "\n".join(_explain(ExportCheck([row], {}, {}, None, [spot], []), {"stress": "MPa"}))
+    assert "188.4 MPa" in text and "sliver tet" in text and "meshing artefact" in text
