@@ -381,3 +381,16 @@ def test_bracket_examples(script, rule, tmp_path, monkeypatch):
     assert rule.violation(result.model, result.density) < 0.01
     assert result.compliance["brake"] <= 1.001 * result.parameters["compliance_limits"]["brake"]
     assert result.mass < 0.2e-3
+
+
+def test_overhang_on_a_3d_cantilever():
+    """Hexes built along +z (five-cell stencil): measured on 16 x 4 x 8, free 11.8 % unsupported,
+    with the rule 0 % at 1.09x the compliance; here a smaller twin."""
+    mesh = lw.structured_grid((12, 3, 6))
+    model = lw.Model(mesh, lw.Material(E=1.0, nu=0.3), supports={"xmin": "xyz"},
+                     loads={"tip": [lw.Traction("xmax", (0.0, 0.0, -1.0))]})
+    rule = lw.Overhang("+z")
+    result = lw.minimize_compliance(model, volume_fraction=0.3, filter_radius=1.5, projection="heaviside",
+                                    optimizer="mma", manufacturing=[rule], max_iterations=60, verbose=False)
+    assert rule.violation(model, result.density) < 0.01
+    assert result.volume_fraction == pytest.approx(0.3, abs=0.01)
