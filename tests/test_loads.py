@@ -241,3 +241,29 @@ def test_every_case_key_is_documented_and_the_reference_page_is_current():
     page = (Path(__file__).resolve().parent.parent / "docs" / "case_files.md").read_text()
     assert page.startswith(reference_markdown()), \
         "docs/case_files.md is stale: python -m lightweight.case_keys > docs/case_files.md (then the examples)"
+
+
+def test_the_readme_shows_the_shipped_bracket_case_file():
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    anchor = readme.index("`examples/cases/bracket.toml` is the bracket of the script above:")
+    start = readme.index("```toml\n", anchor) + len("```toml\n")
+    block = readme[start:readme.index("```", start)]
+    assert block == (root / "examples" / "cases" / "bracket.toml").read_text()
+
+
+def test_no_reference_to_a_design_md_the_repository_does_not_have():
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    if (root / "DESIGN.md").is_file():
+        pytest.skip("the repository has a DESIGN.md")
+    from lightweight.cli import build_parser
+    assert "DESIGN.md" not in build_parser().format_help()
+    for sub in ("optimize", "evaluate"):
+        action = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == sub)[1]
+        assert "DESIGN.md" not in action.format_help()
+    offenders = [str(p.relative_to(root)) for folder in ("lightweight", "docs", "examples")
+                 for p in (root / folder).rglob("*") if p.suffix in (".py", ".md", ".toml")
+                 and "DESIGN.md" in p.read_text(errors="ignore")]
+    assert offenders == [], f"these files cite a DESIGN.md the repository does not have: {offenders}"

@@ -127,3 +127,16 @@ def test_mass_without_density_is_unknown_not_zero(tmp_path):
     assert "unknown (no material density)" in text
     from lightweight.casefile import evaluate_requirements
     assert evaluate_requirements(sol, {})["mass"] is None
+    # the batch row: unknown (JSON null, empty CSV cell), never 0
+    case = tmp_path / "case.toml"
+    case.write_text('[mesh]\ngrid = [6, 2]\nsize = [6.0, 2.0]\n[material]\nE = 1.0\nnu = 0.3\n'
+                    '[supports]\nxmin = "xy"\n[[loads.tip]]\ntype = "traction"\nset = "xmax"\n'
+                    'value = [0.0, -1.0]\n')
+    lw.write_mesh(tmp_path / "design.vtu", mesh)
+    row = lw.evaluate_design(case, tmp_path / "design.vtu")
+    assert row["status"] == "ok" and row["mass"] is None
+    from lightweight.batch import write_csv
+    write_csv(tmp_path / "rows.csv", [row])
+    import csv
+    with open(tmp_path / "rows.csv") as f:
+        assert next(csv.DictReader(f))["mass"] == ""
