@@ -71,6 +71,7 @@ KEY_DOCS: dict[str, dict[str, str]] = {
         "max_displacement": "largest nodal displacement magnitude over all cases (length)",
         "min_safety_factor": "yield_strength / largest von Mises stress (needs yield_strength)",
         "max_mass": "mass limit (needs density)",
+        "min_frequency": "lowest natural frequency floor (Hz with seconds as the time unit; needs density)",
     },
     "optimize": {
         "problem": "\"min_mass\" (lightest under the limits) or \"min_compliance\" (stiffest for a volume)",
@@ -101,6 +102,8 @@ KEY_DOCS: dict[str, dict[str, str]] = {
         "max_stress": "von Mises limit (stress units) as an optimization constraint",
         "min_safety_factor": "yield_strength / max von Mises as an optimization constraint",
         "stress_options": "table of options of the stress constraint (aggregation, ...)",
+        "min_frequency": "lowest natural frequency floor as an optimization constraint (needs density)",
+        "frequency_options": "table of options of the frequency constraint",
         "manufacturing": "[[optimize.manufacturing]] tables {type, ...}: overhang (build_direction, angle), "
                          "draw_direction (direction, two_sided), member_size (minimum, maximum), "
                          "pattern (sectors or repeats, axis), symmetry, extrusion (docs/manufacturing.md)",
