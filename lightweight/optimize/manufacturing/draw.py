@@ -1,21 +1,24 @@
 """Casting and moulding: the part leaves its mould along a draw direction (no undercuts).
 
-Approach: a cumulative smooth maximum along the draw direction. Each cell gets a *parent*, the
-next cell of its column in the draw direction, so the cells form chains (columns) that run from
-the bottom (one-sided) or from the parting surface (two-sided) out to the mould's opening; the
-stage sets every cell to the smooth maximum of its own blueprint density and its parent's
-output, swept from the opening inwards::
+Approach: saturated column sums along the draw direction (the cumulative-sum casting filter of
+Gersborg & Andreasen 2011, with a smooth cap instead of their exponential). Each cell gets a
+*parent*, the next cell of its column in the draw direction, so the cells form chains (columns)
+that run from the bottom (one-sided) or from the parting surface (two-sided) out to the mould's
+opening. The stage sums the blueprint from the opening inwards and caps the sum at one::
 
-    m_c = smax(ρ_c, m_parent(c)),   smax(a, b) = 0.5 (a + b + sqrt((a - b)^2 + ε) - sqrt ε)
+    s_c = ρ_c + s_parent(c),   out_c = saturate(s_c),   saturate ≈ min(s, 1)
 
-so the output never increases along the draw direction: no solid cell sits above a void of its
-column, and a void can only open towards the mould (Gersborg & Andreasen 2011 cast the same idea
-as a cumulative sum; a smooth max keeps densities in [0, 1] with no extra projection). The
-adjoint is the reverse sweep (children before parents), exact, so the stage passes
-:func:`~lightweight.optimize.checks.check_stage`. ε = 1e-6 loses at most sqrt(ε)/2 = 5e-4 per
-void cell crossed below a solid one. Two-sided: the parting surface is the plane normal to the
-direction at ``parting`` (a coordinate along the direction; default: the middle of the part);
-above it the columns run along +direction, below it along -direction.
+(``saturate`` is Langelaar's smooth min with 1, ε = 1e-4, rescaled so that 0 -> 0 and the
+asymptote is 1). Once material appears in a column everything beneath it is solid, so the
+output never increases along the draw direction: no solid cell sits above a void of its
+column, and a void can only open towards the mould. A cumulative smooth *maximum* was tried
+first: it gives a cell below a denser one zero sensitivity, and runs stalled in gray designs
+(MBB: gray 0.8); the sum keeps every cell above the first solid one in play and converged to a
+crisp design. The adjoint is the reverse sweep (children before parents: each cell collects
+its descendants' rows), exact, so the stage passes
+:func:`~lightweight.optimize.checks.check_stage`. Two-sided: the parting surface is the plane
+normal to the direction at ``parting`` (a coordinate along the direction; default: the middle
+of the part); above it the columns run along +direction, below it along -direction.
 
 Parents: on a structured grid with an axis direction, the neighbouring cell along the axis. On
 an unstructured mesh (and for oblique directions) parents are found geometrically: among the
