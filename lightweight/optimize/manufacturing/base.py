@@ -129,14 +129,3 @@ def smooth_min(a: np.ndarray, b: np.ndarray, epsilon: float):
     value = 0.5 * (a + b - root + np.sqrt(epsilon))
     slope = (a - b) / root
     return value, 0.5 * (1.0 - slope), 0.5 * (1.0 + slope)
-
-
-def smooth_max(a: np.ndarray, b: np.ndarray, epsilon: float):
-    """Smooth maximum 0.5 (a + b + sqrt((a - b)^2 + ε) - sqrt ε) and its partials (d/da, d/db).
-
-    Exact at a = b, within sqrt(ε)/2 below max(a, b) elsewhere; maps [0, 1]^2 into [0, 1].
-    """
-    root = np.sqrt((a - b) ** 2 + epsilon)
-    value = 0.5 * (a + b + root - np.sqrt(epsilon))
-    slope = (a - b) / root
-    return value, 0.5 * (1.0 + slope), 0.5 * (1.0 - slope)

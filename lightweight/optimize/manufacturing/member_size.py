@@ -44,7 +44,7 @@ from ...errors import OptimizationError
 from ..projection import _heaviside_derivative, heaviside
 from ..responses.base import Constraint, Response
 from ..stages import Stage, _rows
-from .base import SOLID, Rule, cell_size, check_density, model_mesh, register_rule, solid_fraction
+from .base import SOLID, Rule, cell_size, check_density, model_mesh, register_rule
 
 P_MEAN = 16.0
 
