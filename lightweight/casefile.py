@@ -342,6 +342,8 @@ def _add_sets(reader: _Reader, doc, mesh) -> None:
         else:
             raise reader.fail(f"{where}.kind", f"must be 'node' or 'cell', got {kind!r}")
         inside = np.all((points >= lower - tol) & (points <= upper + tol), axis=1)
+        if not inside.any() and name in (mesh.node_sets if kind == "node" else mesh.cell_sets):
+            continue   # an exported part carries the set (export_solid) where no node sits on the box
         if not inside.any():
             raise reader.fail(where, f"the box {lower.tolist()}..{upper.tolist()} contains no "
                                      f"{kind}; the mesh spans {lo.tolist()}..{hi.tolist()}")

@@ -250,3 +250,25 @@ def test_export_warns_only_about_the_sets_the_model_uses(tmp_path):
     assert not any("'ymin'" in str(w.message) for w in caught)     # ymin is used by nothing
     back = lw.read_mesh(tmp_path / "half.msh")
     assert "xmin" in back.face_sets and "xmax" not in back.face_sets
+
+
+def test_a_point_set_stays_one_node_and_a_case_box_falls_back_to_the_carried_set(tmp_path):
+    """A per-node point load keeps its total on the part: one design node -> one part node; and
+    the case file whose [sets] box finds no node on the part uses the set the part carries."""
+    case_path = tmp_path / "beam.toml"
+    case_path.write_text(
+        '[mesh]\ngrid = [16, 4, 4]\nsize = [16.0, 4.0, 4.0]\n'
+        '[sets.tip]\nbox = [[16.0, 1.0, 0.0], [16.0, 1.0, 0.0]]\n'
+        '[material]\nE = 1000.0\nnu = 0.3\n[supports]\nxmin = "xyz"\n'
+        '[[loads.tip]]\ntype = "point"\nset = "tip"\nvalue = [0.0, 0.0, -1.0]\n')
+    case = lw.read_case(case_path)
+    sol = lw.solve(case.model)
+    # a part whose nodes miss the box's point: tets of size 1.5 do not fall on (16, 1, 0)
+    solid = export.export_solid(sol, tmp_path / "part.msh", threshold=0.5, mesh_size=1.5)
+    tip = solid.node_set("tip")
+    assert tip.size == 1
+    assert np.linalg.norm(solid.points[tip[0]] - [16.0, 1.0, 0.0]) <= 1.0
+    part = lw.read_mesh(tmp_path / "part.msh")
+    model = case.model_for(part)
+    np.testing.assert_array_equal(model.mesh.node_set("tip"), tip)
+    assert lw.solve(model).compliance["tip"] > 0
