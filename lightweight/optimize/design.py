@@ -5,9 +5,10 @@ in ``void`` sets stay empty (ρ = 0); both are removed from the design vector an
 physical density after filtering and projection, so a bolt boss is exactly solid. Symmetry
 planes and extrusion directions tie cells together: every group of tied cells shares one
 variable. The map is a sparse 0/1 matrix P (n_cells x n_variables): ρ_cells = P x, and gradients
-go back with P^T. Ties are found geometrically (mirrored or projected cell centres matched with
-a KD-tree to a tolerance of 1e-6 of the mesh size), so they work on grids and on unstructured
-meshes that are symmetric (or extruded) as meshed; a cell without a partner is an error naming it.
+go back with P^T. Ties come from tie rules (lightweight/optimize/manufacturing/pattern.py:
+Symmetry, Extrusion, Pattern), found geometrically (mirrored, rotated or shifted cell centres
+matched with a KD-tree), so they work on grids and on unstructured meshes that are symmetric (or
+extruded) as meshed; a cell without a mirror image is an error naming it.
 """
 
 from __future__ import annotations
@@ -17,17 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
-from scipy.spatial import cKDTree
 
 from ..errors import OptimizationError
-
-AXES = {"x": 0, "y": 1, "z": 2}
-
-
-def _axis(name, dim: int, what: str) -> int:
-    if isinstance(name, str) and name.lower() in AXES and AXES[name.lower()] < dim:
-        return AXES[name.lower()]
-    raise OptimizationError(f"{what}: axis must be one of {', '.join('xyz'[:dim])}, got {name!r}")
 
 
 class DesignSpace:
