@@ -18,8 +18,6 @@ from .optimize import (DisplacementLimit, OptimizationResult, Problem, minimize_
 from .optimize import maximize_frequency
 from .optimize.manufacturing import (DrawDirection, Extrusion, MemberSize, Overhang, Pattern, Symmetry,
                                      check_manufacturing)
-from .optimize.manufacturing import (DrawDirection, Extrusion, MemberSize, Overhang, Pattern, Symmetry,
-                                     check_manufacturing)
 # viz/export/report import pyvista lazily: these names work without the viz extra installed
 from .export import evaluate_exported, export_solid, export_surface
 from .report import write_report
@@ -41,7 +39,6 @@ __all__ = [
     "minimize_compliance", "minimize_mass", "optimize_problem", "Problem", "DisplacementLimit",
     "maximize_frequency",
     "OptimizationResult",
-    "Overhang", "DrawDirection", "MemberSize", "Pattern", "Symmetry", "Extrusion", "check_manufacturing",
     "Overhang", "DrawDirection", "MemberSize", "Pattern", "Symmetry", "Extrusion", "check_manufacturing",
     "plot", "convergence_plot", "SnapshotWriter", "snapshot_writer",
     "export_surface", "export_solid", "evaluate_exported", "write_report", "verify_export", "ExportCheck",
