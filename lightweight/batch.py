@@ -183,8 +183,11 @@ def _evaluate(case, design_path, row: dict, limits: Limits) -> dict:
         solution = solve(model, density=density, interpolation=law)
     except SingularStiffnessError as exc:
         if density is None:
-            raise
-        solve(model)          # raises as before if the part is a mechanism even when solid
+            raise _numerically_singular(exc, mesh, name) from None
+        try:
+            solve(model)      # raises as before if the part is a mechanism even when solid
+        except SingularStiffnessError as solid:
+            raise _numerically_singular(solid, mesh, name) from None
         # solid it holds: the design's void cells (E = Emin) are what fails to carry the loads
         raise SingularStiffnessError(
             f"design {name}: its material does not carry the loads to the supports (solid, the "
@@ -208,6 +211,25 @@ def _evaluate(case, design_path, row: dict, limits: Limits) -> dict:
     for check, ok in figures["checks"].items():
         out[f"check.{check}"] = ok
     return out
+
+
+def _numerically_singular(exc: SingularStiffnessError, mesh, name: str) -> SingularStiffnessError:
+    """A mechanism stays a mechanism; a singular solve of a supported part says what it is instead.
+
+    The support check of the system (rigid-body modes against the fixed DOFs, per connected
+    part) is exact and says "the structure is a mechanism". A factorization or residual check
+    failing after it passed means the stiffness is numerically singular although nothing can
+    move: cells so thin or badly shaped that the matrix loses its digits.
+    """
+    if "is a mechanism" in str(exc):
+        return exc
+    volumes = np.abs(mesh.cell_volumes())
+    ratio = float(volumes.min() / volumes.max()) if volumes.max() > 0 else 0.0
+    return SingularStiffnessError(
+        f"design {name}: the stiffness matrix is numerically singular, but this is not a mechanism "
+        f"(the supports hold every rigid-body motion of every part): the design has cells too thin or "
+        f"too distorted to analyse (smallest cell volume {ratio:.1e} x the largest); thicken its thinnest "
+        f"sections or remesh them")
 
 
 # ============================================================================ worker processes

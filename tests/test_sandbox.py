@@ -341,3 +341,23 @@ def test_density_outside_0_1_names_the_design(setup):
     lw.write_mesh(path, grid, cell_data={"density": np.full(grid.n_cells, 1.5)})
     message = error_of(case, path)
     assert f"design {path}: cell field 'density' must lie in [0, 1]" in message
+
+
+def test_very_thin_valid_section_is_not_called_a_mechanism(setup):
+    """A supported part hanging on a 1e-3 sliver (a near-hinge: compliance ~1e9 x the solid's, the
+    solvers' residual checks trip) is told that its section is too thin, not 'add supports'."""
+    case, grid, submission, _ = setup
+    centers = grid.cell_centers()
+    keep = ~((centers[:, 0] > 6.0) & (centers[:, 0] < 7.0) & (centers[:, 1] < 3.0))   # a notch to the top row
+    rows = {}
+    for thickness in (1e-2, 1e-3):
+        points = grid.points.copy()
+        sliver = np.isclose(points[:, 1], 3.0) & (points[:, 0] >= 6.0 - 1e-9) & (points[:, 0] <= 7.0 + 1e-9)
+        points[sliver, 1] = 4.0 - thickness              # the notch's top cell becomes a sliver
+        design = submission / f"thin{thickness:g}.vtu"
+        lw.write_mesh(design, lw.Mesh(points, grid.cells[keep], "quad", node_sets=dict(grid.node_sets)))
+        rows[thickness] = evaluate_design(str(case), str(design))
+    assert rows[1e-2]["status"] == "ok" and rows[1e-2]["compliance.mbb"] > 1e5
+    message = rows[1e-3]["error"]
+    assert "numerically singular, but this is not a mechanism" in message
+    assert "can move as a mechanism" not in message and "smallest cell volume" in message
