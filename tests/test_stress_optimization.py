@@ -129,5 +129,41 @@ def test_stress_options_are_checked():
         Stress(model, cases=["brake"])
     with pytest.raises(LightweightError, match="'bolts'"):
         Stress(model, exclude=["bolts"])
-    with pytest.raises(OptimizationError, match="q must be in"):
-        Stress(model, q=3.0)
+    with pytest.raises(OptimizationError, match="q must be positive"):
+        Stress(model, q=-1.0)
+
+
+def test_presets_take_stress_limits_per_case_and_from_the_safety_factor():
+    from lightweight.optimize.api import stress_limits
+    model = model_2d()
+    assert stress_limits(model, max_stress=50.0) == {"down": 50.0, "pull": 50.0}
+    assert stress_limits(model, max_stress={"pull": 20.0}) == {"pull": 20.0}
+    with pytest.raises(OptimizationError, match="yield strength"):
+        stress_limits(model, min_safety_factor=2.0)
+    with pytest.raises(OptimizationError, match="unknown load case 'brake'"):
+        stress_limits(model, max_stress={"brake": 20.0})
+    with pytest.raises(OptimizationError, match="not both"):
+        stress_limits(model, max_stress=1.0, min_safety_factor=2.0)
+    strong = lw.Model(model.mesh, lw.Material(E=100.0, nu=0.3, yield_strength=30.0), supports={"xmin": "xy"},
+                      loads=model.loads)
+    assert stress_limits(strong, min_safety_factor={"down": 1.5}) == {"down": pytest.approx(20.0)}
+    with pytest.raises(OptimizationError, match="stress_options"):
+        lw.minimize_mass(model, max_stress=5.0, stress_options={"aggregate": "ks"}, max_iterations=1)
+    # a few iterations of each preset: the constraint is on record and the result reports η σ
+    res = lw.minimize_compliance(strong, volume_fraction=0.5, filter_radius=1.5, min_safety_factor=1.5,
+                                 max_iterations=3, verbose=False)
+    assert res.parameters["max_stress"] == {"down": pytest.approx(20.0), "pull": pytest.approx(20.0)}
+    assert "stress[pull]" in res.history[-1] and "stress_correction[down]" in res.history[-1]
+    np.testing.assert_allclose(res.solution.stress_scale, np.sqrt(res.density))
+    res = lw.minimize_mass(model, max_stress={"down": 8.0}, filter_radius=1.5, max_iterations=3, verbose=False)
+    assert res.problem == "min_mass" and res.history[-1]["max_stress[down]"] > 0
+
+
+def test_resume_restores_the_stress_normalisation(tmp_path):
+    model = model_2d()
+    kwargs = dict(max_stress=8.0, filter_radius=1.5, max_iterations=8, verbose=False)
+    straight = lw.minimize_mass(model, **kwargs)
+    ckpt = tmp_path / "run.npz"
+    lw.minimize_mass(model, checkpoint=ckpt, checkpoint_every=4, **{**kwargs, "max_iterations": 4})
+    resumed = lw.minimize_mass(model, resume=ckpt, **kwargs)
+    np.testing.assert_array_equal(resumed.density, straight.density)

@@ -75,9 +75,9 @@ class Stress(Response):
         if aggregation not in AGGREGATIONS:
             raise OptimizationError(f"stress aggregation must be one of {', '.join(AGGREGATIONS)}, "
                                     f"got {aggregation!r}")
-        if relaxation == "qp" and not (0 < q <= 1):
-            raise OptimizationError(f"stress relaxation exponent q must be in (0, 1] (and below the SIMP "
-                                    f"penalty), got {q!r}")
+        if relaxation == "qp" and not (0 < q < 10):
+            raise OptimizationError(f"stress relaxation exponent q must be positive (and below the SIMP "
+                                    f"penalty p), got {q!r}")
         if relaxation == "epsilon" and not (0 < epsilon < 1):
             raise OptimizationError(f"stress relaxation epsilon must be in (0, 1), got {epsilon!r}")
         p = (8.0 if aggregation == "pnorm" else 30.0) if p is None else float(p)
