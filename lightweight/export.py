@@ -339,6 +339,20 @@ def carry_sets(source: Mesh, target: Mesh, set_tolerance: float | None = None,
     return missing
 
 
+def _mesh_with_sets(result, mesh: Mesh) -> Mesh:
+    """The design mesh with its named sets: a saved result (.vtu/.msh path) is read again by
+    read_mesh, which restores the sets its fields loader leaves out."""
+    if mesh.node_sets or mesh.cell_sets or not isinstance(result, (str, Path)):
+        return mesh
+    from .mesh.io import read_mesh
+    try:
+        again = read_mesh(result)
+    except LightweightError:
+        return mesh
+    same = again.n_cells == mesh.n_cells and again.n_nodes == mesh.n_nodes
+    return again if same else mesh
+
+
 def _sets_used(model) -> set[str] | None:
     """Names of the sets a model's supports and loads refer to (None without a model)."""
     if model is None:
@@ -436,7 +450,7 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     mesh = Mesh(points[used], remap[cleaned], "tetra", source=str(path_msh))
     carried = False
     if fields is not None and fields.mesh.dim == 3:
-        missing = carry_sets(fields.mesh, mesh, set_tolerance)
+        missing = carry_sets(_mesh_with_sets(result, fields.mesh), mesh, set_tolerance)
         carried = bool(mesh.node_sets or mesh.cell_sets)
         # a grid names all six faces; only the sets the model uses are worth a warning
         used = _sets_used(fields.model)

@@ -272,3 +272,11 @@ def test_a_point_set_stays_one_node_and_a_case_box_falls_back_to_the_carried_set
     model = case.model_for(part)
     np.testing.assert_array_equal(model.mesh.node_set("tip"), tip)
     assert lw.solve(model).compliance["tip"] > 0
+
+
+def test_a_saved_design_file_carries_its_sets_too(tmp_path):
+    sol = beam(lambda c: np.ones(len(c)))
+    sol.save(tmp_path / "beam.vtu")                  # the sets travel as masks in the .vtu
+    solid = export.export_solid(tmp_path / "beam.vtu", tmp_path / "beam.msh", threshold=0.5)
+    assert {"xmin", "xmax"} <= set(solid.face_sets)
+    assert export._face_area(solid, solid.face_set("xmax")) == pytest.approx(16.0, rel=1e-6)
