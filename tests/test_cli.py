@@ -53,6 +53,9 @@ def test_demo_small_without_pictures(tmp_path, capsys):
     (["info", "no/such/mesh.msh"], "no/such/mesh.msh"),
     (["demo", "--case", "cantilever3d", "--size", "2", "3", "--no-pictures"], "takes 1 number"),
     (["report", "no_such_result.vtu"], "no_such_result.vtu"),
+    (["results", "no/such.sqlite", "--csv", "x.csv"], "results store no/such.sqlite does not exist"),
+    (["dashboard", "no/such.sqlite"], "results store no/such.sqlite does not exist"),
+    (["evaluate", "no/such/case.toml", "d.vtu"], "case file no/such/case.toml does not exist"),
 ])
 def test_user_errors_are_one_line_with_status_1(argv, message, tmp_path):
     done = subprocess.run([sys.executable, "-m", "lightweight", *argv], cwd=tmp_path,

@@ -251,3 +251,21 @@ def test_postgresql_store_is_the_same_store(designs, tmp_path, postgres_url):
     assert main(["results", postgres_url, "--csv", str(tmp_path / "pg_export.csv")]) == 0
     with open(tmp_path / "pg_export.csv", newline="") as file:
         assert len(list(csv.DictReader(file))) == len(files)
+
+
+def test_a_failing_export_leaves_the_previous_file_whole(designs, tmp_path, monkeypatch):
+    """A full disk while exporting: one clear error, the last complete export stays, no torn line."""
+    from lightweight import batch
+    case, files = designs
+    out = tmp_path / "r.csv"
+    evaluate_designs(case, files[:2], out)
+    before = out.with_suffix(".jsonl").read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(batch.os, "fsync", disk_full)
+    with pytest.raises(lw.LightweightError, match="cannot write .*r.jsonl: No space left on device"):
+        batch.write_jsonl(out.with_suffix(".jsonl"), [{"design": "x"}] * 3)
+    assert out.with_suffix(".jsonl").read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))
