@@ -610,6 +610,9 @@ def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit
                                    f"({lines[-1] if lines else f'exit status {done.returncode}'})")
         with np.load(out) as data:
             points, tets = data["points"], data["tets"]
+            notes = [str(n) for n in data["notes"]] if "notes" in data.files else []
+        for note in notes:
+            warnings.warn(f"{note} (expect sliver tets where the surface's triangles are poor)", stacklevel=3)
         if len(tets) == 0:
             # seen on a thin control-arm design: the surface loop was accepted but not filled
             raise LightweightError(f"Gmsh made no tetrahedra from the exported surface (mesh_size={mesh_size:.4g})")
@@ -619,10 +622,12 @@ def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit
 def _gmsh_child(stl: str, mesh_size: float, path_msh: str, out_npz: str, remesh: bool = True) -> None:
     """Entry point of the child process of :func:`_gmsh_in_child_process`."""
     import gmsh
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         points, tets = _gmsh_tetrahedralize(gmsh, Path(stl), mesh_size, Path(path_msh), remesh)
-    np.savez(out_npz, points=points, tets=tets)
+    # the parent repeats our own notes (a remesh that fell back to the triangles as they are)
+    notes = [str(w.message) for w in caught if "Gmsh could not remesh" in str(w.message)]
+    np.savez(out_npz, points=points, tets=tets, notes=np.array(notes, dtype=str))
 
 
 def _gmsh_tetrahedralize(gmsh, stl: Path, mesh_size: float, path_msh: Path, remesh: bool = True):
