@@ -361,8 +361,12 @@ class _Worker:
 
 
 def _run_workers(case_path, designs, todo, finish, jobs: int, evaluate, limits: Limits,
-                 designs_per_worker: int = DESIGNS_PER_WORKER, worker_rss_mb: float = WORKER_RSS_MB) -> None:
-    """Evaluate ``todo`` (indices into ``designs``) in at most ``jobs`` worker processes."""
+                 designs_per_worker: int = DESIGNS_PER_WORKER, worker_rss_mb: float = WORKER_RSS_MB,
+                 claim: Callable[[int], bool] | None = None) -> list[int]:
+    """Evaluate ``todo`` (indices into ``designs``) in at most ``jobs`` worker processes.
+
+    claim: asked just before a design goes to a worker; the designs it refuses are returned.
+    """
     import multiprocessing
     from multiprocessing.connection import wait
     threads = max(1, (os.cpu_count() or 1) // jobs)
@@ -370,18 +374,24 @@ def _run_workers(case_path, designs, todo, finish, jobs: int, evaluate, limits: 
     queue = deque(todo)
     deaths: dict[int, int] = {}
     workers: list[_Worker] = []
+    refused: list[int] = []
     try:
         while queue or any(w.index is not None for w in workers):
             while queue:
                 idle = [w for w in workers if w.index is None]
                 if not idle and len(workers) >= jobs:
                     break
+                index = queue.popleft()
+                if claim is not None and index not in deaths and not claim(index):
+                    refused.append(index)
+                    continue
                 worker = idle[0] if idle else _Worker(context, threads, limits.memory_mb)
                 if not idle:
                     workers.append(worker)
-                index = queue.popleft()
                 worker.give(index, (evaluate, str(case_path), designs[index], limits))
             busy = [w for w in workers if w.index is not None]
+            if not busy:
+                break
             deadline = min(w.started for w in busy) + limits.time_limit
             waits = [w.connection for w in busy] + [w.process.sentinel for w in busy]
             wait(waits, timeout=max(0.0, deadline - time.monotonic()))
@@ -416,6 +426,7 @@ def _run_workers(case_path, designs, todo, finish, jobs: int, evaluate, limits: 
     finally:
         for worker in workers:
             worker.stop(kill=worker.index is not None)
+    return refused
 
 
 def _died_message(exitcode, limits: Limits) -> str:
@@ -530,6 +541,8 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
                                "a custom evaluate function cannot be used there")
     if jobs < 1:
         raise LightweightError(f"jobs must be at least 1, got {jobs}")
+    if scheduler is not None:
+        _check_scheduler(scheduler, security)
     csv_path, jsonl_path = export_paths(out_csv)
     _check_output(csv_path)
     _check_output(jsonl_path)
@@ -572,19 +585,28 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
 
         stale_after = WORKER_DEATHS * limits.time_limit + 120.0
         started = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+        def claim(index: int) -> bool:
+            return store.claim(case_sha, keys[index], stale_after=stale_after, unless_done=resume,
+                               done_since=started)
+
         while todo:
-            mine = [i for i in todo if store.claim(case_sha, keys[i], stale_after=stale_after,
-                                                   unless_done=resume, done_since=started)]
-            others = [i for i in todo if i not in set(mine)]
-            for index in [i for i in mine if i in refused]:
+            # claimed one at a time just before a worker takes it, so a second evaluator on the
+            # same store shares the work; what another evaluator holds is waited for below
+            others = [i for i in todo if i in refused and not claim(i)]
+            for index in [i for i in todo if i in refused and i not in others]:
                 finish(index, refused[index])
-            mine = [i for i in mine if i not in refused]
-            if mine:
-                if scheduler is not None:
+            remote = [i for i in todo if i not in refused]
+            if remote and scheduler is not None:
+                mine = [i for i in remote if claim(i)]
+                others += [i for i in remote if i not in set(mine)]
+                if mine:
                     _run_dask(case_path, designs, mine, finish, scheduler, jobs, limits, security)
-                else:
-                    _run_workers(case_path, designs, mine, finish, jobs, evaluate, limits,
-                                 designs_per_worker=designs_per_worker, worker_rss_mb=worker_rss_mb)
+            elif remote:
+                others += _run_workers(case_path, designs, remote, finish, jobs, evaluate, limits,
+                                       designs_per_worker=designs_per_worker, worker_rss_mb=worker_rss_mb,
+                                       claim=claim)
+            progressed = len(others) < len(todo)
             todo = []
             for index in others:     # another evaluator has them: wait for its rows (or its death)
                 row = store.finished(case_sha, keys[index], since=started)
@@ -593,7 +615,7 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
                         rows[same] = {**row, "design": display_name(designs[same])}
                 else:
                     todo.append(index)
-            if todo and not mine:
+            if todo and not progressed:
                 time.sleep(0.5)
     finally:
         try:

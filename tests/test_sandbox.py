@@ -244,10 +244,10 @@ def test_memory_hog_kills_only_its_worker_also_with_jobs_1(setup, tmp_path):
     lw.write_mesh(good, grid)
     lw.write_mesh(hog, lw.Mesh(grid.points * 2.0, grid.cells, "quad", node_sets=dict(grid.node_sets)))
     rows = evaluate_designs(case, [hog, good], tmp_path / "r.csv", evaluate=_hog,
-                            limits=Limits(memory_mb=1500, time_limit=120))
+                            limits=Limits(memory_mb=2500, time_limit=120))
     assert [r["status"] for r in rows] == ["error", "ok"]
     assert "died while evaluating this design, 2 times" in rows[0]["error"]
-    assert "memory limit 1500 MiB" in rows[0]["error"]
+    assert "memory limit 2500 MiB" in rows[0]["error"]
 
 
 def _hog(case_path, design_path, limits=None):
