@@ -37,11 +37,16 @@ def case_copy(tmp_path, requirements: str | None = None, name="arm.toml") -> Pat
 @pytest.fixture(scope="module")
 def loop(tmp_path_factory):
     """`lightweight optimize CASE --export`: the whole loop from the command line."""
+    import contextlib
+    import io
     tmp = tmp_path_factory.mktemp("arm")
     out = tmp / "out"
-    code = main(["optimize", str(case_copy(tmp)), "--out", str(out), "--quiet", "--export",
-                 "--iterations", str(ITERATIONS)])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["optimize", str(case_copy(tmp)), "--out", str(out), "--quiet", "--export",
+                     "--iterations", str(ITERATIONS)])
     assert code == 0
+    (out / "stdout.txt").write_text(printed.getvalue())
     return tmp, out, json.loads((out / "arm.json").read_text())
 
 
@@ -66,6 +71,11 @@ def test_optimize_export_reports_the_part_next_to_the_design(loop, capsys):
         assert row["pass"] == (row["margin"] >= 0)
     assert rows["compliance.bump"]["unit"] == "N mm" and rows["max_mass"]["unit"] == "t"
     assert summary["units"]["stress"] == "MPa"
+    # the terminal shows the design's mass with its unit and the part's table beside the design's
+    printed = (out / "stdout.txt").read_text()
+    assert re.search(r"mass [0-9.e-]+ t,", printed)
+    assert re.search(r"compliance\.bump\s+600\s+[0-9.]+\s+[0-9.]+\s+[+-][0-9.]+%", printed)
+    assert "N mm" in printed and "exported part (" in printed
     # the part's mass is its own volume times density, close to the design's material
     assert rows["max_mass"]["part"] == pytest.approx(rows["max_mass"]["design"], rel=0.1)
     # default tet size tied to the design's: the part has about as many tets as the design
