@@ -361,3 +361,27 @@ def test_very_thin_valid_section_is_not_called_a_mechanism(setup):
     message = rows[1e-3]["error"]
     assert "numerically singular, but this is not a mechanism" in message
     assert "can move as a mechanism" not in message and "smallest cell volume" in message
+
+
+def test_vtk_appended_raw_vtu_is_accepted_and_counted(setup):
+    """ParaView/VTK's default .vtu (raw appended, zlib): accepted; its inflated size is counted."""
+    vtk = pytest.importorskip("vtk")
+    pv = pytest.importorskip("pyvista")
+    _, _, submission, _ = setup
+    grid = lw.structured_grid((4, 2, 2))
+    cells = np.hstack([np.full((grid.n_cells, 1), 8), grid.cells]).ravel()
+    ugrid = pv.UnstructuredGrid(cells, np.full(grid.n_cells, 12, dtype=np.uint8), grid.points)
+    ugrid.cell_data["density"] = np.linspace(0.1, 1.0, grid.n_cells)
+    writer = vtk.vtkXMLUnstructuredGridWriter()
+    writer.SetInputData(ugrid)
+    path = submission / "paraview.vtu"
+    writer.SetFileName(str(path))
+    writer.SetDataModeToAppended()
+    writer.EncodeAppendedDataOff()
+    writer.Write()
+    assert b'encoding="raw"' in path.read_bytes()
+    assert inspect_design(path).sha256 == lw.provenance.file_sha256(path)
+    with pytest.raises(SubmissionError, match="inflates to more than"):
+        inspect_design(path, Limits(max_inflated_mb=0.0005))       # ~2.5 kB of arrays
+    _, _, cells_data = lw.read_mesh_fields(path)
+    np.testing.assert_allclose(cells_data["density"], np.linspace(0.1, 1.0, grid.n_cells))
