@@ -140,6 +140,14 @@ def test_a_missed_requirement_is_reported_with_margin_mesh_error_and_hot_spots(d
     assert spot["distance"] == pytest.approx(np.linalg.norm(nodes - spot["point"], axis=1).min())
     assert f"from set {spot['nearest_set']!r}" in text
     json.dumps(check.summary())                                 # JSON-able for the summary file
+    # the HTML report: the requirements table with the part's column, and the explanation
+    from lightweight.report import write_report
+    html = write_report(result, tmp / "arm.html", requirements=strict, units={"compliance": "N mm"},
+                        part=check).read_text()
+    section = html.split("<h2>Requirements</h2>", 1)[1].split("<h2>", 1)[0]
+    bump = next(r for r in re.findall(r"<tr>(.*?)</tr>", section) if "compliance.bump" in r)
+    assert "[N mm]" in bump and ">pass<" in bump and "-5.3 %" in bump and ">FAIL<" in bump
+    assert "the exported part does NOT meet them" in section and "design mesh error" in section
 
 
 def test_tighten_reruns_with_limits_scaled_by_the_measured_ratio(design, tmp_path):
