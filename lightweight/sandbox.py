@@ -183,7 +183,7 @@ def _check_vtu(path: Path, name: str, limits: Limits) -> None:
             raise SubmissionError(f"design {name}: the raw AppendedData section is not closed")
         appended_raw = raw[start + 1:stop]
         raw = raw[:match.end()] + raw[stop:]
-    _no_doctype(raw[:4096] if appended_raw is None else raw, name)
+    _no_doctype(raw, name)
     try:
         root = ElementTree.fromstring(raw)
     except ElementTree.ParseError as exc:

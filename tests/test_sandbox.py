@@ -385,3 +385,14 @@ def test_vtk_appended_raw_vtu_is_accepted_and_counted(setup):
         inspect_design(path, Limits(max_inflated_mb=0.0005))       # ~2.5 kB of arrays
     _, _, cells_data = lw.read_mesh_fields(path)
     np.testing.assert_allclose(cells_data["density"], np.linspace(0.1, 1.0, grid.n_cells))
+
+
+def test_xml_entities_are_refused_even_after_a_long_comment(setup):
+    case, grid, submission, other = setup
+    design = submission / "entity.vtu"
+    lw.write_mesh(design, grid)
+    text = design.read_text()
+    doctype = (f'<!-- {"x" * 10000} --><!DOCTYPE VTKFile [<!ENTITY leak SYSTEM "file://{other}/secret.txt">]>')
+    design.write_text(text.replace("<VTKFile", doctype + "<VTKFile", 1))
+    message = error_of(case, design)
+    assert "DOCTYPE or entity declarations is refused" in message
