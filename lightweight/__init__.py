@@ -1,6 +1,6 @@
 """lightweight: structural optimization with Numba finite elements and SIMP.
 
-The public names (DESIGN.md) live here; everything else may move.
+The public names (docs/architecture.md, "Public surface") live here; everything else may move.
 """
 
 from . import _threads  # noqa: F401  (first: sets thread defaults before MKL starts)

@@ -1,6 +1,6 @@
 """Case files (TOML): a component's design space, loads and requirements in one checked file.
 
-The format is the contract of DESIGN.md ("Case files"): tables ``[mesh]``, ``[material]``,
+The format is the contract of docs/case_files.md: tables ``[mesh]``, ``[material]``,
 ``[supports]``, ``[[loads.CASE]]``, ``[requirements]`` and ``[optimize]``; this module adds
 ``[model]`` (``plane``, ``thickness`` for 2D) and ``[sets.NAME]`` (a node or cell set by a
 box, for structured grids whose only named sets are their faces). Paths resolve against the

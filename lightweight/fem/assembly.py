@@ -13,7 +13,7 @@ same mesh, so we split assembly into
 This is the approach of compiled FE codes (fixed graph, scatter by precomputed positions),
 rather than SciPy's COO->CSR conversion, which sorts and sums duplicates on every call.
 A structured grid passes a single element matrix (shape (1, n, n)) shared by all cells.
-We write it by hand because it is the hot path of the product (DESIGN.md).
+We write it by hand because it is the hot path of the product (docs/architecture.md).
 
 Dirichlet conditions are applied symmetrically on the same pattern: :class:`DirichletMask`
 zeroes the rows and columns of fixed DOFs and puts a positive value on their diagonal.

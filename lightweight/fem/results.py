@@ -1,6 +1,6 @@
 """Results of a static analysis: plain arrays per load case, saved through meshio.
 
-Every per-case result is a dict keyed by load-case name (DESIGN.md). Stresses are evaluated at
+Every per-case result is a dict keyed by load-case name (docs/architecture.md). Stresses are evaluated at
 the integration points (:mod:`lightweight.fem.stress`): ``von_mises`` per cell is the maximum
 over the cell's points, ``max_von_mises`` the maximum over all points, nodal values are
 extrapolated from the points and averaged over the cells sharing a node (CalculiX/Abaqus).
