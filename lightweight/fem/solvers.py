@@ -885,6 +885,107 @@ class AMGSolver(LinearSolver):
         return X
 
 
+class ReusedAMGSolver(AMGSolver):
+    """Smoothed-aggregation PCG whose aggregates and prolongators are built once per mesh.
+
+    The unstructured path of the SIMP loop (:mod:`lightweight.fem.amg`): the first
+    ``factorize`` runs pyamg's setup (rigid-body modes, zeroed on eliminated DOFs); every later
+    one refreshes only the Galerkin products, the Chebyshev smoothers' diagonals and spectral
+    bounds and the coarsest factor. All right-hand sides run through one block PCG whose
+    matrix and V-cycle products are Numba kernels over (n, k) blocks.
+
+    Parameters as :class:`AMGSolver` (``points``, ``dim``, ``rtol``, ``maxiter``) plus
+    ``single`` (V-cycle in float32), ``degree`` (Chebyshev degree), ``max_coarse`` and
+    ``rebuild_factor``: a solve needing more than ``rebuild_factor`` times the iterations of
+    the freshly built hierarchy (plus 10) rebuilds the aggregates on the current matrix and
+    continues from where it stopped (the SIMP contrast moved the strong connections too far).
+    Other keyword arguments go to ``pyamg.smoothed_aggregation_solver``.
+    """
+
+    name = "amg-reuse"
+
+    def __init__(self, points: np.ndarray | None = None, dim: int | None = None, rtol: float = 1e-8,
+                 maxiter: int = 500, single: bool = False, degree: int = 2, max_coarse: int = 500,
+                 max_levels: int = 2, rebuild_factor: float = 3.0, zero_fixed_modes: bool = True,
+                 **amg_options):
+        super().__init__(points=points, dim=dim, rtol=rtol, maxiter=maxiter,
+                         zero_fixed_modes=zero_fixed_modes, **amg_options)
+        self.single = bool(single)
+        self.degree = int(degree)
+        self.max_coarse = int(max_coarse)
+        self.max_levels = int(max_levels)
+        self.rebuild_factor = float(rebuild_factor)
+
+    def _build(self, K: sp.csr_matrix) -> None:
+        from .amg import ReusedHierarchy
+        A = K.copy()
+        A.eliminate_zeros()       # explicit zeros of eliminated DOFs would join aggregates
+        B = self._modes
+        if B is not None and self.zero_fixed_modes:
+            fixed = np.diff(A.indptr) == 1
+            if np.any(fixed):
+                B = B.copy()
+                B[fixed] = 0.0
+                if np.any(np.linalg.norm(B, axis=0) == 0):
+                    B = self._modes
+        hierarchy = ReusedHierarchy(max_coarse=self.max_coarse, max_levels=self.max_levels,
+                                    single=self.single,
+                                    degree=self.degree, **self.amg_options)
+        hierarchy.build(A, B)
+        if A.nnz != K.nnz:
+            hierarchy.refresh(K)         # the cycle works on K's own arrays from here on
+        self._hierarchy = hierarchy
+        self._fresh_iterations = None
+        self.hierarchies_built += 1
+
+    def _numeric(self, K: sp.csr_matrix) -> None:
+        self._check_rigid_modes(K)
+        rebuilt = self._hierarchy is None
+        if rebuilt:
+            self._build(K)
+        else:
+            self._hierarchy.refresh(K)
+        self.info_rebuilt = rebuilt
+
+    def _budget(self) -> int:
+        fresh = self._fresh_iterations
+        return self.maxiter if fresh is None else int(self.rebuild_factor * fresh) + 10
+
+    def _solve(self, B: np.ndarray, x0) -> np.ndarray:
+        from .amg import block_pcg
+        X0 = None
+        if x0 is not None:
+            X0 = np.asarray(x0, dtype=float).reshape(B.shape[0], -1)
+            if X0.shape != B.shape or not np.all(np.isfinite(X0)):
+                X0 = None
+        t0 = time.perf_counter()
+        X, iters, res, broke = block_pcg(self.K, B, X0, self._hierarchy.cycle, self.rtol,
+                                         min(self.maxiter, self._budget()))
+        if np.any(res > self.rtol) and not np.all(broke) and self._fresh_iterations is not None:
+            # The aggregates of an earlier design stopped fitting this one: rebuild, go on from X.
+            self._build(self.K)
+            self.info["hierarchy_rebuilt"] = True
+            X, more, res, broke = block_pcg(self.K, B, X, self._hierarchy.cycle, self.rtol, self.maxiter)
+            iters = iters + more
+        if self._fresh_iterations is None:
+            self._fresh_iterations = int(iters.max()) if iters.size else 0
+        self._last_iterations = int(iters.max()) if iters.size else 0
+        self.info["iterations"] = iters.tolist()
+        self.info["hierarchies_built"] = self.hierarchies_built
+        self.info["pcg_seconds"] = time.perf_counter() - t0
+        if np.any(broke) or not np.all(np.isfinite(X)):
+            j = int(np.flatnonzero(broke | ~np.all(np.isfinite(X), axis=0))[0])
+            raise _singular(f"amg-reuse: conjugate gradients broke down (p^T K p <= 0) for right-hand "
+                            f"side {j} after {int(iters[j])} iterations")
+        if np.any(res > self.rtol):
+            worst = int(np.argmax(np.where(np.isfinite(res), res, np.inf)))
+            raise SolverError(f"amg-reuse: preconditioned CG did not converge for right-hand side "
+                              f"{worst}: relative residual {res[worst]:.2e} > rtol {self.rtol:g} after "
+                              f"{int(iters[worst])} iterations (maxiter={self.maxiter}); raise maxiter, "
+                              "loosen rtol or use a direct solver")
+        return X
+
+
 def _block_pcg(A: sp.csr_matrix, B: np.ndarray, X0: np.ndarray | None, precondition, rtol: float,
                maxiter: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Independent PCG runs for the columns of B (n, k) sharing one A @ P per step.
@@ -936,7 +1037,7 @@ def _block_pcg(A: sp.csr_matrix, B: np.ndarray, X0: np.ndarray | None, precondit
 # ---------------------------------------------------------------------------------- choosing
 _DIRECT_ORDER = ("pardiso", "cholmod", "superlu")
 _CLASSES = {"pardiso": PardisoSolver, "cholmod": CholmodSolver, "superlu": SuperLUSolver,
-            "amg": AMGSolver}
+            "amg": AMGSolver, "amg-reuse": ReusedAMGSolver}
 # The time model of "auto" (benchmarks/solver_choice.py, docs/performance.md; one MKL thread,
 # 2 shared cores, min of 2 runs). Direct: PARDISO's flop count over its rate (25 - 48 GFlop/s
 # from 2e4 DOFs on); SuperLU's rate is in PARDISO-equivalent flops (it does more, slower).
@@ -963,7 +1064,7 @@ def available_solvers() -> list[str]:
     names.append("superlu")
     try:
         import pyamg  # noqa: F401
-        names.append("amg")
+        names.append("amg")      # "amg-reuse" (ReusedAMGSolver) exists wherever "amg" does
     except Exception:
         pass
     return names
@@ -1080,6 +1181,8 @@ def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None
                               stacklevel=2)
     elif key == "direct":
         key = direct
+    if key == "amg-reuse" and "amg" in available:
+        available = available + ["amg-reuse"]
     if key not in _CLASSES or key not in available:
         why = "is not installed" if key in _CLASSES else "is unknown"
         raise SolverError(f"linear solver {method!r} {why}; available: "
@@ -1090,8 +1193,8 @@ def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None
         options = _accepted(cls, options)
     if built is not None:
         solver = built
-    elif key == "amg":
-        solver = AMGSolver(points=points, dim=dim, **options)
+    elif key in ("amg", "amg-reuse"):
+        solver = cls(points=points, dim=dim, **options)
     else:
         if key in ("superlu", "cholmod") and dim is not None and "dim" not in options:
             options["dim"] = dim

@@ -1,0 +1,413 @@
+"""Smoothed-aggregation AMG kept across design iterations: aggregates and prolongators built once.
+
+Approach. In a SIMP loop K changes its values hundreds of times on one mesh, but pyamg's
+smoothed-aggregation setup (strength of connection, aggregation, fitting the rigid-body modes,
+smoothing the prolongator, Galerkin products) is rebuilt from scratch every time: 13 - 19 s at
+240k DOFs on this machine, more than the whole iteration budget. What the design changes is
+only the matrix values, so :class:`ReusedHierarchy` splits the work like a direct solver's
+symbolic/numeric phases:
+
+- once per mesh (``build``): pyamg's ``smoothed_aggregation_solver`` on the first matrix (the
+  uniform start design, i.e. a scaled solid), rigid-body modes as near-null space. We keep its
+  prolongators P_l and restrictions R_l = P_l^T and drop the rest (a library does the
+  aggregation; we do not rewrite what pyamg does well).
+- per design iteration (``refresh``): the Galerkin products A_{l+1} = R_l A_l P_l, the
+  Jacobi diagonals, each level's spectral bound (three power steps warm-started from the last
+  eigenvector estimate) and the coarsest level's dense Cholesky factor. SIMP's contrast changes
+  the strength of connection, so aggregates built on the solid are not those pyamg would pick
+  on a later iterate; the measured PCG iteration counts on real optimizer iterates
+  (docs/performance.md, "Unstructured meshes") say they stay good enough. Because the Galerkin
+  product of the finest level is the one expensive part (a sparse triple product), a refresh
+  can also keep the coarse operators of the previous design and refresh only the finest level's
+  smoother (``galerkin=False``): the V-cycle stays a symmetric positive definite
+  preconditioner for any SPD coarse operator, only a less accurate one, which PCG notices as
+  more iterations; :class:`~lightweight.fem.solvers.ReusedAMGSolver` makes that choice by
+  iteration count.
+- the V-cycle uses Chebyshev smoothing of D^-1 A (degree 2 before and after, interval
+  [lambda_max / 30, 1.1 lambda_max], the choice of Adams et al. 2003 and pyamg for
+  elasticity): unlike Gauss-Seidel it needs only matrix products, which we do for all load
+  cases at once with a Numba CSR kernel over (n, k) blocks, parallel over rows. Optionally the
+  whole cycle runs in float32 (``single=True``): half the memory traffic of the products; the
+  outer PCG stays float64, so the final accuracy is unchanged.
+
+Arrays: vectors are (n, k) blocks, k = number of right-hand sides, C order.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+# Chebyshev interval [LOWER_FRACTION * lambda_max, UPPER_FACTOR * lambda_max] of D^-1 A.
+CHEBYSHEV_LOWER_FRACTION = 1.0 / 30.0
+CHEBYSHEV_UPPER_FACTOR = 1.1
+CHEBYSHEV_DEGREE = 2
+# Coarsest levels up to this many DOFs are solved by a dense Cholesky factor, larger ones by the
+# fastest installed sparse direct solver.
+DENSE_COARSE_MAX = 1500
+# Lanczos steps per refresh for lambda_max(D^-1 A); the first build (no start vector) does more.
+POWER_STEPS_REFRESH = 8
+POWER_STEPS_BUILD = 20
+
+
+@numba.njit(cache=True, parallel=True)
+def _csr_block(indptr, indices, data, X, B, Y, mode):
+    """Y = A X (mode 0), Y = B - A X (mode 1) or Y = Y - A X (mode 2) for CSR A, blocks (n, k).
+
+    The row sums are kept in scalars for k <= 3 (the load cases of one part): writing into Y
+    inside the nonzero loop would make every product a load and a store (3 - 4x slower here).
+    """
+    n = indptr.shape[0] - 1
+    k = X.shape[1]
+    for i in numba.prange(n):
+        if k <= 3:
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            for p in range(indptr[i], indptr[i + 1]):
+                a = data[p]
+                c = indices[p]
+                s0 += a * X[c, 0]
+                if k > 1:
+                    s1 += a * X[c, 1]
+                if k > 2:
+                    s2 += a * X[c, 2]
+            if mode == 0:
+                Y[i, 0] = s0
+                if k > 1:
+                    Y[i, 1] = s1
+                if k > 2:
+                    Y[i, 2] = s2
+            elif mode == 1:
+                Y[i, 0] = B[i, 0] - s0
+                if k > 1:
+                    Y[i, 1] = B[i, 1] - s1
+                if k > 2:
+                    Y[i, 2] = B[i, 2] - s2
+            else:
+                Y[i, 0] -= s0
+                if k > 1:
+                    Y[i, 1] -= s1
+                if k > 2:
+                    Y[i, 2] -= s2
+        else:
+            if mode == 0:
+                for j in range(k):
+                    Y[i, j] = 0.0
+            elif mode == 1:
+                for j in range(k):
+                    Y[i, j] = B[i, j]
+            sign = 1.0 if mode == 0 else -1.0
+            for p in range(indptr[i], indptr[i + 1]):
+                a = sign * data[p]
+                c = indices[p]
+                for j in range(k):
+                    Y[i, j] += a * X[c, j]
+
+
+def _spmm(indptr, indices, data, X, Y):
+    """Y = A X (CSR A, blocks (n, k))."""
+    _csr_block(indptr, indices, data, X, X, Y, 0)
+
+
+def _residual(indptr, indices, data, X, B, R):
+    """R = B - A X (all (n, k))."""
+    _csr_block(indptr, indices, data, X, B, R, 1)
+
+
+def _sub_product(indptr, indices, data, D, R):
+    """R -= A D (all (n, k))."""
+    _csr_block(indptr, indices, data, D, D, R, 2)
+
+
+@numba.njit(cache=True, parallel=True)
+def _cheb_step(dinv, R, D, X, c_old, c_new):
+    """D = c_old * D + c_new * dinv * R; X += D (the Chebyshev update, in place)."""
+    n, k = R.shape
+    for i in numba.prange(n):
+        s = dinv[i]
+        for j in range(k):
+            d = c_old * D[i, j] + c_new * s * R[i, j]
+            D[i, j] = d
+            X[i, j] += d
+
+
+def spmm(A: sp.csr_matrix, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """A @ X for CSR A (n, m) and a C-ordered block X (m, k) -> (n, k), Numba, parallel rows."""
+    X = np.ascontiguousarray(X)
+    if out is None:
+        out = np.empty((A.shape[0], X.shape[1]), dtype=np.result_type(A.dtype, X.dtype))
+    _spmm(A.indptr, A.indices, A.data, X, out)
+    return out
+
+
+class _Level:
+    """One level: operator A (CSR), prolongator P to it from the next coarser level, R = P^T."""
+
+    def __init__(self, A, P=None, R=None):
+        self.A = A
+        self.P = P
+        self.R = R
+        self.dinv = None
+        self.lam = None
+        self.eigvec = None
+        self.A_cycle = None      # A in the cycle's precision (float32 copy or A itself)
+
+
+class ReusedHierarchy:
+    """A smoothed-aggregation hierarchy whose prolongators are built once and reused.
+
+    ``build(A, modes)``: A (n, n) SPD CSR with eliminated Dirichlet rows (unit rows), modes
+    (n, 3|6) near-null space (rigid-body modes, zero on fixed DOFs). ``refresh(A, galerkin)``
+    for a new matrix on the same pattern. ``cycle(B)``: one V-cycle applied to B (n, k).
+    ``single``: run the cycle in float32.
+    """
+
+    def __init__(self, max_coarse: int = 500, max_levels: int = 2, single: bool = False,
+                 degree: int = CHEBYSHEV_DEGREE, **pyamg_options):
+        self.max_coarse = int(max_coarse)
+        self.max_levels = int(max_levels)
+        self.single = bool(single)
+        self.degree = int(degree)
+        self.pyamg_options = pyamg_options
+        self.levels: list[_Level] = []
+        self.coarse_factor = None
+
+    # ------------------------------------------------------------------ setup
+    def build(self, A: sp.csr_matrix, modes: np.ndarray | None) -> None:
+        """Aggregation and prolongators of A with near-null space ``modes`` (pyamg), then refresh."""
+        import pyamg
+        options = {"max_coarse": self.max_coarse, "max_levels": self.max_levels}
+        options.update(self.pyamg_options)
+        ml = pyamg.smoothed_aggregation_solver(A, B=modes, **options)
+        self.levels = []
+        for lev in ml.levels:
+            P, R = getattr(lev, "P", None), None
+            if P is not None:
+                P = P.tocsr()
+                P.sort_indices()
+                R = P.T.tocsr()
+                R.sort_indices()
+                P, R = _index32(P), _index32(R)
+            self.levels.append(_Level(None, P, R))
+        del ml
+        self.refresh(A, galerkin=True, power_steps=POWER_STEPS_BUILD)
+
+    @property
+    def operator_complexity(self) -> float:
+        """Sum of the levels' nonzeros over the finest level's."""
+        return sum(lv.A.nnz for lv in self.levels) / self.levels[0].A.nnz
+
+    def refresh(self, A: sp.csr_matrix, galerkin: bool = True,
+                power_steps: int = POWER_STEPS_REFRESH) -> None:
+        """New finest matrix A (same pattern as built); recompute the coarse operators if ``galerkin``."""
+        fine = self.levels[0]
+        fine.A = _index32(A)
+        self._smoother_data(fine, power_steps)
+        if not galerkin and self.levels[-1].A is not None:
+            return
+        for l in range(len(self.levels) - 1):
+            lv, nxt = self.levels[l], self.levels[l + 1]
+            Ac = (lv.R @ (lv.A @ lv.P)).tocsr()
+            Ac.sort_indices()
+            nxt.A = _index32(Ac)
+            if l + 1 < len(self.levels) - 1:
+                self._smoother_data(nxt, power_steps)
+        coarsest = self.levels[-1].A
+        if coarsest.shape[0] > DENSE_COARSE_MAX:
+            # a sparse direct solver, its symbolic phase kept (the Galerkin pattern is fixed)
+            if self.coarse_factor is None or self.coarse_factor[0] != "sparse":
+                from .solvers import make_solver
+                self.coarse_factor = ("sparse", make_solver("direct", check_residuals=False))
+            self.coarse_factor[1].factorize(coarsest)
+            return
+        coarse = coarsest.toarray()
+        coarse = 0.5 * (coarse + coarse.T)
+        try:
+            self.coarse_factor = ("cholesky", sla.cho_factor(coarse, lower=True, check_finite=False))
+        except np.linalg.LinAlgError:
+            # a singular coarsest operator (a part with too few supports at that resolution)
+            self.coarse_factor = ("pinv", np.linalg.pinv(coarse, hermitian=True))
+
+    def _smoother_data(self, lv: _Level, power_steps: int) -> None:
+        A = lv.A
+        diag = A.diagonal()
+        dinv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
+        lv.dinv = dinv.astype(np.float32) if self.single else dinv
+        lv.A_cycle = _index32(A.astype(np.float32)) if self.single else A
+        # lambda_max(D^-1 A): Lanczos on the symmetric D^-1/2 A D^-1/2, warm-started from the
+        # last estimate's Ritz vector. Power steps underestimate it badly after a few steps
+        # (2.35 against 2.60 after 12 on a solid bracket), and a Chebyshev interval below the
+        # top of the spectrum amplifies those modes instead of damping them.
+        lv.lam, lv.eigvec = _lanczos_max(A, np.sqrt(dinv), lv.eigvec, power_steps)
+
+    # ------------------------------------------------------------------ cycle
+    def cycle(self, B: np.ndarray) -> np.ndarray:
+        """One V-cycle on B (n, k) from a zero guess -> (n, k) float64."""
+        dtype = np.float32 if self.single else np.float64
+        X = self._vcycle(0, np.ascontiguousarray(B, dtype=dtype))
+        return X.astype(np.float64, copy=False)
+
+    def _vcycle(self, l: int, B: np.ndarray) -> np.ndarray:
+        lv = self.levels[l]
+        if l == len(self.levels) - 1:
+            kind, factor = self.coarse_factor
+            rhs = B.astype(np.float64)
+            if kind == "sparse":
+                X = factor.solve(rhs)
+            elif kind == "cholesky":
+                X = sla.cho_solve(factor, rhs, check_finite=False)
+            else:
+                X = factor @ rhs
+            return X.astype(B.dtype)
+        A = lv.A_cycle
+        X = np.zeros_like(B)
+        Rr = B.copy()
+        D = np.zeros_like(B)
+        self._chebyshev(lv, A, X, Rr, D)
+        coarse_rhs = spmm(lv.R, Rr).astype(B.dtype, copy=False)
+        E = self._vcycle(l + 1, coarse_rhs)
+        X += spmm(lv.P, E).astype(B.dtype, copy=False)
+        _residual(A.indptr, A.indices, A.data, X, B, Rr)
+        self._chebyshev(lv, A, X, Rr, D, last_residual=False)
+        return X
+
+    def _chebyshev(self, lv, A, X, Rr, D, last_residual: bool = True) -> None:
+        """``degree`` Chebyshev steps on A X = B; Rr holds B - A X on entry (and on exit if
+        ``last_residual``: the pre-smoother's residual is restricted, the post-smoother's is not used)."""
+        hi = CHEBYSHEV_UPPER_FACTOR * lv.lam
+        lo = CHEBYSHEV_LOWER_FRACTION * lv.lam
+        theta, delta = 0.5 * (hi + lo), 0.5 * (hi - lo)
+        sigma = theta / delta
+        rho = 1.0 / sigma
+        _cheb_step(lv.dinv, Rr, D, X, 0.0, 1.0 / theta)
+        for step in range(1, self.degree + 1):
+            if step == self.degree and not last_residual:
+                break
+            _sub_product(A.indptr, A.indices, A.data, D, Rr)   # Rr = B - A X after the last update
+            if step == self.degree:
+                break
+            rho_new = 1.0 / (2.0 * sigma - rho)
+            _cheb_step(lv.dinv, Rr, D, X, rho_new * rho, 2.0 * rho_new / delta)
+            rho = rho_new
+
+
+def _lanczos_max(A: sp.csr_matrix, s: np.ndarray, start: np.ndarray | None, steps: int):
+    """(largest Ritz value, its Ritz vector) of S A S, S = diag(s), after ``steps`` Lanczos steps."""
+    n = A.shape[0]
+    if start is None or start.shape[0] != n:
+        start = np.random.default_rng(7).standard_normal(n)
+        steps = max(steps, POWER_STEPS_BUILD)
+    steps = min(steps, n)
+    V = np.empty((steps, n))
+    alpha, beta = np.zeros(steps), np.zeros(steps)
+    v = start / np.linalg.norm(start)
+    v_old = np.zeros(n)
+    b = 0.0
+    m = 0
+    for j in range(steps):
+        V[j] = v
+        w = s * spmm(A, (s * v)[:, None])[:, 0] - b * v_old
+        alpha[j] = a = float(v @ w)
+        w -= a * v
+        w -= V[:j + 1].T @ (V[:j + 1] @ w)          # full reorthogonalization (few steps)
+        b = float(np.linalg.norm(w))
+        m = j + 1
+        if b <= 1e-12 * abs(a) or j == steps - 1:
+            break
+        beta[j] = b
+        v_old, v = v, w / b
+    theta, Y = sla.eigh_tridiagonal(alpha[:m], beta[:m - 1])
+    vec = V[:m].T @ Y[:, -1]
+    return float(theta[-1]), vec / np.linalg.norm(vec)
+
+
+def _index32(A: sp.csr_matrix) -> sp.csr_matrix:
+    """A with int32 indices (half the index traffic of int64) when they fit."""
+    if A.indices.dtype != np.int32 and A.nnz < 2**31 - 1:
+        A = sp.csr_matrix((A.data, A.indices.astype(np.int32), A.indptr.astype(np.int32)),
+                          shape=A.shape, copy=False)
+        A.has_sorted_indices = True
+    return A
+
+
+def block_pcg(A: sp.csr_matrix, B: np.ndarray, X0: np.ndarray | None, precondition, rtol: float,
+              maxiter: int, restarts: int = 2):
+    """PCG for the columns of B (n, k) at once: one A @ P block product and one preconditioner
+    call on the block of active columns per step.
+
+    precondition: (n, j) block -> (n, j) block. Returns X (n, k), iterations (k,), relative
+    residuals ||b - A x|| / ||b|| (k,) and a mask (k,) of columns that broke down (p^T A p <= 0).
+    When the recursive residual says converged but the true one does not (rounding drift, a
+    float32 preconditioner), PCG restarts from X up to ``restarts`` times.
+    """
+    X, iters, res, broke = _block_pcg_run(A, B, X0, precondition, rtol, maxiter)
+    for _ in range(restarts):
+        again = (res > rtol) & ~broke & np.isfinite(res)
+        if not np.any(again) or iters.max() >= maxiter:
+            break
+        X, more, res, broke_more = _block_pcg_run(A, B, X, precondition, rtol,
+                                                  maxiter - int(iters.max()))
+        iters, broke = iters + more, broke | broke_more
+    return X, iters, res, broke
+
+
+def _block_pcg_run(A, B, X0, precondition, rtol, maxiter):
+    n, k = B.shape
+    A = _index32(A)
+    B = np.ascontiguousarray(B, dtype=np.float64)
+    X = np.zeros((n, k)) if X0 is None else np.array(X0, dtype=float, order="C")
+    b_norm = np.linalg.norm(B, axis=0)
+    b_safe = np.where(b_norm > 0, b_norm, 1.0)
+    R = np.empty_like(B)
+    if X0 is None:
+        R[:] = B
+    else:
+        _residual(A.indptr, A.indices, A.data, X, B, R)
+    iters = np.zeros(k, dtype=np.int64)
+    broke = np.zeros(k, dtype=bool)
+    res = np.linalg.norm(R, axis=0) / b_safe
+    res[b_norm == 0] = 0.0
+    X[:, b_norm == 0] = 0.0
+    active = np.flatnonzero(res > rtol)
+    if active.size == 0 or maxiter <= 0:
+        return X, iters, res, broke
+    Ra = np.ascontiguousarray(R[:, active])
+    Xa = np.ascontiguousarray(X[:, active])
+    Z = precondition(Ra)
+    P = Z.copy()
+    rz = np.einsum("ij,ij->j", Ra, Z)
+    AP = np.empty_like(P)
+    for _ in range(maxiter):
+        _spmm(A.indptr, A.indices, A.data, P, AP)
+        pap = np.einsum("ij,ij->j", P, AP)
+        ok = pap > 0
+        broke[active[~ok]] = True
+        alpha = np.where(ok, rz / np.where(ok, pap, 1.0), 0.0)
+        Xa += P * alpha
+        Ra -= AP * alpha
+        iters[active] += 1
+        res[active] = np.linalg.norm(Ra, axis=0) / b_safe[active]
+        keep = (res[active] > rtol) & ok & np.isfinite(res[active])
+        if not np.all(keep):
+            X[:, active] = Xa
+            if not np.any(keep):
+                break
+            active = active[keep]
+            Xa, Ra, P, rz = (np.ascontiguousarray(Xa[:, keep]), np.ascontiguousarray(Ra[:, keep]),
+                             np.ascontiguousarray(P[:, keep]), rz[keep])
+            AP = np.empty_like(P)
+        Z = precondition(Ra)
+        rz_new = np.einsum("ij,ij->j", Ra, Z)
+        P *= rz_new / rz
+        P += Z
+        rz = rz_new
+    else:
+        X[:, active] = Xa
+    # the true residual (the recursive one drifts over many iterations)
+    _residual(A.indptr, A.indices, A.data, X, B, R)
+    res = np.linalg.norm(R, axis=0) / b_safe
+    res[b_norm == 0] = 0.0
+    return X, iters, res, broke
