@@ -440,7 +440,7 @@ def _error_row(case_path, design, limits: Limits, error: str) -> dict:
     row = _base_row(design)
     row["case_sha256"] = file_sha256(case_path)
     try:
-        row["design_sha256"] = inspect_design(design, limits).sha256
+        row["design_sha256"] = inspect_design(design, limits, deep=False).sha256
     except LightweightError:
         pass
     row["error"] = error
@@ -558,7 +558,7 @@ def evaluate_designs(case_path, designs: Sequence, out_csv, jobs: int = 1, sched
         store.register_case(case_sha, display_name(case_path.resolve()))
         for index, design in enumerate(designs):
             try:
-                keys[index] = inspect_design(design, limits).sha256
+                keys[index] = inspect_design(design, limits, deep=False).sha256
             except SubmissionError as exc:
                 # refused before any worker: an error row under the design's name (redone next run)
                 keys[index] = "name:" + display_name(design)

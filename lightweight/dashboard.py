@@ -263,7 +263,7 @@ def _thumbnails(designs: dict, folder: Path, seconds: float) -> set[str]:
             if row.get("status") != "ok" or not path.is_file():
                 continue
             try:
-                if inspect_design(path).sha256 != row.get("design_sha256"):
+                if inspect_design(path, deep=False).sha256 != row.get("design_sha256"):
                     continue                     # the file changed since: its picture would lie
             except SubmissionError:
                 continue

@@ -396,3 +396,23 @@ def test_xml_entities_are_refused_even_after_a_long_comment(setup):
     design.write_text(text.replace("<VTKFile", doctype + "<VTKFile", 1))
     message = error_of(case, design)
     assert "DOCTYPE or entity declarations is refused" in message
+
+
+def test_evaluator_process_never_inflates_or_opens_hdf5(setup, tmp_path, monkeypatch):
+    """The parent only names and hashes a design; the deep checks run in the worker process."""
+    import lightweight.sandbox as sandbox
+    case, grid, submission, _ = setup
+    bomb = submission / "bomb.vtu"
+    vtu_with_bomb(grid, bomb, inflated_mb=64)
+    lw.write_mesh(submission / "d.xdmf", grid)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("deep check in the evaluator's own process")
+
+    monkeypatch.setattr(sandbox, "_inflate_bounded", forbidden)
+    monkeypatch.setattr(sandbox, "_check_hdf5_dataset", forbidden)
+    limited = case.parent / "limited.toml"
+    limited.write_text(CASE + "\n[limits]\nmax_inflated_mb = 16\n")
+    rows = evaluate_designs(limited, [bomb, submission / "d.xdmf"], tmp_path / "r.csv")
+    assert "limits.max_inflated_mb" in rows[0]["error"]          # found by the worker
+    assert rows[1]["status"] == "ok", rows[1]["error"]             # HDF5 opened by the worker only
