@@ -24,6 +24,10 @@ meshio parses it, and again for what parsing cannot see (cell counts, duplicate 
   file it is that file's SHA-256; for ``.xdmf`` + ``.h5`` a hash over each file's name and
   SHA-256), so a changed ``.h5`` is a new design.
 
+``inspect_design(path, deep=False)`` is what the evaluator's own process runs (links, format,
+sizes, the .xdmf's references: enough to name and hash the design); the deep checks (inflation,
+HDF5, decks) run in the worker that evaluates the design.
+
 Approach: cheap, format-aware checks with the standard library (``xml.etree`` after refusing
 DOCTYPE, ``zlib`` with bounded output, ``h5py`` link inspection) rather than a general
 container sandbox: the worker processes of :mod:`lightweight.batch` add the operating-system
