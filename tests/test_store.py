@@ -116,17 +116,29 @@ def test_two_evaluators_on_one_store_compute_each_design_once(designs, tmp_path)
 
 
 def test_kill_9_at_random_moments_then_rerun(designs, tmp_path):
-    """kill -9 of the evaluator at 10 random moments and a rerun: every design once, same values."""
+    """kill -9 of the evaluator at 10 random moments and a rerun: every design once, same values.
+
+    Each killed run recomputes everything (resume=False), so every kill lands in the middle of
+    the work: after a random number of finished rows plus a random delay.
+    """
     case, files = designs
     reference = {r["design"]: r for r in evaluate_designs(case, files, tmp_path / "reference.csv")}
     out = tmp_path / "killed.csv"
-    code = EVALUATOR.format(tests=str(Path(__file__).parent), case=str(case), files=files, out=str(out))
+    code = EVALUATOR.format(tests=str(Path(__file__).parent), case=str(case), files=files,
+                            out=str(out)).replace("progress=", "resume=False, progress=")
     rng = random.Random(12)
+    mid_run = 0
     for _ in range(10):
-        run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, 4.0))
+        run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        for _ in range(rng.randint(0, len(files) - 1)):
+            if not run.stdout.readline():
+                break
+        time.sleep(rng.uniform(0.0, 0.3))
+        mid_run += run.poll() is None
         run.send_signal(signal.SIGKILL)
         run.wait()
+        run.stdout.close()
+    assert mid_run >= 8                                              # the kills hit running batches
     rows = evaluate_designs(case, files, out)
     store_rows = stored(tmp_path / "killed.sqlite")
     assert sorted(r["design"] for r in store_rows) == sorted(files)  # each exactly once
