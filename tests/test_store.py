@@ -281,3 +281,27 @@ def test_a_failing_export_leaves_the_previous_file_whole(designs, tmp_path, monk
         batch.write_jsonl(out.with_suffix(".jsonl"), [{"design": "x"}] * 3)
     assert out.with_suffix(".jsonl").read_bytes() == before
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_ctrl_c_keeps_the_rows_and_writes_the_exports(designs, tmp_path):
+    case, files = designs
+    slow = Path(files[0]).with_name("slow_design.vtu")
+    slow.write_bytes(Path(files[0]).read_bytes() + b"<!-- slow -->\n")
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+            "from batch_faults import hang_on_slow_designs\nfrom lightweight.batch import evaluate_designs\n"
+            f"evaluate_designs({str(case)!r}, {[files[0], str(slow)]!r}, {str(tmp_path / 'c.csv')!r}, "
+            "evaluate=hang_on_slow_designs, progress=lambda row: print('computed', flush=True))\n")
+    run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert run.stdout.readline().startswith("computed")
+    time.sleep(0.5)
+    run.send_signal(signal.SIGINT)
+    run.communicate(timeout=60)
+    assert run.returncode != 0
+    with open(tmp_path / "c.csv", newline="") as file:
+        assert [r["design"] for r in csv.DictReader(file)] == [files[0]]
+    assert [r["design"] for r in stored(tmp_path / "c.sqlite")] == [files[0]]
+    store = SQLiteStore(tmp_path / "c.sqlite")
+    try:                                     # the slow design's claim was released on the way out
+        assert store._run("count claims", lambda cur: cur.execute("SELECT COUNT(*) FROM claims").fetchone()[0]) == 0
+    finally:
+        store.close()
