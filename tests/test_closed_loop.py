@@ -131,6 +131,11 @@ def test_a_missed_requirement_is_reported_with_margin_mesh_error_and_hot_spots(d
     for case_name in ("braking", "cornering", "bump"):
         assert check.mesh_error[f"compliance.{case_name}"] > 0
     assert "design mesh error (tet4 -> tet10)" in text
+    # the part's own tet4 error, and what is left with both on tet10: the exported geometry
+    assert check.part_mesh_error["compliance.bump"] > 0 and "part mesh error (tet4 -> tet10)" in text
+    geometry = ((1 + rows["compliance.bump"]["part"] / rows["compliance.bump"]["design"] - 1)
+                * (1 + check.part_mesh_error["compliance.bump"]) / (1 + check.mesh_error["compliance.bump"]) - 1)
+    assert f"with both on tet10 the part differs from the design by {100 * geometry:+.1f} %" in text
     # hot spots: the highest-stress cells of the part with coordinates and the nearest set
     spot = check.hot_spots[0]
     sol = check.part_solution
