@@ -206,7 +206,7 @@ def test_auto_falls_back_to_amg_when_the_factor_does_not_fit(monkeypatch):
     monkeypatch.setenv(memory.ENV_MEMORY_LIMIT, "100K")
     with pytest.warns(UserWarning, match="solver 'auto' chose AMG-PCG.*100 KiB"):
         sol = lw.solve(model, solver="auto")
-    assert sol.solver_info["solver"] == "amg"
+    assert sol.solver_info["solver"] in ("amg", "amg-reuse")
     assert sol.compliance["tip"] == pytest.approx(direct.compliance["tip"], rel=1e-6)
 
 
@@ -228,9 +228,9 @@ def test_auto_takes_element_order_and_load_cases_into_account(monkeypatch):
     if direct == "pardiso":
         assert tet10.name == "pardiso"
         # the same DOFs in linear tets: fewer nonzeros per row, AMG converges in fewer steps
-        assert make_solver("auto", n_dofs=229_000, dim=3, nnz_per_row=42, n_rhs=3).name == "amg"
+        assert make_solver("auto", n_dofs=229_000, dim=3, nnz_per_row=42, n_rhs=3).name in ("amg", "amg-reuse")
         # one load case: AMG's solves are cheap, the factorization is not
-        assert make_solver("auto", n_dofs=150_000, dim=3, nnz_per_row=75, n_rhs=1).name == "amg"
+        assert make_solver("auto", n_dofs=150_000, dim=3, nnz_per_row=75, n_rhs=1).name in ("amg", "amg-reuse")
         assert make_solver("auto", n_dofs=50_000, dim=3, nnz_per_row=75, n_rhs=1).name == "pardiso"
     # 2D: direct far beyond 3D's limit
     assert make_solver("auto", n_dofs=400_000, dim=2, nnz_per_row=18).name == direct
@@ -255,4 +255,4 @@ def test_auto_decides_on_pardisos_analysis_of_the_pattern(monkeypatch):
     need = solver.report["memory_bytes"]
     monkeypatch.setenv(memory.ENV_MEMORY_LIMIT, str(int(need * 1.5)))
     with pytest.warns(UserWarning, match="PARDISO's analysis"):
-        assert make_solver("auto", n_dofs=system.n_dofs, dim=3, pattern=pattern).name == "amg"
+        assert make_solver("auto", n_dofs=system.n_dofs, dim=3, pattern=pattern).name in ("amg", "amg-reuse")

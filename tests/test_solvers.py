@@ -247,7 +247,7 @@ def test_available_and_auto_choice():
     assert make_solver("direct").name == direct[0]
     assert make_solver("auto", n_dofs=1000, dim=3).name == direct[0]
     big = make_solver("auto", n_dofs=5_000_000, dim=3)
-    assert big.name == "amg"
+    assert big.name in ("amg", "amg-reuse")
     # options meant for AMG do not break "auto" when it picks a direct solver
     assert make_solver("auto", n_dofs=100, dim=2, rtol=1e-6).name == direct[0]
 

@@ -134,6 +134,45 @@ def _cheb_step(dinv, R, D, X, c_old, c_new):
             X[i, j] += d
 
 
+@numba.njit(cache=True, parallel=True)
+def _spgemm_numeric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_idx, c_val, n_cols, n_chunks):
+    """C = A B on C's known pattern (CSR, sorted): the numeric half of Gustavson's product.
+
+    Rows are split into ``n_chunks`` chunks, each with its own dense column -> position map.
+    """
+    n = a_ptr.shape[0] - 1
+    chunk = (n + n_chunks - 1) // n_chunks
+    for t in numba.prange(n_chunks):
+        pos = np.full(n_cols, -1, dtype=np.int64)
+        for i in range(t * chunk, min(n, (t + 1) * chunk)):
+            for q in range(c_ptr[i], c_ptr[i + 1]):
+                pos[c_idx[q]] = q
+                c_val[q] = 0.0
+            for p in range(a_ptr[i], a_ptr[i + 1]):
+                a = a_val[p]
+                k = a_idx[p]
+                for r in range(b_ptr[k], b_ptr[k + 1]):
+                    c_val[pos[b_idx[r]]] += a * b_val[r]
+            for q in range(c_ptr[i], c_ptr[i + 1]):
+                pos[c_idx[q]] = -1
+
+
+class _Product:
+    """C = A B for a fixed pair of patterns: symbolic once (SciPy), numeric per call (Numba)."""
+
+    def __init__(self, A: sp.csr_matrix, B: sp.csr_matrix):
+        C = (A @ B).tocsr()
+        C.sort_indices()
+        self.C = _index32(C)
+        self.n_chunks = max(1, min(64, A.shape[0] // 256))
+
+    def __call__(self, A: sp.csr_matrix, B: sp.csr_matrix) -> sp.csr_matrix:
+        C = self.C
+        _spgemm_numeric(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
+                        C.indptr, C.indices, C.data, C.shape[1], self.n_chunks)
+        return C
+
+
 def spmm(A: sp.csr_matrix, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """A @ X for CSR A (n, m) and a C-ordered block X (m, k) -> (n, k), Numba, parallel rows."""
     X = np.ascontiguousarray(X)
@@ -154,6 +193,9 @@ class _Level:
         self.lam = None
         self.eigvec = None
         self.A_cycle = None      # A in the cycle's precision (float32 copy or A itself)
+        self.AP_product = None   # symbolic A P and R (A P) of the Galerkin product, kept
+        self.RAP_product = None
+        self.A_pattern_nnz = -1
 
 
 class ReusedHierarchy:
@@ -210,9 +252,14 @@ class ReusedHierarchy:
             return
         for l in range(len(self.levels) - 1):
             lv, nxt = self.levels[l], self.levels[l + 1]
-            Ac = (lv.R @ (lv.A @ lv.P)).tocsr()
-            Ac.sort_indices()
-            nxt.A = _index32(Ac)
+            # Galerkin product R A P on patterns fixed since the build: numeric phases only
+            if lv.AP_product is None or lv.AP_product.C.shape[0] != lv.A.shape[0] \
+                    or lv.A_pattern_nnz != lv.A.nnz:
+                lv.AP_product = _Product(lv.A, lv.P)
+                lv.A_pattern_nnz = lv.A.nnz
+                lv.RAP_product = _Product(lv.R, lv.AP_product.C)
+            AP = lv.AP_product(lv.A, lv.P)
+            nxt.A = lv.RAP_product(lv.R, AP).copy()
             if l + 1 < len(self.levels) - 1:
                 self._smoother_data(nxt, power_steps)
         coarsest = self.levels[-1].A

@@ -1181,6 +1181,11 @@ def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None
                               stacklevel=2)
     elif key == "direct":
         key = direct
+    if key == "amg" and method.lower() == "auto":
+        # AMG for a design loop: the hierarchy reused across refills (same PCG iterations as
+        # a fresh pyamg setup on optimizer iterates, without the per-refill setup; measured in
+        # docs/performance.md, "Unstructured meshes"); "amg" by name keeps the old solver
+        key = "amg-reuse"
     if key == "amg-reuse" and "amg" in available:
         available = available + ["amg-reuse"]
     if key not in _CLASSES or key not in available:
