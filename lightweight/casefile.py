@@ -139,6 +139,15 @@ class _Reader:
                                      f"known: {', '.join(allowed)}")
         return dict(value)
 
+    def entry(self, value, where: str, allowed, what: str = "a table") -> dict:
+        """One table of an array of tables ([[...]]): a mapping with known keys only."""
+        if not isinstance(value, Mapping):
+            raise self.fail(where, f"must be {what}, got {value!r}")
+        unknown = sorted(set(value) - set(allowed))
+        if unknown:
+            raise self.fail(where, f"unknown key(s) {', '.join(map(repr, unknown))}; known: {', '.join(allowed)}")
+        return dict(value)
+
     def number(self, table: Mapping, key: str, where: str, required: bool = False, default=None):
         if key not in table:
             if required:
@@ -380,12 +389,7 @@ def _read_loads(reader: _Reader, doc, dim: int) -> dict:
         items = []
         for i, entry in enumerate(entries):
             where = f"loads.{case}[{i}]"
-            if not isinstance(entry, Mapping):
-                raise reader.fail(where, f"must be a table, got {entry!r}")
-            unknown = sorted(set(entry) - set(LOAD_KEYS))
-            if unknown:
-                raise reader.fail(where, f"unknown key(s) {', '.join(map(repr, unknown))}; "
-                                         f"known: {', '.join(LOAD_KEYS)}")
+            entry = reader.entry(entry, where, LOAD_KEYS)
             kind = entry.get("type")
             if kind not in LOAD_TYPES:
                 raise reader.fail(f"{where}.type", f"must be one of {', '.join(LOAD_TYPES)}, got {kind!r}")
@@ -551,12 +555,7 @@ def _read_displacement_limits(reader: _Reader, value, model: Model) -> list:
     out = []
     for i, entry in enumerate(entries):
         where = f"optimize.displacement_limits[{i}]"
-        if not isinstance(entry, Mapping):
-            raise reader.fail(where, f"must be a table {{set, component, limit}}, got {entry!r}")
-        unknown = sorted(set(entry) - set(DISPLACEMENT_LIMIT_KEYS))
-        if unknown:
-            raise reader.fail(where, f"unknown key(s) {', '.join(map(repr, unknown))}; known: "
-                                     f"{', '.join(DISPLACEMENT_LIMIT_KEYS)}")
+        entry = reader.entry(entry, where, DISPLACEMENT_LIMIT_KEYS, "a table {set, component, limit}")
         name = entry.get("set")
         if name not in model.mesh.node_sets:
             raise reader.fail(f"{where}.set", f"no node set {name!r} in the mesh; known: "
