@@ -345,7 +345,10 @@ class _Worker:
 
     def give(self, index: int, task) -> None:
         self.index, self.started = index, time.monotonic()
-        self.connection.send(task)
+        try:
+            self.connection.send(task)
+        except OSError:
+            pass          # the worker died already: the wait loop sees it and counts a death
 
     def stop(self, kill: bool = False) -> None:
         if not kill and self.process.is_alive():
