@@ -152,7 +152,7 @@ def _spgemm_numeric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_idx, c_va
                 a = a_val[p]
                 k = a_idx[p]
                 for r in range(b_ptr[k], b_ptr[k + 1]):
-                    c_val[pos[b_idx[r]]] += a * b_val[r]
+                    c_val[pos[b_idx[r]]] += a * b_val[r]     # pos >= 0: C holds |A||B|'s pattern
             for q in range(c_ptr[i], c_ptr[i + 1]):
                 pos[c_idx[q]] = -1
 
@@ -161,7 +161,11 @@ class _Product:
     """C = A B for a fixed pair of patterns: symbolic once (SciPy), numeric per call (Numba)."""
 
     def __init__(self, A: sp.csr_matrix, B: sp.csr_matrix):
-        C = (A @ B).tocsr()
+        # Symbolic product on all-ones values: SciPy drops entries whose sum is exactly zero,
+        # and a cancellation on this design need not be one on the next.
+        ones_A = sp.csr_matrix((np.ones(A.nnz), A.indices, A.indptr), shape=A.shape)
+        ones_B = sp.csr_matrix((np.ones(B.nnz), B.indices, B.indptr), shape=B.shape)
+        C = (ones_A @ ones_B).tocsr()
         C.sort_indices()
         self.C = _index32(C)
         self.n_chunks = max(1, min(64, A.shape[0] // 256))

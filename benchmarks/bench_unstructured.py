@@ -1,0 +1,112 @@
+"""Unstructured tet meshes: the reusing AMG ("amg-reuse") against pyamg rebuilt per refill ("amg").
+
+Same-run ratios, alternated in one process (the machine is shared): a sequence of SIMP
+stiffness fields like an optimizer's (a smooth density field whose pattern drifts, 1e-9..1
+contrast) on the bracket of ``tet_parts.py``; per field one refill of the solver (factorize)
+and one solve of the three load cases. The reusing solver must also agree with PARDISO/SuperLU
+to 1e-6 in compliance on every field.
+
+    python -m pytest benchmarks/bench_unstructured.py -m "not slow"     # 23k tets, ~1 min
+    python -m pytest benchmarks/bench_unstructured.py -m slow            # 422k tets, minutes
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lightweight.fem.solvers import AMGSolver, ReusedAMGSolver, available_solvers, make_solver
+from lightweight.fem.system import LinearElasticSystem
+
+THRESHOLDS = json.loads((Path(__file__).parent / "thresholds.json").read_text())
+
+pytestmark = pytest.mark.skipif("amg" not in available_solvers(), reason="no pyamg")
+
+
+def drifting_designs(system, n_fields: int):
+    """SIMP multipliers (n_fields, n_cells): a smooth density pattern drifting a little per field."""
+    centres = system.mesh.points[system.mesh.cells].mean(axis=1)
+    size = np.ptp(system.mesh.points, axis=0).max()
+    fields = []
+    for t in range(n_fields):
+        phase = 0.4 * t
+        rho = 0.5 + 0.5 * np.sin(9 * centres[:, 0] / size + phase) * np.cos(7 * centres[:, 1] / size)
+        rho = np.clip(rho + 0.1 * t / max(n_fields - 1, 1), 0.0, 1.0)
+        fields.append(1e-9 + (1 - 1e-9) * rho ** 3)
+    return fields
+
+
+def _system(size: float):
+    from tet_parts import part_model
+    return LinearElasticSystem(part_model(size))
+
+
+def _matrices(system, scales):
+    out = []
+    for scale in scales:
+        constrained, _ = system.dirichlet.apply(system.stiffness_data(scale))
+        out.append(system.pattern.matrix(constrained).copy())
+    return out
+
+
+def compare(size: float, n_fields: int, rounds: int = 2) -> dict:
+    """Seconds per refill+solve of both AMG solvers (min over rounds), PCG iterations, accuracy."""
+    system = _system(size)
+    F = system.load_vectors().T.copy()
+    F[system.fixed_dofs] = 0.0
+    matrices = _matrices(system, drifting_designs(system, n_fields))
+    points = system.mesh.points
+    times = {"amg": np.inf, "amg-reuse": np.inf}
+    iterations = {"amg": [], "amg-reuse": []}
+    worst = 0.0
+    direct = make_solver("direct")
+    for r in range(rounds):
+        solvers = {"amg": AMGSolver(points=points, rtol=1e-8),
+                   "amg-reuse": ReusedAMGSolver(points=points, rtol=1e-8)}
+        # the reusing solver's one-time build happens on the first field, outside the timing
+        # (once per mesh, like the pattern analysis of a direct solver)
+        solvers["amg-reuse"].factorize(matrices[0])
+        solvers["amg-reuse"].solve(F)
+        spent = {"amg": 0.0, "amg-reuse": 0.0}
+        for i, K in enumerate(matrices[1:]):
+            order = ("amg", "amg-reuse") if (i + r) % 2 == 0 else ("amg-reuse", "amg")
+            for name in order:
+                t0 = time.perf_counter()
+                solvers[name].factorize(K)
+                X = solvers[name].solve(F)
+                spent[name] += time.perf_counter() - t0
+                if r == 0:
+                    iterations[name].append(max(solvers[name].info["iterations"]))
+                if r == 0 and name == "amg-reuse":
+                    direct.factorize(K)
+                    c_ref = np.einsum("ij,ij->j", F, direct.solve(F))
+                    c = np.einsum("ij,ij->j", F, X)
+                    worst = max(worst, float(np.max(np.abs(c - c_ref) / c_ref)))
+        for name in times:
+            times[name] = min(times[name], spent[name] / (len(matrices) - 1))
+    return {"n_cells": system.n_cells, "n_dofs": system.n_dofs, "seconds": times,
+            "ratio": times["amg"] / times["amg-reuse"], "iterations": iterations,
+            "compliance_rel_error": worst}
+
+
+def test_reused_hierarchy_vs_rebuilt_small():
+    result = compare(size=5.0, n_fields=3)
+    print(json.dumps(result, indent=1))
+    assert result["compliance_rel_error"] <= 1e-6
+    # iterations of the reused hierarchy stay within a few of a fresh pyamg setup's
+    assert max(result["iterations"]["amg-reuse"]) <= max(result["iterations"]["amg"]) + 10
+    floor = THRESHOLDS["amg_reuse_vs_rebuilt:bracket_23k"]["min_ratio"]
+    assert result["ratio"] >= floor, result
+
+
+@pytest.mark.slow
+def test_reused_hierarchy_vs_rebuilt_400k():
+    result = compare(size=1.75, n_fields=3, rounds=1)
+    print(json.dumps(result, indent=1))
+    assert result["compliance_rel_error"] <= 1e-6
+    floor = THRESHOLDS["amg_reuse_vs_rebuilt:bracket_422k"]["min_ratio"]
+    assert result["ratio"] >= floor, result

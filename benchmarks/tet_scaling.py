@@ -1,0 +1,139 @@
+"""Design iterations on unstructured tet4 parts from 50k to 1M tets (the tet mode of scaling.py).
+
+Problem: the bracket of ``tet_parts.py`` (bolt bores clamped, three load cases on the load bore),
+``lw.minimize_compliance`` with volume fraction 0.3, a density filter of radius 1.5 tet edges, MMA,
+``solver`` "amg-reuse" (default) or "amg" (pyamg rebuilt on every refill). Each size runs in a
+fresh subprocess: the time per design iteration is the median of the iterations after the
+first (which builds the hierarchy), the memory is the growth of the peak RSS over a warmed-up
+baseline (JIT caches loaded) per tet, and a cProfile pass over the same run splits an
+iteration into assembly (refill + constraints), solver refresh, PCG, filter, element
+energies and MMA.
+
+    python benchmarks/tet_scaling.py                        # sizes 3.5 1.75 (63k, 422k tets)
+    python benchmarks/tet_scaling.py --sizes 3.5 2.2 1.75 1.3 --plot out/tet_scaling.png
+    python benchmarks/tet_scaling.py --sizes 1.75 --solver amg --iterations 3
+    python benchmarks/scaling.py --tets ...                 # the same, through scaling.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+# function name (file suffix, function) -> phase of the design iteration
+PHASES = {
+    "assembly": [("system.py", "stiffness_data"), ("assembly.py", "apply")],
+    "solver_setup": [("solvers.py", "factorize")],
+    "pcg": [("solvers.py", "solve")],
+    "filter": [("filters.py", "forward"), ("filters.py", "backward")],
+    "energies": [("kernels.py", "element_quadratic_forms")],
+    "mma": [("mma.py", "update")],
+}
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_one(size: float, solver: str, iterations: int, profile: bool) -> dict:
+    """One size in this process: seconds per iteration, solver iterations, memory, phases."""
+    import lightweight as lw
+    from tet_parts import part_mesh, part_model
+    warm = part_model(5.0)          # JIT caches and imports in the baseline, not in the growth
+    lw.minimize_compliance(warm, volume_fraction=0.3, filter="density", filter_radius=7.5,
+                           optimizer="mma", max_iterations=2, solver=solver, verbose=False)
+    del warm
+    rss0 = _rss_mb()
+    mesh = part_mesh(size)
+    model = part_model(size, mesh=mesh)
+    profiler = cProfile.Profile() if profile else None
+    t0 = time.perf_counter()
+    if profiler:
+        profiler.enable()
+    res = lw.minimize_compliance(model, volume_fraction=0.3, filter="density", filter_radius=1.5 * size,
+                                 optimizer="mma", max_iterations=iterations, tolerance=0.0,
+                                 solver=solver, verbose=False)
+    if profiler:
+        profiler.disable()
+    total = time.perf_counter() - t0
+    seconds = [rec["seconds"] for rec in res.history]
+    row = {"size": size, "solver": solver, "n_cells": int(mesh.n_cells), "n_dofs": int(3 * mesh.n_nodes),
+           "seconds_per_iteration": float(np.median(seconds[1:])) if len(seconds) > 1 else seconds[0],
+           "first_iteration": seconds[0], "seconds": seconds, "total": total,
+           "solver_iterations": [rec.get("solver_iterations") for rec in res.history],
+           "peak_rss_growth_mb": _rss_mb() - rss0,
+           "compliance": res.history[-1]["objective"]}
+    row["bytes_per_tet"] = row["peak_rss_growth_mb"] * 2**20 / mesh.n_cells
+    if profiler:
+        stats = pstats.Stats(profiler).stats
+        phases = {}
+        for phase, names in PHASES.items():
+            phases[phase] = sum(v[3] for (path, _, fn), v in stats.items()
+                                if any(path.endswith(f) and fn == name for f, name in names))
+        n = max(1, len(seconds))
+        row["phases_per_iteration"] = {k: v / n for k, v in phases.items()}
+    return row
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=float, nargs="+", default=[3.5, 1.75],
+                        help="tet edge lengths in mm (3.5: 63k tets, 1.75: 422k, 1.3: ~1M)")
+    parser.add_argument("--solver", default="amg-reuse")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="phase split (cProfile: ~5 % slower)")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--plot", default=None, help="PNG of seconds per iteration against tets")
+    parser.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(run_one(args.one, args.solver, args.iterations, args.profile)))
+        return 0
+    rows = []
+    for size in args.sizes:
+        cmd = [sys.executable, __file__, "--one", str(size), "--solver", args.solver,
+               "--iterations", str(args.iterations)] + (["--profile"] if args.profile else [])
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        row = json.loads(out.strip().splitlines()[-1])
+        rows.append(row)
+        print(f"{row['n_cells']:>9,d} tets {row['n_dofs']:>9,d} DOFs  {row['seconds_per_iteration']:6.2f} s/it "
+              f"(first {row['first_iteration']:.1f} s)  PCG its {row['solver_iterations']}  "
+              f"{row['bytes_per_tet']:.0f} B/tet  " +
+              " ".join(f"{k} {v:.2f}" for k, v in row.get("phases_per_iteration", {}).items()),
+              flush=True)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    if args.plot and rows:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        n = np.array([r["n_cells"] for r in rows], float)
+        t = np.array([r["seconds_per_iteration"] for r in rows])
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        ax.loglog(n, t, "o-", label=f"{args.solver}, 3 load cases")
+        ax.loglog(n, t[0] * n / n[0], "k:", label="linear in tets")
+        ax.set_xlabel("tets")
+        ax.set_ylabel("seconds per design iteration")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=120)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
