@@ -48,7 +48,7 @@ CHEBYSHEV_DEGREE = 2
 # fastest installed sparse direct solver.
 DENSE_COARSE_MAX = 1500
 # Lanczos steps per refresh for lambda_max(D^-1 A); the first build (no start vector) does more.
-POWER_STEPS_REFRESH = 8
+POWER_STEPS_REFRESH = 5
 POWER_STEPS_BUILD = 20
 
 

@@ -800,7 +800,8 @@ class AMGSolver(LinearSolver):
         """Raise if a rigid-body mode is (numerically) a null vector of K: an unsupported motion."""
         if self._modes is None:
             return
-        KR = K @ self._modes
+        from .amg import spmm
+        KR = spmm(K, self._modes)      # parallel Numba block product (SciPy's is serial)
         scale = np.abs(K.diagonal()).max() * self._mode_norms
         ratio = np.linalg.norm(KR, axis=0) / np.where(scale > 0, scale, 1.0)
         free = np.flatnonzero(ratio < 1e-10)
@@ -894,7 +895,9 @@ class ReusedAMGSolver(AMGSolver):
     bounds and the coarsest factor. All right-hand sides run through one block PCG whose
     matrix and V-cycle products are Numba kernels over (n, k) blocks.
 
-    Parameters as :class:`AMGSolver` (``points``, ``dim``, ``rtol``, ``maxiter``) plus
+    Parameters as :class:`AMGSolver` (``points``, ``dim``, ``maxiter``; ``rtol`` defaults to 1e-6,
+    the geometric multigrid's: on optimizer iterates of a 63k-tet bracket it gave the same
+    compliances as PARDISO to 3e-13, like 1e-8, in 5 - 20 % fewer iterations) plus
     ``single`` (V-cycle in float32), ``degree`` (Chebyshev degree), ``max_coarse`` and
     ``rebuild_factor``: a solve needing more than ``rebuild_factor`` times the iterations of
     the freshly built hierarchy (plus 10) rebuilds the aggregates on the current matrix and
@@ -904,7 +907,7 @@ class ReusedAMGSolver(AMGSolver):
 
     name = "amg-reuse"
 
-    def __init__(self, points: np.ndarray | None = None, dim: int | None = None, rtol: float = 1e-8,
+    def __init__(self, points: np.ndarray | None = None, dim: int | None = None, rtol: float = 1e-6,
                  maxiter: int = 500, single: bool = False, degree: int = 2, max_coarse: int = 500,
                  max_levels: int = 2, rebuild_factor: float = 3.0, zero_fixed_modes: bool = True,
                  **amg_options):
