@@ -102,7 +102,8 @@ def run(n: int = 100, volume_fraction: float = 0.4, limit_factor: float = 0.6, m
     light = lw.minimize_mass(model, max_stress=limit, filter_radius=radius, move=0.05, initial=0.5,
                              projection=projection, stress_options={"q": Q},
                              max_iterations=max_iterations, **COMMON)
-    figures = {"limit": limit, "stiff_peak": limit / limit_factor, "stiff_volume": stiff.volume_fraction, "light_volume": light.volume_fraction,
+    figures = {"limit": limit, "stiff_peak": limit / limit_factor,
+               "stiff_volume": stiff.volume_fraction, "light_volume": light.volume_fraction,
                "light_peak": solid_peak_stress(light), "stiff_corner": corner_density(stiff),
                "light_corner": corner_density(light), "iterations": light.iterations}
     return stiff, light, figures
