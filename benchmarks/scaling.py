@@ -25,6 +25,8 @@ iteration is the mean of the iterations after the second, of the untraced pass.
     python benchmarks/scaling.py --iterations              # 32x16x16 .. 128x64x64
     python benchmarks/scaling.py --iterations --large      # adds 160x80x80 (1.02M hexes)
     python benchmarks/scaling.py --iterations --petsc      # 64x32x32, 128x64x64, radius 0.08
+    python benchmarks/scaling.py --tets --sizes 3.5 1.75 1.3   # unstructured tet4 parts, 63k..1M
+                                                           # tets (benchmarks/tet_scaling.py)
 
 The scaling series keeps the filter radius fixed in cells (2.56, PETSc's radius at 64x32x32):
 with a radius fixed in length units the stencil grows like n and so does the filter's cost
@@ -285,6 +287,11 @@ def _plot(cells, series: dict, path: str, title: str) -> None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--tets" in argv:
+        # the unstructured mode: design iterations on Gmsh tet4 parts (benchmarks/tet_scaling.py)
+        import tet_scaling
+        return tet_scaling.main([a for a in argv if a != "--tets"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true",
                         help="add 128x64x64 (solver core) or 160x80x80 (--iterations)")
