@@ -7,6 +7,8 @@ impossible volume fraction fails in milliseconds, not after the first FE solve.
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -153,15 +155,6 @@ def _names(names) -> Sequence[str]:
     return [names] if isinstance(names, str) else list(names)
 
 
-def _run(problem, parts, initial, callback, resume):
-    pipeline, analysis, settings, schedule, parameters = parts
-    loop = SimpLoop(problem, pipeline, analysis, settings, schedule, initial, callback=callback,
-                    parameters=parameters)
-    if resume is not None:
-        loop.load_checkpoint(str(resume))
-    return loop.run()
-
-
 def _displacement_constraints(model, displacement_limits) -> list:
     constraints = []
     for lim in displacement_limits or ():
@@ -277,8 +270,11 @@ def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: f
               tolerance: float = 0.01, objective_tolerance: float = 1e-3, move: float = 0.1,
               continuation_interval: int = 25, callback=None, checkpoint=None,
               checkpoint_every: int = 10, solver: str = "auto", verbose: bool = True,
-              settle_iterations: int = 10) -> SimpLoop:
-    """The SimpLoop that :func:`optimize_problem` runs (for stepping it by hand: benchmarks, notebooks)."""
+              settle_iterations: int = 10, record: dict | None = None) -> SimpLoop:
+    """The SimpLoop that :func:`optimize_problem` runs (for stepping it by hand: benchmarks, notebooks).
+
+    record: more parameters to record in the result's provenance (a preset's own arguments).
+    """
     if not isinstance(problem, Problem):
         raise OptimizationError(f"optimize_problem() takes a lw.Problem, got {type(problem).__name__}")
     if problem.model is not model:
@@ -292,7 +288,8 @@ def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: f
                    objective_tolerance=objective_tolerance, move=move,
                    continuation_interval=continuation_interval, verbose=verbose,
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, solver=solver,
-                   problem=problem.name, extra_parameters={"problem_definition": problem.describe()},
+                   problem=problem.name,
+                   extra_parameters={**(record or {}), "problem_definition": problem.describe()},
                    manufacturing=manufacturing, settle_iterations=settle_iterations)
     pipeline, analysis, settings, schedule, parameters = parts
     problem = _with_manufacturing_constraints(problem, manufacturing)
@@ -309,10 +306,7 @@ def optimize_problem(model, problem: Problem, *, resume=None, **options):
     (default "mma"), penalty, non_design, manufacturing, max_iterations, ...); resume: a
     checkpoint path. Returns an OptimizationResult.
     """
-    loop = make_loop(model, problem, **options)
-    if resume is not None:
-        loop.load_checkpoint(str(resume))
-    return loop.run()
+    return _run(model, problem, options, {}, resume)
 
 
 def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: float | None = None,
@@ -327,13 +321,15 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                         objective_tolerance: float = 1e-3, move: float = 0.2,
                         continuation_interval: int = 25, initial: float | None = None,
                         callback=None, checkpoint=None, checkpoint_every: int = 10, resume=None,
-                        solver: str = "auto", verbose: bool = True):
+                        solver: str = "auto", verbose: bool = True, settle_iterations: int = 10):
     """Stiffest layout for a volume fraction: min Σ w_k c_k s.t. V(ρ̄) <= volume_fraction.
 
     filter_radius is in the mesh's length units (top88's rmin for unit elements). penalty: a
     number or (start, end) for continuation. projection: None, "heaviside" or a dict
     {beta, beta_max, eta}. optimizer: "oc" (top88), "mma" or "auto". non_design / void: set
     names kept solid / empty. symmetry: "x" | ("x", position) | list; extrusion: "z".
+    settle_iterations: a projected run at its final β stops once the objective has moved less
+    than objective_tolerance in each of this many iterations (constraints holding).
     max_stress / min_safety_factor: a stress limit per load case (number or {case: value};
     see :func:`stress_limits`), bounded by the aggregated relaxed von Mises stress
     (:class:`~lightweight.optimize.responses.stress.Stress`, options in ``stress_options``).
@@ -342,6 +338,7 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
     ``frequency_options``, e.g. {"n_modes": 3, "mass_law": "pedersen"}).
     Returns an :class:`~lightweight.optimize.result.OptimizationResult`.
     """
+    options = _loop_options(locals())
     max_stresses = stress_limits(model, max_stress, min_safety_factor)
     extra_constraints = _stress_constraints(model, max_stresses, stress_options)
     extra_constraints += _frequency_constraints(model, min_frequency, frequency_options)
@@ -354,23 +351,26 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                                 "constraint without self-weight or displacement limits; use optimizer='mma'")
     if not (0 < volume_fraction <= 1):
         raise OptimizationError(f"volume_fraction must be in (0, 1], got {volume_fraction}")
-    parts = _build(model, filter_radius=filter_radius, filter=filter, projection=projection,
-                   optimizer=optimizer, penalty=penalty, interpolation=interpolation,
-                   min_stiffness=min_stiffness, non_design=non_design, void=void, symmetry=symmetry,
-                   extrusion=extrusion, max_iterations=max_iterations, tolerance=tolerance,
-                   objective_tolerance=objective_tolerance, move=move,
-                   continuation_interval=continuation_interval, verbose=verbose,
-                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, solver=solver,
-                   problem="min_compliance", manufacturing=manufacturing,
-                   extra_parameters={"volume_fraction": volume_fraction,
-                                     "case_weights": case_weights,
-                                     "displacement_limits": [vars(d) for d in displacement_limits],
-                                     **_stress_parameters(max_stresses, stress_options),
-                                     **_frequency_parameters(min_frequency, frequency_options)})
     problem = compliance_problem(model, volume_fraction, case_weights, displacement_limits, extra_constraints)
-    start = volume_fraction if initial is None else initial
-    problem = _with_manufacturing_constraints(problem, manufacturing)
-    return _run(problem, parts, start, callback, resume)
+    options.update(optimizer=optimizer, initial=volume_fraction if initial is None else initial)
+    record = {"volume_fraction": volume_fraction, "case_weights": case_weights,
+              "displacement_limits": [vars(d) for d in displacement_limits],
+              **_stress_parameters(max_stresses, stress_options),
+              **_frequency_parameters(min_frequency, frequency_options)}
+    return _run(model, problem, options, record, resume)
+
+
+def _loop_options(arguments: dict) -> dict:
+    """A preset's arguments that are options of :func:`make_loop` (filter, penalty, iterations, ...)."""
+    accepted = inspect.signature(make_loop).parameters
+    return {k: v for k, v in arguments.items() if k in accepted and k not in ("model", "problem", "record")}
+
+
+def _run(model, problem: Problem, options: dict, record: dict, resume):
+    loop = make_loop(model, problem, record=record, **options)
+    if resume is not None:
+        loop.load_checkpoint(str(resume))
+    return loop.run()
 
 
 def _stress_parameters(max_stresses, stress_options) -> dict:
@@ -425,7 +425,7 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
                   tolerance: float = 0.01, objective_tolerance: float = 1e-3, move: float = 0.1,
                   continuation_interval: int = 25, initial: float = 0.5, callback=None,
                   checkpoint=None, checkpoint_every: int = 10, resume=None, solver: str = "auto",
-                  verbose: bool = True):
+                  verbose: bool = True, settle_iterations: int = 10):
     """Lightest layout that is stiff enough: min V(ρ̄) s.t. c_k <= limit_k for every load case.
 
     max_compliance: a number (every case) or {case: limit}, in the model's units (force x length);
@@ -437,6 +437,7 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
     Solved with MMA.
     """
     from ..fem.static import solve
+    options = _loop_options(locals())
     if max_compliance is not None and max_compliance_factor is not None:
         raise OptimizationError("give max_compliance or max_compliance_factor, not both")
     max_stresses = stress_limits(model, max_stress, min_safety_factor)
@@ -458,26 +459,16 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
         limits = {str(k): float(v) for k, v in max_compliance.items()}
     else:
         limits = {c: float(max_compliance) for c in cases}
-    optimizer = "mma" if optimizer == "auto" else optimizer
     if optimizer == "oc":
         raise OptimizationError("optimizer='oc' handles only compliance minimization under a volume "
                                 "constraint; minimize_mass needs optimizer='mma'")
     problem = mass_problem(model, limits, displacement_limits, extra_constraints)
-    parts = _build(model, filter_radius=filter_radius, filter=filter, projection=projection,
-                   optimizer=optimizer, penalty=penalty,
-                   interpolation=interpolation, min_stiffness=min_stiffness, non_design=non_design,
-                   void=void, symmetry=symmetry, extrusion=extrusion, max_iterations=max_iterations,
-                   tolerance=tolerance, objective_tolerance=objective_tolerance, move=move,
-                   continuation_interval=continuation_interval, verbose=verbose,
-                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, solver=solver,
-                   problem="min_mass", manufacturing=manufacturing,
-                   extra_parameters={"compliance_limits": limits,
-                                     "max_compliance_factor": max_compliance_factor,
-                                     "displacement_limits": [vars(d) for d in displacement_limits],
-                                     **_stress_parameters(max_stresses, stress_options),
-                                     **_frequency_parameters(min_frequency, frequency_options)})
-    problem = _with_manufacturing_constraints(problem, manufacturing)
-    return _run(problem, parts, initial, callback, resume)
+    options.update(optimizer="mma" if optimizer == "auto" else optimizer)
+    record = {"compliance_limits": limits, "max_compliance_factor": max_compliance_factor,
+              "displacement_limits": [vars(d) for d in displacement_limits],
+              **_stress_parameters(max_stresses, stress_options),
+              **_frequency_parameters(min_frequency, frequency_options)}
+    return _run(model, problem, options, record, resume)
 
 
 def frequency_problem(model, volume_fraction: float, n_modes: int = 3, frequency_options=None) -> Problem:
@@ -517,9 +508,6 @@ def maximize_frequency(model, volume_fraction: float = 0.5, n_modes: int = 3, fr
     """
     problem = frequency_problem(model, volume_fraction, n_modes, frequency_options)
     options.setdefault("initial", volume_fraction)
-    loop = make_loop(model, problem, **options)
-    loop.parameters.update({"volume_fraction": volume_fraction, "n_modes": n_modes,
-                            "frequency_options": dict(frequency_options or {})})
-    if resume is not None:
-        loop.load_checkpoint(str(resume))
-    return loop.run()
+    record = {"volume_fraction": volume_fraction, "n_modes": n_modes,
+              "frequency_options": dict(frequency_options or {})}
+    return _run(model, problem, options, record, resume)
