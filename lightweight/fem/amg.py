@@ -222,8 +222,11 @@ class ReusedHierarchy:
         self.coarse_factor = None
 
     # ------------------------------------------------------------------ setup
-    def build(self, A: sp.csr_matrix, modes: np.ndarray | None) -> None:
-        """Aggregation and prolongators of A with near-null space ``modes`` (pyamg), then refresh."""
+    def build(self, A: sp.csr_matrix, modes: np.ndarray | None,
+              operator: sp.csr_matrix | None = None) -> None:
+        """Aggregation and prolongators of A with near-null space ``modes`` (pyamg), then the
+        first refresh with ``operator`` (default A; e.g. A with its explicit zeros kept, the
+        pattern every later refill has)."""
         import pyamg
         options = {"max_coarse": self.max_coarse, "max_levels": self.max_levels}
         options.update(self.pyamg_options)
@@ -239,7 +242,8 @@ class ReusedHierarchy:
                 P, R = _index32(P), _index32(R)
             self.levels.append(_Level(None, P, R))
         del ml
-        self.refresh(A, galerkin=True, power_steps=POWER_STEPS_BUILD)
+        self.refresh(A if operator is None else operator, galerkin=True,
+                     power_steps=POWER_STEPS_BUILD)
 
     @property
     def operator_complexity(self) -> float:

@@ -940,9 +940,7 @@ class ReusedAMGSolver(AMGSolver):
         hierarchy = ReusedHierarchy(max_coarse=self.max_coarse, max_levels=self.max_levels,
                                     single=self.single,
                                     degree=self.degree, **self.amg_options)
-        hierarchy.build(A, B)
-        if A.nnz != K.nnz:
-            hierarchy.refresh(K)         # the cycle works on K's own arrays from here on
+        hierarchy.build(A, B, operator=K)      # the cycle works on K's own pattern from here on
         self._hierarchy = hierarchy
         self._fresh_iterations = None
         self.hierarchies_built += 1
