@@ -8,6 +8,7 @@ to 1e-6 in compliance on every field.
 
     python -m pytest benchmarks/bench_unstructured.py -m "not slow"     # 23k tets, ~1 min
     python -m pytest benchmarks/bench_unstructured.py -m slow            # 422k tets, minutes
+    python benchmarks/bench_unstructured.py --one-off 1.75   # single solves, build included
 """
 
 from __future__ import annotations
@@ -110,3 +111,32 @@ def test_reused_hierarchy_vs_rebuilt_400k():
     assert result["compliance_rel_error"] <= 1e-6
     floor = THRESHOLDS["amg_reuse_vs_rebuilt:bracket_422k"]["min_ratio"]
     assert result["ratio"] >= floor, result
+
+
+def one_off(size: float, rounds: int = 2) -> None:
+    """Print build/setup + solve seconds of single solves (an evaluation), both AMG solvers."""
+    system = _system(size)
+    F = system.load_vectors().T.copy()
+    F[system.fixed_dofs] = 0.0
+    K = _matrices(system, drifting_designs(system, 1))[0]
+    ReusedAMGSolver(points=system.mesh.points).factorize(K)          # JIT compilation
+    for r in range(rounds):
+        pair = (("amg", AMGSolver), ("amg-reuse", ReusedAMGSolver))
+        for name, cls in (pair if r % 2 == 0 else pair[::-1]):
+            solver = cls(points=system.mesh.points, rtol=1e-6)
+            t0 = time.perf_counter()
+            solver.factorize(K)
+            t1 = time.perf_counter()
+            solver.solve(F)
+            t2 = time.perf_counter()
+            print(f"{name:9s} setup {t1 - t0:5.1f} s  solve {t2 - t1:5.1f} s  total {t2 - t0:5.1f} s  "
+                  f"PCG iterations {solver.info['iterations']}", flush=True)
+
+
+if __name__ == "__main__":
+    import argparse
+    import sys
+    sys.path.insert(0, str(Path(__file__).parent))
+    parser = argparse.ArgumentParser(description="single AMG solves on the tet bracket")
+    parser.add_argument("--one-off", type=float, default=1.75, help="tet edge length (mm)")
+    one_off(parser.parse_args().one_off)
