@@ -160,6 +160,10 @@ class MMA:
     a0, a: coefficients of the artificial variable z (1 and zeros give the standard MMA).
     objective_scale: factor on f0 and its gradient inside MMA; None = 1/|f0| of the first update.
     subproblem_tolerance: final barrier parameter eps of the interior-point subproblem solver.
+    initial_asymptotes: "bounds" (Svanberg's, the default): the first two iterations' asymptotes
+        lie s0 (xmax - xmin) from x; "move": s0 times the move-limited box
+        [max(xmin, x - move (xmax - xmin)), min(xmax, x + move (xmax - xmin))] (TopOpt_in_PETSc's
+        choice, which hands MMA that box as its bounds): a more careful first step.
     """
 
     def __init__(self, n_variables: int, n_constraints: int, lower_bound, upper_bound,
@@ -167,8 +171,13 @@ class MMA:
                  asymptote_decrease: float = 0.7, asymptote_increase: float = 1.2,
                  asymptote_margin: float = 0.1, constraint_penalty=1000.0,
                  constraint_penalty_quadratic=1.0, a0: float = 1.0, a=0.0,
-                 objective_scale: float | None = None, subproblem_tolerance: float = 1e-9):
+                 objective_scale: float | None = None, subproblem_tolerance: float = 1e-9,
+                 initial_asymptotes: str = "bounds"):
         n, m = int(n_variables), int(n_constraints)
+        if initial_asymptotes not in ("bounds", "move"):
+            raise OptimizationError(f"MMA initial_asymptotes must be 'bounds' or 'move', got "
+                                    f"{initial_asymptotes!r}")
+        self.initial_asymptotes = initial_asymptotes
         if n < 1 or m < 0:
             raise OptimizationError(
                 f"MMA needs n_variables >= 1 and n_constraints >= 0, got {n_variables} and "
@@ -277,8 +286,13 @@ class MMA:
         # the fly. f0 itself only shifts the subproblem's objective.
         k = self.iteration + 1
         low, upp = np.empty(n), np.empty(n)
-        _moving_asymptotes(x, self.xold1, self.xold2, self.low, self.upp, self.lower_bound,
-                           self.upper_bound, k > 2, self.asymptote_init, self.asymptote_decrease,
+        span_low, span_upp = self.lower_bound, self.upper_bound
+        if k <= 2 and self.initial_asymptotes == "move":
+            reach = self.move_limit * (self.upper_bound - self.lower_bound)
+            span_low = np.maximum(self.lower_bound, x - reach)
+            span_upp = np.minimum(self.upper_bound, x + reach)
+        _moving_asymptotes(x, self.xold1, self.xold2, self.low, self.upp, span_low,
+                           span_upp, k > 2, self.asymptote_init, self.asymptote_decrease,
                            self.asymptote_increase, low, upp)
         alpha, beta, p0, q0 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
         P, Q = np.empty((m, n)), np.empty((m, n))
@@ -347,6 +361,7 @@ class MMA:
             "auto_scale": self.auto_scale,
             "objective_scale": self.objective_scale,
             "subproblem_tolerance": self.subproblem_tolerance,
+            "move_box_asymptotes": self.initial_asymptotes == "move",   # plain types only
             "iteration": self.iteration,
             "xold1": self.xold1.copy(),
             "xold2": self.xold2.copy(),
@@ -367,7 +382,8 @@ class MMA:
                       constraint_penalty=state["constraint_penalty"],
                       constraint_penalty_quadratic=state["constraint_penalty_quadratic"],
                       a0=state["a0"], a=state["a"],
-                      subproblem_tolerance=state["subproblem_tolerance"])
+                      subproblem_tolerance=state["subproblem_tolerance"],
+                      initial_asymptotes="move" if state.get("move_box_asymptotes") else "bounds")
         except KeyError as err:
             raise OptimizationError(f"MMA state lacks the entry {err}; it was not written by "
                                     "MMA.state()") from None
@@ -398,6 +414,7 @@ class MMA:
             setattr(self, name, float(state[name]))
         for name in ("constraint_penalty", "constraint_penalty_quadratic", "a"):
             setattr(self, name, _vector(state[name], m, f"state {name}").copy())
+        self.initial_asymptotes = "move" if state.get("move_box_asymptotes") else "bounds"
         self.auto_scale = bool(state["auto_scale"])
         self.iteration = int(state["iteration"])
         for name in ("xold1", "xold2", "low", "upp"):
