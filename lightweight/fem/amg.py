@@ -197,6 +197,7 @@ class _Level:
         self.lam = None
         self.eigvec = None
         self.A_cycle = None      # A in the cycle's precision (float32 copy or A itself)
+        self.block_inverse = None   # block-Jacobi D^-1 (CSR) on coarse levels, else dinv
         self.AP_product = None   # symbolic A P and R (A P) of the Galerkin product, kept
         self.RAP_product = None
         self.A_pattern_nnz = -1
@@ -220,6 +221,7 @@ class ReusedHierarchy:
         self.pyamg_options = pyamg_options
         self.levels: list[_Level] = []
         self.coarse_factor = None
+        self.coarse_block = 1           # set by build: near-null-space columns per aggregate
 
     # ------------------------------------------------------------------ setup
     def build(self, A: sp.csr_matrix, modes: np.ndarray | None,
@@ -231,6 +233,7 @@ class ReusedHierarchy:
         options = {"max_coarse": self.max_coarse, "max_levels": self.max_levels}
         options.update(self.pyamg_options)
         ml = pyamg.smoothed_aggregation_solver(A, B=modes, **options)
+        self.coarse_block = 1 if modes is None else int(np.shape(modes)[1])
         self.levels = []
         for lev in ml.levels:
             P, R = getattr(lev, "P", None), None
@@ -269,7 +272,7 @@ class ReusedHierarchy:
             AP = lv.AP_product(lv.A, lv.P)
             nxt.A = lv.RAP_product(lv.R, AP).copy()
             if l + 1 < len(self.levels) - 1:
-                self._smoother_data(nxt, power_steps)
+                self._smoother_data(nxt, power_steps, block=self.coarse_block)
         coarsest = self.levels[-1].A
         if coarsest.shape[0] > DENSE_COARSE_MAX:
             # a sparse direct solver, its symbolic phase kept (the Galerkin pattern is fixed)
@@ -286,12 +289,30 @@ class ReusedHierarchy:
             # a singular coarsest operator (a part with too few supports at that resolution)
             self.coarse_factor = ("pinv", np.linalg.pinv(coarse, hermitian=True))
 
-    def _smoother_data(self, lv: _Level, power_steps: int) -> None:
+    def _smoother_data(self, lv: _Level, power_steps: int, block: int = 1) -> None:
         A = lv.A
+        lv.A_cycle = _index32(A.astype(np.float32)) if self.single else A
+        lv.block_inverse = None
+        if block > 1 and A.shape[0] % block == 0:
+            blocks = _diagonal_blocks(A, block)
+            try:
+                L = np.linalg.cholesky(blocks)
+            except np.linalg.LinAlgError:
+                L = None
+            if L is not None:
+                # block Jacobi: on coarse levels each aggregate's rigid-mode coefficients (three
+                # translations, three rotations of different scale) are coupled; pointwise
+                # Jacobi smooths them poorly (PCG 41-49 iterations with a third level, docs)
+                inv_L = np.linalg.inv(L)
+                D_inv = np.einsum("bki,bkj->bij", inv_L, inv_L)        # (L L^T)^-1
+                lv.block_inverse = _block_diagonal(D_inv.astype(np.float32) if self.single else D_inv)
+                S = _block_diagonal(np.ascontiguousarray(np.transpose(inv_L, (0, 2, 1))))   # L^-T
+                lv.dinv = np.ones(A.shape[0], dtype=np.float32 if self.single else np.float64)
+                lv.lam, lv.eigvec = _lanczos_max(A, S, lv.eigvec, power_steps)
+                return
         diag = A.diagonal()
         dinv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
         lv.dinv = dinv.astype(np.float32) if self.single else dinv
-        lv.A_cycle = _index32(A.astype(np.float32)) if self.single else A
         # lambda_max(D^-1 A): Lanczos on the symmetric D^-1/2 A D^-1/2, warm-started from the
         # last estimate's Ritz vector. Power steps underestimate it badly after a few steps
         # (2.35 against 2.60 after 12 on a solid bracket), and a Chebyshev interval below the
@@ -337,7 +358,10 @@ class ReusedHierarchy:
         theta, delta = 0.5 * (hi + lo), 0.5 * (hi - lo)
         sigma = theta / delta
         rho = 1.0 / sigma
-        _cheb_step(lv.dinv, Rr, D, X, 0.0, 1.0 / theta)
+        def preconditioned(R):
+            return R if lv.block_inverse is None else spmm(lv.block_inverse, R).astype(R.dtype, copy=False)
+
+        _cheb_step(lv.dinv, preconditioned(Rr), D, X, 0.0, 1.0 / theta)
         for step in range(1, self.degree + 1):
             if step == self.degree and not last_residual:
                 break
@@ -345,12 +369,40 @@ class ReusedHierarchy:
             if step == self.degree:
                 break
             rho_new = 1.0 / (2.0 * sigma - rho)
-            _cheb_step(lv.dinv, Rr, D, X, rho_new * rho, 2.0 * rho_new / delta)
+            _cheb_step(lv.dinv, preconditioned(Rr), D, X, rho_new * rho, 2.0 * rho_new / delta)
             rho = rho_new
 
 
-def _lanczos_max(A: sp.csr_matrix, s: np.ndarray, start: np.ndarray | None, steps: int):
-    """(largest Ritz value, its Ritz vector) of S A S, S = diag(s), after ``steps`` Lanczos steps."""
+def _diagonal_blocks(A: sp.csr_matrix, b: int) -> np.ndarray:
+    """The (n / b, b, b) diagonal blocks of A."""
+    nb = A.shape[0] // b
+    rows = np.repeat(np.arange(A.shape[0]), np.diff(A.indptr))
+    cols = A.indices
+    inside = rows // b == cols // b
+    blocks = np.zeros((nb, b, b))
+    blocks[rows[inside] // b, rows[inside] % b, cols[inside] % b] = A.data[inside]
+    return blocks
+
+
+def _block_diagonal(blocks: np.ndarray) -> sp.csr_matrix:
+    """CSR matrix of the block-diagonal matrix with ``blocks`` (nb, b, b)."""
+    nb, b, _ = blocks.shape
+    M = sp.bsr_matrix((blocks, np.arange(nb), np.arange(nb + 1)), shape=(nb * b, nb * b)).tocsr()
+    M.sort_indices()
+    return _index32(M)
+
+
+def _lanczos_max(A: sp.csr_matrix, s, start: np.ndarray | None, steps: int):
+    """(largest Ritz value, its Ritz vector) of S^T A S after ``steps`` Lanczos steps; S = diag(s)
+    for a vector s, or a sparse matrix (block Jacobi: S = L^-T of the diagonal blocks' L L^T)."""
+    if sp.issparse(s):
+        S, ST = s, s.T.tocsr()
+
+        def operator(v):
+            return spmm(ST, spmm(A, spmm(S, v[:, None])))[:, 0]
+    else:
+        def operator(v):
+            return s * spmm(A, (s * v)[:, None])[:, 0]
     n = A.shape[0]
     if start is None or start.shape[0] != n:
         start = np.random.default_rng(7).standard_normal(n)
@@ -364,7 +416,7 @@ def _lanczos_max(A: sp.csr_matrix, s: np.ndarray, start: np.ndarray | None, step
     m = 0
     for j in range(steps):
         V[j] = v
-        w = s * spmm(A, (s * v)[:, None])[:, 0] - b * v_old
+        w = operator(v) - b * v_old
         alpha[j] = a = float(v @ w)
         w -= a * v
         w -= V[:j + 1].T @ (V[:j + 1] @ w)          # full reorthogonalization (few steps)
