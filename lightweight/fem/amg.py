@@ -2,8 +2,9 @@
 
 Approach. In a SIMP loop K changes its values hundreds of times on one mesh, but pyamg's
 smoothed-aggregation setup (strength of connection, aggregation, fitting the rigid-body modes,
-smoothing the prolongator, Galerkin products) is rebuilt from scratch every time: 13 - 19 s at
-240k DOFs on this machine, more than the whole iteration budget. What the design changes is
+smoothing the prolongator, Galerkin products) is rebuilt from scratch every time: 3.5 - 16 s at
+240k DOFs on this shared machine (quiet / busy), and its Gauss-Seidel V-cycle runs once per load
+case (34-41 PCG iterations, 20 s for three). What the design changes is
 only the matrix values, so :class:`ReusedHierarchy` splits the work like a direct solver's
 symbolic/numeric phases:
 
@@ -11,24 +12,29 @@ symbolic/numeric phases:
   uniform start design, i.e. a scaled solid), rigid-body modes as near-null space. We keep its
   prolongators P_l and restrictions R_l = P_l^T and drop the rest (a library does the
   aggregation; we do not rewrite what pyamg does well).
-- per design iteration (``refresh``): the Galerkin products A_{l+1} = R_l A_l P_l, the
-  Jacobi diagonals, each level's spectral bound (three power steps warm-started from the last
-  eigenvector estimate) and the coarsest level's dense Cholesky factor. SIMP's contrast changes
-  the strength of connection, so aggregates built on the solid are not those pyamg would pick
-  on a later iterate; the measured PCG iteration counts on real optimizer iterates
-  (docs/performance.md, "Unstructured meshes") say they stay good enough. Because the Galerkin
-  product of the finest level is the one expensive part (a sparse triple product), a refresh
-  can also keep the coarse operators of the previous design and refresh only the finest level's
-  smoother (``galerkin=False``): the V-cycle stays a symmetric positive definite
-  preconditioner for any SPD coarse operator, only a less accurate one, which PCG notices as
-  more iterations; :class:`~lightweight.fem.solvers.ReusedAMGSolver` makes that choice by
-  iteration count.
+- per design iteration (``refresh``): the Galerkin products A_{l+1} = R_l A_l P_l (a Numba
+  numeric SpGEMM on patterns computed once), the Jacobi diagonals, each level's spectral bound
+  (a few Lanczos steps warm-started from the last Ritz vector) and the coarsest level's factor.
+  SIMP's contrast changes the strength of connection, so aggregates built on the solid are not
+  those pyamg would pick on a later iterate; measured on real optimizer iterates (63k-tet
+  bracket, iterations 1-12) the reused hierarchy needs as many PCG iterations as a fresh pyamg
+  setup, so rebuilding is left as a safety net (:class:`~lightweight.fem.solvers.ReusedAMGSolver`
+  rebuilds when a solve needs 3x the first count plus 10). Keeping the coarse operators of an earlier
+  design and refreshing only the fine smoother (``galerkin=False``) was measured too: 110-500
+  iterations against 31-50, so the Galerkin product is refreshed every time.
+- two levels by default: the coarse level (about n/10 DOFs, 6 per aggregate) is factorized by
+  the fastest installed sparse direct solver (symbolic phase kept). pyamg's third level (120
+  DOFs at 40k fine DOFs) took PCG from 15-17 to 40-46 iterations on an iterate; with the
+  block-Jacobi smoother coarse levels get here (each aggregate's six rigid-mode coefficients
+  coupled) still 33-38. The coarse factor is the part that grows fastest (422k tets: 23M
+  nonzeros, 0.45 s per refresh, 33 ms per solve of 3 right-hand sides).
 - the V-cycle uses Chebyshev smoothing of D^-1 A (degree 2 before and after, interval
   [lambda_max / 30, 1.1 lambda_max], the choice of Adams et al. 2003 and pyamg for
-  elasticity): unlike Gauss-Seidel it needs only matrix products, which we do for all load
-  cases at once with a Numba CSR kernel over (n, k) blocks, parallel over rows. Optionally the
-  whole cycle runs in float32 (``single=True``): half the memory traffic of the products; the
-  outer PCG stays float64, so the final accuracy is unchanged.
+  elasticity; degrees 1 / 3 took 22-24 / 13-14 iterations against 15-17 and were not faster):
+  unlike Gauss-Seidel it needs only matrix products, which we do for all load cases at once
+  with a Numba CSR kernel over (n, k) blocks, parallel over rows. Optionally the cycle runs in
+  float32 (``single=True``); the outer PCG stays float64, so the final accuracy is unchanged.
+  It was not faster here (the products' gathers, not their bytes, set the pace).
 
 Arrays: vectors are (n, k) blocks, k = number of right-hand sides, C order.
 """
