@@ -206,3 +206,20 @@ def test_a_displacement_limit_bounds_its_magnitude():
     assert constraint.absolute and not (r.Compliance(model) <= 1.0).absolute
     g, _ = constraint.normalise(np.array([-1.0]), np.zeros((1, model.mesh.n_cells)))
     assert g[0] == pytest.approx(3.0)          # (|-1| / 0.5)^2 - 1: violated, not satisfied
+
+
+def test_the_law_holds_densities_outside_0_1_at_the_bounds():
+    """A Helmholtz-filtered field can undershoot 0: the law must not give a negative modulus."""
+    from lightweight.fem.interpolation import Interpolation
+    for law in (Interpolation("simp", 3.0, 1e-9), Interpolation("ramp", 8.0, 1e-9),
+                Interpolation("simp", 3.0, 1e-9, linear_below=0.1)):
+        values = law.stiffness(np.array([-0.02, 0.0, 1.0, 1.03]))
+        np.testing.assert_allclose(values, [law.min_stiffness, law.min_stiffness, 1.0, 1.0], rtol=1e-12)
+        assert np.all(law.derivative(np.array([-0.02, 1.03])) == 0.0)
+
+
+def test_helmholtz_filter_on_the_gmsh_bracket_runs(bracket):
+    """Reproduces a negative-pivot failure at iteration 3 (filtered densities below 0 on tets)."""
+    result = lw.minimize_compliance(bracket, volume_fraction=0.3, filter="helmholtz", filter_radius=3.0,
+                                    optimizer="mma", max_iterations=5, verbose=False)
+    assert result.iterations == 5 and np.isfinite(result.history[-1]["objective"])
