@@ -44,27 +44,10 @@ direct solvers check their pivots (tiny or non-positive factor diagonal) and the
 residual of every solve; AMG checks whether a rigid-body mode lies in the null space of K and
 whether CG converged. The layer above checks supports before solving; this is the last line.
 
-Measured on 2 cores (Python 3.11, pip wheels; other jobs shared the machine, so +-30 %),
-3D hex grid 24x24x30 nodes = 51 840 DOFs, x=0 face clamped, 3 right-hand sides, seconds:
-
-=================================  =====================  =================  ============
-backend                            first factorize        refill (same       solve 3 rhs
-                                   (symbolic + numeric)   pattern)
-=================================  =====================  =================  ============
-pardiso mtype 2 (SPD, upper tri.)  4.1                    2.2 - 3.2          0.25
-pardiso mtype 11 (LU, full)        5.7                    4.6 - 5.8          0.3
-pypardiso.factorize+solve (11)     7.4 - 7.9 each call (analysis redone)
-superlu MMD_AT_PLUS_A symmetric    36 - 40                30 (order reused)  0.7 - 1.2
-superlu MMD_AT_PLUS_A unsymmetric  28                     --                 0.75
-amg (SA + rigid modes) PCG 1e-8    setup 2.1 - 2.6        (rebuild) 2 - 6.6  2.5 - 2.9 per rhs
-=================================  =====================  =================  ============
-
-SuperLU's symmetric mode is as accurate as its default and not reliably faster here (the
-noise is larger than the difference); it is on by default because it keeps the diagonal
-pivots that the ordering reuse relies on. AMG-PCG iterations to 1e-8 (one rhs): 15 (solid)
-and 14 (scales 1e-3..1) at 51 840 DOFs; 12 at 152 592 DOFs (scales 1e-3..1); 15 (solid) and
-13 (1e-3..1) at 405 000 DOFs, setup 13 - 19 s, PCG 7 - 26 s. At 152 592 DOFs pardiso
-factorizes in 25 s (+0.5 s per rhs) against AMG's 8 s setup + 4.5 s per rhs.
+SuperLU's symmetric mode is as accurate as its default and not reliably faster; it is on by
+default because it keeps the diagonal pivots that the ordering reuse relies on. What each
+backend costs (first factorization, refill, solves, AMG iterations) is measured in
+docs/performance.md ("The linear solvers side by side").
 
 Choosing ("auto", :func:`make_solver`). A fixed DOF limit picked AMG for tet10 at 229k DOFs
 where PARDISO was 3.2x faster (45 vs 13.8 s per iteration): what a factorization costs depends
