@@ -189,6 +189,6 @@ def test_ratio_design_iteration_mg_vs_direct():
     ratio = seconds["direct"] / seconds["multigrid"]
     entry = THRESHOLDS["multigrid_design_iteration_speedup_vs_direct"]
     print(f"40x20x20 PETSc problem: loop iteration multigrid {seconds['multigrid']:.2f} s, "
-          f"{loops["direct"].analysis.system.last_solve_info['solver']} {seconds['direct']:.2f} s, "
+          f"{loops['direct'].analysis.system.last_solve_info['solver']} {seconds['direct']:.2f} s, "
           f"speed-up {ratio:.1f} (recorded {entry['measured']}, threshold {entry['min_ratio']})")
     assert ratio >= entry["min_ratio"]
