@@ -102,11 +102,18 @@ def _grid_dims(shape) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
 
 
 # ---------------------------------------------------------------------------- fine level kernels
-def _make_fine_apply(dim: int):
-    """Numba kernel of the constrained fine matvec for one dimension (sizes compile-time constants)."""
+def _make_fine_apply(dim: int, dtype=np.float64):
+    """Numba kernel of the constrained fine matvec for one dimension (sizes compile-time constants).
+
+    dtype: the type of Ke, scale, free, U, out and of every product and sum. float32 halves
+    the bytes per vector entry; Numba's LLVM (SLP vectoriser off by default) keeps the
+    unrolled 24-term products scalar in either type, so the flop rate is the same (measured).
+    """
     NPC = 2 ** dim          # nodes per cell
     ND = NPC * dim          # DOFs per cell
     DIM = dim
+    DT = dtype
+    ZERO = dtype(0.0)       # a typed zero: a literal 0.0 accumulator would promote to float64
 
     # reassociation lets LLVM vectorize the row . u_e reductions (~20 % faster in 3D)
     @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
@@ -128,7 +135,7 @@ def _make_fine_apply(dim: int):
             for row in numba.prange(rows_j * rows_k):
                 cj = oj + 2 * (row % rows_j)
                 ck = ok + 2 * (row // rows_j)
-                ue = np.empty(ND)
+                ue = np.empty(ND, dtype=DT)
                 dofs = np.empty(ND, dtype=np.int64)
                 for ci in range(oi, cx, 2):
                     s = scale[ci + cx * (cj + cy * ck)]
@@ -140,7 +147,7 @@ def _make_fine_apply(dim: int):
                         for r in range(ND):
                             ue[r] = U[c, dofs[r]] * free[dofs[r]]
                         for r in range(ND):
-                            t = 0.0
+                            t = ZERO
                             for q in range(ND):
                                 t += Ke[r, q] * ue[q]
                             out[c, dofs[r]] += s * t
@@ -153,6 +160,8 @@ def _make_fine_apply(dim: int):
 
 
 _FINE_APPLY = {2: _make_fine_apply(2), 3: _make_fine_apply(3)}
+# float32 twins, used only inside the V-cycle (the outer PCG keeps its float64 matvec)
+_FINE_APPLY_F32 = {2: _make_fine_apply(2, np.float32), 3: _make_fine_apply(3, np.float32)}
 
 
 def _fine_apply(nodes, cells, dim, offsets, Ke, scale, free, U, out, fixed_diag):
@@ -164,7 +173,8 @@ def _fine_apply(nodes, cells, dim, offsets, Ke, scale, free, U, out, fixed_diag)
     re-reads each element vector 2^dim times. One kernel per dimension, so the element loops
     have constant trip counts (2.5x faster in 2D than runtime sizes).
     """
-    _FINE_APPLY[dim](nodes, cells, offsets, Ke, scale, free, U, out, fixed_diag)
+    kernels = _FINE_APPLY_F32 if U.dtype == np.float32 else _FINE_APPLY
+    kernels[dim](nodes, cells, offsets, Ke, scale, free, U, out, fixed_diag)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -509,6 +519,9 @@ class GridMultigrid:
     smoother: "chebyshev" or "jacobi"; smoother_degree: matvecs per pre-/post-smoothing.
     coarse_dtype: storage of intermediate level operators (float32 halves their memory; all
     arithmetic is float64; the fine level is matrix-free and the coarsest stays float64).
+    vcycle_dtype: type of the fine-level smoothing and residual inside the V-cycle (float32:
+    half the bytes of the fine work vectors, diagonal and scale copy; the outer PCG, its
+    matvec and the coarse levels stay float64, so the solution still meets rtol in float64).
     coarse_solver: solver of the coarsest level, a name of
     :func:`~lightweight.fem.solvers.make_solver` or a LinearSolver instance (default "direct").
     Call :meth:`update` with the per-cell scale before :meth:`solve`, :meth:`vcycle`.
@@ -517,7 +530,8 @@ class GridMultigrid:
     def __init__(self, shape, spacing=None, element_matrix=None, fixed_mask=None, n_levels=None,
                  smoother: str = "chebyshev", coarse_max_dofs: int = 20000, rtol: float = 1e-8,
                  maxiter: int = 500, smoother_degree: int = 2, chebyshev_ratio: float = 10.0,
-                 jacobi_weight: float = 0.6, coarse_dtype=np.float32, coarse_solver="direct"):
+                 jacobi_weight: float = 0.6, coarse_dtype=np.float32, coarse_solver="direct",
+                 vcycle_dtype=np.float64):
         shape = tuple(int(n) for n in shape)
         self.dim = dim = len(shape)
         if dim not in (2, 3) or min(shape) < 1:
@@ -554,6 +568,10 @@ class GridMultigrid:
         self.maxiter = int(maxiter)
         self.coarse_max_dofs = int(coarse_max_dofs)
         self.coarse_dtype = np.dtype(coarse_dtype)
+        if np.dtype(vcycle_dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise SolverError(f"vcycle_dtype must be float32 or float64, got {vcycle_dtype!r}")
+        self.vcycle_dtype = np.dtype(vcycle_dtype)
+        self._fine32 = None                 # (Ke, scale, free) in float32 for the V-cycle
         self.fixed_diagonal = 1.0
         self.scale = None
         self.levels = self._build_levels(cells, nodes, n_levels)
@@ -713,6 +731,10 @@ class GridMultigrid:
             if fixed_diagonal is None else float(fixed_diagonal)
         diag = diag * self.free
         fine.inv_diag = np.divide(1.0, diag, out=np.zeros_like(diag), where=diag > 0)
+        if self.vcycle_dtype == np.float32:
+            f32 = np.float32
+            fine.inv_diag = fine.inv_diag.astype(f32)
+            self._fine32 = (self.Ke.astype(f32), s.astype(f32), self.free.astype(f32))
         if len(self.levels) == 1:
             self._assemble_level(fine)
         for lev in self.levels[1:]:
@@ -739,8 +761,8 @@ class GridMultigrid:
         """out = A_level X restricted to live DOFs (X, out (n_cases, n_dofs))."""
         if lev is self.levels[0]:
             cells, nodes = _grid_dims(self.shape)
-            _fine_apply(nodes, cells, self.dim, self.offsets, self.Ke, self.scale,
-                        self.free, X, out, 0.0)
+            Ke, scale, free = self._fine32 if X.dtype == np.float32 else (self.Ke, self.scale, self.free)
+            _fine_apply(nodes, cells, self.dim, self.offsets, Ke, scale, free, X, out, 0.0)
         else:
             if lev.indices is None:
                 _stencil_apply(lev.nodes, self.dim, lev.indptr, lev.data, X, out)
@@ -808,6 +830,15 @@ class GridMultigrid:
         if level_index == len(self.levels) - 1:
             X = self._direct.solve(B.T)          # (n, n_cases); B.T is Fortran order: no copy
             return np.ascontiguousarray(X.T) * lev.alive[None, :]
+        if level_index == 0 and self.vcycle_dtype == np.float32:
+            # the fine level in single precision: the cast back makes the preconditioner
+            # output float64 again for the outer PCG
+            return self._vcycle_level(0, B.astype(np.float32)).astype(np.float64)
+        return self._vcycle_level(level_index, B)
+
+    def _vcycle_level(self, level_index, B):
+        """Smooth, restrict the residual, recurse, prolong, smooth (B's dtype on this level)."""
+        lev = self.levels[level_index]
         X = self._smooth(lev, B, np.zeros_like(B), zero_guess=True)
         R = self._apply_level(lev, X, np.empty_like(B))
         np.subtract(B, R, out=R)
