@@ -158,13 +158,17 @@ def petsc_model(n: int):
                                    lw.PointLoad("edge_ends", (0.0, 0.0, -0.0005))]})
 
 
-def petsc_loop(model, solver: str = "multigrid", radius: float = PETSC_FILTER_RADIUS):
-    """A SimpLoop of minimize_compliance with the PETSc settings (MMA, density filter 0.08)."""
+def petsc_loop(model, solver: str = "multigrid", radius: float = PETSC_FILTER_RADIUS,
+               mma_asymptotes: str = "bounds"):
+    """A SimpLoop of minimize_compliance with the PETSc settings (MMA, density filter 0.08).
+
+    mma_asymptotes="move" starts MMA's asymptotes from the move-limited box, as PETSc's MMA does.
+    """
     from lightweight.optimize.api import compliance_problem, make_loop
     return make_loop(model, compliance_problem(model, VOLUME_FRACTION), initial=VOLUME_FRACTION,
                      filter_radius=radius, filter="density", optimizer="mma", penalty=3.0,
                      min_stiffness=E_MIN, max_iterations=10_000, tolerance=0.0, objective_tolerance=0.0,
-                     move=PETSC_MOVE, verbose=False, solver=solver)
+                     move=PETSC_MOVE, verbose=False, solver=solver, mma_asymptotes=mma_asymptotes)
 
 
 def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid",

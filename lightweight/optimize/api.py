@@ -60,7 +60,8 @@ def _projection(projection):
 def _build(model, *, filter_radius, filter, projection, optimizer, penalty, interpolation,
            min_stiffness, non_design, void, symmetry, extrusion, max_iterations, tolerance,
            objective_tolerance, move, continuation_interval, verbose, checkpoint, checkpoint_every,
-           solver, problem: str, extra_parameters: dict, manufacturing=(), settle_iterations: int = 10):
+           solver, problem: str, extra_parameters: dict, manufacturing=(), settle_iterations: int = 10,
+           mma_asymptotes: str = "bounds"):
     """Validate the options and make the run's parts: (pipeline, analysis, settings, schedule, parameters)."""
     from ..fem.model import Model
     if not isinstance(model, Model):
@@ -75,6 +76,9 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
         raise OptimizationError(f"move must be in (0, 1], got {move}")
     if optimizer not in ("oc", "mma"):
         raise OptimizationError(f"optimizer must be 'oc', 'mma' or 'auto', got {optimizer!r}")
+    if mma_asymptotes not in ("bounds", "move"):
+        raise OptimizationError(f"mma_asymptotes must be 'bounds' (Svanberg's first asymptotes) or 'move' "
+                                f"(from the move-limited box, TopOpt_in_PETSc's), got {mma_asymptotes!r}")
     if filter == "sensitivity" and projection:
         raise OptimizationError("projection needs filter='density' or 'helmholtz' (a sensitivity filter "
                                 "leaves the densities unfiltered, so there is nothing to project)")
@@ -96,7 +100,7 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
                                 extra_stages=extra_stages)
     settings = LoopSettings(
         optimizer=optimizer, max_iterations=int(max_iterations), tolerance=float(tolerance),
-        objective_tolerance=float(objective_tolerance), move=float(move),
+        objective_tolerance=float(objective_tolerance), move=float(move), mma_asymptotes=mma_asymptotes,
         settle_iterations=int(settle_iterations), verbose=bool(verbose),
         checkpoint=None if checkpoint is None else str(checkpoint), checkpoint_every=int(checkpoint_every))
     schedule = Schedule(penalty=(start, end, 0.5), beta=None if proj is None else (proj.beta, beta_end),
@@ -111,6 +115,8 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
                   "continuation_interval": continuation_interval, "solver": solver,
                   **({"manufacturing": [getattr(m, "describe", lambda: repr(m))() for m in manufacturing]}
                      if manufacturing else {}),
+                  # recorded only when not the default: earlier checkpoints keep their resume key
+                  **({"mma_asymptotes": mma_asymptotes} if mma_asymptotes != "bounds" else {}),
                   **extra_parameters}
     analysis = Analysis(model, interp, solver=solver)
     return pipeline, analysis, settings, schedule, parameters
@@ -270,10 +276,13 @@ def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: f
               tolerance: float = 0.01, objective_tolerance: float = 1e-3, move: float = 0.1,
               continuation_interval: int = 25, callback=None, checkpoint=None,
               checkpoint_every: int = 10, solver: str = "auto", verbose: bool = True,
-              settle_iterations: int = 10, record: dict | None = None) -> SimpLoop:
+              settle_iterations: int = 10, record: dict | None = None,
+              mma_asymptotes: str = "bounds") -> SimpLoop:
     """The SimpLoop that :func:`optimize_problem` runs (for stepping it by hand: benchmarks, notebooks).
 
     record: more parameters to record in the result's provenance (a preset's own arguments).
+    mma_asymptotes: "bounds" (Svanberg's first asymptotes at +-0.5 of [0, 1], the default) or
+    "move" (first asymptotes from the move-limited box, TopOpt_in_PETSc's first step).
     """
     if not isinstance(problem, Problem):
         raise OptimizationError(f"optimize_problem() takes a lw.Problem, got {type(problem).__name__}")
@@ -290,7 +299,8 @@ def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: f
                    checkpoint=checkpoint, checkpoint_every=checkpoint_every, solver=solver,
                    problem=problem.name,
                    extra_parameters={**(record or {}), "problem_definition": problem.describe()},
-                   manufacturing=manufacturing, settle_iterations=settle_iterations)
+                   manufacturing=manufacturing, settle_iterations=settle_iterations,
+                   mma_asymptotes=mma_asymptotes)
     pipeline, analysis, settings, schedule, parameters = parts
     problem = _with_manufacturing_constraints(problem, manufacturing)
     return SimpLoop(problem, pipeline, analysis, settings, schedule, initial, callback=callback,
@@ -321,7 +331,8 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                         objective_tolerance: float = 1e-3, move: float = 0.2,
                         continuation_interval: int = 25, initial: float | None = None,
                         callback=None, checkpoint=None, checkpoint_every: int = 10, resume=None,
-                        solver: str = "auto", verbose: bool = True, settle_iterations: int = 10):
+                        solver: str = "auto", verbose: bool = True, settle_iterations: int = 10,
+                        mma_asymptotes: str = "bounds"):
     """Stiffest layout for a volume fraction: min Σ w_k c_k s.t. V(ρ̄) <= volume_fraction.
 
     filter_radius is in the mesh's length units (top88's rmin for unit elements). penalty: a
@@ -330,6 +341,8 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
     names kept solid / empty. symmetry: "x" | ("x", position) | list; extrusion: "z".
     settle_iterations: a projected run at its final β stops once the objective has moved less
     than objective_tolerance in each of this many iterations (constraints holding).
+    mma_asymptotes: "bounds" (default) or "move": MMA's first step bounded by the move limit
+    (TopOpt_in_PETSc's), see :func:`make_loop`.
     max_stress / min_safety_factor: a stress limit per load case (number or {case: value};
     see :func:`stress_limits`), bounded by the aggregated relaxed von Mises stress
     (:class:`~lightweight.optimize.responses.stress.Stress`, options in ``stress_options``).
@@ -425,7 +438,7 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
                   tolerance: float = 0.01, objective_tolerance: float = 1e-3, move: float = 0.1,
                   continuation_interval: int = 25, initial: float = 0.5, callback=None,
                   checkpoint=None, checkpoint_every: int = 10, resume=None, solver: str = "auto",
-                  verbose: bool = True, settle_iterations: int = 10):
+                  verbose: bool = True, settle_iterations: int = 10, mma_asymptotes: str = "bounds"):
     """Lightest layout that is stiff enough: min V(ρ̄) s.t. c_k <= limit_k for every load case.
 
     max_compliance: a number (every case) or {case: limit}, in the model's units (force x length);

@@ -46,6 +46,7 @@ class LoopSettings:
     tolerance: float = 0.01
     objective_tolerance: float = 1e-3
     move: float = 0.2
+    mma_asymptotes: str = "bounds"          # MMA's first asymptotes: "bounds" or "move" (PETSc's)
     settle_iterations: int = 10             # projected runs: objective settled this long -> converged
     verbose: bool = True
     checkpoint: str | None = None
@@ -105,7 +106,8 @@ class SimpLoop:
             self.mma = self._new_mma()
 
     def _new_mma(self):
-        return MMA(self.design.n_variables, self.problem.n_constraints, 0.0, 1.0, move_limit=self.settings.move)
+        return MMA(self.design.n_variables, self.problem.n_constraints, 0.0, 1.0, move_limit=self.settings.move,
+                   initial_asymptotes=self.settings.mma_asymptotes)
 
     def _check_oc(self) -> None:
         """OC is top88's update: a non-linear objective under one linear (volume-type) constraint."""
