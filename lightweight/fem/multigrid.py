@@ -481,6 +481,7 @@ def _stencil_apply(nodes, dim, indptr, data, X, out):
         for i in range(px):
             i0, i1 = max(i - 1, 0), min(i + 1, px - 1)
             n = i + px * row
+            width = (i1 - i0 + 1) * dim     # DOFs of one (jj, kk) line of neighbours: contiguous
             for p in range(dim):
                 r = n * dim + p
                 for c in range(n_cases):
@@ -488,12 +489,11 @@ def _stencil_apply(nodes, dim, indptr, data, X, out):
                     t = 0.0
                     for kk in range(k0, k1 + 1):
                         for jj in range(j0, j1 + 1):
-                            m0 = px * (jj + py * kk)
-                            for ii in range(i0, i1 + 1):
-                                col = (ii + m0) * dim
-                                for q in range(dim):
-                                    t += data[pos] * X[c, col + q]
-                                    pos += 1
+                            col = (i0 + px * (jj + py * kk)) * dim
+                            # one contiguous run of data and of X: a plain dot product
+                            for q in range(width):
+                                t += data[pos + q] * X[c, col + q]
+                            pos += width
                     out[c, r] = t
 
 
