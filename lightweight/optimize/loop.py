@@ -236,17 +236,15 @@ class SimpLoop:
         return [self.problem.objective] + [c.response for c in self.problem.constraints]
 
     def _objective_settled(self, rel_change: float) -> bool:
-        """True if this and the previous settle_iterations - 1 objective changes are all small."""
+        """True if this and the previous settle_iterations - 1 objective changes are all small, at one β."""
         n = self.settings.settle_iterations
-        if n < 1 or len(self.history) < n - 1:
+        if n < 1:
             return False
-        if self.history and self.history[-1]["beta"] != self.schedule.beta:
+        recent = self.history[len(self.history) - (n - 1):] if n > 1 else []
+        if len(recent) < n - 1 or any(rec["beta"] != self.schedule.beta for rec in recent):
             return False
-        recent = [rec["objective_change"] for rec in self.history[len(self.history) - (n - 1):]] if n > 1 else []
-        betas = {rec["beta"] for rec in self.history[len(self.history) - (n - 1):]} if n > 1 else set()
-        if betas - {self.schedule.beta}:
-            return False
-        return all(v <= self.settings.objective_tolerance for v in recent + [rel_change])
+        tolerance = self.settings.objective_tolerance
+        return rel_change <= tolerance and all(rec["objective_change"] <= tolerance for rec in recent)
 
     def _print_progress(self, record, f, g) -> None:
         cons = " ".join(f"{v:+.3f}" for v in g[:4])
