@@ -11,8 +11,11 @@ Ratio tests compare two codes measured in the same run, so they hold on a noisy 
 machine: (a) the Numba matrix-free matvec against SciPy's CSR matvec of the same assembled
 matrix; (b) update + MG-PCG solve against the direct solver (pypardiso if importable, else
 SuperLU with MMD_AT_PLUS_A); (c) a whole loop iteration with solver="multigrid" against the same
-loop on the direct solver. Each ratio must stay above the threshold recorded in
-benchmarks/thresholds.json (about half of what we measured, for noise).
+loop on the direct solver; (d) the float32 fine-level kernel of the V-cycle against the
+float64 one; (e) MG-PCG iterations over the first 8 design iterations with MMA's default first
+asymptotes against mma_asymptotes="move" (a count, free of timing noise). Each ratio must stay
+above the threshold recorded in benchmarks/thresholds.json (about half of what we measured,
+for noise).
 """
 
 from __future__ import annotations
@@ -191,4 +194,49 @@ def test_ratio_design_iteration_mg_vs_direct():
     print(f"40x20x20 PETSc problem: loop iteration multigrid {seconds['multigrid']:.2f} s, "
           f"{loops['direct'].analysis.system.last_solve_info['solver']} {seconds['direct']:.2f} s, "
           f"speed-up {ratio:.1f} (recorded {entry['measured']}, threshold {entry['min_ratio']})")
+    assert ratio >= entry["min_ratio"]
+
+
+def test_ratio_fine_apply_float32_vs_float64():
+    """The float32 fine-level kernel (inside the V-cycle) must beat the float64 one: the blocked
+    product runs twice the SIMD lanes. 64x32x32 hexes (212k DOFs), same run, best of 15."""
+    shape, Ke, fixed, F = petsc_cantilever(32)
+    scale = design_scale(shape[0] * shape[1] * shape[2], "random")
+    mg = GridMultigrid(shape, None, Ke, fixed, vcycle_dtype="float32")
+    mg.update(scale)
+    fine = mg.levels[0]
+    U64 = np.random.default_rng(2).standard_normal((1, mg.n_dofs))
+    U32 = U64.astype(np.float32)
+    out64, out32 = np.empty_like(U64), np.empty_like(U32)
+    mg._apply_level(fine, U64, out64)
+    mg._apply_level(fine, U32, out32)
+    assert np.abs(out32 - out64).max() <= 1e-5 * np.abs(out64).max()
+    t64 = _best_seconds(lambda: mg._apply_level(fine, U64, out64), 15)
+    t32 = _best_seconds(lambda: mg._apply_level(fine, U32, out32), 15)
+    ratio = t64 / t32
+    entry = THRESHOLDS["multigrid_fine_apply_float32_vs_float64"]
+    print(f"fine apply 64x32x32: float64 {t64 * 1e3:.2f} ms, float32 {t32 * 1e3:.2f} ms, speed-up "
+          f"{ratio:.2f} (recorded {entry['measured']}, threshold {entry['min_ratio']})")
+    assert ratio >= entry["min_ratio"]
+
+
+def test_ratio_solver_iterations_mma_move_vs_bounds():
+    """MMA's first step from the move-limited box (mma_asymptotes="move") must save MG-PCG
+    iterations over the first design iterations of the PETSc problem (32x16x16, 8 iterations):
+    counts, not times, so this ratio does not depend on the machine's load."""
+    totals, compliance = {}, {}
+    for asymptotes in ("bounds", "move"):
+        loop = petsc_loop(petsc_model(16), "multigrid", mma_asymptotes=asymptotes)
+        total = 0
+        for _ in range(8):
+            loop.step()
+            total += loop.analysis.system.last_solve_info["iterations"][0]
+        totals[asymptotes] = total
+        compliance[asymptotes] = [h["objective"] for h in loop.history]
+    assert compliance["move"][1] < compliance["bounds"][1]          # no jump at iteration 2
+    ratio = totals["bounds"] / totals["move"]
+    entry = THRESHOLDS["multigrid_pcg_iterations_mma_bounds_vs_move"]
+    print(f"32x16x16 PETSc problem, 8 design iterations: MG-PCG iterations bounds {totals['bounds']}, "
+          f"move {totals['move']}, ratio {ratio:.2f} (recorded {entry['measured']}, "
+          f"threshold {entry['min_ratio']})")
     assert ratio >= entry["min_ratio"]

@@ -25,6 +25,8 @@ iteration is the mean of the iterations after the second, of the untraced pass.
     python benchmarks/scaling.py --iterations              # 32x16x16 .. 128x64x64
     python benchmarks/scaling.py --iterations --large      # adds 160x80x80 (1.02M hexes)
     python benchmarks/scaling.py --iterations --petsc      # 64x32x32, 128x64x64, radius 0.08
+    python benchmarks/scaling.py --iterations --petsc --mma-asymptotes move   # PETSc's first MMA step
+    python benchmarks/scaling.py --iterations --petsc --vcycle-dtype float64  # the all-double V-cycle
     python benchmarks/scaling.py --tets --sizes 3.5 1.75 1.3   # unstructured tet4 parts, 63k..1M
                                                            # tets (benchmarks/tet_scaling.py)
 
@@ -172,10 +174,13 @@ def petsc_loop(model, solver: str = "multigrid", radius: float = PETSC_FILTER_RA
 
 
 def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid",
-                          radius_cells: float | None = None) -> dict:
+                          radius_cells: float | None = None, mma_asymptotes: str = "bounds",
+                          vcycle_dtype: str = "float32") -> dict:
     """Measure whole design iterations of the 2n x n x n problem in this process (see docstring).
 
     radius_cells: filter radius in cell widths (None: PETSc's 0.08 length units, i.e. 0.08 n).
+    mma_asymptotes: the loop option ("move": PETSc's first MMA step); vcycle_dtype: the
+    GridMultigrid option (float64: the all-double V-cycle before 2026-12-02).
     """
     radius = PETSC_FILTER_RADIUS if radius_cells is None else radius_cells / n
     warm_model = petsc_model(8)                        # JIT caches, MKL loaded: the baseline
@@ -189,7 +194,8 @@ def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid"
     # by ~25 MiB at 64x32x32)
     t0 = time.perf_counter()
     model = petsc_model(n)
-    loop = petsc_loop(model, solver, radius)
+    model.system().multigrid_options = {"vcycle_dtype": vcycle_dtype}
+    loop = petsc_loop(model, solver, radius, mma_asymptotes)
     t_build = time.perf_counter() - t0
     seconds, mg_iterations, compliance = [], [], []
 
@@ -211,7 +217,8 @@ def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid"
     # pass 2, traced: peak of NumPy allocations over building the model and two iterations
     tracemalloc.start()
     model = petsc_model(n)
-    loop = petsc_loop(model, solver, radius)
+    model.system().multigrid_options = {"vcycle_dtype": vcycle_dtype}
+    loop = petsc_loop(model, solver, radius, mma_asymptotes)
     loop.step()
     loop.step()
     numpy_peak = tracemalloc.get_traced_memory()[1]
@@ -220,6 +227,7 @@ def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid"
     timed = seconds[2:] or seconds[1:]
     return {"n": n, "shape": list(model.mesh.grid), "n_cells": n_cells, "n_dofs": n_dofs,
             "filter_radius": radius, "filter_radius_cells": radius * n,
+            "mma_asymptotes": mma_asymptotes, "vcycle_dtype": vcycle_dtype,
             "solver": solve_info.get("solver"),
             "levels": solve_info.get("levels"), "build_seconds": t_build,
             "iteration_seconds": seconds, "seconds_per_iteration": float(np.mean(timed)),
@@ -230,9 +238,11 @@ def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid"
 
 
 def design_iterations_in_subprocess(n: int, iterations: int, solver: str = "multigrid",
-                                    radius_cells: float | None = None) -> dict:
+                                    radius_cells: float | None = None, mma_asymptotes: str = "bounds",
+                                    vcycle_dtype: str = "float32") -> dict:
     """run_design_iterations in a fresh Python process (clean peak RSS); returns its dict."""
     extra = [] if radius_cells is None else ["--radius-cells", str(radius_cells)]
+    extra += ["--mma-asymptotes", mma_asymptotes, "--vcycle-dtype", vcycle_dtype]
     out = subprocess.run([sys.executable, __file__, "--one", str(n), "--iterations-per-size",
                           str(iterations), "--solver", solver, *extra],
                          check=True, capture_output=True, text=True)
@@ -248,7 +258,8 @@ def main_iterations(args) -> int:
     print(f"{'grid':>12} {'cells':>8} {'dofs':>8} {'s/iter':>7} {'MG its':>16} "
           f"{'NumPy B/hex':>11} {'RSS B/hex':>9} {'RSS MiB':>8}")
     for n in sizes:
-        r = design_iterations_in_subprocess(n, args.iterations_per_size, args.solver, radius_cells)
+        r = design_iterations_in_subprocess(n, args.iterations_per_size, args.solver, radius_cells,
+                                            args.mma_asymptotes, args.vcycle_dtype)
         rows.append(r)
         print(f"{'x'.join(map(str, r['shape'])):>12} {r['n_cells']:>8} {r['n_dofs']:>8} "
               f"{r['seconds_per_iteration']:>7.2f} {str(r['solver_iterations']):>16} "
@@ -310,13 +321,17 @@ def main(argv=None) -> int:
     parser.add_argument("--petsc", action="store_true",
                         help="with --iterations: 64x32x32 and 128x64x64 with PETSc's radius 0.08")
     parser.add_argument("--solver", default="multigrid")
+    parser.add_argument("--mma-asymptotes", choices=["bounds", "move"], default="bounds",
+                        help="with --iterations: MMA's first asymptotes (move: PETSc's first step)")
+    parser.add_argument("--vcycle-dtype", choices=["float32", "float64"], default="float32",
+                        help="with --iterations: fine-level V-cycle precision (float64: the old path)")
     parser.add_argument("--json", default=None, help="write the rows of --iterations here")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one is not None:           # child process of design_iterations_in_subprocess
         radius_cells = args.radius_cells if "--radius-cells" in (argv or sys.argv) else None
         print(json.dumps(run_design_iterations(args.one, args.iterations_per_size, args.solver,
-                                               radius_cells)))
+                                               radius_cells, args.mma_asymptotes, args.vcycle_dtype)))
         return 0
     if args.iterations:
         return main_iterations(args)
