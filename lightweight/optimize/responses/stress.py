@@ -68,7 +68,7 @@ class Stress(Response):
 
     def __init__(self, model, cases=None, relaxation: str = "qp", q: float = 0.5, epsilon: float = 0.2,
                  aggregation: str = "pnorm", p: float | None = None, stress_reference: float | None = None,
-                 adaptive: bool = True, adaptive_damping: float = 0.5, exclude=()):
+                 adaptive: bool = True, adaptive_damping: float = 0.5, exclude=(), q_floor: float = 1e-3):
         super().__init__(model)
         if relaxation not in RELAXATIONS:
             raise OptimizationError(f"stress relaxation must be one of {', '.join(RELAXATIONS)}, got {relaxation!r}")
@@ -80,6 +80,8 @@ class Stress(Response):
                                     f"penalty p), got {q!r}")
         if relaxation == "epsilon" and not (0 < epsilon < 1):
             raise OptimizationError(f"stress relaxation epsilon must be in (0, 1), got {epsilon!r}")
+        if not (0 < q_floor < 1):
+            raise OptimizationError(f"stress relaxation q_floor must be in (0, 1), got {q_floor!r}")
         p = (8.0 if aggregation == "pnorm" else 30.0) if p is None else float(p)
         if not (p >= 1 and np.isfinite(p)):
             raise OptimizationError(f"stress aggregation exponent p must be >= 1, got {p!r}")
@@ -93,6 +95,7 @@ class Stress(Response):
         names = list(model.load_cases)
         self.index = [names.index(c) for c in self.cases]
         self.relaxation, self.q, self.epsilon = relaxation, float(q), float(epsilon)
+        self.q_floor = float(q_floor)
         self.aggregation, self.p = aggregation, p
         self.stress_reference = None if stress_reference is None else float(stress_reference)
         self.adaptive, self.adaptive_damping = bool(adaptive), float(adaptive_damping)
@@ -120,14 +123,20 @@ class Stress(Response):
         """η(ρ̄) per cell (n_cells,): multiplier of the solid-material stress (1 at ρ̄ = 1, 0 at 0)."""
         rho = np.clip(np.asarray(rho, dtype=float), 0.0, 1.0)
         if self.relaxation == "qp":
-            return rho ** self.q
+            low = self.q_floor
+            # below the floor a quadratic with η(0) = 0 and value and slope of ρ̄^q at the floor
+            # (C1): ρ̄^q has an infinite slope at 0 that projected void cells (ρ̄ ~ 1e-10) reach
+            below = (2.0 - self.q) * low ** (self.q - 1.0) * rho + (self.q - 1.0) * low ** (self.q - 2.0) * rho ** 2
+            return np.where(rho >= low, rho ** self.q, below)
         return rho / (self.epsilon * (1.0 - rho) + rho)
 
     def stress_scale_derivative(self, rho: np.ndarray) -> np.ndarray:
-        """dη/dρ̄ per cell (n_cells,); finite at ρ̄ = 0 (ρ̄ is floored at 1e-12 for q < 1)."""
+        """dη/dρ̄ per cell (n_cells,); at most (2 - q) floor^(q-1) for the qp relaxation (47 at the defaults)."""
         rho = np.clip(np.asarray(rho, dtype=float), 0.0, 1.0)
         if self.relaxation == "qp":
-            return self.q * np.maximum(rho, 1e-12) ** (self.q - 1.0)
+            low = self.q_floor
+            below = (2.0 - self.q) * low ** (self.q - 1.0) + 2.0 * (self.q - 1.0) * low ** (self.q - 2.0) * rho
+            return np.where(rho >= low, self.q * np.maximum(rho, low) ** (self.q - 1.0), below)
         return self.epsilon / (self.epsilon * (1.0 - rho) + rho) ** 2
 
     # ------------------------------------------------------------------ local stresses
