@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from lightweight.errors import SolverError
@@ -254,3 +255,21 @@ def test_bad_vcycle_dtype_raises():
     _, Ke, fixed, _ = _setup((4, 2, 2), SPACING_3D)
     with pytest.raises(SolverError, match="vcycle_dtype"):
         GridMultigrid((4, 2, 2), None, Ke, fixed, vcycle_dtype=np.float16)
+
+
+@pytest.mark.parametrize("shape, spacing", [((12, 8, 8), SPACING_3D), ((16, 12), SPACING_2D)])
+def test_index_free_stencil_apply_equals_csr(shape, spacing):
+    """The index-free level operator (interior fast path and boundary rows) is its CSR matrix."""
+    from lightweight.fem.multigrid import _grid_pattern, _stencil_apply
+    mesh, Ke, fixed, _ = _setup(shape, spacing)
+    mg = GridMultigrid(shape, spacing, Ke, fixed, n_levels=3)
+    mg.update(np.random.default_rng(6).uniform(1e-3, 1.0, mesh.n_cells))
+    lev = mg.levels[1]
+    assert lev.indices is None                       # an intermediate, index-free level
+    indptr, indices = _grid_pattern(lev.nodes, mg.dim, np.int64)
+    A = sp.csr_matrix((lev.data.astype(np.float64), indices, indptr), shape=(lev.n_dofs,) * 2)
+    X = np.random.default_rng(8).standard_normal((2, lev.n_dofs))
+    out = np.empty_like(X)
+    _stencil_apply(lev.nodes, mg.dim, lev.indptr, lev.data, X, out)
+    expected = (A @ X.T).T
+    assert np.allclose(out, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())

@@ -462,7 +462,54 @@ def _grid_indptr(nodes, dim):
     return indptr
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+def _make_stencil_apply(dim: int):
+    """Numba kernel of :func:`_stencil_apply` for one dimension (stencil sizes compile-time constants)."""
+    DIM = dim
+    NB = 3 ** dim * dim                 # values in a row of an interior node
+
+    # Per node: gather its neighbourhood's X values once (3^(dim-1) contiguous runs) for its
+    # dim rows, then one dot product per row; interior rows have the constant length NB, which
+    # LLVM vectorises (level 1 at 64x32x32, one thread: 1.8 ms -> 1.4 ms per apply).
+    @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+    def stencil_apply(nodes, indptr, data, X, out):
+        px, py, pz = nodes
+        n_cases = X.shape[0]
+        for row in numba.prange(py * pz):
+            j = row % py
+            k = row // py
+            k0, k1 = max(k - 1, 0), min(k + 1, pz - 1)
+            j0, j1 = max(j - 1, 0), min(j + 1, py - 1)
+            xb = np.empty(NB)
+            for i in range(px):
+                i0, i1 = max(i - 1, 0), min(i + 1, px - 1)
+                width = (i1 - i0 + 1) * DIM     # DOFs of one (jj, kk) line of neighbours
+                r0 = (i + px * row) * DIM
+                length = indptr[r0 + 1] - indptr[r0]    # the node's dim rows are equally long
+                for c in range(n_cases):
+                    m = 0
+                    for kk in range(k0, k1 + 1):
+                        for jj in range(j0, j1 + 1):
+                            col = (i0 + px * (jj + py * kk)) * DIM
+                            for q in range(width):
+                                xb[m + q] = X[c, col + q]
+                            m += width
+                    for p in range(DIM):
+                        pos = indptr[r0 + p]
+                        t = 0.0
+                        if length == NB:
+                            for q in range(NB):
+                                t += data[pos + q] * xb[q]
+                        else:
+                            for q in range(length):
+                                t += data[pos + q] * xb[q]
+                        out[c, r0 + p] = t
+
+    return stencil_apply
+
+
+_STENCIL_APPLY = {2: _make_stencil_apply(2), 3: _make_stencil_apply(3)}
+
+
 def _stencil_apply(nodes, dim, indptr, data, X, out):
     """out = A X for a grid operator stored as CSR values without column indices.
 
@@ -471,30 +518,7 @@ def _stencil_apply(nodes, dim, indptr, data, X, out):
     of :func:`_grid_pattern`). Saves the 4-byte index per stored value (~120 B per fine hex
     on the first coarse level). X, out: (n_cases, n_dofs).
     """
-    px, py, pz = nodes
-    n_cases = X.shape[0]
-    for row in numba.prange(py * pz):
-        j = row % py
-        k = row // py
-        k0, k1 = max(k - 1, 0), min(k + 1, pz - 1)
-        j0, j1 = max(j - 1, 0), min(j + 1, py - 1)
-        for i in range(px):
-            i0, i1 = max(i - 1, 0), min(i + 1, px - 1)
-            n = i + px * row
-            width = (i1 - i0 + 1) * dim     # DOFs of one (jj, kk) line of neighbours: contiguous
-            for p in range(dim):
-                r = n * dim + p
-                for c in range(n_cases):
-                    pos = indptr[r]
-                    t = 0.0
-                    for kk in range(k0, k1 + 1):
-                        for jj in range(j0, j1 + 1):
-                            col = (i0 + px * (jj + py * kk)) * dim
-                            # one contiguous run of data and of X: a plain dot product
-                            for q in range(width):
-                                t += data[pos + q] * X[c, col + q]
-                            pos += width
-                    out[c, r] = t
+    _STENCIL_APPLY[dim](nodes, indptr, data, X, out)
 
 
 @numba.njit(cache=True)
