@@ -19,11 +19,10 @@ How each piece is built, and why:
   In 3D the cells of one row are multiplied as a block, (24 x 24) @ (24 x m), so the loop over
   cells is the vectorised one (the per-cell 24-term dot products stayed scalar in Numba).
 * Mixed precision: inside the V-cycle the fine level (smoothing, residual, the fine side of
-  the transfers) runs in float32 (``vcycle_dtype``, after the mixed-precision multigrid
-  preconditioners of e.g. Goeddeke et al., where a single-precision inner solve inside a
-  double-precision Krylov loop keeps the double-precision accuracy): twice the SIMD lanes of
-  the fine kernel and half the bytes of its vectors, while PCG, its matvec and the coarse
-  levels stay float64. The preconditioner is then symmetric only to single rounding (~1e-7
+  the transfers) runs in float32 (``vcycle_dtype``; the common mixed-precision pattern of a
+  single-precision preconditioner inside a double-precision Krylov loop, whose residuals
+  keep the double-precision accuracy): twice the SIMD lanes of the fine kernel and half the
+  bytes of its vectors, while PCG, its matvec and the coarse levels stay float64. The preconditioner is then symmetric only to single rounding (~1e-7
   relative), which CG tolerates: iteration counts were identical on the PETSc problem's
   iterates at 64x32x32 and 128x64x64.
 * Coarse element matrices straight from the fine scales: a level-l coarse cell covers
