@@ -119,6 +119,24 @@ def test_stress_value_is_the_aggregate_of_the_relaxed_point_stresses():
         np.testing.assert_allclose(response.stress_scale(np.array([1.0, 0.0])), [1.0, 0.0])
 
 
+def test_qp_relaxation_has_a_finite_slope_at_void():
+    """ρ̄^q above q_floor; below it a quadratic through 0 with ρ̄^q's value and slope at the floor,
+    so projected void cells (ρ̄ ~ 1e-10) get a bounded gradient ((2 - q) floor^(q-1), not ~1e5)."""
+    response = Stress(model_2d(), q=0.5, q_floor=1e-3)
+    rho = np.array([0.0, 1e-10, 4e-4, 1e-3, 0.02, 0.7, 1.0])
+    eta, slope = response.stress_scale(rho), response.stress_scale_derivative(rho)
+    np.testing.assert_allclose(eta[3:], rho[3:] ** 0.5, rtol=1e-14)
+    assert eta[0] == 0.0 and np.all(np.diff(eta) > 0)
+    np.testing.assert_allclose(slope[0], 1.5 * 1e-3 ** -0.5, rtol=1e-12)
+    for at in (1e-3 * (1 - 1e-9), 1e-3 * (1 + 1e-9)):           # C1 across the floor
+        np.testing.assert_allclose(response.stress_scale_derivative(np.array([at])), 0.5 * 1e-3 ** -0.5, rtol=1e-6)
+    h = 1e-9
+    central = (response.stress_scale(rho[2:-1] + h) - response.stress_scale(rho[2:-1] - h)) / (2 * h)
+    np.testing.assert_allclose(slope[2:-1], central, rtol=1e-5)
+    with pytest.raises(OptimizationError, match="q_floor"):
+        Stress(model_2d(), q_floor=0.0)
+
+
 def test_stress_options_are_checked():
     model = model_2d()
     with pytest.raises(OptimizationError, match="relaxation"):
