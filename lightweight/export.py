@@ -77,15 +77,73 @@ class SurfaceExport:
 
 
 # ---------------------------------------------------------------------------------- levels
-class _LevelSet:
-    """The nodal density of a result and the region above a level (pyvista)."""
+def subdivided_density_grid(mesh: Mesh, density: np.ndarray):
+    """The design mesh split into simplices around its cell and face centres, with a density at
+    every corner: (pyvista UnstructuredGrid with point array "density", the same values (n_points,)).
 
-    def __init__(self, fields: ResultFields):
+    Corners carry the volume-weighted nodal average, face centres the mean of the (one or two)
+    cells sharing the face, cell centres the cell's own density. Each cell becomes one tet per
+    (face edge) x (face centre, cell centre) in 3D (12 per tet, 24 per hexahedron) and one
+    triangle per half edge in 2D, so the pieces conform across faces (a quad face is split at its
+    centre, which both neighbours share). Why: on the corner average alone, a crisp member one or
+    two cells thick has every node on its boundary, nodal values below 0.5, and its iso-surface
+    cuts it thin or in two (module docstring); here the level passes between the cell centres of
+    solid and void cells, and face-connected solid cells stay connected through their face centre.
+    """
+    from .mesh.cell_types import CELL_TYPES
+    pv = import_pyvista(off_screen=True)
+    density = np.asarray(density, dtype=float)
+    kind = CELL_TYPES[mesh.cell_type]
+    corners = mesh.cells[:, :kind.n_corners]
+    local = np.array([face[:CELL_TYPES[kind.face_type].n_corners if mesh.dim == 3 else 2]
+                      for face in kind.faces])                       # (faces per cell, face corners)
+    faces = corners[:, local]                                        # (cells, faces, face corners)
+    n_cells, n_faces, n_face_corners = faces.shape
+    _, face_id = np.unique(np.sort(faces.reshape(-1, n_face_corners), axis=1), axis=0, return_inverse=True)
+    face_id = face_id.reshape(n_cells, n_faces)
+    n_unique = int(face_id.max()) + 1
+    owners = np.bincount(face_id.ravel(), minlength=n_unique)
+    face_value = np.bincount(face_id.ravel(), weights=np.repeat(density, n_faces), minlength=n_unique) / owners
+    face_centre = np.zeros((n_unique, mesh.dim))
+    np.add.at(face_centre, face_id.ravel(), mesh.points[faces].mean(axis=2).reshape(-1, mesh.dim))
+    face_centre /= owners[:, None]
+    points = np.vstack([mesh.points, face_centre, mesh.points[corners].mean(axis=1)])
+    if mesh.dim == 2:
+        points = np.column_stack([points, np.zeros(len(points))])
+    values = np.concatenate([nodal_average(mesh, density), face_value, density])
+    face_node = mesh.n_nodes + face_id                               # (cells, faces)
+    cell_node = mesh.n_nodes + n_unique + np.arange(n_cells)
+    pieces = []
+    for f in range(n_faces):
+        if mesh.dim == 2:      # the edge (a, b) with its centre m: triangles (a, m, c), (m, b, c)
+            a, b = faces[:, f, 0], faces[:, f, 1]
+            pieces += [np.column_stack([a, face_node[:, f], cell_node]),
+                       np.column_stack([face_node[:, f], b, cell_node])]
+            continue
+        for i in range(n_face_corners):
+            a, b = faces[:, f, i], faces[:, f, (i + 1) % n_face_corners]
+            pieces.append(np.column_stack([a, b, face_node[:, f], cell_node]))
+    simplices = np.concatenate(pieces)
+    grid = pv.UnstructuredGrid({10 if mesh.dim == 3 else 5: simplices}, points)
+    grid.point_data["density"] = values
+    return grid, values
+
+
+class _LevelSet:
+    """The density of a result on the subdivided design mesh and the region above a level (pyvista)."""
+
+    def __init__(self, fields: ResultFields, level_field: str = "nodes"):
         self.fields = fields
         self.dim = fields.mesh.dim
-        self.grid = to_pyvista(fields.mesh)
-        self.grid.point_data["density"] = nodal_average(fields.mesh, fields.density)
-        self.nodal = np.asarray(self.grid.point_data["density"])
+        if level_field == "cells":
+            self.grid, self.nodal = subdivided_density_grid(fields.mesh, fields.density)
+        elif level_field == "nodes":
+            self.grid = to_pyvista(fields.mesh)
+            self.grid.point_data["density"] = nodal_average(fields.mesh, fields.density)
+            self.nodal = np.asarray(self.grid.point_data["density"])
+        else:
+            raise LightweightError(f"level_field must be 'nodes' (nodal-averaged density) or 'cells' "
+                                   f"(cell densities on the subdivided mesh), got {level_field!r}")
         self.design_volume = float(cell_measures(fields) @ fields.density)
         self.thickness = fields.thickness if self.dim == 2 else 1.0
 
@@ -153,11 +211,12 @@ def _is_closed_manifold(surface) -> bool:
 
 
 def design_surface(result, threshold: float | None = None, smoothing_iterations: int = 20,
-                   pass_band: float = 0.1, thickness: float | None = None) -> SurfaceExport:
+                   pass_band: float = 0.1, thickness: float | None = None,
+                   level_field: str = "nodes") -> SurfaceExport:
     """Closed smooth surface of a design without writing it (see :func:`export_surface`)."""
     import_pyvista(off_screen=True)
     fields = load_fields(result, thickness=thickness)
-    levels = _LevelSet(fields)
+    levels = _LevelSet(fields, level_field)
     target = levels.design_volume
     preserve = threshold is None
     level = levels.volume_preserving_level(target) if preserve else float(threshold)
@@ -196,12 +255,16 @@ def design_surface(result, threshold: float | None = None, smoothing_iterations:
 
 
 def export_surface(result, path, threshold: float | None = None, smoothing_iterations: int = 20,
-                   pass_band: float = 0.1, thickness: float | None = None) -> SurfaceExport:
+                   pass_band: float = 0.1, thickness: float | None = None,
+                   level_field: str = "nodes") -> SurfaceExport:
     """Write the design's closed, smoothed surface to STL/PLY/OBJ (by extension).
 
     result: OptimizationResult, Solution (its density) or a saved result path.
     threshold: level of the nodal-averaged density; None -> the level whose enclosed volume
-    equals the design's material volume sum(v_e rho_e). smoothing_iterations: Taubin passes
+    equals the design's material volume sum(v_e rho_e). level_field: "nodes" (the volume-weighted
+    nodal average) or "cells" (the cell densities on the mesh subdivided around cell and face
+    centres, :func:`subdivided_density_grid`: keeps crisp members one or two cells thick).
+    smoothing_iterations: Taubin passes
     (0: the raw iso-surface). thickness: 2D extrusion depth (default: the model's).
     Returns a :class:`SurfaceExport` (path, surface, threshold, volume, design_volume).
     """
@@ -209,7 +272,7 @@ def export_surface(result, path, threshold: float | None = None, smoothing_itera
     if path.suffix.lower() not in SURFACE_FORMATS:
         raise LightweightError(f"cannot write a surface to {path}: use one of "
                                f"{', '.join(SURFACE_FORMATS)}")
-    exported = design_surface(result, threshold, smoothing_iterations, pass_band, thickness)
+    exported = design_surface(result, threshold, smoothing_iterations, pass_band, thickness, level_field)
     surface = exported.surface
     if path.suffix.lower() == ".obj":
         # pyvista writes OBJ through a plotter exporter; meshio writes it directly.
@@ -341,7 +404,8 @@ def carry_sets(source: Mesh, target: Mesh, set_tolerance: float | None = None,
 
 
 def _with_less_smoothing(fields, threshold, smoothing_iterations: int, min_component: float, mesh_size: float,
-                         path_msh: Path, time_limit: float, error: LightweightError):
+                         path_msh: Path, time_limit: float, error: LightweightError,
+                         level_field: str = "nodes"):
     """Gmsh on the design's surface smoothed less (a quarter of the passes, then none): (points, tets).
 
     Smoothing is what makes thin members touch (Gmsh: "PLC Error: a segment and a facet
@@ -356,7 +420,7 @@ def _with_less_smoothing(fields, threshold, smoothing_iterations: int, min_compo
         if passes >= smoothing_iterations:
             continue
         try:
-            surface = design_surface(fields, threshold, passes).surface
+            surface = design_surface(fields, threshold, passes, level_field=level_field).surface
             if not _is_closed_manifold(surface):
                 continue
             with warnings.catch_warnings():
@@ -398,7 +462,7 @@ def _sets_used(model) -> set[str] | None:
 def export_solid(result, path_msh, mesh_size: float | None = None, threshold: float | None = None,
                  smoothing_iterations: int = 20, thickness: float | None = None,
                  time_limit: float | None = None, min_component: float = 0.01,
-                 set_tolerance: float | None = None) -> Mesh:
+                 set_tolerance: float | None = None, level_field: str = "nodes") -> Mesh:
     """Tetrahedral (tetra) mesh of the design's closed surface, written to ``path_msh``.
 
     result: as for :func:`export_surface`, or a SurfaceExport, or a path to a closed
@@ -407,7 +471,8 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     design's named sets are carried onto the part and written as physical groups (a set with no
     counterpart on the part is left out with a warning). time_limit: seconds Gmsh may take (it
     runs in a child process: on some self-touching surfaces it never returns; default 30 s plus
-    1 ms per surface triangle, where it normally needs ~0.1 ms). min_component:
+    1 ms per surface triangle, where it normally needs ~0.1 ms). level_field: see
+    :func:`export_surface`. min_component:
     closed pieces of the surface smaller than this fraction of the part's volume (floating
     specks of material, which carry no load) are dropped, with a warning.
 
@@ -432,7 +497,7 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     else:
         fields = load_fields(result, thickness=thickness)
         default_size = mean_edge_length(fields.mesh)
-        exported = design_surface(fields, threshold, smoothing_iterations)
+        exported = design_surface(fields, threshold, smoothing_iterations, level_field=level_field)
         surface, level = exported.surface, exported.threshold
     if not _is_closed_manifold(surface):
         raise LightweightError("export_solid needs a closed manifold surface "
@@ -458,7 +523,8 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
             points, tets = _gmsh_in_child_process(surface, float(mesh_size), path_msh, float(time_limit))
         except LightweightError as smoothed_error:
             points, tets = _with_less_smoothing(fields, threshold, smoothing_iterations, min_component,
-                                                float(mesh_size), path_msh, float(time_limit), smoothed_error)
+                                                float(mesh_size), path_msh, float(time_limit), smoothed_error,
+                                                level_field)
     except LightweightError as first:
         try:
             # Smoothing can make thin members touch: MeshFix removes the self-intersections,
@@ -475,7 +541,7 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
                 raise
             warnings.warn(f"{exc}; the solid is the design's volume clipped at density level {level:.4g} "
                           f"instead (tets of the unsmoothed iso-surface)", stacklevel=2)
-            points, tets = _clipped_volume_tets(fields, level, min_component)
+            points, tets = _clipped_volume_tets(fields, level, min_component, level_field)
             written_by_gmsh = False
     if len(tets) == 0:
         raise LightweightError(f"Gmsh made no tetrahedra from the exported surface (mesh_size={mesh_size})")
@@ -529,10 +595,10 @@ def _drop_small_components(surface, min_component: float):
                                 cell_normals=True, point_normals=False)
 
 
-def _clipped_volume_tets(fields: ResultFields, level: float, min_component: float):
+def _clipped_volume_tets(fields: ResultFields, level: float, min_component: float, level_field: str = "nodes"):
     """(points (n, 3), tets (m, 4)) of the 3D design region above ``level`` (orientation as VTK
     left it: :func:`_oriented_tets` follows)."""
-    region = _LevelSet(fields).region(level).triangulate()
+    region = _LevelSet(fields, level_field).region(level).triangulate()
     if min_component > 0 and region.n_cells:
         labelled = region.connectivity(extraction_mode="all")
         ids = np.asarray(labelled.cell_data["RegionId"])
@@ -834,4 +900,4 @@ def evaluate_exported(result, solid_mesh: Mesh, tolerance: float | None = None, 
 
 
 __all__ = ["SurfaceExport", "design_surface", "export_surface", "export_solid", "evaluate_exported",
-           "carry_sets", "mean_edge_length"]
+           "carry_sets", "mean_edge_length", "subdivided_density_grid"]
