@@ -22,9 +22,13 @@ How each piece is built, and why:
   the transfers) runs in float32 (``vcycle_dtype``; the common mixed-precision pattern of a
   single-precision preconditioner inside a double-precision Krylov loop, whose residuals
   keep the double-precision accuracy): twice the SIMD lanes of the fine kernel and half the
-  bytes of its vectors, while PCG, its matvec and the coarse levels stay float64. The preconditioner is then symmetric only to single rounding (~1e-7
-  relative), which CG tolerates: iteration counts were identical on the PETSc problem's
-  iterates at 64x32x32 and 128x64x64.
+  bytes of its vectors, while PCG, its matvec and the coarse levels stay float64. The
+  preconditioner is then symmetric only to single rounding (~1e-7 relative), which CG
+  tolerates: iteration counts were identical on the PETSc problem's iterates at 64x32x32 and
+  128x64x64.
+* Intermediate levels (index-free stencil): per node, the X values of its neighbourhood are
+  gathered once for its dim rows; interior rows have a constant length (81 in 3D), which
+  LLVM vectorises.
 * Coarse element matrices straight from the fine scales: a level-l coarse cell covers
   f^dim fine cells (f = 2^l), and for nested grids trilinear interpolation restricted to one
   coarse cell maps its nodal values to each fine cell's nodal values through a fixed matrix
