@@ -15,6 +15,25 @@ marching-cubes facets without the shrinkage of Laplacian smoothing; the volume i
 re-matched by a secant step on the level. 2D designs are cut the same way and extruded by
 their thickness into a solid.
 
+Why an exported crisp design can be much softer than the design at the same volume, measured on
+the sample bracket (min mass, Heaviside projection, grayness 0.0015, members one or two tets
+thick): the nodal average is the culprit, not the smoothing or Gmsh. Every node of a thin crisp
+member lies on its surface and averages solid with void cells (0.25-0.5), so the iso-surface cuts
+the member thin or in two, and the volume-preserving level then puts the volume into the thick
+regions. The clipped volume itself (no smoothing, no Gmsh) at the volume-preserving level had
+compliance 89.0 against 62.3 for the design's solid cells (both tet10, same volume 21 430 mm^3);
+at level 0.5 it was 184 and at 0.35 54.5: the stiffness hangs on where a few joints are cut.
+Smoothing and the Gmsh fallback added only 3 % more (92.0). ``level_field="cells"`` contours the
+cell densities instead, on the design mesh subdivided around each cell's and each face's centre
+(:func:`subdivided_density_grid`): the level passes between the centres of solid and void cells,
+face-connected solid cells stay connected, and the volume-preserving level of a crisp design is
+0.495. Its clipped volume at the same volume has tet4 compliance 60.0 (the nodal field: 89 on
+tet10). Its surface is about three times finer, and Gmsh could not remesh the bracket's within
+its time limit, so the part was the clipped volume (134k tets, 67 s); ``"nodes"`` stays the default
+until the remesh of the finer surface is made to work. Tested on a cantilever two cells thick
+(tests/test_export_fidelity.py): compliance +2.6 % against Timoshenko with the cell field, +11 %
+and 4 % of the volume lost with the nodal average.
+
 The closed surface becomes a tetrahedral mesh through Gmsh (the maintained mesher with a
 Python wheel): the STL is classified into patches, re-parametrized and remeshed at the
 requested size, then filled with tets. Gmsh runs in a child process with a time limit: on the
