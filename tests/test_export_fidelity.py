@@ -95,3 +95,14 @@ def test_subdivided_grid_reproduces_the_cell_threshold_and_conforms():
         export.design_surface(export.load_fields(lw.solve(lw.Model(
             lw.structured_grid((4, 4), size=(4.0, 4.0)), lw.Material(E=1.0, nu=0.3), supports={"xmin": "xy"},
             loads={"c": [lw.PointLoad("xmax", (0.0, -1.0))]}))), level_field="corners")
+
+
+def test_cell_field_on_a_2d_design_is_extruded_at_the_design_volume(tmp_path):
+    mesh = lw.structured_grid((60, 20), size=(60.0, 20.0))
+    c = mesh.cell_centers()
+    density = np.where(np.hypot(c[:, 0] - 30.0, c[:, 1] - 10.0) > 6.0, 1.0, 1e-3)   # plate with a hole
+    fields = export.ResultFields(mesh, {"density": density}, {}, [], thickness=4.0)
+    out = export.export_surface(fields, tmp_path / "plate.stl", level_field="cells")
+    assert out.surface.n_open_edges == 0
+    assert out.volume == pytest.approx(out.design_volume, rel=0.01)
+    assert 0.45 < out.threshold < 0.55               # a crisp field: the level sits near 0.5
