@@ -118,10 +118,12 @@ PROJECTION = {"beta": 1.0, "beta_max": 8.0}
 CONTINUATION = 40
 # p-norm exponent 16 and the plain (undamped) adaptive normalisation: see the module docstring
 STRESS_OPTIONS = {"q": Q, "p": 16.0, "adaptive_damping": 1.0}
+# the settings before (P = 8, damping 0.5, β up to 4 every 60): limit met at n = 100, corner blunted
+BLUNT = dict(projection={"beta": 1.0, "beta_max": 4.0}, stress_options={"q": Q}, continuation_interval=60)
 
 
 def run(n: int = 100, volume_fraction: float = 0.4, limit_factor: float = 0.6, max_iterations: int = 400,
-        projection=PROJECTION, stress_options=None):
+        projection=PROJECTION, stress_options=None, continuation_interval=CONTINUATION):
     """(min-compliance result, stress-constrained min-mass result, figures dict).
 
     The stress limit is limit_factor x the solid peak stress of the min-compliance design.
@@ -134,7 +136,7 @@ def run(n: int = 100, volume_fraction: float = 0.4, limit_factor: float = 0.6, m
                                    max_iterations=max_iterations, **COMMON)
     limit = limit_factor * solid_peak_stress(stiff)
     light = lw.minimize_mass(model, max_stress=limit, filter_radius=radius, move=0.05, initial=0.5,
-                             projection=projection, continuation_interval=CONTINUATION,
+                             projection=projection, continuation_interval=continuation_interval,
                              stress_options=stress_options or STRESS_OPTIONS,
                              max_iterations=max_iterations, **COMMON)
     figures = {"limit": limit, "stiff_peak": limit / limit_factor,
