@@ -29,8 +29,13 @@ fraction 0.470, more than the min-compliance design's.
 
 The stress compared is the one the constraint bounds: the relaxed solid-material von Mises
 stress ρ̄^q σ at the integration points (q = 0.5), here taken on the solid cells (ρ̄ >= 0.9).
-Run ``python examples/stress_lbracket.py [n]`` (n elements along the 100 mm edge, default 100);
+Run ``python examples/stress_lbracket.py [n]`` (n elements along the 100 mm edge, default 50);
 pictures go to docs/gallery/.
+
+Not reached: at n = 100 the same settings collapse to an empty design (volume fraction 0.017, the
+tip cells 2.8 x over the limit; with PARDISO the near-empty design is refused as singular): once
+the members thin out, adding material at ρ̄ ~ 0 raises η = ρ̄^q faster than it stiffens (E' ~ 3 ρ̄^2),
+so MMA cannot climb back. ``BLUNT`` (the earlier settings) meets the limit there with a solid corner.
 """
 
 from __future__ import annotations
@@ -148,7 +153,7 @@ def run(n: int = 100, volume_fraction: float = 0.4, limit_factor: float = 0.6, m
 
 
 if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50       # the rounding settings collapse at 100
     stiff, light, fig = run(n)
     # the min-compliance design at the stress design's volume: its peak is what its sharp corner costs
     same = lw.minimize_compliance(stiff.model, volume_fraction=light.volume_fraction, filter_radius=2.0 * SIZE / n,
