@@ -208,14 +208,18 @@ def test_a_displacement_limit_bounds_its_magnitude():
     assert g[0] == pytest.approx(3.0)          # (|-1| / 0.5)^2 - 1: violated, not satisfied
 
 
-def test_the_law_holds_densities_outside_0_1_at_the_bounds():
-    """A Helmholtz-filtered field can undershoot 0: the law must not give a negative modulus."""
+def test_the_law_holds_densities_below_0_at_0():
+    """A Helmholtz-filtered field can undershoot 0: the law must not give a negative modulus.
+
+    Above 1 it continues smoothly (smooth-max stages overshoot 1 a little and need the slope).
+    """
     from lightweight.fem.interpolation import Interpolation
     for law in (Interpolation("simp", 3.0, 1e-9), Interpolation("ramp", 8.0, 1e-9),
                 Interpolation("simp", 3.0, 1e-9, linear_below=0.1)):
-        values = law.stiffness(np.array([-0.02, 0.0, 1.0, 1.03]))
-        np.testing.assert_allclose(values, [law.min_stiffness, law.min_stiffness, 1.0, 1.0], rtol=1e-12)
-        assert np.all(law.derivative(np.array([-0.02, 1.03])) == 0.0)
+        values = law.stiffness(np.array([-0.02, 0.0, 1.0]))
+        np.testing.assert_allclose(values, [law.min_stiffness, law.min_stiffness, 1.0], rtol=1e-12)
+        assert law.derivative(np.array([-0.02]))[0] == 0.0
+        assert law.stiffness(np.array([1.03]))[0] > 1.0 and law.derivative(np.array([1.03]))[0] > 0.0
 
 
 def test_helmholtz_filter_on_the_gmsh_bracket_runs(bracket):

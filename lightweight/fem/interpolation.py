@@ -8,11 +8,13 @@ Self-weight makes load/stiffness = ρ / ρ^p blow up in void regions, so with gr
 replaced below ρ0 = 0.1 by the linear law through (0, E_min) and (ρ0, E(ρ0)) (the modified
 SIMP of Bruyneel & Duysinx 2005), unless the user picks RAMP.
 
-Densities outside [0, 1] are evaluated at the nearest bound (slope 0 outside): a PDE
-(Helmholtz) filter with a consistent mass matrix is not monotone on general tet meshes and can
-undershoot 0 by a little (as can the tanh projection of such a value), and ρ^p of a negative ρ
-would be a negative modulus, which made the stiffness matrix indefinite (a "negative pivot" on
-the Gmsh bracket at iteration 3). Volume and mass stay linear in ρ, so they see the field as is.
+Densities below 0 are evaluated at 0 (slope 0 there): a PDE (Helmholtz) filter with a
+consistent mass matrix is not monotone on general tet meshes and can undershoot 0 by a little
+(as can the tanh projection of such a value), and ρ^p of a negative ρ would be a negative
+modulus, which made the stiffness matrix indefinite (a "negative pivot" on the Gmsh bracket at
+iteration 3). Above 1 the law continues smoothly: smooth-max stages (Langelaar's overhang
+filter) overshoot 1 slightly, and a zero slope there stalled the printed MBB beam (compliance
+992 instead of 208). Volume and mass stay linear in ρ, so they see the field as is.
 
 The law lives in fem/ because analysing a given density field needs it as much as optimizing
 one does: ``lw.solve(model, density)``, the optimization loop and the batch evaluation of a
@@ -64,8 +66,8 @@ class Interpolation:
         return rho / denom, (1 + q) / denom ** 2
 
     def stiffness(self, rho: np.ndarray) -> np.ndarray:
-        """E(ρ)/E0, same shape as rho (ρ outside [0, 1] taken at the nearest bound)."""
-        rho = np.clip(rho, 0.0, 1.0)
+        """E(ρ)/E0, same shape as rho (ρ < 0 taken as 0)."""
+        rho = np.maximum(rho, 0.0)
         value, _ = self._law(rho)
         if self.linear_below > 0:
             v0, _ = self._law(np.float64(self.linear_below))
@@ -73,10 +75,10 @@ class Interpolation:
         return self.min_stiffness + (1 - self.min_stiffness) * value
 
     def derivative(self, rho: np.ndarray) -> np.ndarray:
-        """d(E/E0)/dρ, same shape as rho (0 outside [0, 1], where the law is constant)."""
+        """d(E/E0)/dρ, same shape as rho (0 below ρ = 0, where the law is constant)."""
         rho = np.asarray(rho, dtype=float)
-        inside = (rho >= 0.0) & (rho <= 1.0)
-        clipped = np.clip(rho, 0.0, 1.0)
+        inside = rho >= 0.0
+        clipped = np.maximum(rho, 0.0)
         _, slope = self._law(clipped)
         if self.linear_below > 0:
             v0, _ = self._law(np.float64(self.linear_below))

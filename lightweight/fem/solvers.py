@@ -256,13 +256,37 @@ class LinearSolver:
         B = _check_rhs(B, self.K.shape[0])
         B2 = B.reshape(B.shape[0], -1)
         X = self._solve(B2, x0)
-        if self.check_residuals or not self.direct:
+        if self.direct and self.check_residuals:
+            X, residuals = self._refine(B2, X)
+        elif not self.direct:
             residuals = self._check_solution(B2, X)
         else:
             residuals = np.full(B2.shape[1], np.nan)
         self.info.update(solve_seconds=time.perf_counter() - t0, n_rhs=B2.shape[1],
                          residuals=residuals.tolist())
         return X.reshape(B.shape)
+
+    def _refine(self, B: np.ndarray, X: np.ndarray, steps: int = 2) -> tuple[np.ndarray, np.ndarray]:
+        """Check a direct solve's residual, refining with the factorization while it is too large.
+
+        Under SIMP's 1e9 stiffness contrast a sound factorization can leave a relative residual
+        of ~1e-6 (seen on a triangle-mesh design and a near-void stress design with another MKL
+        build); a step x += K^-1 (b - K x) removes that, while a singular K stays above
+        RESIDUAL_LIMIT and is refused. Returns X and the relative residuals (k,).
+        """
+        norms = np.linalg.norm(B, axis=0)
+        norms = np.where(norms > 0, norms, 1.0)
+        for step in range(steps + 1):
+            if not np.all(np.isfinite(X)):
+                raise _singular(f"{self.name} returned non-finite displacements")
+            R = B - self.K @ X
+            res = np.linalg.norm(R, axis=0) / norms
+            if np.all(res <= RESIDUAL_LIMIT):
+                return X, res
+            if step < steps:
+                X = X + self._solve(R, None)
+        raise _singular(f"{self.name}: relative residual {res.max():.2e} > {RESIDUAL_LIMIT:g} "
+                        f"after {steps} refinement steps")
 
     def _check_solution(self, B: np.ndarray, X: np.ndarray) -> np.ndarray:
         if not np.all(np.isfinite(X)):
