@@ -219,7 +219,14 @@ def check_lbracket(fig, rounded=True):
 
 
 def test_lbracket_small_twin():
-    check_lbracket(lbracket_figures(50))
+    # one PARDISO thread: the serial/parallel choice is made by timing (machine load), and this
+    # sharply projected run is sensitive enough to its roundoff to land elsewhere under load
+    from lightweight._threads import set_pardiso_threads
+    set_pardiso_threads(1)
+    try:
+        check_lbracket(lbracket_figures(50))
+    finally:
+        set_pardiso_threads(None)
 
 
 @pytest.mark.slow
