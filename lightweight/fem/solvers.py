@@ -114,6 +114,20 @@ def _singular(detail: str) -> SingularStiffnessError:
     return SingularStiffnessError(_SINGULAR_MESSAGE.format(detail=detail))
 
 
+def _check_pcg(name: str, X, res, iters, broke, rtol: float, maxiter) -> None:
+    """Raise if block PCG broke down (SingularStiffnessError) or missed rtol (SolverError) for a column."""
+    if np.any(broke) or not np.all(np.isfinite(X)):
+        j = int(np.flatnonzero(broke | ~np.all(np.isfinite(X), axis=0))[0])
+        raise _singular(f"{name}: conjugate gradients broke down (p^T K p <= 0) for right-hand "
+                        f"side {j} after {int(iters[j])} iterations")
+    if np.any(res > rtol):
+        worst = int(np.argmax(np.where(np.isfinite(res), res, np.inf)))
+        raise SolverError(f"{name}: preconditioned CG did not converge for right-hand side {worst}: "
+                          f"relative residual {res[worst]:.2e} > rtol {rtol:g} after "
+                          f"{int(iters[worst])} iterations (maxiter={maxiter}); raise maxiter, "
+                          "loosen rtol or use a direct solver")
+
+
 @functools.lru_cache(maxsize=None)
 def _is_pardiso_available() -> bool:
     try:
@@ -886,16 +900,7 @@ class AMGSolver(LinearSolver):
         if not stale and self._fresh_iterations is None:
             self._fresh_iterations = self._last_iterations
         self.info["iterations"] = iters.tolist()
-        if np.any(broke) or not np.all(np.isfinite(X)):
-            j = int(np.flatnonzero(broke | ~np.all(np.isfinite(X), axis=0))[0])
-            raise _singular(f"amg: conjugate gradients broke down (p^T K p <= 0) for right-hand "
-                            f"side {j} after {int(iters[j])} iterations")
-        if np.any(res > self.rtol):
-            worst = int(np.argmax(np.where(np.isfinite(res), res, np.inf)))
-            raise SolverError(f"amg: preconditioned CG did not converge for right-hand side {worst}: "
-                              f"relative residual {res[worst]:.2e} > rtol {self.rtol:g} after "
-                              f"{int(iters[worst])} iterations (maxiter={self.maxiter}); raise maxiter, "
-                              "loosen rtol or use a direct solver")
+        _check_pcg("amg", X, res, iters, broke, self.rtol, self.maxiter)
         return X
 
 
@@ -987,16 +992,7 @@ class ReusedAMGSolver(AMGSolver):
         self.info["iterations"] = iters.tolist()
         self.info["hierarchies_built"] = self.hierarchies_built
         self.info["pcg_seconds"] = time.perf_counter() - t0
-        if np.any(broke) or not np.all(np.isfinite(X)):
-            j = int(np.flatnonzero(broke | ~np.all(np.isfinite(X), axis=0))[0])
-            raise _singular(f"amg-reuse: conjugate gradients broke down (p^T K p <= 0) for right-hand "
-                            f"side {j} after {int(iters[j])} iterations")
-        if np.any(res > self.rtol):
-            worst = int(np.argmax(np.where(np.isfinite(res), res, np.inf)))
-            raise SolverError(f"amg-reuse: preconditioned CG did not converge for right-hand side "
-                              f"{worst}: relative residual {res[worst]:.2e} > rtol {self.rtol:g} after "
-                              f"{int(iters[worst])} iterations (maxiter={self.maxiter}); raise maxiter, "
-                              "loosen rtol or use a direct solver")
+        _check_pcg("amg-reuse", X, res, iters, broke, self.rtol, self.maxiter)
         return X
 
 
