@@ -12,6 +12,7 @@ energies and MMA.
     python benchmarks/tet_scaling.py                        # sizes 3.5 1.75 (63k, 422k tets)
     python benchmarks/tet_scaling.py --sizes 3.5 2.2 1.75 1.3 --plot out/tet_scaling.png
     python benchmarks/tet_scaling.py --sizes 1.75 --solver amg --iterations 3
+    python benchmarks/tet_scaling.py --sizes 2.2 --memory      # + the arrays kept, B/tet by owner
     python benchmarks/scaling.py --tets ...                 # the same, through scaling.py
 """
 
@@ -45,7 +46,54 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_one(size: float, solver: str, iterations: int, profile: bool) -> dict:
+def _array_bytes(obj, seen: set, depth: int = 0) -> int:
+    """Bytes of the NumPy arrays (and SciPy sparse matrices) reachable from ``obj``, each buffer
+    counted once (views count as their base); walks lightweight/pyamg objects, lists, dicts."""
+    import scipy.sparse as sp
+    if depth > 8 or id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        root = obj
+        while isinstance(root.base, np.ndarray):
+            root = root.base
+        if root is not obj:
+            if id(root) in seen:
+                return 0
+            seen.add(id(root))
+        return root.nbytes
+    if sp.issparse(obj):
+        return sum(_array_bytes(getattr(obj, name), seen, depth + 1)
+                   for name in ("data", "indices", "indptr") if hasattr(obj, name))
+    if isinstance(obj, (list, tuple)):
+        return sum(_array_bytes(item, seen, depth + 1) for item in obj)
+    if isinstance(obj, dict):
+        return sum(_array_bytes(item, seen, depth + 1) for item in obj.values())
+    if hasattr(obj, "__dict__") and type(obj).__module__.startswith("lightweight"):
+        return sum(_array_bytes(item, seen, depth + 1) for item in vars(obj).values())
+    return 0
+
+
+def memory_inventory(system, n_cells: int) -> dict:
+    """What a solved LinearElasticSystem keeps, bytes per cell by owner (each buffer once,
+    in this order): mesh, pattern, solver's fine matrix, hierarchy levels, the rest."""
+    seen: set = set()
+    out = {"mesh": _array_bytes(system.mesh, seen), "pattern": _array_bytes(system._pattern, seen)}
+    solver = system.solver
+    hierarchy = getattr(solver, "_hierarchy", None)
+    out["solver K"] = _array_bytes(getattr(solver, "K", None), seen)
+    if hierarchy is not None and hasattr(hierarchy, "levels"):
+        for l, level in enumerate(hierarchy.levels):
+            for name, value in vars(level).items():
+                b = _array_bytes(value, seen)
+                if b:
+                    out[f"level {l} {name}"] = b
+    out["solver other"] = _array_bytes(solver, seen)
+    out["system other"] = _array_bytes(system, seen)
+    return {k: round(v / n_cells, 1) for k, v in out.items() if v}
+
+
+def run_one(size: float, solver: str, iterations: int, profile: bool, memory: bool = False) -> dict:
     """One size in this process: seconds per iteration, solver iterations, memory, phases."""
     import lightweight as lw
     from tet_parts import part_mesh, part_model
@@ -66,6 +114,14 @@ def run_one(size: float, solver: str, iterations: int, profile: bool) -> dict:
         return state
 
     LinearElasticSystem.analyse = recorded
+    systems = []
+    init = LinearElasticSystem.__init__
+
+    def keep(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        systems.append(self)
+
+    LinearElasticSystem.__init__ = keep
     profiler = cProfile.Profile() if profile else None
     t0 = time.perf_counter()
     if profiler:
@@ -77,6 +133,7 @@ def run_one(size: float, solver: str, iterations: int, profile: bool) -> dict:
         profiler.disable()
     total = time.perf_counter() - t0
     LinearElasticSystem.analyse = analyse
+    LinearElasticSystem.__init__ = init
     later = solves[1:] or solves        # the first iteration builds the hierarchy
     system_phases = {
         "assembly": float(np.median([s["assembly_seconds"] for s in later])),
@@ -91,6 +148,8 @@ def run_one(size: float, solver: str, iterations: int, profile: bool) -> dict:
            "peak_rss_growth_mb": _rss_mb() - rss0,
            "compliance": res.history[-1]["objective"]}
     row["bytes_per_tet"] = row["peak_rss_growth_mb"] * 2**20 / mesh.n_cells
+    if memory and systems:
+        row["kept_bytes_per_tet"] = memory_inventory(systems[-1], mesh.n_cells)
     if profiler:
         stats = pstats.Stats(profiler).stats
         phases = {}
@@ -110,18 +169,21 @@ def main(argv=None) -> int:
                         help="tet edge lengths in mm (3.5: 63k tets, 1.75: 422k, 1.3: ~1M)")
     parser.add_argument("--solver", default="amg-reuse")
     parser.add_argument("--iterations", type=int, default=5)
-    parser.add_argument("--profile", action="store_true", help="phase split (cProfile: ~5 % slower)")
+    parser.add_argument("--profile", action="store_true", help="phase split (cProfile: ~5 %% slower)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also list the arrays the system and solver keep (B/tet by owner)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None, help="PNG of seconds per iteration against tets")
     parser.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one is not None:
-        print(json.dumps(run_one(args.one, args.solver, args.iterations, args.profile)))
+        print(json.dumps(run_one(args.one, args.solver, args.iterations, args.profile, args.memory)))
         return 0
     rows = []
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--one", str(size), "--solver", args.solver,
-               "--iterations", str(args.iterations)] + (["--profile"] if args.profile else [])
+               "--iterations", str(args.iterations)] + (["--profile"] if args.profile else []) \
+            + (["--memory"] if args.memory else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
         rows.append(row)
@@ -130,6 +192,9 @@ def main(argv=None) -> int:
               f"{row['bytes_per_tet']:.0f} B/tet  " +
               " ".join(f"{k} {v:.2f}" for k, v in row.get("phases_per_iteration", {}).items()),
               flush=True)
+        if "kept_bytes_per_tet" in row:
+            print("    kept B/tet: " + ", ".join(f"{k} {v:.0f}" for k, v in row["kept_bytes_per_tet"].items()),
+                  flush=True)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(rows, indent=1))

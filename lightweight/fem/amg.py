@@ -276,7 +276,9 @@ class ReusedHierarchy:
                 lv.A_pattern_nnz = lv.A.nnz
                 lv.RAP_product = _Product(lv.R, lv.AP_product.C)
             AP = lv.AP_product(lv.A, lv.P)
-            nxt.A = lv.RAP_product(lv.R, AP).copy()
+            # the product's own array, not a copy (coarse nnz x 12 B, ~160 B per tet4): every
+            # refresh overwrites it in place and refactorizes the coarse level from it
+            nxt.A = lv.RAP_product(lv.R, AP)
             if l + 1 < len(self.levels) - 1:
                 self._smoother_data(nxt, power_steps, block=self.coarse_block)
         coarsest = self.levels[-1].A

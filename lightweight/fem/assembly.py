@@ -5,15 +5,32 @@ same mesh, so we split assembly into
 
 1. :func:`build_pattern` (once): the node adjacency graph from a node->cell incidence list
    (Numba, O(n_cells * nodes_per_cell^2), no global sort of all (row, col) pairs), expanded to
-   DOF-level CSR with sorted column indices, plus ``entry_map`` (n_cells, n_dof_e^2): the
-   position in ``K.data`` of every element matrix entry;
-2. :func:`refill` (every iteration): ``data[entry_map[e, p]] += scale[e] * Ke[e].flat[p]`` in a
-   Numba kernel, no sorting, no duplicate summation, no allocation but ``data``.
+   DOF-level CSR with sorted column indices. The node graph is kept: the position in
+   ``K.data`` of the (i, j) entry of the node pair (a, b) is
+   ``indptr[a*dim + i] + dim * (rank of b among a's sorted neighbours) + j``, a binary search
+   in a's ~15 neighbours (tet4);
+2. :func:`refill` (every iteration): ``data[pos(e, p)] += scale[e] * Ke[e].flat[p]`` in a
+   Numba kernel, no sorting, no duplicate summation, no allocation but ``data``. With stored
+   element matrices the positions come from ``entry_map`` (n_cells, n_dof_e^2), built on first
+   use; :func:`refill_from_geometry` instead recomputes each element matrix from the node
+   coordinates in the kernel and finds positions by the binary search above, so it keeps
+   nothing per cell.
 
 This is the approach of compiled FE codes (fixed graph, scatter by precomputed positions),
 rather than SciPy's COO->CSR conversion, which sorts and sums duplicates on every call.
 A structured grid passes a single element matrix (shape (1, n, n)) shared by all cells.
 We write it by hand because it is the hot path of the product (docs/architecture.md).
+
+Why recompute instead of store, for linear tets and triangles (constant strain, one
+integration point): a stored tet4 matrix is 1152 B and its int32 entry map 576 B, together
+more than the whole 2 kB per tet that issue 14 allows, while recomputing V B^T D B is ~1k
+flops, about the cost of streaming those 1.7 kB from memory. Matrix-free FE codes make the
+same trade for low-order elements (e.g. deal.II's and MFEM's partial assembly recompute
+geometric factors on the fly); we keep the assembled CSR (AMG needs it) and drop only the
+per-cell tables. Higher-order and hexahedral elements (4-8 integration points, 10-30x the
+flops) keep stored matrices. The kernel calls the same element routine as
+:func:`lightweight.fem.elements.element_stiffness` and scatters in the same cell order, so
+both refills give bit-identical CSR data.
 
 Dirichlet conditions are applied symmetrically on the same pattern: :class:`DirichletMask`
 zeroes the rows and columns of fixed DOFs and puts a positive value on their diagonal.
@@ -21,11 +38,13 @@ zeroes the rows and columns of fixed DOFs and puts a positive value on their dia
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numba
 import numpy as np
 import scipy.sparse as sp
+
+from .elements import _tet4_stiffness_into, reference_tables
 
 
 def element_dofs(cells: np.ndarray, dim: int) -> np.ndarray:
@@ -35,7 +54,7 @@ def element_dofs(cells: np.ndarray, dim: int) -> np.ndarray:
 
 
 @numba.njit(cache=True)
-def _node_graph(cells, n_nodes):
+def _node_graph(cells, n_nodes, index_dtype):
     n_cells, n_per = cells.shape
     inc_ptr = np.zeros(n_nodes + 1, dtype=np.int64)
     for e in range(n_cells):
@@ -62,7 +81,7 @@ def _node_graph(cells, n_nodes):
                     marker[m] = n
                     count += 1
         nbr_ptr[n + 1] = nbr_ptr[n] + count
-    nbr = np.empty(nbr_ptr[-1], dtype=np.int64)
+    nbr = np.empty(nbr_ptr[-1], dtype=index_dtype)
     marker[:] = -1
     for n in range(n_nodes):
         pos = nbr_ptr[n]
@@ -79,7 +98,7 @@ def _node_graph(cells, n_nodes):
 
 
 @numba.njit(cache=True)
-def _dof_pattern(nbr_ptr, nbr, dim):
+def _dof_pointers(nbr_ptr, dim):
     n_nodes = nbr_ptr.shape[0] - 1
     indptr = np.zeros(n_nodes * dim + 1, dtype=np.int64)
     for n in range(n_nodes):
@@ -87,7 +106,12 @@ def _dof_pattern(nbr_ptr, nbr, dim):
         for i in range(dim):
             r = n * dim + i
             indptr[r + 1] = indptr[r] + deg * dim
-    indices = np.empty(indptr[-1], dtype=np.int64)
+    return indptr
+
+
+@numba.njit(cache=True)
+def _dof_indices(nbr_ptr, nbr, dim, indptr, indices):
+    n_nodes = nbr_ptr.shape[0] - 1
     for n in range(n_nodes):
         for i in range(dim):
             pos = indptr[n * dim + i]
@@ -95,35 +119,35 @@ def _dof_pattern(nbr_ptr, nbr, dim):
                 for j in range(dim):
                     indices[pos] = nbr[k] * dim + j
                     pos += 1
-    return indptr, indices
+
+
+@numba.njit(cache=True, inline="always")
+def _neighbour_rank(nbr_ptr, nbr, na, nb):
+    """Position of node nb among the sorted neighbours of na, minus nbr_ptr[na]."""
+    left, right = nbr_ptr[na], nbr_ptr[na + 1] - 1
+    lo = left
+    while left < right:
+        mid = (left + right) // 2
+        if nbr[mid] < nb:
+            left = mid + 1
+        else:
+            right = mid
+    return left - lo
 
 
 @numba.njit(cache=True, parallel=True)
-def _entry_map(cells, nbr_ptr, nbr, indptr, dim):
+def _entry_map_kernel(cells, nbr_ptr, nbr, indptr, dim, out):
     n_cells, n_per = cells.shape
     n_dof_e = n_per * dim
-    out = np.empty((n_cells, n_dof_e * n_dof_e), dtype=np.int64)
     for e in numba.prange(n_cells):
         for a in range(n_per):
             na = cells[e, a]
-            lo = nbr_ptr[na]
-            hi = nbr_ptr[na + 1]
             for b in range(n_per):
-                nb = cells[e, b]
-                # binary search of nb among the sorted neighbours of na
-                left, right = lo, hi - 1
-                while left < right:
-                    mid = (left + right) // 2
-                    if nbr[mid] < nb:
-                        left = mid + 1
-                    else:
-                        right = mid
-                offset = (left - lo) * dim
+                offset = _neighbour_rank(nbr_ptr, nbr, na, cells[e, b]) * dim
                 for i in range(dim):
                     row_start = indptr[na * dim + i]
                     for j in range(dim):
                         out[e, (a * dim + i) * n_dof_e + b * dim + j] = row_start + offset + j
-    return out
 
 
 BLOCK_CELLS = 256   # consecutive cells scattered by one thread (keeps cache locality)
@@ -175,24 +199,62 @@ def _colour_blocks(cells, n_nodes, block):
 class SparsityPattern:
     """CSR structure of a global matrix and where each element entry goes.
 
-    indptr (n_dofs+1,), indices (nnz,) sorted per row; entry_map (n_cells, n_dof_e^2) positions
-    into the CSR data array (int32 when nnz fits); diagonal (n_dofs,) positions of the diagonal
-    entries; colour_ptr/colour_order: blocks of BLOCK_CELLS consecutive cells grouped so that
-    blocks of one colour share no node, which lets the refill scatter in parallel without
-    atomics while each thread walks consecutive cells.
+    indptr (n_dofs+1,), indices (nnz,) sorted per row (int32 when nnz fits); diagonal (n_dofs,)
+    positions of the diagonal entries; colour_ptr/colour_order: blocks of BLOCK_CELLS
+    consecutive cells grouped so that blocks of one colour share no node, which lets the refill
+    scatter in parallel without atomics while each thread walks consecutive cells;
+    node_ptr (n_nodes+1,) int64 and node_neighbours (node_ptr[-1],) the sorted node graph
+    (int32 when the node ids fit); cells (n_cells, nodes_per_cell) int64 and dim: what it was
+    built from. :attr:`entry_map` (stored element matrices) and :attr:`pair_ranks` (matrices
+    computed in the refill) are built on first use.
     """
 
     n_dofs: int
     indptr: np.ndarray
     indices: np.ndarray
-    entry_map: np.ndarray
     diagonal: np.ndarray
     colour_ptr: np.ndarray
     colour_order: np.ndarray
+    node_ptr: np.ndarray
+    node_neighbours: np.ndarray
+    cells: np.ndarray
+    dim: int
+    _entry_map: np.ndarray | None = field(default=None, repr=False)
+    _pair_ranks: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def nnz(self) -> int:
         return int(self.indices.shape[0])
+
+    @property
+    def entry_map(self) -> np.ndarray:
+        """Position in the CSR data of every element matrix entry, (n_cells, n_dof_e^2).
+
+        int32 when nnz fits, else int64; 576 B per tet4, built on first use and kept.
+        """
+        if self._entry_map is None:
+            n_cells, n_per = self.cells.shape
+            n_dof_e = n_per * self.dim
+            dtype = np.int32 if self.nnz < np.iinfo(np.int32).max else np.int64
+            out = np.empty((n_cells, n_dof_e * n_dof_e), dtype=dtype)
+            _entry_map_kernel(self.cells, self.node_ptr, self.node_neighbours, self.indptr, self.dim, out)
+            self._entry_map = out
+        return self._entry_map
+
+    @property
+    def pair_ranks(self) -> np.ndarray:
+        """Rank of node b among node a's sorted neighbours for every node pair (a, b) of every
+        cell, (n_cells, nodes_per_cell^2), uint8 when every node has < 256 neighbours (16 B per
+        tet4), built on first use: entry (a*dim+i, b*dim+j) of cell e sits at
+        ``indptr[cells[e, a]*dim + i] + dim * pair_ranks[e, a*n + b] + j``."""
+        if self._pair_ranks is None:
+            degree = int(np.diff(self.node_ptr).max(initial=0))
+            dtype = np.uint8 if degree <= 256 else (np.uint16 if degree <= 65536 else np.int64)
+            n_cells, n_per = self.cells.shape
+            out = np.empty((n_cells, n_per * n_per), dtype=dtype)
+            _pair_ranks_kernel(self.cells, self.node_ptr, self.node_neighbours, out)
+            self._pair_ranks = out
+        return self._pair_ranks
 
     def matrix(self, data: np.ndarray) -> sp.csr_matrix:
         """A CSR matrix on this pattern holding ``data`` (no copy, no sorting)."""
@@ -205,18 +267,22 @@ class SparsityPattern:
 def build_pattern(cells: np.ndarray, n_nodes: int, dim: int) -> SparsityPattern:
     """Compute the CSR pattern of the stiffness of ``cells`` (n_cells, nodes_per_cell)."""
     cells = np.ascontiguousarray(cells, dtype=np.int64)
-    nbr_ptr, nbr = _node_graph(cells, n_nodes)
-    indptr, indices = _dof_pattern(nbr_ptr, nbr, dim)
-    entry_map = _entry_map(cells, nbr_ptr, nbr, indptr, dim)
-    # scipy prefers int32 indices when they fit; it halves memory and speeds up matvecs
-    if indices.shape[0] < np.iinfo(np.int32).max:
-        indptr, indices = indptr.astype(np.int32), indices.astype(np.int32)
-        entry_map = entry_map.astype(np.int32)
+    node_dtype = np.int32 if n_nodes < np.iinfo(np.int32).max else np.int64
+    nbr_ptr, nbr = _node_graph(cells, n_nodes, node_dtype)
+    indptr = _dof_pointers(nbr_ptr, dim)
+    # scipy prefers int32 indices when they fit; it halves memory and speeds up matvecs. The
+    # indices are written in their final dtype: an int64 copy would double the build's peak.
+    nnz = int(indptr[-1])
+    index_dtype = np.int32 if nnz < np.iinfo(np.int32).max else np.int64
+    indices = np.empty(nnz, dtype=index_dtype)
+    _dof_indices(nbr_ptr, nbr, dim, indptr, indices)
+    indptr = indptr.astype(index_dtype)
     n_dofs = n_nodes * dim
     diag = np.empty(n_dofs, dtype=np.int64)
     _find_diagonal(indptr, indices, diag)
     colour_ptr, colour_order = _colour_blocks(cells, n_nodes, BLOCK_CELLS)
-    return SparsityPattern(n_dofs, indptr, indices, entry_map, diag, colour_ptr, colour_order)
+    return SparsityPattern(n_dofs, indptr, indices, diag, colour_ptr, colour_order, nbr_ptr, nbr,
+                           cells, dim)
 
 
 @numba.njit(cache=True)
@@ -271,6 +337,88 @@ def refill(pattern: SparsityPattern, element_matrices: np.ndarray, scale: np.nda
     _refill_kernel(pattern.entry_map, np.ascontiguousarray(element_matrices),
                    np.ascontiguousarray(scale, dtype=np.float64), pattern.colour_ptr,
                    pattern.colour_order, BLOCK_CELLS, data)
+    return data
+
+
+#: cell types whose element matrices :func:`refill_from_geometry` recomputes (one integration
+#: point, constant strain); the others keep stored matrices.
+COMPUTED_CELL_TYPES = ("tetra",)
+
+
+@numba.njit(cache=True, parallel=True)
+def _pair_ranks_kernel(cells, nbr_ptr, nbr, out):
+    n_cells, n_per = cells.shape
+    for e in numba.prange(n_cells):
+        for a in range(n_per):
+            for b in range(n_per):
+                out[e, a * n_per + b] = _neighbour_rank(nbr_ptr, nbr, cells[e, a], cells[e, b])
+
+
+@numba.njit(cache=True, inline="always")
+def _scatter_tet4(e, points, cells, dN_ref, weight, D, thickness, s, ranks, indptr, coords, J,
+                  inv, grad, DB, Ke, data):
+    # K_e of tet e from its node coordinates, scattered by node pairs: data[pos] += s * K_e
+    for a in range(4):
+        for i in range(3):
+            coords[a, i] = points[cells[e, a], i]
+    _tet4_stiffness_into(coords, dN_ref, weight, D, thickness, J, inv, grad, DB, Ke)
+    for a in range(4):
+        na = cells[e, a]
+        for b in range(4):
+            offset = 3 * np.int64(ranks[e, 4 * a + b])
+            for i in range(3):
+                row_start = np.int64(indptr[na * 3 + i]) + offset
+                for j in range(3):
+                    data[row_start + j] += s * Ke[a * 3 + i, b * 3 + j]
+
+
+@numba.njit(cache=True, parallel=True)
+def _refill_tet4_kernel(points, cells, dN_ref, weight, D, thickness, scale, ranks, indptr,
+                        colour_ptr, colour_order, block, data):
+    # Same colouring and cell order as _refill_kernel, so the sums are bit-identical to it.
+    n_data = data.shape[0]
+    for k in numba.prange(n_data):
+        data[k] = 0.0
+    n_cells = cells.shape[0]
+    n_colours = colour_ptr.shape[0] - 1
+    if n_colours == 0:
+        coords, J, inv, grad = np.empty((4, 3)), np.empty((3, 3)), np.empty((3, 3)), np.empty((4, 3))
+        DB, Ke = np.empty((6, 12)), np.empty((12, 12))
+        for e in range(n_cells):
+            _scatter_tet4(e, points, cells, dN_ref, weight, D, thickness, scale[e], ranks, indptr,
+                          coords, J, inv, grad, DB, Ke, data)
+        return
+    for c in range(n_colours):
+        for i in numba.prange(colour_ptr[c], colour_ptr[c + 1]):
+            b = colour_order[i]
+            coords, J, inv, grad = np.empty((4, 3)), np.empty((3, 3)), np.empty((3, 3)), np.empty((4, 3))
+            DB, Ke = np.empty((6, 12)), np.empty((12, 12))
+            for e in range(b * block, min(n_cells, (b + 1) * block)):
+                _scatter_tet4(e, points, cells, dN_ref, weight, D, thickness, scale[e], ranks,
+                              indptr, coords, J, inv, grad, DB, Ke, data)
+
+
+def refill_from_geometry(pattern: SparsityPattern, cell_type: str, points: np.ndarray,
+                         D: np.ndarray, thickness: float, scale: np.ndarray,
+                         data: np.ndarray | None = None) -> np.ndarray:
+    """CSR data of sum_e scale[e] * K_e on ``pattern``, K_e computed in the kernel.
+
+    Equal bit for bit to ``refill(pattern, element_stiffness(cell_type, points[cells], D,
+    thickness)[0], scale)`` without the (n_cells, n, n) matrices and the entry map: per cell
+    only :attr:`SparsityPattern.pair_ranks` (16 B per tet). cell_type: one of
+    COMPUTED_CELL_TYPES; points: (n_nodes, 3) node coordinates; D: (6, 6) elasticity matrix;
+    scale: (n_cells,) multipliers; data: optional output array (nnz,) to reuse.
+    """
+    if cell_type not in COMPUTED_CELL_TYPES:
+        raise ValueError(f"refill_from_geometry computes {COMPUTED_CELL_TYPES} cells, not {cell_type!r}")
+    if data is None:
+        data = np.empty(pattern.nnz)
+    dN_ref, weights = reference_tables(cell_type)
+    _refill_tet4_kernel(np.ascontiguousarray(points, dtype=np.float64), pattern.cells, dN_ref[0],
+                        float(weights[0]), np.ascontiguousarray(D, dtype=np.float64),
+                        float(thickness), np.ascontiguousarray(scale, dtype=np.float64),
+                        pattern.pair_ranks, pattern.indptr, pattern.colour_ptr,
+                        pattern.colour_order, BLOCK_CELLS, data)
     return data
 
 

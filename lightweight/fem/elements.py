@@ -143,6 +143,80 @@ def _stiffness_kernel(coords, dN_ref, weights, D, thickness, out, min_det):
         min_det[e] = smallest
 
 
+# The nonzero rows of B's column for displacement component k of a node (Voigt order xx, yy,
+# zz, xy, yz, xz of _fill_B), ascending, and which gradient component each holds.
+_B_ROWS_3D = np.array([[0, 3, 5], [1, 3, 4], [2, 4, 5]])
+_B_GRADIENT_3D = np.array([[0, 1, 2], [1, 0, 2], [2, 1, 0]])
+
+
+@numba.njit(cache=True, inline="always")
+def _tet4_gradients_into(coords, dN_ref, J, inv, grad):
+    """Physical shape-function gradients of one linear tet into grad (4, 3); returns det J.
+
+    coords (4, 3), dN_ref (4, 3); J, inv (3, 3) work arrays. The arithmetic of ``_gradients``
+    (same sums in the same order, bit-identical) without its per-call allocations.
+    """
+    for i in range(3):
+        for r in range(3):
+            s = 0.0
+            for a in range(4):
+                s += coords[a, i] * dN_ref[a, r]
+            J[i, r] = s
+    det = (J[0, 0] * (J[1, 1] * J[2, 2] - J[1, 2] * J[2, 1])
+           - J[0, 1] * (J[1, 0] * J[2, 2] - J[1, 2] * J[2, 0])
+           + J[0, 2] * (J[1, 0] * J[2, 1] - J[1, 1] * J[2, 0]))
+    inv[0, 0] = (J[1, 1] * J[2, 2] - J[1, 2] * J[2, 1]) / det
+    inv[0, 1] = (J[0, 2] * J[2, 1] - J[0, 1] * J[2, 2]) / det
+    inv[0, 2] = (J[0, 1] * J[1, 2] - J[0, 2] * J[1, 1]) / det
+    inv[1, 0] = (J[1, 2] * J[2, 0] - J[1, 0] * J[2, 2]) / det
+    inv[1, 1] = (J[0, 0] * J[2, 2] - J[0, 2] * J[2, 0]) / det
+    inv[1, 2] = (J[0, 2] * J[1, 0] - J[0, 0] * J[1, 2]) / det
+    inv[2, 0] = (J[1, 0] * J[2, 1] - J[1, 1] * J[2, 0]) / det
+    inv[2, 1] = (J[0, 1] * J[2, 0] - J[0, 0] * J[2, 1]) / det
+    inv[2, 2] = (J[0, 0] * J[1, 1] - J[0, 1] * J[1, 0]) / det
+    for a in range(4):
+        for i in range(3):
+            s = 0.0
+            for r in range(3):
+                s += dN_ref[a, r] * inv[r, i]
+            grad[a, i] = s
+    return det
+
+
+@numba.njit(cache=True, inline="always")
+def _tet4_stiffness_into(coords, dN_ref, weight, D, thickness, J, inv, grad, DB, Ke):
+    """K_e (12, 12) of one linear tet into Ke (full, upper triangle mirrored); returns det J.
+
+    coords (4, 3); dN_ref (4, 3) the reference gradients, weight the one-point rule's weight;
+    J, inv (3, 3), grad (4, 3), DB (6, 12) work arrays. The same sums as ``_stiffness_kernel``
+    in the same order, with the exact-zero terms of B left out (x + 0.0 == x), so the matrix
+    is bit-identical to element_stiffness's; without them and without per-call allocations it
+    is ~5x faster, fast enough to recompute in every refill (lightweight.fem.assembly).
+    """
+    det = _tet4_gradients_into(coords, dN_ref, J, inv, grad)
+    f = weight * det * thickness
+    for a in range(4):
+        for k in range(3):
+            j = 3 * a + k
+            for v in range(6):
+                s = 0.0
+                for m in range(3):
+                    s += D[v, _B_ROWS_3D[k, m]] * grad[a, _B_GRADIENT_3D[k, m]]
+                DB[v, j] = s
+    for a in range(4):
+        for k in range(3):
+            i = 3 * a + k
+            for j in range(i, 12):
+                s = 0.0
+                for m in range(3):
+                    s += grad[a, _B_GRADIENT_3D[k, m]] * DB[_B_ROWS_3D[k, m], j]
+                Ke[i, j] = 0.0 + f * s
+    for i in range(12):
+        for j in range(i):
+            Ke[i, j] = Ke[j, i]
+    return det
+
+
 def element_stiffness(cell_type: str, coords: np.ndarray, D: np.ndarray,
                       thickness: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Element stiffness matrices of all cells.

@@ -28,7 +28,8 @@ import scipy.sparse as sp
 
 from ..errors import BoundaryConditionError, SingularStiffnessError, SolverError
 from ..mesh.cell_types import CELL_TYPES
-from .assembly import DirichletMask, add_to_diagonal, build_pattern, element_dofs, refill
+from .assembly import (COMPUTED_CELL_TYPES, DirichletMask, add_to_diagonal, build_pattern,
+                       element_dofs, refill, refill_from_geometry)
 from .elements import element_stiffness, element_stress, von_mises
 from .solvers import rigid_body_modes
 from .loads import (COMPONENTS, BodyForce, Gravity, body_force_density, cell_shape_integrals,
@@ -68,9 +69,15 @@ class LinearElasticSystem:
         self.D_unit = self.D / mat.E
         # Structured grids share one element matrix (all cells are translated copies).
         self.shared_element_matrix = mesh.grid is not None
-        cells = mesh.cells[:1] if self.shared_element_matrix else mesh.cells
-        self.element_matrices, _ = element_stiffness(mesh.cell_type, mesh.points[cells], self.D,
-                                                     model.thickness)
+        # Unstructured linear tets keep no element matrices: the refill and the energies
+        # recompute them from the node coordinates (1.7 kB per tet less, lightweight/fem/assembly.py)
+        self.computes_element_matrices = (not self.shared_element_matrix
+                                          and mesh.cell_type in COMPUTED_CELL_TYPES)
+        self._element_matrices = None
+        if not self.computes_element_matrices:
+            cells = mesh.cells[:1] if self.shared_element_matrix else mesh.cells
+            self._element_matrices, _ = element_stiffness(mesh.cell_type, mesh.points[cells],
+                                                          self.D, model.thickness)
         self.is_grid = mesh.grid is not None and mesh.cell_type in ("quad", "hexahedron")
         self._cell_dofs = None
         self._pattern = None
@@ -91,6 +98,19 @@ class LinearElasticSystem:
         self.last_solve_info: dict = {}
 
     # ------------------------------------------------------------------ lazily built tables
+    @property
+    def element_matrices(self) -> np.ndarray:
+        """Unit-scale element stiffness matrices, (n_cells, n_dof_e, n_dof_e) or (1, n, n) on grids.
+
+        Where :attr:`computes_element_matrices` (unstructured linear tets) they are computed on
+        each access and not kept (1152 B per tet): the solver path never asks for them.
+        """
+        if self._element_matrices is not None:
+            return self._element_matrices
+        mesh = self.mesh
+        return element_stiffness(mesh.cell_type, mesh.points[mesh.cells], self.D,
+                                 self.model.thickness)[0]
+
     @property
     def cell_dofs(self) -> np.ndarray:
         """Global DOFs of each cell (n_cells, n_dof_e) int64, built on first use."""
@@ -250,7 +270,11 @@ class LinearElasticSystem:
     def stiffness_data(self, stiffness_scale: np.ndarray | None = None) -> np.ndarray:
         """CSR data of the unconstrained K for the given per-cell multipliers (nnz,)."""
         scale = self._check_scale(stiffness_scale)
-        data = refill(self.pattern, self.element_matrices, scale)
+        if self.computes_element_matrices:
+            data = refill_from_geometry(self.pattern, self.mesh.cell_type, self.mesh.points, self.D,
+                                        self.model.thickness, scale)
+        else:
+            data = refill(self.pattern, self._element_matrices, scale)
         if self.spring_dofs.size:
             add_to_diagonal(self.pattern, data, self.spring_dofs, self.spring_stiffness)
         return data
@@ -422,16 +446,24 @@ class LinearElasticSystem:
         if self.is_grid:
             from .kernels import grid_element_bilinear_forms
             return grid_element_bilinear_forms(self.mesh.grid, self.element_matrices[0], U)
+        if self.computes_element_matrices:
+            from .kernels import tet4_element_bilinear_forms
+            return tet4_element_bilinear_forms(self.mesh.points, self.mesh.cells, self.D,
+                                               self.model.thickness, U)
         from .kernels import element_quadratic_forms
-        return element_quadratic_forms(self.element_matrices, self.cell_dofs, U)
+        return element_quadratic_forms(self._element_matrices, self.cell_dofs, U)
 
     def element_cross_energies(self, U: np.ndarray, V: np.ndarray) -> np.ndarray:
         """v_e^T K_e u_e of the unscaled element matrices, (n_cases, n_cells)."""
         if self.is_grid:
             from .kernels import grid_element_bilinear_forms
             return grid_element_bilinear_forms(self.mesh.grid, self.element_matrices[0], U, V)
+        if self.computes_element_matrices:
+            from .kernels import tet4_element_bilinear_forms
+            return tet4_element_bilinear_forms(self.mesh.points, self.mesh.cells, self.D,
+                                               self.model.thickness, U, V)
         from .kernels import element_bilinear_forms
-        return element_bilinear_forms(self.element_matrices, self.cell_dofs, U, V)
+        return element_bilinear_forms(self._element_matrices, self.cell_dofs, U, V)
 
     def reactions(self, internal: np.ndarray, F: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Support forces per case and support set: sum of (K u - f) over the set's nodes.

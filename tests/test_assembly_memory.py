@@ -1,0 +1,159 @@
+"""Assembly without stored tet4 element matrices (lightweight.fem.assembly.refill_from_geometry).
+
+References: the stored-matrix path it replaces (element_stiffness + entry map + refill, which
+the CalculiX tests pin down) must give the same CSR data bit for bit, and the energies from
+strains must equal u_e^T K_e u_e of the stored matrices to rounding. Memory: a system on a
+linear-tet mesh keeps no per-cell array larger than a few bytes per tet after a solve.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lightweight as lw
+from lightweight.fem.assembly import (build_pattern, coo_assembly, refill, refill_from_geometry)
+from lightweight.fem.elements import element_stiffness
+from lightweight.fem.kernels import (element_bilinear_forms, element_quadratic_forms,
+                                     tet4_element_bilinear_forms)
+from lightweight.fem.system import LinearElasticSystem
+
+MESH = Path(__file__).resolve().parent.parent / "meshes" / "bracket.msh"
+
+
+@pytest.fixture(scope="module")
+def bracket():
+    mesh = lw.read_mesh(MESH)
+    assert mesh.cell_type == "tetra"
+    model = lw.Model(mesh, material=lw.Material(E=70e3, nu=0.33),
+                     supports={"bolt_holes": "xyz"},
+                     loads={"down": [lw.Traction("load_face", (0.0, 0.0, -1.0))],
+                            "side": [lw.Traction("load_face", (0.0, 1.0, 0.0))]})
+    return model
+
+
+def _orthotropic_D():
+    """A full, non-isotropic symmetric positive definite D (6, 6): no isotropic shortcut hides."""
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((6, 6))
+    return A @ A.T + 6 * np.eye(6)
+
+
+@pytest.mark.parametrize("D_kind", ["isotropic", "anisotropic"])
+def test_refill_from_geometry_bit_identical_to_stored(bracket, D_kind):
+    mesh = bracket.mesh
+    D = bracket.material.elasticity_matrix(3, None) if D_kind == "isotropic" else _orthotropic_D()
+    Ke, _ = element_stiffness("tetra", mesh.points[mesh.cells], D)
+    pattern = build_pattern(mesh.cells, mesh.n_nodes, 3)
+    scale = np.random.default_rng(1).uniform(1e-9, 1.0, mesh.n_cells)
+    computed = refill_from_geometry(pattern, "tetra", mesh.points, D, 1.0, scale)
+    # the per-cell table of the stored path is not built by the computed refill
+    assert pattern._entry_map is None
+    stored = refill(pattern, Ke, scale)
+    assert np.array_equal(computed, stored)
+    # and both are the COO->CSR sum (the independent twin), to rounding
+    K_coo = coo_assembly(mesh.cells, mesh.n_nodes, 3, Ke, scale)
+    K = pattern.matrix(computed)
+    assert abs(K - K_coo).max() <= 1e-12 * abs(K_coo).max()
+
+
+def test_refill_from_geometry_serial_fallback(bracket):
+    """Without a block colouring (colour_ptr of length 1) the refill runs serially: same data."""
+    mesh = bracket.mesh
+    D = bracket.material.elasticity_matrix(3, None)
+    pattern = build_pattern(mesh.cells, mesh.n_nodes, 3)
+    scale = np.linspace(0.1, 1.0, mesh.n_cells)
+    parallel = refill_from_geometry(pattern, "tetra", mesh.points, D, 1.0, scale)
+    pattern.colour_ptr = np.zeros(1, dtype=np.int64)
+    serial = refill_from_geometry(pattern, "tetra", mesh.points, D, 1.0, scale)
+    Ke, _ = element_stiffness("tetra", mesh.points[mesh.cells], D)
+    assert np.array_equal(serial, refill(pattern, Ke, scale))
+    assert np.allclose(serial, parallel, rtol=1e-13, atol=1e-13 * np.abs(serial).max())
+
+
+def test_refill_from_geometry_rejects_other_cells(bracket):
+    mesh = bracket.mesh
+    pattern = build_pattern(mesh.cells, mesh.n_nodes, 3)
+    with pytest.raises(ValueError, match="tetra10"):
+        refill_from_geometry(pattern, "tetra10", mesh.points, np.eye(6), 1.0, np.ones(mesh.n_cells))
+
+
+def test_entry_map_and_pair_ranks_agree(bracket):
+    """Both per-cell position tables point at the same CSR entries, and those hold (row, col)."""
+    mesh = bracket.mesh
+    pattern = build_pattern(mesh.cells, mesh.n_nodes, 3)
+    ranks = pattern.pair_ranks.astype(np.int64)
+    assert pattern.pair_ranks.dtype == np.uint8
+    cells = mesh.cells[:500]
+    positions = np.empty((500, 144), dtype=np.int64)
+    for a in range(4):
+        for b in range(4):
+            for i in range(3):
+                for j in range(3):
+                    positions[:, (3 * a + i) * 12 + 3 * b + j] = (
+                        pattern.indptr[cells[:, a] * 3 + i] + 3 * ranks[:500, 4 * a + b] + j)
+    assert np.array_equal(positions, pattern.entry_map[:500])
+    rows = np.repeat(np.arange(pattern.n_dofs), np.diff(pattern.indptr))
+    dofs = (cells[:, :, None] * 3 + np.arange(3)).reshape(500, 12)
+    assert np.array_equal(rows[positions], np.repeat(dofs, 12, axis=1))
+    assert np.array_equal(pattern.indices[positions], np.tile(dofs, (1, 12)))
+
+
+def test_tet4_energies_equal_stored_matrix_forms(bracket):
+    mesh = bracket.mesh
+    D = _orthotropic_D()
+    Ke, _ = element_stiffness("tetra", mesh.points[mesh.cells], D)
+    dofs = (mesh.cells[:, :, None] * 3 + np.arange(3)).reshape(mesh.n_cells, 12)
+    rng = np.random.default_rng(2)
+    U = rng.standard_normal((3, mesh.n_nodes * 3))
+    V = rng.standard_normal((3, mesh.n_nodes * 3))
+    for got, ref in ((tet4_element_bilinear_forms(mesh.points, mesh.cells, D, 1.0, U),
+                      element_quadratic_forms(Ke, dofs, U)),
+                     (tet4_element_bilinear_forms(mesh.points, mesh.cells, D, 1.0, U, V),
+                      element_bilinear_forms(Ke, dofs, U, V))):
+        assert got.shape == (3, mesh.n_cells)
+        assert np.max(np.abs(got - ref)) <= 1e-12 * np.max(np.abs(ref))
+
+
+def test_system_keeps_no_tet4_element_tables(bracket):
+    system = LinearElasticSystem(bracket)
+    assert system.computes_element_matrices
+    scale = np.random.default_rng(4).uniform(1e-3, 1.0, system.n_cells)
+    U, F = system.solve(scale, solver="direct")
+    # the stored-matrix twin of the same solve: K from element_stiffness and the entry map
+    Ke = system.element_matrices                 # computed on access, not kept
+    assert Ke.shape == (system.n_cells, 12, 12) and system._element_matrices is None
+    twin = build_pattern(system.mesh.cells, system.mesh.n_nodes, 3)
+    data = refill(twin, Ke, scale)
+    assert np.array_equal(data, system.stiffness_data(scale))
+    energies = system.element_energies(U)
+    reference = element_quadratic_forms(Ke, system.cell_dofs, U)
+    # On a solved field the cells near the supports move almost rigidly: u_e^T K_e u_e then
+    # cancels (rounding ~ eps |K_e| |u_e|^2, 6e-8 relative on a bracket cell against an
+    # extended-precision V eps^T D eps, which the strain form meets to 1e-12). So the two may
+    # differ by the stored form's rounding bound, not more.
+    u_cells = U[:, system.cell_dofs]
+    bound = (np.finfo(float).eps * np.linalg.norm(Ke, axis=(1, 2))[None, :]
+             * np.einsum("cei,cei->ce", u_cells, u_cells))
+    assert np.all(np.abs(energies - reference) <= 4 * bound + 1e-14 * np.abs(reference).max())
+    # compliance = sum of scaled element energies (the optimizer's identity)
+    compliance = np.einsum("ij,ij->i", F, U)
+    assert np.allclose((energies * scale).sum(axis=1), compliance, rtol=1e-10)
+    del Ke, data, reference, u_cells, bound, twin
+    # what stays per cell: the pattern's pair ranks (16 B) and the colouring; no 144-entry tables
+    pattern = system.pattern
+    assert pattern._entry_map is None
+    per_cell = sum(a.nbytes for a in (pattern.pair_ranks,)) / system.n_cells
+    assert per_cell <= 16
+
+
+def test_grid_path_unchanged():
+    """Structured grids keep their one shared matrix and the entry-map refill."""
+    mesh = lw.structured_grid((6, 3, 2))
+    model = lw.Model(mesh, material=lw.Material(E=1.0, nu=0.3), supports={"xmin": "xyz"},
+                     loads={"tip": [lw.PointLoad("xmax", (0.0, -1.0, 0.0))]})
+    system = LinearElasticSystem(model)
+    assert not system.computes_element_matrices
+    assert system.element_matrices.shape[0] == 1
