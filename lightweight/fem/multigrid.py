@@ -579,6 +579,34 @@ def _chebyshev_update(X, R, AD, Dk, inv_diag, a, b):
             X[c, i] += d
 
 
+@numba.njit(cache=True, parallel=True)
+def _pcg_step(X, R, P, AP, alpha):
+    """X += alpha P; R -= alpha AP, per case (alpha (n_cases,)); in place, no temporaries.
+
+    The same two roundings per entry as NumPy's ``X += alpha[:, None] * P`` (no fastmath, so
+    no fused multiply-add): results equal to the bit, without the two (n_cases, n) products.
+    """
+    n_cases, n = X.shape
+    for i in numba.prange(n):
+        for c in range(n_cases):
+            X[c, i] += alpha[c] * P[c, i]
+            R[c, i] -= alpha[c] * AP[c, i]
+
+
+@numba.njit(cache=True, parallel=True)
+def _pcg_direction(P, Z, beta):
+    """P = Z + beta P per case (beta (n_cases,)); Z float32 or float64; in place."""
+    n_cases, n = P.shape
+    for i in numba.prange(n):
+        for c in range(n_cases):
+            P[c, i] = beta[c] * P[c, i] + Z[c, i]
+
+
+def _row_dots(A, B):
+    """Per-case dot products (n_cases,) of (n_cases, n) arrays, without an (n_cases, n) temporary."""
+    return np.einsum("ij,ij->i", A, B)
+
+
 def _interpolation_tables(dim: int, f: int) -> np.ndarray:
     """Q (f^dim, n_e, n_e): coarse-cell nodal values -> nodal values of each fine sub-cell.
 
@@ -670,7 +698,9 @@ class GridMultigrid:
         if fixed.shape != (self.n_dofs,):
             raise SolverError(f"fixed_mask must have one entry per DOF ({self.n_dofs}), got {fixed.shape}")
         self.fixed_mask = fixed
-        self.free = (~fixed).astype(np.float64)
+        # 1/0 mask of free DOFs; float32 in 3D (exact for 0/1, half the bytes, and the
+        # float32 V-cycle kernels share it; float64 kernels promote it)
+        self.free = (~fixed).astype(np.float32 if dim == 3 else np.float64)
         if smoother not in ("chebyshev", "jacobi"):
             raise SolverError(f"smoother must be 'chebyshev' or 'jacobi', got {smoother!r}")
         self.smoother = smoother
@@ -847,7 +877,8 @@ class GridMultigrid:
         if self.vcycle_dtype == np.float32:
             f32 = np.float32
             fine.inv_diag = fine.inv_diag.astype(f32)
-            self._fine32 = (self.Ke.astype(f32), s.astype(f32), self.free.astype(f32))
+            free32 = self.free if self.free.dtype == f32 else self.free.astype(f32)
+            self._fine32 = (self.Ke.astype(f32), s.astype(f32), free32)
         if len(self.levels) == 1:
             self._assemble_level(fine)
         for lev in self.levels[1:]:
@@ -908,14 +939,19 @@ class GridMultigrid:
         T = np.diag(alphas) + np.diag(betas[:k - 1], 1) + np.diag(betas[:k - 1], -1)
         return float(np.linalg.eigvalsh(T).max())
 
-    def _smooth(self, lev, B, X, zero_guess):
-        """Chebyshev-Jacobi (or damped Jacobi) smoothing of A X = B in place; returns X."""
+    def _smooth(self, lev, B, X, zero_guess, work=None):
+        """Chebyshev-Jacobi (or damped Jacobi) smoothing of A X = B in place; returns X.
+
+        work: a free array like B to hold the residual (the caller's dead residual), else one
+        is allocated; on the fine level each saved vector is one fine-grid vector of the peak.
+        """
         Dinv = lev.inv_diag[None, :]
         tmp = np.empty_like(B)
+        R = np.empty_like(B) if work is None else work
         if zero_guess:
-            R = B.copy()
+            R[...] = B
         else:
-            R = np.subtract(B, self._apply_level(lev, X, tmp), out=np.empty_like(B))
+            np.subtract(B, self._apply_level(lev, X, tmp), out=R)
         if self.smoother == "jacobi":
             omega = self.jacobi_weight * 2.0 / lev.lmax
             for it in range(self.smoother_degree):
@@ -944,9 +980,9 @@ class GridMultigrid:
             X = self._direct.solve(B.T)          # (n, n_cases); B.T is Fortran order: no copy
             return np.ascontiguousarray(X.T) * lev.alive[None, :]
         if level_index == 0 and self.vcycle_dtype == np.float32:
-            # the fine level in single precision: the cast back makes the preconditioner
-            # output float64 again for the outer PCG
-            return self._vcycle_level(0, B.astype(np.float32)).astype(np.float64)
+            # the fine level in single precision; its output stays float32 (PCG reads it as
+            # is: its float64 values would be the same, so a cast back only costs a vector)
+            return self._vcycle_level(0, B.astype(np.float32))
         return self._vcycle_level(level_index, B)
 
     def _vcycle_level(self, level_index, B):
@@ -959,14 +995,17 @@ class GridMultigrid:
         Bc = np.empty((B.shape[0], coarse.n_dofs))
         _restrict(coarse.nodes, lev.nodes, self.dim, R, Bc, lev.alive)
         Xc = self._vcycle(level_index + 1, Bc)
+        del Bc
         _prolong_add(coarse.nodes, lev.nodes, self.dim, Xc, X, lev.alive)
-        return self._smooth(lev, B, X, zero_guess=False)
+        del Xc
+        # the restricted residual is dead: its buffer holds the post-smoother's residual
+        return self._smooth(lev, B, X, zero_guess=False, work=R)
 
     def vcycle(self, r):
         """One V-cycle applied to residual(s) r (n_dofs,) or (n_cases, n_dofs); fixed DOFs -> 0."""
         self._check_ready()
         R = np.atleast_2d(np.asarray(r, dtype=np.float64)) * self.free[None, :]
-        Z = self._vcycle(0, np.ascontiguousarray(R))
+        Z = self._vcycle(0, np.ascontiguousarray(R)).astype(np.float64, copy=False)
         return Z[0] if np.ndim(r) == 1 else Z
 
     def matvec(self, u):
@@ -999,37 +1038,41 @@ class GridMultigrid:
         n_cases = B.shape[0]
         fixed = self.fixed_mask
         free = self.free[None, :]
-        Bf = np.ascontiguousarray(B * free)
-        X = np.zeros_like(Bf) if x0 is None else np.atleast_2d(np.asarray(x0, float)) * free
+        # Four float64 vectors (X, R, P, AP) and the preconditioned residual Z (float32 with
+        # the float32 V-cycle) per case: the free part of B lives in R only, the updates are
+        # fused in place and Z is dropped once it is folded into P (before, 8-9 vectors
+        # with the temporaries of X += alpha P, R -= alpha AP and the cast of Z).
+        X = np.zeros(B.shape) if x0 is None else np.atleast_2d(np.asarray(x0, float)) * free
         X = np.ascontiguousarray(X)
-        bnorm = np.linalg.norm(Bf, axis=1)
-        R = Bf - self._apply_level(self.levels[0], X, np.empty_like(X))
-        rnorm = np.linalg.norm(R, axis=1)
+        R = np.multiply(B, free, out=np.empty(B.shape))
+        bnorm = np.sqrt(_row_dots(R, R))
+        AP = self._apply_level(self.levels[0], X, np.empty_like(X))
+        R -= AP
+        rnorm = np.sqrt(_row_dots(R, R))
         safe_b = np.where(bnorm > 0, bnorm, 1.0)
         active = rnorm > self.rtol * bnorm
         iters = np.zeros(n_cases, dtype=int)
         Z = self._vcycle(0, R)
-        P = Z.copy()
-        rz = np.einsum("ij,ij->i", R, Z)
-        AP = np.empty_like(P)
+        P = Z.astype(np.float64)
+        rz = _row_dots(R, Z)
+        del Z
         for it in range(self.maxiter):
             if not active.any():
                 break
             self._apply_level(self.levels[0], P, AP)
-            pAp = np.einsum("ij,ij->i", P, AP)
+            pAp = _row_dots(P, AP)
             alpha = np.where(active, rz / np.where(pAp != 0, pAp, 1.0), 0.0)
-            X += alpha[:, None] * P
-            R -= alpha[:, None] * AP
+            _pcg_step(X, R, P, AP, alpha)
             iters += active
-            rnorm = np.linalg.norm(R, axis=1)
+            rnorm = np.sqrt(_row_dots(R, R))
             active &= rnorm > self.rtol * bnorm
             if not active.any():
                 break
             Z = self._vcycle(0, R)
-            rz_new = np.einsum("ij,ij->i", R, Z)
+            rz_new = _row_dots(R, Z)
             beta = np.where(active, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
-            P *= beta[:, None]
-            P += Z
+            _pcg_direction(P, Z, beta)
+            del Z
             rz = rz_new
         X[:, fixed] = B[:, fixed] / self.fixed_diagonal
         info = {"iterations": iters.tolist(), "residuals": (rnorm / safe_b).tolist(),
