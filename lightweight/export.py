@@ -536,7 +536,6 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     path_msh = Path(path_msh)
     if time_limit is None:
         time_limit = 30.0 + 1e-3 * surface.n_cells
-    written_by_gmsh = True
     try:
         try:
             points, tets = _gmsh_in_child_process(surface, float(mesh_size), path_msh, float(time_limit))
@@ -561,7 +560,6 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
             warnings.warn(f"{exc}; the solid is the design's volume clipped at density level {level:.4g} "
                           f"instead (tets of the unsmoothed iso-surface)", stacklevel=2)
             points, tets = _clipped_volume_tets(fields, level, min_component, level_field)
-            written_by_gmsh = False
     if len(tets) == 0:
         raise LightweightError(f"Gmsh made no tetrahedra from the exported surface (mesh_size={mesh_size})")
     cleaned = _oriented_tets(points, tets)
@@ -580,9 +578,10 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
             warnings.warn("exported part: " + "; ".join(missing.values()) + " (left out of "
                           f"{path_msh.name}; is there material at the set? try a lower threshold= or "
                           f"set_tolerance=)", stacklevel=2)
-    if carried or not written_by_gmsh or len(cleaned) != len(tets) or not np.array_equal(cleaned, tets):
-        from .mesh.io import write_mesh
-        write_mesh(path_msh, mesh)       # the file holds what is returned: slivers dropped, named sets
+    from .mesh.io import write_mesh
+    # the file holds what is returned (slivers dropped, named sets), as binary MSH 2.2: meshio
+    # wrote ASCII 550k tets in 50 s and read them in 44 s, binary in 0.3 s and 2.8 s
+    write_mesh(path_msh, mesh, binary=True)
     return mesh
 
 
@@ -683,7 +682,8 @@ def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit
         code = ("import sys; from lightweight.export import _gmsh_child; "
                 "_gmsh_child(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == '1')")
         try:
-            done = subprocess.run([sys.executable, "-c", code, str(stl), repr(mesh_size), str(path_msh),
+            # the child writes no .msh: export_solid writes the cleaned tets with the sets
+            done = subprocess.run([sys.executable, "-c", code, str(stl), repr(mesh_size), "",
                                    str(out), "1" if remesh else "0"],
                                   capture_output=True, text=True, timeout=time_limit)
         except subprocess.TimeoutExpired:
@@ -709,14 +709,15 @@ def _gmsh_child(stl: str, mesh_size: float, path_msh: str, out_npz: str, remesh:
     import gmsh
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        points, tets = _gmsh_tetrahedralize(gmsh, Path(stl), mesh_size, Path(path_msh), remesh)
+        points, tets = _gmsh_tetrahedralize(gmsh, Path(stl), mesh_size, Path(path_msh) if path_msh else None,
+                                            remesh)
     # the parent repeats our own notes (a remesh that fell back to the triangles as they are)
     notes = [str(w.message) for w in caught if "Gmsh could not remesh" in str(w.message)]
     np.savez(out_npz, points=points, tets=tets, notes=np.array(notes, dtype=str))
 
 
-def _gmsh_tetrahedralize(gmsh, stl: Path, mesh_size: float, path_msh: Path, remesh: bool = True):
-    """(points (n, 3), tets (m, 4)) from Gmsh; writes ``path_msh``.
+def _gmsh_tetrahedralize(gmsh, stl: Path, mesh_size: float, path_msh: Path | None, remesh: bool = True):
+    """(points (n, 3), tets (m, 4)) from Gmsh; writes ``path_msh`` unless it is None.
 
     remesh: re-parametrize and remesh the surface at ``mesh_size`` first (else the STL
     triangles are the boundary mesh as they are)."""
@@ -755,7 +756,8 @@ def _gmsh_tetrahedralize(gmsh, stl: Path, mesh_size: float, path_msh: Path, reme
             index = np.full(int(tags.max()) + 1, -1, dtype=np.int64)
             index[np.asarray(tags, dtype=np.int64)] = np.arange(len(tags))
             points = np.asarray(coords, dtype=float).reshape(-1, 3)
-            gmsh.write(str(path_msh))
+            if path_msh is not None:
+                gmsh.write(str(path_msh))
             return points, index[tets]
         finally:
             gmsh.model.remove()

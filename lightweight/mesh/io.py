@@ -475,13 +475,15 @@ def _as_field(name: str, values, n: int, what: str) -> np.ndarray:
 
 
 def write_mesh(path, mesh: Mesh, point_data: dict | None = None, cell_data: dict | None = None,
-               metadata: dict[str, str] | None = None, field_data: dict[str, str] | None = None
-               ) -> None:
+               metadata: dict[str, str] | None = None, field_data: dict[str, str] | None = None,
+               binary: bool = False) -> None:
     """Write a mesh with its named sets and data fields to any meshio format.
 
     point_data: {name: (n_nodes,) or (n_nodes, k)}; cell_data: {name: (n_cells,) or
     (n_cells, k)}; metadata (alias field_data): {key: str} provenance strings that
     :func:`read_metadata` reads back. The parent directory of ``path`` must exist.
+    binary: Gmsh .msh only, without point_data or metadata: binary MSH 2.2 (meshio reads and
+    writes it ~15x faster than ASCII: 3 s against 44 s to read 550k tets).
     """
     path = Path(path)
     if not path.parent.is_dir():
@@ -503,7 +505,9 @@ def write_mesh(path, mesh: Mesh, point_data: dict | None = None, cell_data: dict
                                                                 np.zeros(mesh.n_nodes)])
     try:
         if fmt == "gmsh":
-            _write_gmsh(path, mesh, points, pdata, cdata)
+            # the NodeData and metadata sections are appended as text, which a binary file
+            # cannot take
+            _write_gmsh(path, mesh, points, pdata, cdata, binary=binary and not pdata and not meta)
         elif fmt == "abaqus":
             _write_abaqus(path, mesh, points)
         else:
@@ -543,7 +547,7 @@ def _write_masks(path: Path, fmt: str, mesh: Mesh, points, pdata, cdata) -> None
     meshio.write(path, out, file_format=fmt)
 
 
-def _write_gmsh(path: Path, mesh: Mesh, points, pdata, cdata) -> None:
+def _write_gmsh(path: Path, mesh: Mesh, points, pdata, cdata, binary: bool = False) -> None:
     dim = CELL_TYPES[mesh.cell_type].dim
     face_type = CELL_TYPES[mesh.cell_type].face_type
     field_data: dict[str, np.ndarray] = {}
@@ -583,7 +587,7 @@ def _write_gmsh(path: Path, mesh: Mesh, points, pdata, cdata) -> None:
                                  "gmsh:geometrical": [np.full(len(b[1]), i + 1)
                                                       for i, b in enumerate(blocks)]},
                       field_data=field_data)
-    meshio.write(path, out, file_format="gmsh22", binary=False)
+    meshio.write(path, out, file_format="gmsh22", binary=binary)
     # meshio's ASCII data writer prints NumPy scalar reprs under NumPy 2: write NodeData here
     with open(path, "a") as f:
         for name, values in pdata.items():
