@@ -15,7 +15,9 @@ loop on the direct solver; (d) the float32 fine-level kernel of the V-cycle agai
 float64 one; (e) MG-PCG iterations over the first 8 design iterations with MMA's default first
 asymptotes against mma_asymptotes="move" (a count, free of timing noise). Each ratio must stay
 above the threshold recorded in benchmarks/thresholds.json (about half of what we measured,
-for noise).
+for noise). (f) Memory ceilings: traced NumPy bytes per hex of one MG-PCG solve and of one
+design iteration at 32x16x16 (allocation sizes, so exact on any machine; a ceiling ~7 %
+above what we measured).
 """
 
 from __future__ import annotations
@@ -240,3 +242,47 @@ def test_ratio_solver_iterations_mma_move_vs_bounds():
           f"move {totals['move']}, ratio {ratio:.2f} (recorded {entry['measured']}, "
           f"threshold {entry['min_ratio']})")
     assert ratio >= entry["min_ratio"]
+
+
+def _traced_peak_bytes(fn) -> int:
+    """Peak of traced NumPy allocations (bytes) above those alive when fn starts."""
+    import tracemalloc
+    tracemalloc.start()
+    start = tracemalloc.get_traced_memory()[0]
+    tracemalloc.reset_peak()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] - start
+    finally:
+        tracemalloc.stop()
+
+
+def test_memory_per_hex_of_solve_and_design_iteration():
+    """Bytes per hex that an MG-PCG solve (from a zero start) and a whole design iteration
+    allocate above what is alive before them (PETSc problem 32x16x16, MMA "move"), and what
+    the loop keeps between iterations. Allocation sizes do not depend on the machine's
+    load, so these ceilings are exact checks of the work vectors: a new (n_dofs,) float64
+    vector adds 28 B/hex at this size (3.5 DOFs per hex)."""
+    import gc
+    import tracemalloc
+    loop = petsc_loop(petsc_model(16), "multigrid", mma_asymptotes="move")
+    loop.step()                                       # compiles, builds the hierarchy
+    n_cells = loop.model.mesh.n_cells
+    gc.collect()
+    tracemalloc.start()
+    loop.step()
+    gc.collect()
+    resident = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    system = loop.analysis.system
+    mg = system.multigrid
+    F = system.load_vectors()
+    solve = _traced_peak_bytes(lambda: mg.solve(F)) / n_cells     # from zero: ~12 PCG iterations
+    iteration = _traced_peak_bytes(loop.step) / n_cells
+    entry = THRESHOLDS["multigrid_bytes_per_hex_32x16x16"]
+    print(f"32x16x16 PETSc problem: MG-PCG solve allocates {solve:.0f} B/hex, a design iteration "
+          f"{iteration:.0f} B/hex above what is alive; resident (traced, after two iterations) "
+          f"{resident / n_cells:.0f} B/hex (recorded {entry['measured']}, ceilings "
+          f"{entry['max_solve']} / {entry['max_iteration']})")
+    assert solve <= entry["max_solve"]
+    assert iteration <= entry["max_iteration"]
