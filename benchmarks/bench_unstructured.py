@@ -9,6 +9,7 @@ to 1e-6 in compliance on every field.
     python -m pytest benchmarks/bench_unstructured.py -m "not slow"     # 23k tets, ~1 min
     python -m pytest benchmarks/bench_unstructured.py -m slow            # 422k tets, minutes
     python benchmarks/bench_unstructured.py --one-off 1.75   # single solves, build included
+    python benchmarks/bench_unstructured.py --memory 2.2     # bytes per tet kept / allocated
 """
 
 from __future__ import annotations
@@ -113,6 +114,43 @@ def test_reused_hierarchy_vs_rebuilt_400k():
     assert result["ratio"] >= floor, result
 
 
+def memory_per_tet(size: float) -> dict:
+    """Bytes per tet of one design iteration's solve on the bracket (3 load cases, amg-reuse).
+
+    ``kept``: the arrays a solved system holds (pattern, matrices, hierarchy), each buffer once
+    (tet_scaling.memory_inventory); ``refresh_peak``: tracemalloc's peak of NumPy allocations
+    over a second refill + refresh + solve (the steady state of the loop) above what was
+    allocated before it. Both are counts of arrays, not timings: they hold on a busy machine.
+    The coarse factor (MKL's memory) and Numba's temporaries are not traced (RSS in
+    tet_scaling.py covers them).
+    """
+    import tracemalloc
+    from tet_scaling import memory_inventory
+    system = _system(size)
+    rng = np.random.default_rng(0)
+    state = system.analyse(drifting_designs(system, 1)[0], solver="amg-reuse")
+    del state
+    tracemalloc.start()
+    before, _ = tracemalloc.get_traced_memory()
+    state = system.analyse(np.clip(drifting_designs(system, 2)[1] * rng.uniform(0.9, 1.0, system.n_cells),
+                                   1e-9, 1.0), solver="amg-reuse", x0=None)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    kept = memory_inventory(system, system.n_cells)
+    return {"n_cells": system.n_cells, "kept": kept, "kept_total": round(sum(kept.values())),
+            "refresh_peak": round((peak - before) / system.n_cells),
+            "iterations": state.info.get("iterations")}
+
+
+def test_tet4_memory_per_tet_small():
+    """Ceiling on what the unstructured solve keeps and allocates per tet (23k-tet bracket)."""
+    result = memory_per_tet(5.0)
+    print(json.dumps(result, indent=1))
+    limits = THRESHOLDS["tet4_memory_bytes_per_tet:bracket_23k"]
+    assert result["kept_total"] <= limits["max_kept"], result
+    assert result["refresh_peak"] <= limits["max_refresh_peak"], result
+
+
 def one_off(size: float, rounds: int = 2) -> None:
     """Print build/setup + solve seconds of single solves (an evaluation), both AMG solvers."""
     system = _system(size)
@@ -139,4 +177,10 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
     parser = argparse.ArgumentParser(description="single AMG solves on the tet bracket")
     parser.add_argument("--one-off", type=float, default=1.75, help="tet edge length (mm)")
-    one_off(parser.parse_args().one_off)
+    parser.add_argument("--memory", type=float, default=None,
+                        help="print bytes per tet of a solve at this tet edge length instead")
+    args = parser.parse_args()
+    if args.memory is not None:
+        print(json.dumps(memory_per_tet(args.memory), indent=1))
+    else:
+        one_off(args.one_off)
