@@ -23,6 +23,10 @@ What this module does (each step overridable):
   ``GOTO_NUM_THREADS``; ``LIGHTWEIGHT_BLAS_THREADS=n`` sets another count and
   ``LIGHTWEIGHT_BLAS_THREADS=keep`` leaves BLAS alone. To run a large threaded dense product
   in the same process, wrap it in ``threadpoolctl.threadpool_limits(None)``.
+- When mkl_rt is loaded, its threading layer is set to Intel OpenMP (or to the user's
+  ``MKL_THREADING_LAYER``), so PARDISO's OpenMP runtime, its roundoff and whether
+  ``KMP_BLOCKTIME`` applies do not depend on whether ``import gmsh`` (libgomp) came first;
+  see :mod:`lightweight.fem.mkl`.
 - PARDISO runs each call with a thread count set thread-locally
   (``MKL_Set_Num_Threads_Local``, restored afterwards, so MKL elsewhere in the process keeps
   its setting). PARDISO's analysis reports the factorization's flop count; below

@@ -114,3 +114,49 @@ def test_pardiso_timed_thread_choice_keeps_working_factors(monkeypatch):
     x3 = solver.solve(np.ones(K3.shape[0]))
     assert np.allclose(x3, spla.spsolve(K3.tocsc(), np.ones(K3.shape[0])), rtol=0,
                        atol=1e-8 * np.abs(x3).max())
+
+
+@needs_pardiso
+@pytest.mark.parametrize("preload_gomp", [False, True])
+def test_mkl_threading_layer_does_not_depend_on_an_earlier_libgomp(preload_gomp):
+    """Issue 13: ``import gmsh`` loads libgomp, and mkl_rt then chose GNU OpenMP instead of Intel,
+    so PARDISO's roundoff differed between a test run alone and inside the suite. In a fresh
+    process, with or without libgomp loaded first, MKL must run on the Intel layer."""
+    import ctypes.util
+    import subprocess
+    import sys
+    pytest.importorskip("threadpoolctl")
+    gomp = ctypes.util.find_library("gomp")
+    if preload_gomp and gomp is None:
+        pytest.skip("no libgomp on this system")
+    script = ("import ctypes, sys\n"
+              + (f"ctypes.CDLL({gomp!r})\n" if preload_gomp else "")
+              + "import lightweight\n"
+                "from lightweight.fem import mkl\n"
+                "runtime = mkl.load_mkl()\n"
+                "import threadpoolctl\n"
+                "layers = [i.get('threading_layer') for i in threadpoolctl.threadpool_info()"
+                " if i['internal_api'] == 'mkl']\n"
+                "print(runtime.threading_layer, layers)\n")
+    env = {k: v for k, v in os.environ.items() if k != "MKL_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["INTEL", "['intel']"], out.stdout
+
+
+@needs_pardiso
+def test_mkl_threading_layer_set_by_the_user_is_kept():
+    import subprocess
+    import sys
+    pytest.importorskip("threadpoolctl")
+    script = ("from lightweight.fem import mkl\n"
+              "import threadpoolctl\n"
+              "runtime = mkl.load_mkl()\n"
+              "print(runtime.threading_layer, [i.get('threading_layer') for i in "
+              "threadpoolctl.threadpool_info() if i['internal_api'] == 'mkl'])\n")
+    env = dict(os.environ, MKL_THREADING_LAYER="sequential")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["SEQUENTIAL", "['sequential']"], out.stdout

@@ -26,6 +26,19 @@ in mkl_rt's default LP64 interface):
 - ``pardiso_getdiag(pt, df, da, mnum, error)`` (pivots of the factor; optional, MKL >= 11.3)
 - ``MKL_Set_Num_Threads_Local(n) -> previous``, ``MKL_Get_Max_Threads() -> n``
   (the CamelCase names are the C functions; the lowercase ones are Fortran interfaces)
+- ``MKL_Set_Threading_Layer(code) -> layer in effect``, called once right after loading
+
+Threading layer. mkl_rt picks its OpenMP runtime when first called: Intel OpenMP (libiomp5),
+unless GNU OpenMP (libgomp) is already loaded in the process, then GNU; in the MKL we ship
+(2026.2, measured with threadpoolctl) that detection even overrides ``MKL_THREADING_LAYER=INTEL``
+in the environment. ``import gmsh`` loads libgmsh, which links libgomp, so whether Gmsh had
+been imported before the first solve (pytest imports every test module before the first test)
+changed PARDISO's runtime and its roundoff: the same run gave other digits alone and inside
+the test suite, and the roundoff-sensitive stress-constrained L-bracket failed only there
+(issue 13). :func:`load_mkl` therefore sets the layer with ``MKL_Set_Threading_Layer`` before
+any other MKL call, which MKL does honour: ``MKL_THREADING_LAYER`` if the user set it
+(INTEL, SEQUENTIAL, GNU, TBB, PGI), else :data:`DEFAULT_THREADING_LAYER` (Intel, the runtime
+``KMP_BLOCKTIME`` in :mod:`lightweight._threads` is for and the one chosen without libgomp).
 """
 
 from __future__ import annotations
@@ -40,6 +53,11 @@ from dataclasses import dataclass
 
 ENV_MKL_RT = "LIGHTWEIGHT_MKL_RT"
 _PYPARDISO_ENV = "PYPARDISO_MKL_RT"
+ENV_THREADING_LAYER = "MKL_THREADING_LAYER"
+# the layer set at load unless the user chose one (module docstring, "Threading layer")
+DEFAULT_THREADING_LAYER = "INTEL"
+# MKL's codes for MKL_Set_Threading_Layer (mkl_service.h: MKL_THREADING_INTEL = 0, ...)
+THREADING_LAYER_CODES = {"INTEL": 0, "SEQUENTIAL": 1, "PGI": 2, "GNU": 3, "TBB": 4}
 
 
 def _is_mkl_rt(filename: str) -> bool:
@@ -92,6 +110,7 @@ class MKLRuntime:
     pardiso_getdiag: object | None
     set_num_threads_local: object | None
     get_max_threads: object | None
+    threading_layer: str | None = None    # the layer MKL reports after load_mkl set it; None: not set
 
 
 def _declare(library: ctypes.CDLL, path: str) -> MKLRuntime:
@@ -115,7 +134,22 @@ def _declare(library: ctypes.CDLL, path: str) -> MKLRuntime:
     if get_max is not None:
         get_max.argtypes = []
         get_max.restype = ctypes.c_int
-    return MKLRuntime(path, library, pardiso, getdiag, set_local, get_max)
+    return MKLRuntime(path, library, pardiso, getdiag, set_local, get_max,
+                      _set_threading_layer(library))
+
+
+def _set_threading_layer(library: ctypes.CDLL) -> str | None:
+    """Set mkl_rt's threading layer (module docstring); the layer in effect, None if left alone."""
+    set_layer = getattr(library, "MKL_Set_Threading_Layer", None)
+    name = os.environ.get(ENV_THREADING_LAYER, DEFAULT_THREADING_LAYER).strip().upper()
+    if set_layer is None or name not in THREADING_LAYER_CODES:
+        return None            # an old MKL, or a value MKL itself will report on
+    set_layer.argtypes = [ctypes.c_int]
+    set_layer.restype = ctypes.c_int
+    # returns the layer in effect: the requested one, or the earlier choice if MKL was already
+    # initialised by someone else in this process
+    code = set_layer(THREADING_LAYER_CODES[name])
+    return next((k for k, v in THREADING_LAYER_CODES.items() if v == code), None)
 
 
 @functools.lru_cache(maxsize=None)
