@@ -40,6 +40,9 @@ from .loads import (COMPONENTS, BodyForce, Gravity, body_force_density, cell_sha
 # 3D 12 675 DOFs direct 93 ms / MG 175 ms, 28 611 DOFs 477 / 95 ms, 54 243 DOFs 1414 / 199 ms;
 # 2D 60 802 DOFs 73 / 97 ms, 241 602 DOFs 584 / 482 ms (2D fill-in is mild, so direct wins longer).
 MULTIGRID_AUTO_MIN_DOFS = {2: 150_000, 3: 20_000}
+# 2D grids whose hierarchy suits the serial one-call solver (lightweight/fem/multigrid2d.py)
+# switch to it from this size on (measured against PARDISO per design iteration, docs/performance.md)
+MULTIGRID_2D_SERIAL_AUTO_MIN_DOFS = 20_000
 # Largest coarsest level (DOFs) of the hierarchy, solved directly; in 2D a 4k-DOF coarse grid
 # refactorizes in ~5 ms against ~25 ms at 15k (MBB 300x100).
 MULTIGRID_COARSE_MAX_DOFS = {2: 5_000, 3: 20_000}
@@ -324,8 +327,13 @@ class LinearElasticSystem:
                      else f"an unstructured {self.mesh.cell_type} mesh") +
                     ": use solver='auto', 'direct' or 'amg'")
             return True
-        return (key == "auto" and self.is_grid and not self.spring_dofs.size
-                and self.n_dofs > MULTIGRID_AUTO_MIN_DOFS[self.dim])
+        if key != "auto" or not self.is_grid or self.spring_dofs.size:
+            return False
+        if self.dim == 2:
+            from .multigrid2d import GridMultigrid2D
+            if GridMultigrid2D.fits(self.mesh.grid, MULTIGRID_COARSE_MAX_DOFS[2]):
+                return self.n_dofs > MULTIGRID_2D_SERIAL_AUTO_MIN_DOFS
+        return self.n_dofs > MULTIGRID_AUTO_MIN_DOFS[self.dim]
 
     def _get_multigrid(self):
         """The GridMultigrid of this grid and its supports (built once, updated per solve)."""
@@ -333,8 +341,17 @@ class LinearElasticSystem:
             from .multigrid import GridMultigrid
             options = {"rtol": MULTIGRID_RTOL, "coarse_max_dofs": MULTIGRID_COARSE_MAX_DOFS[self.dim],
                        **self.multigrid_options}
-            self.multigrid = GridMultigrid(self.mesh.grid, self.mesh.grid_spacing,
-                                           self.element_matrices[0], ~self.free_mask, **options)
+            args = (self.mesh.grid, self.mesh.grid_spacing, self.element_matrices[0], ~self.free_mask)
+            if self.dim == 2:
+                # the serial one-call 2D solver where its hierarchy fits (even cell counts,
+                # an affordable coarsest band), else the general class
+                from .multigrid2d import GridMultigrid2D
+                try:
+                    self.multigrid = GridMultigrid2D(*args, **options)
+                except SolverError:
+                    self.multigrid = None
+            if self.multigrid is None:
+                self.multigrid = GridMultigrid(*args, **options)
         return self.multigrid
 
     def _check_scale(self, stiffness_scale) -> np.ndarray:
