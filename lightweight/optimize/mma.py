@@ -290,10 +290,13 @@ class MMA:
         if k <= 2 and self.initial_asymptotes == "move":
             reach = self.move_limit * (self.upper_bound - self.lower_bound)
             span_low = np.maximum(self.lower_bound, x - reach)
-            span_upp = np.minimum(self.upper_bound, x + reach)
+            span_upp = np.minimum(self.upper_bound, np.add(x, reach, out=reach), out=reach)
         _moving_asymptotes(x, self.xold1, self.xold2, self.low, self.upp, span_low,
                            span_upp, k > 2, self.asymptote_init, self.asymptote_decrease,
                            self.asymptote_increase, low, upp)
+        # the move-limited spans (2 vectors of n, first two updates) would otherwise stay
+        # alive through the subproblem solve, the update's memory peak
+        span_low = span_upp = reach = None
         alpha, beta, p0, q0 = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
         P, Q = np.empty((m, n)), np.empty((m, n))
         # b_i: constant part of constraint i moved to the right-hand side, f~_i(x) = f_i(x).
