@@ -190,18 +190,22 @@ def quadratic_tets(mesh: Mesh) -> Mesh:
     mid-edge nodes; plain node sets keep their corner nodes)."""
     if mesh.cell_type != "tetra":
         raise LightweightError(f"quadratic_tets needs a tetra mesh, got {mesh.cell_type}")
-    edges = np.sort(mesh.cells[:, _TET_EDGES].reshape(-1, 2), axis=1)
-    unique, inverse = np.unique(edges, axis=0, return_inverse=True)
+    # each edge (sorted corners) as one int64 code: a 1D unique (same order as the row-wise
+    # one, several times faster), and a face edge's mid-node found by binary search instead of a
+    # dict of every edge (Python tuples)
+    n = np.int64(mesh.n_nodes)
+    edges = np.sort(mesh.cells[:, _TET_EDGES].reshape(-1, 2), axis=1).astype(np.int64)
+    edge_code, inverse = np.unique(edges[:, 0] * n + edges[:, 1], return_inverse=True)
+    unique = np.column_stack([edge_code // n, edge_code % n])
     mid_ids = mesh.n_nodes + inverse.reshape(mesh.n_cells, 6)
     points = np.vstack([mesh.points, mesh.points[unique].mean(axis=1)])
     cells = np.hstack([mesh.cells, mid_ids])
-    edge_index = {tuple(e): mesh.n_nodes + i for i, e in enumerate(unique.tolist())}
     face_sets = {}
     for name, faces in mesh.face_sets.items():
         a, b, c = faces[:, 0], faces[:, 1], faces[:, 2]
-        mids = [[edge_index[tuple(sorted(pair))] for pair in zip(u.tolist(), v.tolist())]
+        mids = [mesh.n_nodes + np.searchsorted(edge_code, np.minimum(u, v).astype(np.int64) * n + np.maximum(u, v))
                 for u, v in ((a, b), (b, c), (c, a))]
-        face_sets[name] = np.column_stack([faces[:, :3], np.array(mids).T])
+        face_sets[name] = np.column_stack([faces[:, :3], *mids])
     node_sets = {k: v for k, v in mesh.node_sets.items() if k not in mesh.face_sets}
     return Mesh(points, cells, "tetra10", node_sets=node_sets, face_sets=face_sets,
                 cell_sets=dict(mesh.cell_sets), source=mesh.source)
