@@ -383,19 +383,19 @@ def _scatter_stencil(Ke_cells, cx, cy, A):
 
 
 @numba.njit(cache=True, fastmath={"contract"})
-def _galerkin_planes(scale, G, f, A):
+def _galerkin_planes(S, G, A):
     """A (2, 2, 3, 3, py, px) = sum over coarse cells of their Galerkin element matrices.
 
-    scale: fine cell scales (cy, cx); G: (f*f, 64) tables Q_pos^T Ke Q_pos of the f x f fine
-    cells inside a coarse cell (pos = x + f*y, GridMultigrid's ``lev.G``). The element matrix
-    of a coarse cell is sum_pos s_pos G_pos (built in a 64-entry buffer, never stored for
-    the whole level) and scattered straight into the stencil planes.
+    S: (f*f, ccy, ccx) the scales of the fine cell at position pos = x + f*y inside each
+    coarse cell; G: (f*f, 64) the tables Q_pos^T Ke Q_pos (GridMultigrid's ``lev.G``). Entry
+    t of the element matrix of every coarse cell of a row is sum_pos G[pos, t] S[pos] and is
+    added straight into its stencil plane: contiguous rows, so the loops vectorise, and no
+    element matrices are stored for the level.
     """
-    cy, cx = scale.shape
-    ccy, ccx = cy // f, cx // f
+    n_pos, ccy, ccx = S.shape
     py, px = A.shape[4], A.shape[5]
     n_nodes = px * py
-    # flat offset in A of entry t = (2a+p)*8 + 2b+q for the coarse cell at node (0, 0)
+    # flat offset in A of entry t = (2a+p)*8 + 2b+q of the coarse cell at node (0, 0)
     where = np.empty(64, dtype=np.int64)
     for a in range(4):
         for b in range(4):
@@ -407,20 +407,15 @@ def _galerkin_planes(scale, G, f, A):
                     where[(2 * a + p) * 8 + 2 * b + q] = plane * n_nodes + _OY[a] * px + _OX[a]
     flat = A.reshape(-1)
     flat[:] = 0.0
-    ke = np.empty(64)
     for J in range(ccy):
-        for I in range(ccx):
-            ke[:] = 0.0
-            for fy in range(f):
-                srow = scale[f * J + fy]
-                for fx in range(f):
-                    s = srow[f * I + fx]
-                    g = G[fx + f * fy]
-                    for t in range(64):
-                        ke[t] += s * g[t]
-            node = J * px + I
-            for t in range(64):
-                flat[where[t] + node] += ke[t]
+        for t in range(64):
+            start = where[t] + J * px
+            dst = flat[start:start + ccx]
+            for pos in range(n_pos):
+                g = G[pos, t]
+                src = S[pos, J]
+                for I in range(ccx):
+                    dst[I] += g * src[I]
 
 
 @numba.njit(cache=True)
@@ -618,7 +613,11 @@ class GridMultigrid2D(GridMultigrid):
         if lev.planes is None:
             lev.planes = np.empty((2, 2, 3, 3, py, px))
         A = lev.planes
-        _galerkin_planes(self._scale64, lev.G, lev.factor, A)        # A must be C-contiguous
+        f = lev.factor
+        ccx, ccy = lev.cells[0], lev.cells[1]
+        S = np.ascontiguousarray(self._scale64.reshape(ccy, f, ccx, f).transpose(1, 3, 0, 2)
+                                 ).reshape(f * f, ccy, ccx)          # S[x + f*y, J, I]
+        _galerkin_planes(S, lev.G, A)
         if lev.corr_cells.size:
             contrib = lev.corr[lev.corr_index] * self.scale[lev.corr_fine][:, None, None]
             _scatter_cells_planes(contrib, lev.corr_cells, lev.cells[0], A)
