@@ -159,7 +159,8 @@ class SimpLoop:
         else:
             def volume_of(x_new):
                 return float(relative @ self.pipeline(x_new))
-        return oc_update(self.x, d_objective, dv, volume_of, target, move=s.move)
+        return oc_update(self.x, d_objective, dv, volume_of, target, move=s.move,
+                         affine_volume=(dv, offset) if self.pipeline.is_affine else None)
 
     # ------------------------------------------------------------------ one iteration
     def step(self) -> tuple[bool, str]:
