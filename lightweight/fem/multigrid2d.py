@@ -3,32 +3,49 @@
 Same method as :class:`~lightweight.fem.multigrid.GridMultigrid` (Amir, Aage & Lazarov 2014;
 Galerkin coarse operators from the fine cell scales, Chebyshev-Jacobi smoothing, a direct
 solve on the coarsest grid, float32 V-cycle inside float64 CG), and the same hierarchy: the
-coarse Galerkin element matrices come from GridMultigrid's tables, so both build identical
-coarse operators. What differs is how the work is laid out, because in 2D the problem is
-small (the MBB beam 300 x 100 has 60 802 DOFs, one fine matvec ~0.1 ms) and the general
-class spent most of its time outside arithmetic:
+coarse Galerkin element matrices come from GridMultigrid's tables (``lev.G``, ``lev.corr``),
+so both build the same coarse operators and take the same number of CG iterations
+(tests/test_multigrid_2d.py). What differs is how the work is laid out. In 2D the problem is
+small (the MBB beam 300 x 100 has 60 802 DOFs; one fine matvec is ~2 MFlop) and the general
+class spent most of its time outside arithmetic: per solve 5-8x the CPU time of this one
+(the same 9-44 iterations on three designs at 300 x 100), more in wall time on a busy machine.
+
+Why this layout (measured on the 2-core machine, CPU time at 300 x 100, load 9-14):
 
 * One compiled call per solve. The general class runs CG and the V-cycle in Python and
   launches ~40 Numba kernels per CG iteration, parallel ones, each costing 0.1-0.4 ms of
-  thread wake-up when the other core is busy (measured, docs/performance.md). Here CG, the
-  V-cycle, smoothing, transfers and the coarsest solve are one ``njit`` function with no
-  parallel region: no dispatch, no thread hand-off, nothing that waits for a busy core.
-  Threads cannot pay at this size anyway: a whole V-cycle is ~1 ms of arithmetic.
-* Component planes (SoA). Vectors are stored as (2, ny+1, nx+1) planes instead of the
-  node-major interleaved layout. The nodes of a row of cells are then contiguous slices of
-  the planes, so the fine matrix-free product of a cell row is 64 fused multiply-adds per
-  cell over contiguous data, vectorised across the row's cells with no gather or colouring
-  (serial code needs no colouring); the 9-point coarse stencils are stored as 36 planes of
-  coefficients, applied as 18 shifted-row products per output row, also vectorised.
-* Coarsest level by banded Cholesky (LAPACK ``pbtrf`` via SciPy, solves in the compiled
-  call). With the nodes numbered along the shorter axis first, a grid operator is a band
-  of half-width 2(min(nx, ny) + 1) + 1: 3 952 DOFs and half-width 55 on the MBB beam's
-  76 x 26-node coarsest grid (a ~12 MFlop factorization, ~1 ms). The general class calls
-  PARDISO here, which cannot be called from compiled code. A hierarchy whose coarsest band
-  would be costly (odd cell counts stop the coarsening early) is not built:
-  :func:`band_cost` lets the caller fall back to GridMultigrid.
+  thread wake-up when the other core is busy (docs/performance.md). Here CG, the V-cycle,
+  smoothing, transfers and the coarsest solve are one ``njit`` function without a parallel
+  region: no dispatch, no thread hand-off, nothing that waits for a busy core. Threads
+  cannot pay at this size: a whole V-cycle is ~1.5 ms of arithmetic.
+* Component planes (structure of arrays). Vectors are (2, ny+1, nx+1) planes instead of
+  the node-major interleaved layout. The nodes of a row of cells are then contiguous slices
+  of the planes, so the matrix-free product of a cell row is 8 x 8 fused multiply-adds per
+  cell over contiguous rows, vectorised across the row's cells with no gather and no
+  colouring (serial code needs none): 0.13 ms per float32 apply (0.8 ms through a gathered
+  (8, nx) copy, whose 9 pointers kept LLVM from vectorising). The 9-point coarse stencils
+  are 36 coefficient planes, applied as 18 shifted-row products per row (0.06 ms at
+  151 x 51 nodes). Indexing is done on row views from 0, so Numba emits no negative-index
+  test and the loops vectorise (the same rule made the band solve 0.26 ms instead of 0.68).
+* Coarsest level by banded Cholesky, factor and solves compiled here. With the nodes
+  numbered along the shorter axis first a grid operator is a band of half-width
+  2(min(nx, ny) + 1) + 1: 3 952 DOFs and half-width 55 on the MBB beam's 76 x 26-node
+  coarsest grid, ~6 M multiply-adds, 3.6 ms (LAPACK's pbtrf: 4.3-5.1 ms). The general class
+  calls PARDISO there, which compiled code cannot call. A hierarchy whose coarsest band
+  would be costly (odd cell counts stop the coarsening early) is not built (:meth:`fits`,
+  MAX_BAND_WORK); the system then uses GridMultigrid.
 * float32 everywhere inside the V-cycle (fine and intermediate levels; the coarsest solve
-  and CG are float64): the same mixed-precision pattern as GridMultigrid's fine level.
+  and CG are float64): GridMultigrid's mixed-precision pattern, extended to the coarse
+  levels because here they are cheap to convert and iteration counts did not change.
+* Coarse operators per update: every coarse cell's element matrix is sum_pos s_pos G_pos;
+  it is summed for a whole row of coarse cells at once from per-position scale planes and
+  added straight into the stencil planes (2.0 ms for two levels; 6 ms through element
+  matrices and a scatter). One update is ~9 ms of CPU at 300 x 100, of which the band
+  factorization is 3.6 ms and the two Lanczos estimates 1.5 ms.
+
+What was not done: reusing an older coarsest factor across design iterations (an inexact
+but fixed coarse solve keeps the V-cycle symmetric, so CG would still converge) would save
+most of the factorization; not measured, so not used.
 
 Shapes: grid ``shape`` = (nx, ny) cells; public vectors are (n_dofs,) or (n_cases, n_dofs)
 with node-major DOFs (dof = node*2 + comp), nodes numbered x-fastest (:mod:`lightweight.mesh.grid`).
@@ -40,7 +57,6 @@ import time
 
 import numba
 import numpy as np
-import scipy.linalg
 
 from ..errors import SingularStiffnessError, SolverError
 from .multigrid import GridMultigrid, _grid_dims
@@ -212,6 +228,36 @@ def _prolong_add(c, f, alive, fpx, fpy, cpx, cpy, t):
                 row[2 * I] += al[2 * I] * t[I]
             for I in range(cpx - 1):
                 row[2 * I + 1] += al[2 * I + 1] * (0.5 * (t[I] + t[I + 1]))
+
+
+@numba.njit(cache=True, fastmath={"contract"})
+def _band_cholesky(L):
+    """In-place Cholesky of an SPD band matrix stored as L[r, k] = A[r + k, r] (lower).
+
+    Right-looking, by columns: each column's rank-1 update of the band below it runs on
+    contiguous row views. Returns -1, or the first column with a non-positive pivot.
+    Measured at 3 952 DOFs, half-width 55: 3.6 ms against 4.3-5.1 ms for LAPACK's pbtrf
+    (scipy.linalg.cholesky_banded), whose blocking does not pay at this width.
+    """
+    n, w = L.shape
+    for j in range(n):
+        Lj = L[j]
+        d = Lj[0]
+        if not d > 0.0:
+            return j
+        d = np.sqrt(d)
+        Lj[0] = d
+        m = min(w, n - j)
+        inv = 1.0 / d
+        for k in range(1, m):
+            Lj[k] *= inv
+        for k in range(1, m):
+            c = Lj[k]
+            Li = L[j + k]
+            src = Lj[k:m]
+            for t in range(m - k):
+                Li[t] -= c * src[t]
+    return -1
 
 
 @numba.njit(cache=True, fastmath={"contract", "reassoc"})
@@ -670,14 +716,12 @@ class GridMultigrid2D(GridMultigrid):
                 half = 2 * (min(px, py) + 1) + 1
                 band, perm = _fill_band(A, lev.alive.reshape(py * px, 2).T.reshape(2, py, px),
                                         py <= px, half)
-                try:
-                    # LAPACK pbtrf wants the band as rows of diagonals: ab[k, r] = A[r + k, r]
-                    factor = scipy.linalg.cholesky_banded(band.T, lower=True, check_finite=False)
-                except np.linalg.LinAlgError as exc:
+                failed = _band_cholesky(band)
+                if failed >= 0:
                     raise SingularStiffnessError(
-                        f"multigrid's coarsest level ({lev.n_dofs} DOFs) is not positive definite: "
-                        f"the stiffness is singular (a mechanism) or not finite ({exc})") from exc
-                self._band = np.ascontiguousarray(factor.T)
+                        f"multigrid's coarsest level ({lev.n_dofs} DOFs) is not positive definite "
+                        f"(pivot {failed}): the stiffness is singular (a mechanism) or not finite")
+                self._band = band
                 self._perm = perm
                 self._band_work = np.empty(band.shape[0])
         self.setup_seconds = time.perf_counter() - t0
