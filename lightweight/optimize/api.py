@@ -26,6 +26,8 @@ from .responses import Compliance, Constraint, Displacement, VolumeFraction
 from .stages import density_pipeline
 
 FILTERS = ("sensitivity", "density", "helmholtz", None)
+# projection of minimize_mass with local stress constraints when none is given (projection="auto")
+STRESS_PROJECTION = {"beta": 1.0, "beta_max": 8.0}
 
 
 def _penalty_schedule(penalty) -> tuple[float, float]:
@@ -226,6 +228,9 @@ def _stress_constraints(model, limits: Mapping[str, float], stress_options) -> l
         return []
     from .responses.stress import Stress
     options = dict(stress_options or {})
+    if options.get("aggregation") == "al":
+        raise OptimizationError("stress_options: aggregation 'al' (local stress constraints by the augmented "
+                                "Lagrangian) is minimize_mass's formulation; here use 'pnorm' or 'ks'")
     if "cases" in options:
         raise OptimizationError("stress_options: the load cases come from max_stress / min_safety_factor")
     try:
@@ -233,6 +238,30 @@ def _stress_constraints(model, limits: Mapping[str, float], stress_options) -> l
     except TypeError as exc:
         raise OptimizationError(f"stress_options: {exc}") from None
     return [response <= [limits[c] for c in response.cases]]
+
+
+def _stress_objective(model, base, limits: Mapping[str, float], stress_options, filter_radius=None):
+    """The objective ``base`` plus the augmented-Lagrangian penalty of local stress constraints
+    (:class:`~lightweight.optimize.responses.stress.StressLagrangian`), or None when the stress
+    options ask for an aggregated constraint (``aggregation`` "pnorm" or "ks") or there is no limit."""
+    options = dict(stress_options or {})
+    if not limits or options.get("aggregation", "al") != "al":
+        return None
+    options.pop("aggregation", None)
+    if "singular_radius" not in options:
+        # the corner field is judged at the smallest radius the filtered design can draw: the filter's
+        # diameter (or four cell sizes without a filter)
+        cell = float(np.mean(model.mesh.cell_volumes()) ** (1.0 / model.dim))
+        options["singular_radius"] = 2.0 * float(filter_radius) if filter_radius else 4.0 * cell
+    if "cases" in options:
+        raise OptimizationError("stress_options: the load cases come from max_stress / min_safety_factor")
+    from .responses.stress import StressLagrangian
+    try:
+        return StressLagrangian(model, base, dict(limits), **options)
+    except TypeError as exc:
+        raise OptimizationError(f"stress_options: {exc} (the local-constraint formulation, aggregation "
+                                f"'al', takes relaxation, q, epsilon, q_floor, exclude, multiplier_penalty, "
+                                f"penalty_growth, penalty_max, update_every, tolerance, sampling, singular_radius)") from None
 
 
 def _frequency_constraints(model, min_frequency, frequency_options) -> list:
@@ -403,16 +432,17 @@ def compliance_problem(model, volume_fraction: float, case_weights=None, displac
 
 
 def mass_problem(model, compliance_limits: Mapping[str, float], displacement_limits=(),
-                 extra_constraints=()) -> Problem:
+                 extra_constraints=(), objective=None) -> Problem:
     """min volume fraction s.t. c_k <= limit_k for every limited load case (displacement limits,
-    other constraints such as stress or frequency)."""
+    other constraints such as stress or frequency). objective: a response replacing the volume
+    fraction (the volume fraction plus the stress penalty of :func:`_stress_objective`)."""
     names = list(model.load_cases)
     # unknown names first: a typo in a case name also leaves that case without a limit
     for c in compliance_limits:
         if c not in names:
             raise OptimizationError(f"compliance limit for unknown load case {c!r}; cases: {', '.join(names)}")
     missing = [c for c in names if c not in compliance_limits]
-    if missing and not displacement_limits and not extra_constraints:
+    if missing and not displacement_limits and not extra_constraints and objective is None:
         raise OptimizationError(f"no compliance limit for load cases {missing}")
     limited = [c for c in names if c in compliance_limits]
     constraints = []
@@ -423,14 +453,14 @@ def mass_problem(model, compliance_limits: Mapping[str, float], displacement_lim
         constraints.append(Compliance(model, cases=limited) <= [float(compliance_limits[c]) for c in limited])
     constraints += _displacement_constraints(model, displacement_limits)
     constraints += list(extra_constraints)
-    if not constraints:
+    if not constraints and objective is None:
         raise OptimizationError("minimize_mass needs a compliance or displacement limit")
-    return Problem(VolumeFraction(model), constraints, name="min_mass")
+    return Problem(VolumeFraction(model) if objective is None else objective, constraints, name="min_mass")
 
 
 def minimize_mass(model, max_compliance=None, max_compliance_factor: float | None = None,
                   filter_radius: float | None = None, filter: str | None = "density",
-                  projection=None, optimizer: str = "mma", penalty=3.0, interpolation: str = "simp",
+                  projection="auto", optimizer: str = "mma", penalty=3.0, interpolation: str = "simp",
                   min_stiffness: float = 1e-9, non_design=(), void=(), symmetry=None, extrusion=None,
                   manufacturing=(), displacement_limits: Sequence[DisplacementLimit] = (),
                   max_stress=None, min_safety_factor=None, stress_options=None,
@@ -447,18 +477,24 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
     max_stress / min_safety_factor: stress limits per load case (see :func:`minimize_compliance`);
     with them alone the compliance is free. min_frequency: a floor in Hz on the lowest natural
     frequency (see :func:`minimize_compliance`). Other arguments as :func:`minimize_compliance`.
-    Solved with MMA.
+    Solved with MMA. Stress limits are by default local constraints at every sampling point
+    (integration points and cell corners), held by an augmented Lagrangian in the objective
+    (:class:`~lightweight.optimize.responses.stress.StressLagrangian`; ``stress_options=
+    {"aggregation": "pnorm"}`` gives one aggregated constraint instead); projection="auto" is then
+    Heaviside β 1 -> 8 (``STRESS_PROJECTION``), otherwise none.
     """
     from ..fem.static import solve
     options = _loop_options(locals())
     if max_compliance is not None and max_compliance_factor is not None:
         raise OptimizationError("give max_compliance or max_compliance_factor, not both")
     max_stresses = stress_limits(model, max_stress, min_safety_factor)
-    extra_constraints = _stress_constraints(model, max_stresses, stress_options)
+    # stress limits: by default local constraints in the objective (augmented Lagrangian)
+    objective = _stress_objective(model, VolumeFraction(model), max_stresses, stress_options, filter_radius)
+    extra_constraints = [] if objective is not None else _stress_constraints(model, max_stresses, stress_options)
     extra_constraints += _frequency_constraints(model, min_frequency, frequency_options)
     cases = model.load_cases
     if max_compliance is None and max_compliance_factor is None:
-        if not displacement_limits and not extra_constraints:
+        if not displacement_limits and not extra_constraints and objective is None:
             raise OptimizationError("minimize_mass needs max_compliance, max_compliance_factor, "
                                     "displacement_limits, max_stress, min_safety_factor or min_frequency")
         limits = {}
@@ -475,8 +511,13 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
     if optimizer == "oc":
         raise OptimizationError("optimizer='oc' handles only compliance minimization under a volume "
                                 "constraint; minimize_mass needs optimizer='mma'")
-    problem = mass_problem(model, limits, displacement_limits, extra_constraints)
+    problem = mass_problem(model, limits, displacement_limits, extra_constraints, objective=objective)
     options.update(optimizer="mma" if optimizer == "auto" else optimizer)
+    if isinstance(projection, str) and projection == "auto":
+        # local stress constraints: Heaviside β 1 -> 8 (gray cells would carry η(ρ̄) σ below the
+        # material's stress; sharper than 8, the staircase boundary's own notches take over)
+        options["projection"] = STRESS_PROJECTION if objective is not None and filter in ("density", "helmholtz") \
+            else None
     record = {"compliance_limits": limits, "max_compliance_factor": max_compliance_factor,
               "displacement_limits": [vars(d) for d in displacement_limits],
               **_stress_parameters(max_stresses, stress_options),

@@ -202,7 +202,10 @@ class SimpLoop:
         for response in self._responses():
             if hasattr(response, "end_iteration"):
                 record.update(response.end_iteration(state))
-        feasible = bool(np.all(g <= 1e-3))
+        # responses that hold constraints inside the objective (the stress augmented Lagrangian)
+        # say themselves whether those are met
+        feasible = bool(np.all(g <= 1e-3)) and all(
+            response.satisfied(state) for response in self._responses() if hasattr(response, "satisfied"))
         settled = change <= s.tolerance and rel_change <= s.objective_tolerance and feasible
         stop, message = False, ""
         final = self.schedule.at_final_level()
@@ -334,6 +337,9 @@ class SimpLoop:
                     mma_meta[key] = value
         if self.analysis.last_displacements is not None:
             arrays["U"] = self.analysis.last_displacements
+        for i, response in enumerate(self._responses()):       # e.g. the stress multipliers
+            if hasattr(response, "checkpoint_arrays"):
+                arrays.update({f"response{i}.{k}": v for k, v in response.checkpoint_arrays().items()})
         meta = {"iteration": self.iteration, "history": self.history, **self.schedule.state(),
                 "mma": mma_meta, "parameters_sha256": self._resume_key(),
                 "n_variables": int(self.design.n_variables)}
@@ -363,9 +369,12 @@ class SimpLoop:
         self.x = data["x"].copy()
         self.iteration = meta["iteration"]
         self.history = meta["history"]
-        for response in self._responses():
+        for i, response in enumerate(self._responses()):
             if hasattr(response, "resume") and self.history:
                 response.resume(self.history[-1])
+            if hasattr(response, "load_checkpoint_arrays"):
+                prefix = f"response{i}."
+                response.load_checkpoint_arrays({k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)})
         self.schedule.load_state(meta)
         if "U" in data:
             self.analysis.last_displacements = data["U"].copy()

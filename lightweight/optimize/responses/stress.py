@@ -48,6 +48,14 @@ from .base import Response, register_response
 
 RELAXATIONS = ("qp", "epsilon")
 AGGREGATIONS = ("pnorm", "ks")
+# reference coordinates of the corner nodes of each cell type (VTK order), where corner sampling
+# evaluates D B u_e besides the integration points
+CELL_CORNERS = {"quad": [(-1, -1), (1, -1), (1, 1), (-1, 1)], "triangle": [(0, 0), (1, 0), (0, 1)],
+                "hexahedron": [(-1, -1, -1), (1, -1, -1), (1, 1, -1), (-1, 1, -1),
+                               (-1, -1, 1), (1, -1, 1), (1, 1, 1), (-1, 1, 1)],
+                "tetra": [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)],
+                "tetra10": [(0, 0, 0), (1, 0, 0), (0, 1, 0), (0, 0, 1)]}
+SAMPLINGS = ("integration", "corners")
 # cells x points x voigt x dof above which the D B operators are rebuilt per call, not kept (memory)
 _KEEP_OPERATORS_MAX_ENTRIES = 25_000_000
 
@@ -216,13 +224,21 @@ class Stress(Response):
         return state.cache[key]
 
     def evaluate(self, state):
+        v = self._values(state)
+        c = self.correction
+        grads = c[:, None] * self._weighted_gradient(state, v["weights"])
+        return c * v["aggregate"], grads
+
+    def _weighted_gradient(self, state, weights: np.ndarray) -> np.ndarray:
+        """d/dρ̄ of Σ_eq w_keq η(ρ̄_e) vm_keq per case: weights (k, n_cells, n_q) -> (k, n_cells).
+
+        One adjoint solve for all k cases (right-hand sides Σ_q w η (D B_q)^T ∂vm/∂s), sharing
+        the static solve's factorization or multigrid hierarchy.
+        """
         from ...fem.stress import von_mises_gradient
         model, system = self.model, state.system
         local = self.local(state)
-        v = self._values(state)
-        c = self.correction
-        weights = v["weights"]                                            # (k, n_cells, n_q)
-        eta, deta = v["eta"], self.stress_scale_derivative(state.rho)
+        eta, deta = self.stress_scale(state.rho), self.stress_scale_derivative(state.rho)
         explicit = np.einsum("kcq,kcq->kc", weights, local["vm"]) * deta[None, :]
         # adjoint load: Σ_q w η (D B_q)^T ∂vm/∂s per cell, scattered to the global DOFs
         dvm = von_mises_gradient(local["points"], model.dim, model.plane, model.material.nu)
@@ -256,8 +272,7 @@ class Stress(Response):
             full = np.zeros((len(system.case_names), system.n_dofs))
             full[self.index] = lam
             implicit += system.body_load_gradient(full)[self.index]
-        grads = c[:, None] * (explicit + implicit)
-        return c * v["aggregate"], grads
+        return explicit + implicit
 
     # ------------------------------------------------------------------ once per loop iteration
     def peak(self, state) -> np.ndarray:
@@ -290,3 +305,271 @@ class Stress(Response):
                 self.correction[k] = float(record[key])
         if "stress_reference" in record:
             self.stress_reference = float(record["stress_reference"])
+
+
+@register_response("stress_al")
+class StressLagrangian(Stress):
+    """Objective with local stress constraints by the augmented Lagrangian: one value (dimensionless).
+
+    J = s_f f(ρ̄) + (1/N) Σ_i [λ_i h_i + μ/2 h_i²],  h_i = max(g_i, -λ_i/μ),  g_i = η(ρ̄_e) vm_i / S_k - 1,
+    over the N included integration points i of every load case k (limits S_k, stress units of E).
+    base: the response minimised (one value, e.g. VolumeFraction); limits: {case: S_k};
+    base_scale s_f (1: a volume fraction is already O(1)). multiplier_penalty μ0 (10),
+    penalty_growth (μ <- min(growth μ, penalty_max) at each update), penalty_max (1e4),
+    update_every: iterations between multiplier updates λ <- max(0, λ + μ g) (5).
+    tolerance: the constraints count as met when max_i g_i <= tolerance (the loop does not
+    declare convergence before). relaxation, q, epsilon, q_floor, exclude: as :class:`Stress`.
+    """
+
+    name = "stress_al"
+
+    def __init__(self, model, base, limits, relaxation: str = "qp", q: float = 0.5, epsilon: float = 0.2,
+                 exclude=(), q_floor: float = 1e-3, base_scale: float = 1.0, multiplier_penalty: float = 10.0,
+                 penalty_growth: float = 1.1, penalty_max: float = 1e4, update_every: int = 5,
+                 tolerance: float = 0.01, sampling: str = "corners", singular_radius: float | None = None):
+        if not isinstance(base, Response) or base.size != 1:
+            raise OptimizationError(f"the augmented Lagrangian needs a base response with one value, got {base!r}")
+        if not isinstance(limits, dict) or not limits:
+            raise OptimizationError(f"stress limits must be {{case: limit}}, got {limits!r}")
+        super().__init__(model, cases=list(limits), relaxation=relaxation, q=q, epsilon=epsilon,
+                         aggregation="pnorm", adaptive=False, exclude=exclude, q_floor=q_floor)
+        if sampling not in SAMPLINGS:
+            raise OptimizationError(f"stress sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        if sampling == "corners" and model.mesh.cell_type not in CELL_CORNERS:
+            raise OptimizationError(f"stress sampling 'corners' is not available for {model.mesh.cell_type} cells")
+        self.sampling = sampling
+        if singular_radius is not None and not (np.isfinite(singular_radius) and singular_radius > 0):
+            raise OptimizationError(f"stress_options: singular_radius must be a positive length, got {singular_radius!r}")
+        self.singular_radius = None if singular_radius is None else float(singular_radius)
+        self._amplification = None
+        self.limits = np.array([float(limits[c]) for c in self.cases])
+        if not np.all(np.isfinite(self.limits) & (self.limits > 0)):
+            raise OptimizationError(f"stress limits must be positive, got {limits!r}")
+        for label, value, low in (("multiplier_penalty", multiplier_penalty, 0.0), ("penalty_max", penalty_max, 0.0),
+                                  ("base_scale", base_scale, 0.0)):
+            if not (np.isfinite(value) and value > low):
+                raise OptimizationError(f"stress_options: {label} must be positive, got {value!r}")
+        if not (penalty_growth >= 1.0):
+            raise OptimizationError(f"stress_options: penalty_growth must be >= 1, got {penalty_growth!r}")
+        if int(update_every) < 1:
+            raise OptimizationError(f"stress_options: update_every must be >= 1 iteration, got {update_every!r}")
+        if not (tolerance >= 0):
+            raise OptimizationError(f"stress_options: tolerance must be >= 0, got {tolerance!r}")
+        self.base = base
+        self.base_scale = float(base_scale)
+        self.mu = float(multiplier_penalty)
+        self.mu_start = float(multiplier_penalty)
+        self.penalty_growth, self.penalty_max = float(penalty_growth), float(penalty_max)
+        self.update_every, self.tolerance = int(update_every), float(tolerance)
+        self.multipliers = None         # λ (k, n_cells, n_q), zero at the first evaluation
+        self.iterations = 0
+
+    def labels(self):
+        return [f"{self.base.labels()[0]} + stress penalty"]
+
+    # ------------------------------------------------------------------ sampling points
+    def _reference_points(self) -> np.ndarray:
+        """Reference coordinates of the sampling points: the integration points (+ the corner nodes)."""
+        from ...mesh.cell_types import quadrature
+        xi, _ = quadrature(self.model.mesh.cell_type)
+        if self.sampling == "corners":
+            xi = np.vstack([xi, np.asarray(CELL_CORNERS[self.model.mesh.cell_type], dtype=float)])
+        return xi
+
+    def _stress_operators(self, system, cells=None) -> np.ndarray:
+        """D B at the sampling points, (1 | n, n_points, n_voigt, n_dof_e)."""
+        if self.sampling == "integration":
+            return super()._stress_operators(system, cells)
+        if cells is None and self._operators is not None:
+            return self._operators
+        from ...fem.elements import _stress_operator_kernel
+        from ...mesh.cell_types import shape_functions
+        mesh = system.mesh
+        _, dN = shape_functions(mesh.cell_type, self._reference_points())
+        chosen = mesh.cells[:1] if system.is_grid else (mesh.cells if cells is None else mesh.cells[cells])
+        coords = np.ascontiguousarray(mesh.points[chosen], dtype=np.float64)
+        D = np.ascontiguousarray(system.D, dtype=np.float64)
+        out = np.empty((coords.shape[0], dN.shape[0], D.shape[0], coords.shape[1] * coords.shape[2]))
+        _stress_operator_kernel(coords, np.ascontiguousarray(dN), D, out)
+        if cells is None:
+            self._operators = out
+        return out
+
+    def local(self, state) -> dict:
+        """Solid-material stresses at the sampling points, cached per state.
+
+        Returns {"points": (k, n_cells, n_p, n_voigt) solid stresses s, "vm": (k, n_cells, n_p)}.
+        """
+        if self.sampling == "integration":
+            return super().local(state)
+        key = ("stress.local.corners", tuple(self.index))
+        if key not in state.cache:
+            from ...fem.elements import von_mises
+            model, system = self.model, state.system
+            U = state.static.U[self.index]
+            ue = U[:, system.cell_dofs]                                   # (k, n_cells, n_dof_e)
+            ops = self._stress_operators(system)
+            if ops.shape[0] == 1:
+                points = np.einsum("pvd,kcd->kcpv", ops[0], ue)
+            else:
+                points = np.einsum("cpvd,kcd->kcpv", ops, ue)
+            vm = von_mises(points, model.dim, model.plane, model.material.nu)
+            state.cache[key] = {"points": points, "vm": vm}
+        return state.cache[key]
+
+    def describe(self) -> dict:
+        return {**Response.describe(self), "base": self.base.describe(), "relaxation": self.relaxation,
+                "q" if self.relaxation == "qp" else "epsilon": self.q if self.relaxation == "qp" else self.epsilon,
+                "limits": dict(zip(self.cases, self.limits.tolist())), "multiplier_penalty": self.mu_start,
+                "penalty_growth": self.penalty_growth, "penalty_max": self.penalty_max,
+                "update_every": self.update_every, "tolerance": self.tolerance, "sampling": self.sampling,
+                "singular_radius": self.singular_radius,
+                "exclude": self.exclude}
+
+    def amplification(self) -> np.ndarray:
+        """Factor a on the stress at each sampling point (n_cells, n_points): 1, or near a re-entrant corner
+        of the domain max(1, (singular_radius / r)^(1-λ)) (r: distance to the corner, 1-λ its singularity exponent).
+
+        Why: at a re-entrant corner the stress is unbounded and a mesh samples it at r ~ h/5 only, so a
+        design that runs material into the corner meets its limit on one mesh and not on a finer one; the
+        factor evaluates the corner field as if sampled at singular_radius (a length in the mesh's units,
+        by default the filter radius), the same on every mesh.
+        """
+        if self._amplification is None:
+            mesh = self.model.mesh
+            xi = self._reference_points()
+            factor = np.ones((mesh.n_cells, xi.shape[0]))
+            where, angles = reentrant_corners(mesh) if self.singular_radius else (np.zeros((0, 2)), ())
+            if len(angles):
+                from ...mesh.cell_types import shape_functions
+                N, _ = shape_functions(mesh.cell_type, xi)
+                positions = np.einsum("pn,cnd->cpd", N, mesh.points[mesh.cells])       # (n_cells, n_p, dim)
+                for corner, angle in zip(where, angles):
+                    r = np.linalg.norm(positions - corner, axis=2)
+                    exponent = singularity_exponent(float(angle))
+                    # points at the vertex itself (corner sampling) are judged at a tenth of the radius:
+                    # a bounded factor ((10)^(1-λ), 2.9 at 3π/2) that keeps the penalty's scale sane
+                    factor = np.maximum(factor, (self.singular_radius / np.maximum(r, 0.1 * self.singular_radius))
+                                        ** exponent)
+            self._amplification = factor
+        return self._amplification
+
+    def _constraints(self, state) -> np.ndarray:
+        """g = a η vm / S_k - 1 per case, cell and point (k, n_cells, n_p); excluded cells -1 (a: :meth:`amplification`)."""
+        key = ("stress_al.g", id(self))
+        if key not in state.cache:
+            sigma = self.stress_scale(state.rho)[None, :, None] * self.local(state)["vm"] * self.amplification()[None]
+            g = sigma / self.limits[:, None, None] - 1.0
+            g[:, ~self.included] = -1.0
+            state.cache[key] = g
+            if self.multipliers is None:
+                self.multipliers = np.zeros_like(g)
+        return state.cache[key]
+
+    def evaluate(self, state):
+        base_value, base_grad = self.base.evaluate(state)
+        g = self._constraints(state)
+        lam, mu = self.multipliers, self.mu
+        h = np.maximum(g, -lam / mu)
+        active = g > -lam / mu
+        h[:, ~self.included] = 0.0
+        active[:, ~self.included] = False
+        n_constraints = int(self.included.sum()) * g.shape[0] * g.shape[2]
+        penalty = float(np.sum(lam * h + 0.5 * mu * h ** 2)) / n_constraints
+        # dP/dg_i = (λ_i + μ h_i) / N where h_i = g_i, else 0 (h_i = -λ_i/μ does not depend on ρ̄)
+        weights = np.where(active, lam + mu * h, 0.0) * self.amplification()[None] \
+            / (n_constraints * self.limits[:, None, None])
+        grad = self.base_scale * np.asarray(base_grad[0], dtype=float)
+        if np.any(active):
+            grad = grad + self._weighted_gradient(state, weights).sum(axis=0)
+        value = self.base_scale * float(base_value[0]) + penalty
+        return np.array([value]), grad[None, :]
+
+    def peak(self, state) -> np.ndarray:
+        """True maximum of the relaxed stress over the included points, per case (k,)."""
+        g = self._constraints(state)
+        return (g.reshape(len(self.cases), -1).max(axis=1) + 1.0) * self.limits
+
+    def satisfied(self, state) -> bool:
+        """Every included point's relaxed stress within (1 + tolerance) of its limit."""
+        return bool(self._constraints(state).max() <= self.tolerance)
+
+    def end_iteration(self, state) -> dict:
+        """Every update_every iterations: λ <- max(0, λ + μ g), then μ <- min(growth μ, penalty_max).
+
+        Returns figures for the history record (peak relaxed stress per case, its ratio to the limit,
+        the penalty μ and the number of active points).
+        """
+        g = self._constraints(state)
+        record = {}
+        peaks = self.peak(state)
+        for k, case in enumerate(self.cases):
+            record[f"max_stress[{case}]"] = float(peaks[k])
+            record[f"stress_ratio[{case}]"] = float(peaks[k] / self.limits[k])
+        record["stress_penalty_mu"] = self.mu
+        self.iterations += 1
+        if self.iterations % self.update_every == 0:
+            self.multipliers = np.maximum(0.0, self.multipliers + self.mu * g)
+            self.multipliers[:, ~self.included] = 0.0
+            self.mu = min(self.penalty_growth * self.mu, self.penalty_max)
+        record["stress_active_points"] = int(np.count_nonzero(self.multipliers))
+        return record
+
+    def checkpoint_arrays(self) -> dict:
+        """State to resume bit-identically: the multipliers, μ and the iteration count."""
+        lam = np.zeros(0) if self.multipliers is None else self.multipliers.copy()
+        return {"multipliers": lam, "mu": np.array(self.mu),
+                "iterations": np.array(self.iterations)}
+
+    def load_checkpoint_arrays(self, arrays: dict) -> None:
+        """Take back what :meth:`checkpoint_arrays` returned."""
+        lam = np.array(arrays["multipliers"], dtype=float)
+        self.multipliers = None if lam.size == 0 else lam
+        self.mu = float(arrays["mu"])
+        self.iterations = int(arrays["iterations"])
+
+    def resume(self, record: dict) -> None:
+        """Nothing to take from the history record: the state travels in :meth:`checkpoint_arrays`."""
+
+
+# ---------------------------------------------------------------------- re-entrant corners (2D)
+def reentrant_corners(mesh, min_angle: float = np.pi * (1 + 1e-3)) -> tuple[np.ndarray, np.ndarray]:
+    """Boundary nodes of a 2D mesh where the domain's interior angle exceeds π: (positions (m, 2), angles (m,) rad).
+
+    The interior angle at a node is the sum of the corner angles of the cells that hold it (a
+    node inside the mesh sums to 2π, one on a straight edge to π). 3D meshes return none (their
+    re-entrant edges are not detected).
+    """
+    from ...mesh.cell_types import cell_type
+    if mesh.dim != 2:
+        return np.zeros((0, mesh.points.shape[1])), np.zeros(0)
+    corners = cell_type(mesh.cell_type).n_corners
+    cells = mesh.cells[:, :corners]
+    pts = mesh.points[:, :2]
+    angle_sum = np.zeros(mesh.n_nodes)
+    for a in range(corners):
+        here = pts[cells[:, a]]
+        prev = pts[cells[:, (a - 1) % corners]] - here
+        nxt = pts[cells[:, (a + 1) % corners]] - here
+        cos = np.einsum("ij,ij->i", prev, nxt) / (np.linalg.norm(prev, axis=1) * np.linalg.norm(nxt, axis=1))
+        np.add.at(angle_sum, cells[:, a], np.arccos(np.clip(cos, -1.0, 1.0)))
+    used = np.zeros(mesh.n_nodes, dtype=bool)
+    used[cells.ravel()] = True
+    # inside nodes sum to 2π; re-entrant boundary nodes to (π, 2π)
+    chosen = used & (angle_sum > min_angle) & (angle_sum < 2 * np.pi * (1 - 1e-6))
+    return mesh.points[chosen], angle_sum[chosen]
+
+
+def singularity_exponent(angle: float) -> float:
+    """1 - λ of the mode I corner field σ ~ r^(λ-1) at a notch of interior angle ``angle`` (rad, > π).
+
+    λ is the smallest root in (0.5, 1) of sin(λ ω) + λ sin(ω) = 0 (Williams 1952); 0.4555 at 3π/2,
+    0.5 for a crack (2π), 0 for a straight edge (π).
+    """
+    from scipy.optimize import brentq
+    if angle <= np.pi:
+        return 0.0
+    if angle >= 2 * np.pi - 1e-9:
+        return 0.5
+    lam = brentq(lambda x: np.sin(x * angle) + x * np.sin(angle), 0.5 + 1e-12, 1.0 - 1e-12)
+    return 1.0 - lam
