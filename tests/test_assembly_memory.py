@@ -157,3 +157,33 @@ def test_grid_path_unchanged():
     system = LinearElasticSystem(model)
     assert not system.computes_element_matrices
     assert system.element_matrices.shape[0] == 1
+
+
+def test_wide_node_degree_uses_wider_ranks():
+    """A node with more than 256 neighbours: the rank table widens (uint16), data stays exact."""
+    rng = np.random.default_rng(9)
+    n_fan = 120                                   # 120 tets around node 0, 3 own nodes each
+    points = [np.zeros(3)]
+    cells = []
+    for t in range(n_fan):
+        phi = 2 * np.pi * t / n_fan
+        base = len(points)
+        direction = np.array([np.cos(phi), np.sin(phi), 0.0])
+        points += [direction + rng.uniform(-0.05, 0.05, 3),
+                   direction + np.array([0.0, 0.0, 0.5]) + rng.uniform(-0.05, 0.05, 3),
+                   1.5 * direction + rng.uniform(-0.05, 0.05, 3)]
+        cells.append([0, base, base + 1, base + 2])
+    points = np.array(points)
+    cells = np.array(cells, dtype=np.int64)
+    # orient every tet positively (det J > 0), as a mesh reader would
+    d = np.einsum("ij,ij->i", np.cross(points[cells[:, 1]] - points[cells[:, 0]],
+                                       points[cells[:, 2]] - points[cells[:, 0]]),
+                  points[cells[:, 3]] - points[cells[:, 0]])
+    cells[d < 0, 2], cells[d < 0, 3] = cells[d < 0, 3], cells[d < 0, 2].copy()
+    pattern = build_pattern(cells, len(points), 3)
+    assert np.diff(pattern.node_ptr).max() > 256 and pattern.pair_ranks.dtype == np.uint16
+    D = lw.Material(E=1.0, nu=0.3).elasticity_matrix(3, None)
+    scale = rng.uniform(0.1, 1.0, len(cells))
+    Ke, _ = element_stiffness("tetra", points[cells], D)
+    assert np.array_equal(refill_from_geometry(pattern, "tetra", points, D, 1.0, scale),
+                          refill(pattern, Ke, scale))
