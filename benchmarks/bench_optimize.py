@@ -96,6 +96,9 @@ def test_iteration_speedup_over_plain_scipy(name):
         if system.solver.thread_timings:
             timed = ", ".join(f"{k} {v * 1e3:.0f} ms" for k, v in system.solver.thread_timings.items())
             solver += f" (factorization timed: {timed})"
+    if solver == "multigrid":
+        its = [r.get("solver_iterations") for r in loop.history]
+        solver += f" {type(system.multigrid).__name__}, MG-PCG iterations {min(its)}-{max(its)}"
     print(f"\n{name}: ours {ours * 1e3:.0f} ms/iteration ({solver}; "
           f"{', '.join(f'{t * 1e3:.0f}' for t in t_ours)}), plain SciPy {theirs * 1e3:.0f} ms "
           f"({', '.join(f'{t * 1e3:.0f}' for t in t_theirs)}), ratio of medians {ratio:.1f}x")
