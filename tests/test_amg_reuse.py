@@ -146,3 +146,21 @@ def test_system_solve_with_amg_reuse_equals_direct(bracket):
     U_ref, _ = bracket.solve(scale, solver="direct")
     np.testing.assert_allclose(state.U, U_ref, rtol=0, atol=1e-6 * np.abs(U_ref).max())
     assert state.info["solver"] == "amg-reuse"
+
+
+def test_symmetric_galerkin_product_is_the_full_one_mirrored(bracket):
+    """R (A P) by its upper triangle: those entries bit-identical to the full numeric product
+    (same products, same order), the lower ones their exact mirror, both equal to SciPy's R A P."""
+    from lightweight.fem.amg import _Product
+    scales = _scales(bracket)
+    solver = ReusedAMGSolver(points=bracket.mesh.points)
+    solver.factorize(_matrix(bracket, scales["solid"]))
+    level = solver._hierarchy.levels[0]
+    A = _matrix(bracket, scales["random"])
+    AP = level.AP_product(A, level.P)
+    full = _Product(level.R, level.AP_product.C)(level.R, AP).copy()
+    mirrored = _Product(level.R, level.AP_product.C, symmetric=True)(level.R, AP).copy()
+    assert np.array_equal(sp.triu(full).tocsr().data, sp.triu(mirrored).tocsr().data)
+    assert abs(mirrored - mirrored.T).max() == 0.0
+    reference = (level.R @ A @ level.P).tocsr()
+    assert abs(mirrored - reference).max() <= 1e-12 * abs(reference).max()

@@ -53,6 +53,8 @@ CHEBYSHEV_DEGREE = 2
 # Coarsest levels up to this many DOFs are solved by a dense Cholesky factor, larger ones by the
 # fastest installed sparse direct solver.
 DENSE_COARSE_MAX = 1500
+# Galerkin products R A P computed as symmetric (upper triangle multiplied out, lower mirrored)
+SYMMETRIC_GALERKIN = True
 # Lanczos steps per refresh for lambda_max(D^-1 A); the first build (no start vector) does more.
 POWER_STEPS_REFRESH = 5
 POWER_STEPS_BUILD = 20
@@ -163,10 +165,68 @@ def _spgemm_numeric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_idx, c_va
                 pos[c_idx[q]] = -1
 
 
-class _Product:
-    """C = A B for a fixed pair of patterns: symbolic once (SciPy), numeric per call (Numba)."""
+@numba.njit(cache=True, parallel=True)
+def _spgemm_numeric_symmetric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_idx, c_val,
+                              mirror_from, n_cols, n_chunks):
+    """C = A B on C's known pattern when C is symmetric (C = P^T A P): the entries on and above
+    the diagonal by Gustavson's product, each starting its B row at the first column >= i
+    (binary search; B's rows are sorted), then c_val[q] = c_val[mirror_from[q]] below it.
+    About half the multiply-adds of :func:`_spgemm_numeric`; the sums of the upper triangle are
+    the same products in the same order, so those entries are bit-identical to it.
+    """
+    n = a_ptr.shape[0] - 1
+    chunk = (n + n_chunks - 1) // n_chunks
+    for t in numba.prange(n_chunks):
+        pos = np.full(n_cols, -1, dtype=np.int64)
+        for i in range(t * chunk, min(n, (t + 1) * chunk)):
+            for q in range(c_ptr[i], c_ptr[i + 1]):
+                pos[c_idx[q]] = q
+                c_val[q] = 0.0
+            for p in range(a_ptr[i], a_ptr[i + 1]):
+                a = a_val[p]
+                k = a_idx[p]
+                left, right = b_ptr[k], b_ptr[k + 1]
+                while left < right:                 # first r with b_idx[r] >= i
+                    mid = (left + right) // 2
+                    if b_idx[mid] < i:
+                        left = mid + 1
+                    else:
+                        right = mid
+                for r in range(left, b_ptr[k + 1]):
+                    c_val[pos[b_idx[r]]] += a * b_val[r]
+            for q in range(c_ptr[i], c_ptr[i + 1]):
+                pos[c_idx[q]] = -1
+    m = c_val.shape[0]
+    for q in numba.prange(m):
+        src = mirror_from[q]
+        if src >= 0:
+            c_val[q] = c_val[src]
 
-    def __init__(self, A: sp.csr_matrix, B: sp.csr_matrix):
+
+def _mirror_positions(C: sp.csr_matrix) -> np.ndarray:
+    """For each entry q of C (symmetric pattern, sorted rows) below the diagonal, the position of
+    its transpose entry; -1 on and above the diagonal. (nnz,) int32 or int64."""
+    n = C.shape[0]
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(C.indptr))
+    cols = C.indices.astype(np.int64)
+    order = np.lexsort((rows, cols))            # entries sorted by (col, row): the transpose's CSR order
+    dtype = np.int32 if C.nnz < 2**31 - 1 else np.int64
+    out = np.full(C.nnz, -1, dtype=dtype)
+    lower = rows > cols
+    transposed = np.empty(C.nnz, dtype=np.int64)
+    transposed[order] = np.arange(C.nnz)        # position in C of (col, row) for entry (row, col)
+    out[lower] = transposed[lower]
+    return out
+
+
+class _Product:
+    """C = A B for a fixed pair of patterns: symbolic once (SciPy), numeric per call (Numba).
+
+    ``symmetric``: C is known to be symmetric (the Galerkin R (A P) with R = P^T): only its upper
+    triangle is multiplied out, the lower one copied from it.
+    """
+
+    def __init__(self, A: sp.csr_matrix, B: sp.csr_matrix, symmetric: bool = False):
         # Symbolic product on all-ones values: SciPy drops entries whose sum is exactly zero,
         # and a cancellation on this design need not be one on the next.
         ones_A = sp.csr_matrix((np.ones(A.nnz), A.indices, A.indptr), shape=A.shape)
@@ -175,9 +235,15 @@ class _Product:
         C.sort_indices()
         self.C = _index32(C)
         self.n_chunks = max(1, min(64, A.shape[0] // 256))
+        self.mirror_from = _mirror_positions(self.C) if symmetric else None
 
     def __call__(self, A: sp.csr_matrix, B: sp.csr_matrix) -> sp.csr_matrix:
         C = self.C
+        if self.mirror_from is not None:
+            _spgemm_numeric_symmetric(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
+                                      C.indptr, C.indices, C.data, self.mirror_from, C.shape[1],
+                                      self.n_chunks)
+            return C
         _spgemm_numeric(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
                         C.indptr, C.indices, C.data, C.shape[1], self.n_chunks)
         return C
@@ -274,7 +340,8 @@ class ReusedHierarchy:
                     or lv.A_pattern_nnz != lv.A.nnz:
                 lv.AP_product = _Product(lv.A, lv.P)
                 lv.A_pattern_nnz = lv.A.nnz
-                lv.RAP_product = _Product(lv.R, lv.AP_product.C)
+                # R A P is symmetric: half its multiply-adds (the upper triangle), mirrored
+                lv.RAP_product = _Product(lv.R, lv.AP_product.C, symmetric=SYMMETRIC_GALERKIN)
             AP = lv.AP_product(lv.A, lv.P)
             # the product's own array, not a copy (coarse nnz x 12 B, ~160 B per tet4): every
             # refresh overwrites it in place and refactorizes the coarse level from it
