@@ -177,9 +177,86 @@ def test_presets_take_stress_limits_per_case_and_from_the_safety_factor():
     assert res.problem == "min_mass" and res.history[-1]["max_stress[down]"] > 0
 
 
-def test_resume_restores_the_stress_normalisation(tmp_path):
+def small_lbracket(n=10):
+    """An L of n x n unit cells minus the top-right 0.6 n square, clamped on top, pulled down at the tip."""
+    square = lw.structured_grid((n, n), size=(float(n), float(n)))
+    keep = ~np.all(square.cell_centers() > 0.4 * n, axis=1)
+    used = np.unique(square.cells[keep])
+    renumber = np.full(square.n_nodes, -1)
+    renumber[used] = np.arange(used.size)
+    mesh = lw.Mesh(square.points[used], renumber[square.cells[keep]], "quad")
+    mesh.add_node_set("top", lambda p: np.isclose(p[:, 1], n))
+    mesh.add_node_set("tip", lambda p: np.isclose(p[:, 0], n) & (p[:, 1] >= 0.3 * n))
+    return lw.Model(mesh, lw.Material(E=100.0, nu=0.3), supports={"top": "xy"},
+                    loads={"tip": [lw.PointLoad("tip", (0.0, -1.0))]}, plane="stress")
+
+
+@pytest.mark.parametrize("sampling", ["corners", "integration"])
+@pytest.mark.parametrize("which", ["quad", "triangle", "hexahedron", "lbracket"])
+def test_stress_lagrangian_gradient(which, sampling):
+    """The augmented-Lagrangian objective V + (1/N) Σ [λ h + μ/2 h²] against central differences,
+    with multipliers set (active and inactive points) and, on the L, the corner amplification."""
+    from lightweight.fem.interpolation import Interpolation
+    from lightweight.optimize.analysis import Analysis
+    from lightweight.optimize.responses import VolumeFraction
+    from lightweight.optimize.responses.stress import StressLagrangian
+    model = {"quad": lambda: model_2d("quad"), "triangle": lambda: model_2d("triangle", True),
+             "hexahedron": lambda: model_3d("hexahedron", True), "lbracket": small_lbracket}[which]()
+    response = StressLagrangian(model, VolumeFraction(model), {c: 0.3 for c in model.load_cases},
+                                sampling=sampling, singular_radius=3.0 if which == "lbracket" else None)
+    state = Analysis(model, Interpolation("simp", 3.0, 1e-9), solver="direct").state(np.full(model.mesh.n_cells, 0.6))
+    response.evaluate(state)
+    response.multipliers = np.random.default_rng(0).uniform(0.0, 2.0, response.multipliers.shape)
+    assert check_response(response, model) < 1e-5
+
+
+def test_reentrant_corner_and_its_singularity_exponent():
+    """The L's inner vertex (interior angle 3π/2, Williams' 1 - λ = 0.4555) and nothing on a rectangle;
+    the amplification is (R / r)^0.4555 near it, 1 beyond R."""
+    from lightweight.optimize.responses import VolumeFraction
+    from lightweight.optimize.responses.stress import StressLagrangian, reentrant_corners, singularity_exponent
+    model = small_lbracket(10)
+    where, angles = reentrant_corners(model.mesh)
+    np.testing.assert_allclose(where, [[4.0, 4.0]])
+    np.testing.assert_allclose(angles, [1.5 * np.pi])
+    assert singularity_exponent(1.5 * np.pi) == pytest.approx(0.455516, abs=1e-6)
+    assert singularity_exponent(2 * np.pi) == 0.5 and singularity_exponent(np.pi) == 0.0
+    assert len(reentrant_corners(model_2d("triangle", True).mesh)[1]) == 0
+    response = StressLagrangian(model, VolumeFraction(model), {"tip": 1.0}, sampling="integration",
+                                singular_radius=2.0)
+    factor = response.amplification()
+    centres = model.mesh.cell_centers()
+    far = np.linalg.norm(centres - 4.0, axis=1) > 3.0
+    assert np.all(factor[far] == 1.0)
+    touching = np.argmin(np.linalg.norm(centres - [3.5, 3.5], axis=1))
+    # the Gauss point nearest the vertex lies (1 - 1/√3)/2 √2 = 0.30 from it
+    r = np.sqrt(2) * (1 - 1 / np.sqrt(3)) / 2
+    assert factor[touching].max() == pytest.approx((2.0 / r) ** 0.455516, rel=1e-5)
+
+
+def test_minimize_mass_takes_local_stress_constraints_by_default():
+    from lightweight.optimize.responses.stress import StressLagrangian
+    model = small_lbracket(10)
+    res = lw.minimize_mass(model, max_stress=0.5, filter_radius=1.5, max_iterations=3, verbose=False)
+    assert res.parameters["problem_definition"]["objective"]["response"] == StressLagrangian.name
+    assert res.parameters["projection"] == {"beta": 1.0, "beta_max": 8.0}
+    assert res.history[-1]["stress_ratio[tip]"] > 0
+    # the aggregated constraint stays available
+    res = lw.minimize_mass(model, max_stress=0.5, filter_radius=1.5, max_iterations=2, verbose=False,
+                           stress_options={"aggregation": "pnorm"})
+    assert res.parameters["problem_definition"]["objective"]["response"] == "volume_fraction"
+    with pytest.raises(OptimizationError, match="minimize_mass"):
+        lw.minimize_compliance(model, volume_fraction=0.5, filter_radius=1.5, max_stress=0.5,
+                               stress_options={"aggregation": "al"}, max_iterations=1)
+
+
+@pytest.mark.parametrize("aggregation", ["al", "pnorm"])
+def test_resume_restores_the_stress_normalisation(tmp_path, aggregation):
+    # "al": the multipliers and penalty travel in the checkpoint; "pnorm": the normalisation c
     model = model_2d()
-    kwargs = dict(max_stress=8.0, filter_radius=1.5, max_iterations=8, verbose=False)
+    kwargs = dict(max_stress=8.0, filter_radius=1.5, max_iterations=8, verbose=False,
+                  stress_options={"aggregation": aggregation, "update_every": 3} if aggregation == "al"
+                  else {"aggregation": aggregation})
     straight = lw.minimize_mass(model, **kwargs)
     ckpt = tmp_path / "run.npz"
     lw.minimize_mass(model, checkpoint=ckpt, checkpoint_every=4, **{**kwargs, "max_iterations": 4})

@@ -439,11 +439,19 @@ class StressLagrangian(Stress):
             model, system = self.model, state.system
             U = state.static.U[self.index]
             ue = U[:, system.cell_dofs]                                   # (k, n_cells, n_dof_e)
-            ops = self._stress_operators(system)
-            if ops.shape[0] == 1:
-                points = np.einsum("pvd,kcd->kcpv", ops[0], ue)
-            else:
-                points = np.einsum("cpvd,kcd->kcpv", ops, ue)
+            n_p, n_voigt, n_dof = self._reference_points().shape[0], system.D.shape[0], ue.shape[2]
+            if system.is_grid or system.n_cells * n_p * n_voigt * n_dof <= _KEEP_OPERATORS_MAX_ENTRIES:
+                ops = self._stress_operators(system)
+                if ops.shape[0] == 1:
+                    points = np.einsum("pvd,kcd->kcpv", ops[0], ue)
+                else:
+                    points = np.einsum("cpvd,kcd->kcpv", ops, ue)
+            else:                                   # large meshes: operators per block of cells (memory)
+                points = np.empty((ue.shape[0], system.n_cells, n_p, n_voigt))
+                block = max(1, _KEEP_OPERATORS_MAX_ENTRIES // (n_p * n_voigt * n_dof))
+                for start in range(0, system.n_cells, block):
+                    cells = np.arange(start, min(system.n_cells, start + block))
+                    points[:, cells] = np.einsum("cpvd,kcd->kcpv", self._stress_operators(system, cells), ue[:, cells])
             vm = von_mises(points, model.dim, model.plane, model.material.nu)
             state.cache[key] = {"points": points, "vm": vm}
         return state.cache[key]
