@@ -18,6 +18,9 @@ thick.
    | 50 | 68.6 | 0.286 | 0.992 | 1.00 | 200 | 109 s |
    | 50, 300 iterations | 68.6 | 0.289 | 1.000 | 0.99 | 300 | 348 s |
    | 100 | 83.1 | 0.212 | 1.015 | 0.40 | 200 | 127 s |
+   | 75 | 76.6 | 0.235 | 1.020 | 0.99 | 200 | 98 s |
+   | 50, limit 0.5 x | 57.2 | 0.339 | 1.002 | 1.00 | 200 | 153 s |
+   | 50, load on the lower 10 mm of the tip | 70.5 | 0.280 | 1.028 | 1.00 | 200 | 73 s |
 
    (the min-compliance design at volume fraction 0.4 peaks at 114.3 MPa at n = 50 and 138.5 MPa at
    n = 100, so the min-compliance design with the limit as its peak is heavier than 0.4).
