@@ -83,6 +83,9 @@ def test_bad_grids_raise():
     mesh3, Ke3, fixed3, _ = _setup((4, 2, 2), (1.0, 1.0, 1.0))
     with pytest.raises(SolverError, match="2D"):
         GridMultigrid2D((4, 2, 2), None, Ke3, fixed3)
+    for option in ({"smoother": "jacobi"}, {"vcycle_dtype": np.float64}, {"coarse_solver": "superlu"}):
+        with pytest.raises(SolverError, match="use GridMultigrid"):
+            GridMultigrid2D((8, 4), SPACING_2D, _setup((8, 4), SPACING_2D)[1], None, **option)
     assert not GridMultigrid2D.fits((301, 100), 5000)
     assert GridMultigrid2D.fits((300, 100), 5000)
 

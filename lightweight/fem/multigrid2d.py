@@ -594,17 +594,25 @@ class GridMultigrid2D(GridMultigrid):
     """GridMultigrid for 2D quad grids with the whole solve in one serial compiled call.
 
     Same arguments and methods as :class:`~lightweight.fem.multigrid.GridMultigrid` (shape
-    (nx, ny) cells, element_matrix (8, 8), fixed_mask (n_dofs,) bool, ...); ``vcycle_dtype``
-    and ``coarse_solver`` are ignored (the V-cycle is float32, the coarsest level a banded
-    Cholesky). Needs at least two levels and a coarsest band within MAX_BAND_WORK
-    (:meth:`fits`); the caller falls back to GridMultigrid otherwise.
+    (nx, ny) cells, element_matrix (8, 8), fixed_mask (n_dofs,) bool, ...), except that the
+    V-cycle is float32 on every level, the smoother Chebyshev and the coarsest solve a banded
+    Cholesky: other ``vcycle_dtype``, ``smoother`` or ``coarse_solver`` values raise SolverError
+    (the system then builds GridMultigrid). Needs at least two levels and a coarsest band
+    within MAX_BAND_WORK (:meth:`fits`); the caller falls back to GridMultigrid otherwise.
     """
 
     def __init__(self, shape, spacing=None, element_matrix=None, fixed_mask=None, **options):
         if len(tuple(shape)) != 2:
             raise SolverError(f"GridMultigrid2D needs a 2D grid shape (nx, ny), got {tuple(shape)}")
-        options.pop("vcycle_dtype", None)
-        options.pop("coarse_solver", None)
+        # what this class does not implement is refused, so that the system falls back to
+        # GridMultigrid instead of silently solving differently
+        if options.get("smoother", "chebyshev") != "chebyshev":
+            raise SolverError("GridMultigrid2D smooths with Chebyshev-Jacobi only (use GridMultigrid)")
+        if np.dtype(options.pop("vcycle_dtype", np.float32)) != np.dtype(np.float32):
+            raise SolverError("GridMultigrid2D runs its V-cycle in float32 only (use GridMultigrid)")
+        if options.pop("coarse_solver", "direct") != "direct":
+            raise SolverError("GridMultigrid2D solves its coarsest level by banded Cholesky only "
+                              "(use GridMultigrid)")
         super().__init__(shape, spacing, element_matrix, fixed_mask, **options)
         if len(self.levels) < 2:
             raise SolverError(f"GridMultigrid2D needs at least two levels; grid {self.shape} "
