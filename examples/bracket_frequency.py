@@ -18,13 +18,14 @@ part's first frequency with the design's. Pictures go to docs/gallery/.
 Measured (2 shared cores, ~4 min in all): the solid bracket rings at 885, 2777, 4343 Hz. At 1.5 x
 the solid compliance the lightest bracket has volume fraction 0.459 and f1 = 973 Hz; with the
 floor 1.4 x 885 = 1239 Hz it has 0.463 and f1 = 1242 Hz (146 iterations). Thresholded at 0.5 on
-its own mesh (the solid cells as a part) it rings at 1243 Hz (+0.1 %). The exported, smoothed and
-re-meshed part rings 9.4 % lower (1125 Hz). These are tet4 figures: on tet10 the solid cells ring
-at 1028 Hz and the part at 997 Hz (-3.0 %), with 66 % more compliance (111.4 against 67.1). The loss is the nodal averaging of the density, which cuts the members one or two tets
-thick thin (the unsmoothed clipped volume at the same level: 1147 Hz, compliance 82.6 against 84.6
-for the part, 56.1 for the solid cells); ``lw.export_solid(..., level_field="cells")`` contours the
-cell densities instead (clipped part, 144k tets: compliance 71.3, 1107 Hz, tet4), but Gmsh cannot yet
-remesh that finer surface, so it is not the default (lightweight/export.py).
+its own mesh (the solid cells as a part) it rings at 1243 Hz (+0.1 %). Exported (lw.export_solid,
+default level_field="auto": the design is crisp, so the part is the smoothed surface of its solid
+cells, closed where cells touch along an edge, +6.6 % volume) it rings at 1214 Hz (-2.3 %; Gmsh's
+mesh, 9.2k tets) or 1234 Hz (-0.6 %; when Gmsh runs out of time on a busy machine, the fallback is
+the closed solid cells). These are tet4 figures: on tet10 the solid cells ring at 1028 Hz and the
+part at 1049 Hz (+2.1 %), with compliance 60.4 against 67.1. The earlier default, the nodal-averaged
+density, cut the members one or two tets thick thin: 1125 Hz (-9.4 %), tet10 997 Hz (-3.0 %) and
+66 % more compliance (lightweight/export.py docstring; tests/test_frequency_export.py).
 """
 
 from __future__ import annotations

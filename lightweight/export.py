@@ -1,7 +1,7 @@
 """A part you can manufacture: closed, smooth surfaces and tet meshes of an optimized design.
 
-Approach. A SIMP design is a cell field; a part is a closed surface. The surface is the level
-set of the density averaged to the nodes (volume-weighted), which is continuous, so its
+Approach. A SIMP design is a cell field; a part is a closed surface. For a gray design the surface is
+the level set of the density averaged to the nodes (volume-weighted), which is continuous, so its
 iso-surface is smooth where the cell field is not. Instead of contouring and then closing the
 holes where material meets the edge of the design space (padding, clipping and capping, as
 marching-cubes pipelines do), the volume mesh itself is clipped at the level with VTK's
@@ -15,24 +15,44 @@ marching-cubes facets without the shrinkage of Laplacian smoothing; the volume i
 re-matched by a secant step on the level. 2D designs are cut the same way and extruded by
 their thickness into a solid.
 
-Why an exported crisp design can be much softer than the design at the same volume, measured on
-the sample bracket (min mass, Heaviside projection, grayness 0.0015, members one or two tets
-thick): the nodal average is the culprit, not the smoothing or Gmsh. Every node of a thin crisp
-member lies on its surface and averages solid with void cells (0.25-0.5), so the iso-surface cuts
-the member thin or in two, and the volume-preserving level then puts the volume into the thick
-regions. The clipped volume itself (no smoothing, no Gmsh) at the volume-preserving level had
-compliance 89.0 against 62.3 for the design's solid cells (both tet10, same volume 21 430 mm^3);
-at level 0.5 it was 184 and at 0.35 54.5: the stiffness hangs on where a few joints are cut.
-Smoothing and the Gmsh fallback added only 3 % more (92.0). ``level_field="cells"`` contours the
-cell densities instead, on the design mesh subdivided around each cell's and each face's centre
-(:func:`subdivided_density_grid`): the level passes between the centres of solid and void cells,
-face-connected solid cells stay connected, and the volume-preserving level of a crisp design is
-0.495. Its clipped volume at the same volume has tet4 compliance 60.0 (the nodal field: 89 on
-tet10). Its surface is about three times finer, and Gmsh could not remesh the bracket's within
-its time limit, so the part was the clipped volume (134k tets, 67 s); ``"nodes"`` stays the default
-until the remesh of the finer surface is made to work. Tested on a cantilever two cells thick
-(tests/test_export_fidelity.py): compliance +2.6 % against Timoshenko with the cell field, +11 %
-and 4 % of the volume lost with the nodal average.
+Which level field (``level_field``, default ``"auto"``). A crisp design (the cells with densities
+between 0.05 and 0.95 hold less than 10 % of its material volume: ``auto_level_field``) is
+exported as the surface of its solid cells (``"solid_cells"``): the cells at or above the
+volume-preserving threshold of the cell densities (densest first until their volume is nearest
+sum(v_e rho_e), the post-processing threshold of Sigmund's top88/Xu et al.'s volume-preserving
+Heaviside), smoothed like the iso-surface. Where two solid cells meet only along an edge (a
+corner in 2D) the boundary is not a manifold and no mesher takes it, so the densest void cell
+around each such edge is added until none is left (:func:`manifold_closure`). A gray design keeps
+the nodal average (``"nodes"``): there a transition band places the boundary between cells, which
+the average interpolates (a voxel sphere's solid cells, smoothed, lie 0.75 cells off the radius,
+the nodal iso-surface within 0.35).
+
+Why the solid cells for a crisp design, measured on the sample bracket's frequency design
+(examples/bracket_frequency.py: min mass, Heaviside projection, 98 % of cells crisp, members one or
+two tets thick). Every node of a thin crisp member lies on its surface and averages solid with
+void cells (0.25-0.5), so the nodal iso-surface cuts the member thin or in two, and the
+volume-preserving level then puts the volume into the thick regions: that part rang at 1125 Hz
+against the design's 1242 (tet4, -9.4 %; tet10 997 against the solid cells' 1028, -3.0 %) and was
+66 % more compliant (tet10 111.4 against 67.1). The clipped volume alone (no smoothing, no Gmsh)
+already had compliance 89.0 against 62.3: the averaging, not the smoothing or Gmsh, is the cause.
+Three ways were tried. ``"cells"`` contours the cell densities on the design mesh subdivided
+around each cell's and face's centre (:func:`subdivided_density_grid`); it keeps the members
+(clipped volume: compliance 71.3, tet4) but its surface has six times the triangles (58k against
+9.7k) with 5 % of the edges under 1.5 % of an element, and Gmsh never finished with it: its patch
+classification loops on the tiny faces, and the fill of the triangles as they are, vertex
+merging, quadric or topology-preserving decimation and MeshFix each left it unfinished or with
+overlapping facets. The maximum of the adjacent cells at the nodes keeps every member but fills
+every void cell whose corners all touch solid ones (+27 % volume at level 0.999). The solid
+cells' own faces are as coarse as the nodal surface: with the closure (260 edges, 285 tets, +6.6 %
+volume) Gmsh meshes the smoothed surface (its remesh declines the topology, the triangles are
+filled as they are: 9.2k tets, 24-40 s), or, when it runs out of time, the fallback is the closed
+solid cells themselves (6.6k tets). Part against design: f1 1214 Hz (Gmsh) or 1234 Hz (fallback)
+against 1242 (tet4, -2.3 % / -0.6 %); tet10 1049 Hz against the solid cells' 1028 (+2.1 %);
+compliance (tet10) 60.0-60.4 against 67.1 (the closure's cells stiffen the joints). The closure's
+volume is not taken back by a higher threshold: on the bracket that dropped every boundary cell
+below density 0.998, and Gmsh could not mesh the result. Tested by
+tests/test_frequency_export.py (this bracket) and tests/test_export_fidelity.py (a cantilever two
+cells thick with ``"cells"``: compliance +2.6 % against Timoshenko, +11 % with the nodal average).
 
 The closed surface becomes a tetrahedral mesh through Gmsh (the maintained mesher with a
 Python wheel): the STL is classified into patches, re-parametrized and remeshed at the
@@ -84,7 +104,8 @@ class SurfaceExport:
     """An exported closed surface and the numbers that describe it.
 
     volume: enclosed volume of the written (smoothed) surface; design_volume: sum(v_e rho_e)
-    of the design (user units^3; 2D: area * thickness); threshold: level of the nodal density.
+    of the design (user units^3; 2D: area * thickness); threshold: level of the level field
+    (a cell density for "solid_cells", the nodal density for "nodes").
     """
 
     path: Path | None
@@ -279,10 +300,15 @@ class _LevelSet:
             # on the crisp bracket that dropped every boundary cell below 0.998 and Gmsh then
             # could not mesh the surface).
             order = np.argsort(-self.nodal, kind="stable")
-            k = int(np.argmin(np.abs(np.cumsum(self.measures[order]) - target)))   # order[:k + 1]
-            below = self.nodal[order[k + 1]] if k + 1 < len(order) else lo
-            return float(0.5 * (self.nodal[order[k]] + below)) if below < self.nodal[order[k]] \
-                else float(self.nodal[order[k]])
+            ranked = self.nodal[order]
+            taken = np.cumsum(self.measures[order])
+            # cut only between two different densities (cells of equal density, e.g. the void
+            # floor, are all in or all out), and never below the lowest
+            cuts = np.flatnonzero(ranked[:-1] > ranked[1:])
+            if cuts.size == 0:
+                return hi
+            k = cuts[int(np.argmin(np.abs(taken[cuts] - target)))]              # order[:k + 1]
+            return float(0.5 * (ranked[k] + ranked[k + 1]))
         lo, hi = lo + 1e-9 * (hi - lo), hi - 1e-9 * (hi - lo)
         for _ in range(60):
             mid = 0.5 * (lo + hi)
@@ -381,9 +407,12 @@ def export_surface(result, path, threshold: float | None = None, smoothing_itera
 
     result: OptimizationResult, Solution (its density) or a saved result path.
     threshold: level of the nodal-averaged density; None -> the level whose enclosed volume
-    equals the design's material volume sum(v_e rho_e). level_field: "nodes" (the volume-weighted
-    nodal average) or "cells" (the cell densities on the mesh subdivided around cell and face
-    centres, :func:`subdivided_density_grid`: keeps crisp members one or two cells thick).
+    equals the design's material volume sum(v_e rho_e). level_field: "auto" (default: "solid_cells"
+    for a crisp design, "nodes" otherwise, :func:`auto_level_field`), "solid_cells" (the cells at
+    or above the level, closed to a manifold: keeps crisp members one or two cells thick; the
+    threshold is then a cell density), "nodes" (the volume-weighted nodal average) or "cells"
+    (the cell densities on the mesh subdivided around cell and face centres,
+    :func:`subdivided_density_grid`; its fine surface defeats Gmsh on large parts).
     smoothing_iterations: Taubin passes
     (0: the raw iso-surface). thickness: 2D extrusion depth (default: the model's).
     Returns a :class:`SurfaceExport` (path, surface, threshold, volume, design_volume).
@@ -1031,4 +1060,5 @@ def evaluate_exported(result, solid_mesh: Mesh, tolerance: float | None = None, 
 
 
 __all__ = ["SurfaceExport", "design_surface", "export_surface", "export_solid", "evaluate_exported",
-           "carry_sets", "mean_edge_length", "subdivided_density_grid"]
+           "carry_sets", "mean_edge_length", "subdivided_density_grid", "auto_level_field",
+           "manifold_closure"]
