@@ -51,3 +51,22 @@ def test_exported_frequency_design_keeps_its_first_frequency(tmp_path):
     assert part_f1 == pytest.approx(DESIGN_F1, rel=0.03)
     # the closure of edge-touching cells adds volume (+6.6 % measured), never removes it
     assert 1.0 <= part.cell_volumes().sum() / design.volume < 1.1
+
+
+@pytest.mark.slow
+def test_bracket_frequency_design_optimized_and_exported_keeps_its_first_frequency(tmp_path):
+    """End to end (about 6 minutes on two shared cores): the stored design above, optimized again."""
+    model, _ = bracket_frequency_design()
+    from lightweight.fem.interpolation import Interpolation
+    from lightweight.optimize.responses.frequency import frequency_figures
+    floor = 1.4 * lw.modes(model, n=1).frequencies[0]
+    design = lw.minimize_mass(model, max_compliance_factor=1.5, min_frequency=floor, filter_radius=3.0,
+                              non_design=["bolt_holes", "load_face"], projection="heaviside",
+                              max_iterations=300, verbose=False)
+    design_f1 = frequency_figures(model, design.density, 1, Interpolation.from_parameters(design.parameters))
+    assert design_f1["frequency_1"] >= 0.99 * floor
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        part = export.export_solid(design, tmp_path / "bracket.msh")
+    part_f1 = lw.modes(lw.Model(part, model.material, supports={"bolt_holes": "xyz"}, loads={}), n=1).frequencies[0]
+    assert part_f1 == pytest.approx(design_f1["frequency_1"], rel=0.03)
