@@ -460,3 +460,22 @@ def test_non_finite_subproblem_solution_raises_and_keeps_the_state(monkeypatch):
     with pytest.raises(OptimizationError, match=r"non-finite new design at 1 variable\(s\), first \[2\]"):
         mma.update(*args)
     assert mma.iteration == 1
+
+
+def test_a_constraint_violated_by_orders_of_magnitude_still_gives_a_finite_step(data_dir):
+    """Issue 13: the collapsed stress-constrained L-bracket (f = 3.1e4, gradients up to 8e4, x down
+    to 3e-15) made the subproblem stall at the bounds until the step was NaN. Replayed from the
+    saved MMA state and inputs of that iteration: the step is finite, in the box, and lowers the
+    linearized constraint."""
+    saved = np.load(data_dir / "mma_collapsed_stress_step.npz")
+    state = {key[len("state_"):]: (saved[key].item() if saved[key].ndim == 0 else saved[key])
+             for key in saved.files if key.startswith("state_")}
+    optimizer = MMA.from_state(state)
+    x = saved["x"]
+    x_new = optimizer.update(x, float(saved["objective"]), saved["objective_gradient"],
+                             saved["constraints"], saved["constraint_gradients"])
+    assert np.all(np.isfinite(x_new))
+    assert np.all((x_new >= 0.0) & (x_new <= 1.0))
+    assert np.abs(x_new - x).max() <= 0.05 + 1e-12                      # the move limit
+    assert float(saved["constraint_gradients"][0] @ (x_new - x)) < 0.0
+    assert np.all(np.isfinite(optimizer.constraint_multipliers))

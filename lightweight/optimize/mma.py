@@ -307,6 +307,19 @@ class MMA:
         sub = _solve_subproblem(p0, q0, P, Q, b, low, upp, alpha, beta,
                                 self.a0, self.a, self.constraint_penalty,
                                 self.constraint_penalty_quadratic, self.subproblem_tolerance)
+        row_scale = np.maximum(1.0, np.abs(fval))
+        if not np.all(np.isfinite(sub.x)) and np.any(row_scale > 1.0):
+            # A constraint violated by orders of magnitude (a collapsed stress design: f = 3.1e4,
+            # gradients to 8e4, issue 13) asks for y ~ 1e4 against lam ~ c: the interior point
+            # stalls with every x pressed to alpha or beta (steps ~1e-15) until x - alpha rounds
+            # to 0 and the step is NaN. f_i / s_i <= 0 with s_i = max(1, |f_i|) is the same
+            # constraint; its subproblem is well scaled (y 0.09 there) and gives a finite step
+            # towards feasibility. Only as a retry: runs that never fail keep their digits.
+            sub = _solve_subproblem(p0, q0, P / row_scale[:, None], Q / row_scale[:, None],
+                                    b / row_scale, low, upp, alpha, beta, self.a0, self.a,
+                                    self.constraint_penalty, self.constraint_penalty_quadratic,
+                                    self.subproblem_tolerance)
+            sub.lam = sub.lam / row_scale        # multipliers of the unscaled constraints
         # guard against round-off at the box edges
         x_new = np.clip(sub.x, alpha, beta, out=sub.x)
         if not np.all(np.isfinite(x_new)):
