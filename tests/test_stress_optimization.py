@@ -295,6 +295,17 @@ def check_lbracket(fig, rounded=True):
         assert fig["light_clearance"] < 0.1, fig
 
 
+def test_lbracket_coarse_meets_its_limit_with_the_defaults():
+    """The default run's twin of the slow L-bracket tests (30 x 30 cells, 150 iterations, ~25 s):
+    with the library's defaults the stress-constrained min-mass design meets its limit on the
+    solid cells within 10 %, below the volume of the min-compliance design of the same peak.
+    (Measured 2026-12-02: limit 60.3 MPa, solid peak 60.9, volume 0.382 against 0.400.) The
+    rounded corner is not asserted: the defaults do not round it yet (issue 13)."""
+    fig = lbracket_figures(30, max_iterations=150)
+    check_lbracket(fig, rounded=False)
+    assert fig["light_volume"] < fig["stiff_volume"], fig
+
+
 @pytest.mark.slow
 def test_lbracket_small_twin():
     # Out of the default run for now (issue 13). The state that made the suite differ was MKL's
