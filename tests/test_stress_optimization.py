@@ -322,3 +322,10 @@ def test_lbracket_full_size():
     fig = lbracket_figures(100)
     check_lbracket(fig, rounded=False)
     assert fig["light_clearance"] < 0.9, fig
+
+
+def test_minimize_mass_names_every_stress_aggregation_when_one_is_unknown():
+    model = small_lbracket(10)
+    with pytest.raises(OptimizationError, match="'al' .*'pnorm' or 'ks', got 'bogus'"):
+        lw.minimize_mass(model, max_stress=0.5, filter_radius=1.5, max_iterations=1, verbose=False,
+                         stress_options={"aggregation": "bogus"})

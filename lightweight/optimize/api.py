@@ -245,7 +245,12 @@ def _stress_objective(model, base, limits: Mapping[str, float], stress_options, 
     (:class:`~lightweight.optimize.responses.stress.StressLagrangian`), or None when the stress
     options ask for an aggregated constraint (``aggregation`` "pnorm" or "ks") or there is no limit."""
     options = dict(stress_options or {})
-    if not limits or options.get("aggregation", "al") != "al":
+    aggregation = options.get("aggregation", "al")
+    if limits and aggregation not in ("al", "pnorm", "ks"):
+        # checked here, where all three forms are known (the aggregated Stress knows only its two)
+        raise OptimizationError(f"stress_options: aggregation must be 'al' (local constraints, the default), "
+                                f"'pnorm' or 'ks', got {aggregation!r}")
+    if not limits or aggregation != "al":
         return None
     options.pop("aggregation", None)
     if "singular_radius" not in options:
