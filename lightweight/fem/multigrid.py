@@ -850,6 +850,16 @@ class GridMultigrid:
             _zero_dead(lev.indptr, lev.indices, data, lev.alive, diag)
         return diag
 
+    def _checked_scale(self, stiffness_scale) -> np.ndarray:
+        """stiffness_scale as a contiguous float64 (n_cells,) array, refused unless positive and finite."""
+        s = np.ascontiguousarray(stiffness_scale, dtype=np.float64).ravel()
+        if s.shape != (self.n_cells,):
+            raise SolverError(f"stiffness_scale must have one value per cell ({self.n_cells}), got {s.shape}")
+        if not np.all(s > 0) or not np.all(np.isfinite(s)):
+            raise SolverError("stiffness_scale must be positive and finite in every cell "
+                              "(use a small minimum stiffness such as 1e-9 for void)")
+        return s
+
     # ------------------------------------------------------------------ public API
     def update(self, stiffness_scale, fixed_diagonal: float | None = None) -> None:
         """Rebuild all level operators, smoother bounds and the coarse factorization.
@@ -858,12 +868,7 @@ class GridMultigrid:
         fixed_diagonal: value of K_c[f, f] on fixed DOFs (None: mean |diagonal| of free DOFs).
         """
         t0 = time.perf_counter()
-        s = np.ascontiguousarray(stiffness_scale, dtype=np.float64).ravel()
-        if s.shape != (self.n_cells,):
-            raise SolverError(f"stiffness_scale must have one value per cell ({self.n_cells}), got {s.shape}")
-        if not np.all(s > 0) or not np.all(np.isfinite(s)):
-            raise SolverError("stiffness_scale must be positive and finite in every cell "
-                              "(use a small minimum stiffness such as 1e-9 for void)")
+        s = self._checked_scale(stiffness_scale)
         self.scale = s
         fine = self.levels[0]
         diag = np.empty(self.n_dofs)

@@ -687,12 +687,7 @@ class GridMultigrid2D(GridMultigrid):
         fixed_diagonal: value of K_c[f, f] on fixed DOFs (None: mean |diagonal| of free DOFs).
         """
         t0 = time.perf_counter()
-        s = np.ascontiguousarray(stiffness_scale, dtype=np.float64).ravel()
-        if s.shape != (self.n_cells,):
-            raise SolverError(f"stiffness_scale must have one value per cell ({self.n_cells}), got {s.shape}")
-        if not np.all(s > 0) or not np.all(np.isfinite(s)):
-            raise SolverError("stiffness_scale must be positive and finite in every cell "
-                              "(use a small minimum stiffness such as 1e-9 for void)")
+        s = self._checked_scale(stiffness_scale)
         self.scale = s
         nx, ny = self.shape
         self._scale64 = s.reshape(ny, nx)
