@@ -26,9 +26,20 @@ normalisation and gives top88 bit for bit (to rounding).
   spacing and full 3D balls come out right); edges are handled by clamping the loop ranges, so
   outside neighbours simply contribute nothing. Memory is O(n + stencil); ``Hs`` is one pass
   over a field of ones, computed once. The stencil is symmetric, so H^T = H.
-- :class:`MatrixFilter` is the general twin: a sparse H from a ``scipy.spatial.cKDTree``
-  neighbour search (``query_pairs`` returns each pair once; distances are recomputed from the
-  centres in float64). Building costs O(n log n + nnz); applying is one sparse mat-vec.
+- :class:`MatrixFilter` is the general twin. H = W diag(v) with W_ij = max(0, r - d_ij)
+  symmetric, so it keeps W alone, and of W only the strict upper triangle (its diagonal is r):
+  CSR with int32 column indices and float64 weights (not float32: the filtered field must equal
+  the matrix formula to rounding), 12 bytes per stored entry, about 6 per nonzero of H. It
+  applies H x = W (v x) and H^T y = v (W y) with one Numba kernel (each stored w_ij serves
+  row i and column j); the row blocks run in parallel, each scattering into its own buffer, so
+  the result is deterministic for a given thread count and changes with it only by rounding.
+  W is built block of rows by block of rows, each block's own ``cKDTree`` searched against the
+  whole mesh's (``sparse_distance_matrix``), distances recomputed from the centres in float64,
+  and appended in place, so building peaks at ~1.2 x what is kept instead of holding the whole
+  pair list and its copies. Storing H and H^T as scipy matrices kept 3.9x as much and peaked
+  9x higher; the symmetric kernel is about as fast as scipy's mat-vec on one thread (15
+  against 13 ms at 222k tets, 57 nonzeros per row) and faster on two (9 ms). Numbers:
+  docs/performance.md ("Memory per tet").
 - :class:`HelmholtzFilter` is the PDE filter of Lazarov & Sigmund (2011),
   ``-r_h^2 lap(x_tilde) + x_tilde = x`` with ``r_h = r / (2 sqrt 3)`` and natural boundary
   conditions, discretized with the mesh's own scalar shape functions. Its cost grows with the
@@ -44,7 +55,8 @@ normalisation and gives top88 bit for bit (to rounding).
 Memory. A convolution matrix on an unstructured mesh holds about n_cells x (ball(r) / mean
 cell volume) nonzeros: at 400k tets and r = 12 mm, 5.7e8 of them, and building it was
 OOM-killed at 14.8 GB with no message. :func:`make_filter` therefore estimates it first
-(:func:`lightweight.fem.memory.filter_matrix_bytes`, 70 bytes per nonzero while building) and,
+(:func:`matrix_filter_estimate`: the nonzeros of :func:`lightweight.fem.memory.
+filter_matrix_nonzeros`, ~7.5 bytes per nonzero plus per-cell and per-block terms) and,
 when it exceeds :data:`FILTER_MEMORY_FRACTION` of the available memory (or ``memory_budget``),
 builds the Helmholtz filter instead for ``kind="density"``, with a warning saying so (its cost
 grows with the node count, not with r^dim; it is the PDE version of the same smoothing, not
@@ -161,15 +173,121 @@ class _NormalisedConvolution(DensityFilter):
 
 
 # ====================================================================== general meshes
+# Pair candidates (both directions, as the KD-tree returns them) one block of rows may hold
+# while W is built: bounds the block's temporaries (~100 bytes each, ~26 MB) on any mesh.
+# Smaller blocks cost time (more, smaller tree traversals: 2^17 took 3.1 s at 222k tets,
+# 2^18 2.7 s, 2^19 2.4 s); this size keeps the temporaries below the weights from ~100k tets.
+_BUILD_BLOCK_ENTRIES = 2 ** 18
+# Growth factor of the weight arrays when a block does not fit their capacity.
+_BUILD_GROWTH = 1.25
+
+
+@numba.njit(cache=True, parallel=True)
+def _symmetric_product(indptr, indices, data, diagonal, z, bounds, partial, out):
+    """out = W z for W = diagonal * I + U + U^T, U strictly upper triangular (CSR arrays).
+
+    Row block t (rows bounds[t]:bounds[t+1]) is one task; it adds both U z (its own rows)
+    and U^T z (columns j > i, possibly in other blocks) into its own buffer ``partial[t]``,
+    so no two tasks write the same memory. Only entries >= bounds[t] of that buffer can be
+    touched (upper triangle), so only those are zeroed and summed.
+    """
+    n = z.shape[0]
+    n_blocks = bounds.shape[0] - 1
+    for t in numba.prange(n_blocks):
+        acc = partial[t]
+        for i in range(bounds[t], n):
+            acc[i] = 0.0
+        for i in range(bounds[t], bounds[t + 1]):
+            zi = z[i]
+            row_sum = 0.0
+            for k in range(indptr[i], indptr[i + 1]):
+                j = indices[k]
+                w = data[k]
+                row_sum += w * z[j]
+                acc[j] += w * zi
+            acc[i] += row_sum
+    for i in numba.prange(n):
+        total = diagonal * z[i]
+        for t in range(n_blocks):
+            if bounds[t] > i:
+                break
+            total += partial[t, i]
+        out[i] = total
+
+
+def _upper_weights(centers: np.ndarray, r: float, block_rows: int):
+    """CSR arrays (indptr int64, indices int32/int64, data float64) of max(0, r - d_ij), j > i.
+
+    Built block of rows by block of rows: the block's own small KD-tree against the whole
+    mesh's (``sparse_distance_matrix``), pairs with j <= i dropped (they belong to an earlier
+    row), the rest sorted by (row, column) and appended. The arrays grow by ``_BUILD_GROWTH``
+    (or to the projection of the rows done so far) and are cut to size at the end, in place.
+    """
+    n = len(centers)
+    tree = cKDTree(centers)
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    indices = np.empty(0, dtype=np.int32 if n < 2 ** 31 else np.int64)
+    data = np.empty(0)
+    filled = 0
+    found_pairs = 0         # both directions and the cell itself, as the tree returns them
+    for start in range(0, n, block_rows):
+        stop = min(n, start + block_rows)
+        found = cKDTree(centers[start:stop]).sparse_distance_matrix(tree, r, output_type="ndarray")
+        found_pairs += len(found)
+        rows = found["i"] + start
+        cols = found["j"]
+        del found
+        upper = cols > rows
+        rows, cols = rows[upper], cols[upper]
+        del upper
+        # float64 distance from the centres (same expression for every build), not the
+        # tree's: the weights must not depend on how the neighbours were found
+        dist = np.sqrt(((centers[rows] - centers[cols]) ** 2).sum(axis=1))
+        weights = r - dist
+        del dist
+        keep = weights > 0
+        rows, cols, weights = rows[keep], cols[keep], weights[keep]
+        del keep
+        order = np.argsort(rows * n + cols)
+        m = len(order)
+        if filled + m > len(indices):
+            # Predicted from the full rows found so far: the upper triangle's own count per
+            # row falls along the rows (row 0 has every neighbour after it, row n-1 none),
+            # so it would predict twice too much. Growing by at least _BUILD_GROWTH bounds
+            # the number of reallocations when the prediction runs low.
+            projected = int(1.05 * (found_pairs / stop - 1.0) * n / 2) + 1
+            capacity = max(filled + m, projected if stop < n else 0,
+                           int(_BUILD_GROWTH * len(indices)) if stop < n else 0)
+            # in place (realloc): the old arrays are not kept beside the new ones
+            indices.resize(capacity, refcheck=False)
+            data.resize(capacity, refcheck=False)
+        indices[filled:filled + m] = cols[order]
+        data[filled:filled + m] = weights[order]
+        indptr[start + 1:stop + 1] = filled + np.cumsum(np.bincount(rows - start,
+                                                                     minlength=stop - start))
+        filled += m
+        del rows, cols, weights, order
+    indices.resize(filled, refcheck=False)
+    data.resize(filled, refcheck=False)
+    return indptr, indices, data
+
+
 class MatrixFilter(_NormalisedConvolution):
-    """Convolution filter on any mesh: sparse H from a KD-tree search, volume weighted.
+    """Convolution filter on any mesh: sparse distance weights from a KD-tree, volume weighted.
 
     centers: (n, dim) cell centroids; radius: length units; volumes: (n,) cell volumes (areas in
     2D), default all ones (plain top88 weights). memory_budget: bytes the matrix may take while
     being built (default: all available memory); a larger estimate raises OptimizationError.
+    block_rows: rows searched per block while building (default: about
+    ``_BUILD_BLOCK_ENTRIES`` neighbour candidates per block).
+
+    H = W diag(volumes) is applied as W (v x) and v (W y); only the strict upper triangle of
+    the symmetric W is stored (``W_indptr``, ``W_indices``, ``W_data``; its diagonal is the
+    radius). :attr:`H` builds the full scipy matrix on demand.
     """
 
-    def __init__(self, centers, radius, volumes=None, memory_budget: float | None = None):
+    def __init__(self, centers, radius, volumes=None, memory_budget: float | None = None,
+                 block_rows: int | None = None):
         centers = np.ascontiguousarray(centers, dtype=np.float64)
         if centers.ndim != 2 or centers.shape[0] == 0:
             raise OptimizationError(f"MatrixFilter: centers must have shape (n_cells, dim), "
@@ -187,29 +305,56 @@ class MatrixFilter(_NormalisedConvolution):
             raise MeshError(f"cells {bad[:10].tolist()} have non-positive volume; the filter weights "
                             f"neighbours by volume: fix inverted or degenerate cells")
         self.volumes = volumes
-        check_matrix_filter_memory(centers, r, None if volumes_given is None else volumes,
-                                   memory_budget, what="MatrixFilter")
-        pairs = cKDTree(centers).query_pairs(r, output_type="ndarray")   # (m, 2), i < j, d <= r
-        i, j = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
-        dist = np.sqrt(((centers[i] - centers[j]) ** 2).sum(axis=1))
-        w = np.maximum(0.0, r - dist)
-        keep = w > 0
-        i, j, w = i[keep], j[keep], w[keep]
-        diag = np.arange(n)
-        rows = np.concatenate([i, j, diag])
-        cols = np.concatenate([j, i, diag])
-        sym = np.concatenate([w, w, np.full(n, r)])
-        # The distance part is symmetric; the volume of the neighbour (column) makes H not.
-        self.H = sp.csr_matrix((sym * volumes[cols], (rows, cols)), shape=(n, n))
-        self.H.sum_duplicates()
-        self._HT = self.H.T.tocsr()
-        self.Hs = np.asarray(self.H.sum(axis=1)).ravel()
+        volumes_for_estimate = None if volumes_given is None else volumes
+        check_matrix_filter_memory(centers, r, volumes_for_estimate, memory_budget,
+                                   what="MatrixFilter")
+        if block_rows is None:
+            nnz, _ = matrix_filter_estimate(centers, r, volumes_for_estimate)
+            block_rows = max(1, int(_BUILD_BLOCK_ENTRIES / max(nnz / n, 1.0)))
+        elif int(block_rows) < 1:
+            raise OptimizationError(f"MatrixFilter: block_rows must be a positive number of rows, "
+                                    f"got {block_rows!r}")
+        self.W_indptr, self.W_indices, self.W_data = _upper_weights(centers, r, int(block_rows))
+        self.Hs = self._apply_W(volumes)
+
+    @property
+    def nnz(self) -> int:
+        """Nonzeros of H (both triangles and the diagonal), not of what is stored."""
+        return 2 * len(self.W_data) + self.n
+
+    @property
+    def H(self) -> sp.csr_matrix:
+        """H = W diag(volumes) as a scipy CSR matrix, built anew on each access.
+
+        Costs what the filter itself avoids: 12 bytes per nonzero of H (twice the stored
+        triangle's) plus the temporaries of the scipy sum and conversions; for inspection and
+        tests, not for loops.
+        """
+        n = self.n
+        upper = sp.csr_matrix((self.W_data, self.W_indices, self.W_indptr), shape=(n, n))
+        W = (upper + upper.T + sp.diags(np.full(n, self.radius))).tocsr()
+        W.sort_indices()
+        W.data *= self.volumes[W.indices]       # column j scaled by v_j: H = W diag(v)
+        return W
+
+    def _apply_W(self, z: np.ndarray) -> np.ndarray:
+        z = np.ascontiguousarray(z, dtype=np.float64)
+        n_blocks = max(1, min(numba.get_num_threads(), self.n))
+        # row blocks of equal stored entries, so the tasks take about the same time
+        bounds = np.searchsorted(self.W_indptr, np.linspace(0, self.W_indptr[-1], n_blocks + 1))
+        bounds[0], bounds[-1] = 0, self.n
+        bounds = np.maximum.accumulate(bounds).astype(np.int64)
+        partial = np.empty((n_blocks, self.n))
+        out = np.empty(self.n)
+        _symmetric_product(self.W_indptr, self.W_indices, self.W_data, self.radius, z, bounds,
+                           partial, out)
+        return out
 
     def _apply_H(self, x):
-        return self.H @ x
+        return self._apply_W(self.volumes * x)
 
     def _apply_HT(self, y):
-        return self._HT @ y
+        return self.volumes * self._apply_W(y)
 
 
 def _mean_cell_volume(centers: np.ndarray, volumes: np.ndarray | None) -> float:
@@ -221,13 +366,24 @@ def _mean_cell_volume(centers: np.ndarray, volumes: np.ndarray | None) -> float:
     return float(np.prod(extent)) / len(centers)
 
 
+# Bytes of building a MatrixFilter, from tracemalloc on the 222k-tet bracket (docs/performance.md):
+# 12 per stored entry of the upper triangle, (nnz - n) / 2 of them, with up to _BUILD_GROWTH
+# spare capacity while it grows; per cell indptr, Hs, the KD-tree's copy of the centres and
+# its index (~50) and one buffer per thread of the product; ~50 per candidate of a block
+# (measured 49: 13.8 MB of temporaries at 2.4e5 candidates per block, 47.4 MB at 9.6e5).
+_BUILD_BYTES_PER_NONZERO = 0.5 * 12.0 * _BUILD_GROWTH
+_BUILD_BYTES_PER_CELL = 56.0
+_BUILD_BYTES_PER_BLOCK_ENTRY = 60.0
+
+
 def matrix_filter_estimate(centers: np.ndarray, radius: float, volumes=None) -> tuple[float, float]:
-    """(nonzeros, peak bytes while building) of a MatrixFilter, estimated before building it."""
-    from ..fem.memory import filter_matrix_bytes, filter_matrix_nonzeros
+    """(nonzeros of H, peak bytes while building) of a MatrixFilter, estimated before building it."""
+    from ..fem.memory import filter_matrix_nonzeros
     n, dim = centers.shape
-    mean_volume = _mean_cell_volume(centers, volumes)
-    return (filter_matrix_nonzeros(n, dim, mean_volume, radius),
-            filter_matrix_bytes(n, dim, mean_volume, radius))
+    nnz = filter_matrix_nonzeros(n, dim, _mean_cell_volume(centers, volumes), radius)
+    per_cell = _BUILD_BYTES_PER_CELL + 8.0 * numba.get_num_threads()
+    block = _BUILD_BYTES_PER_BLOCK_ENTRY * min(nnz, _BUILD_BLOCK_ENTRIES)
+    return nnz, _BUILD_BYTES_PER_NONZERO * nnz + per_cell * n + block
 
 
 def check_matrix_filter_memory(centers, radius, volumes, memory_budget, what: str) -> None:
