@@ -206,6 +206,65 @@ def _spgemm_numeric_symmetric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c
 
 
 @numba.njit(cache=True, parallel=True)
+def _spgemm_symbolic_counts(a_ptr, a_idx, b_ptr, b_idx, n_cols, n_chunks, counts):
+    """counts[i + 1] = number of distinct columns of row i of |A| |B| (Gustavson, symbolic)."""
+    n = a_ptr.shape[0] - 1
+    chunk = (n + n_chunks - 1) // n_chunks
+    for t in numba.prange(n_chunks):
+        last_row = np.full(n_cols, -1, dtype=np.int64)     # column -> last row that met it
+        for i in range(t * chunk, min(n, (t + 1) * chunk)):
+            c = 0
+            for p in range(a_ptr[i], a_ptr[i + 1]):
+                k = a_idx[p]
+                for r in range(b_ptr[k], b_ptr[k + 1]):
+                    j = b_idx[r]
+                    if last_row[j] != i:
+                        last_row[j] = i
+                        c += 1
+            counts[i + 1] = c
+
+
+@numba.njit(cache=True, parallel=True)
+def _spgemm_symbolic_fill(a_ptr, a_idx, b_ptr, b_idx, n_cols, n_chunks, c_ptr, c_idx):
+    """Columns of each row of |A| |B| into c_idx[c_ptr[i]:c_ptr[i + 1]], sorted."""
+    n = a_ptr.shape[0] - 1
+    chunk = (n + n_chunks - 1) // n_chunks
+    for t in numba.prange(n_chunks):
+        last_row = np.full(n_cols, -1, dtype=np.int64)
+        for i in range(t * chunk, min(n, (t + 1) * chunk)):
+            q = c_ptr[i]
+            for p in range(a_ptr[i], a_ptr[i + 1]):
+                k = a_idx[p]
+                for r in range(b_ptr[k], b_ptr[k + 1]):
+                    j = b_idx[r]
+                    if last_row[j] != i:
+                        last_row[j] = i
+                        c_idx[q] = j
+                        q += 1
+            c_idx[c_ptr[i]:q].sort()
+
+
+def _product_pattern(A: sp.csr_matrix, B: sp.csr_matrix, n_chunks: int) -> sp.csr_matrix:
+    """The pattern of A B (every structural product, no cancellation), sorted int32 CSR whose
+    values are a read-only zero view. Built by two Numba passes (count, fill) straight into
+    int32: SciPy's product of all-ones copies wanted (nnz(A) + nnz(B)) ones and returned int64
+    indices with float64 values, ~650 B per tet4 at the moment of the first build's peak."""
+    n, n_cols = A.shape[0], B.shape[1]
+    counts = np.zeros(n + 1, dtype=np.int64)
+    _spgemm_symbolic_counts(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, counts)
+    indptr = np.cumsum(counts)
+    nnz = int(indptr[-1])
+    index_type = np.int32 if max(nnz, n_cols) < 2**31 - 1 else np.int64
+    indptr = indptr.astype(index_type)
+    indices = np.empty(nnz, dtype=index_type)
+    _spgemm_symbolic_fill(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, indptr, indices)
+    C = sp.csr_matrix((np.broadcast_to(np.zeros(1), (nnz,)), indices, indptr), shape=(n, n_cols),
+                      copy=False)
+    C.has_sorted_indices = True
+    return C
+
+
+@numba.njit(cache=True, parallel=True)
 def _mirror_kernel(indptr, indices, out):
     n = indptr.shape[0] - 1
     for i in numba.prange(n):
@@ -245,21 +304,17 @@ class _Product:
 
     def __init__(self, A: sp.csr_matrix, B: sp.csr_matrix, symmetric: bool = False,
                  keep_values: bool = True):
-        # Symbolic product on all-ones values: SciPy drops entries whose sum is exactly zero,
-        # and a cancellation on this design need not be one on the next.
-        ones_A = sp.csr_matrix((np.ones(A.nnz), A.indices, A.indptr), shape=A.shape)
-        ones_B = sp.csr_matrix((np.ones(B.nnz), B.indices, B.indptr), shape=B.shape)
-        C = (ones_A @ ones_B).tocsr()
-        C.sort_indices()
-        self.C = _index32(C)
+        # The symbolic product keeps every structural product: a cancellation to exactly zero
+        # on this design need not be one on the next.
         self.n_chunks = max(1, min(64, A.shape[0] // 256))
-        self.mirror_from = _mirror_positions(self.C) if symmetric else None
+        pattern = _product_pattern(A, B, self.n_chunks)
+        self.mirror_from = _mirror_positions(pattern) if symmetric else None
         self.keep_values = bool(keep_values)
-        if not self.keep_values:
-            pattern = self.C
-            self.C = sp.csr_matrix((np.broadcast_to(np.zeros(1), (pattern.nnz,)), pattern.indices,
-                                    pattern.indptr), shape=pattern.shape, copy=False)
-            self.C.has_sorted_indices = True
+        if self.keep_values:
+            pattern = sp.csr_matrix((np.zeros(pattern.nnz), pattern.indices, pattern.indptr),
+                                    shape=pattern.shape, copy=False)
+            pattern.has_sorted_indices = True
+        self.C = pattern
 
     def __call__(self, A: sp.csr_matrix, B: sp.csr_matrix) -> sp.csr_matrix:
         C = self.C
@@ -324,14 +379,21 @@ class ReusedHierarchy:
 
     # ------------------------------------------------------------------ setup
     def build(self, A: sp.csr_matrix, modes: np.ndarray | None,
-              operator: sp.csr_matrix | None = None) -> None:
+              operator: sp.csr_matrix | None = None, drop_zeros: bool = False) -> None:
         """Aggregation and prolongators of A with near-null space ``modes`` (pyamg), then the
         first refresh with ``operator`` (default A; e.g. A with its explicit zeros kept, the
-        pattern every later refill has)."""
+        pattern every later refill has). ``drop_zeros``: pyamg aggregates a copy of A without
+        its explicit zeros (eliminated DOFs would join aggregates through them); the copy
+        (~300 B per tet4) is made here and freed before the first refresh, whose coarse
+        factorization is the other large allocation of the build."""
         import pyamg
         options = {"max_coarse": self.max_coarse, "max_levels": self.max_levels}
         options.update(self.pyamg_options)
-        ml = pyamg.smoothed_aggregation_solver(A, B=modes, **options)
+        if operator is None:
+            operator = A
+        aggregated = without_explicit_zeros(A) if drop_zeros else A
+        ml = pyamg.smoothed_aggregation_solver(aggregated, B=modes, **options)
+        del aggregated
         self.coarse_block = 1 if modes is None else int(np.shape(modes)[1])
         self.levels = []
         for lev in ml.levels:
@@ -344,8 +406,7 @@ class ReusedHierarchy:
                 P, R = _index32(P), _index32(R)
             self.levels.append(_Level(None, P, R))
         del ml
-        self.refresh(A if operator is None else operator, galerkin=True,
-                     power_steps=POWER_STEPS_BUILD)
+        self.refresh(operator, galerkin=True, power_steps=POWER_STEPS_BUILD)
 
     @property
     def operator_complexity(self) -> float:
@@ -532,6 +593,35 @@ def _lanczos_max(A: sp.csr_matrix, s, start: np.ndarray | None, steps: int):
     theta, Y = sla.eigh_tridiagonal(alpha[:m], beta[:m - 1])
     vec = V[:m].T @ Y[:, -1]
     return float(theta[-1]), vec / np.linalg.norm(vec)
+
+
+def without_explicit_zeros(A: sp.csr_matrix) -> sp.csr_matrix:
+    """A copy of CSR A without its stored zeros, indices as A's (int32 where A has them).
+
+    Selected straight from A (a boolean mask and the kept entries) rather than a full copy
+    compacted by SciPy's ``eliminate_zeros``, whose arrays keep their full length."""
+    keep = A.data != 0
+    per_row = _count_per_row(A, keep)
+    indptr = np.zeros(A.shape[0] + 1, dtype=A.indptr.dtype)
+    np.cumsum(per_row, out=indptr[1:])
+    B = sp.csr_matrix((A.data[keep], A.indices[keep], indptr), shape=A.shape, copy=False)
+    B.has_sorted_indices = A.has_sorted_indices
+    return B
+
+
+def fixed_rows(A: sp.csr_matrix) -> np.ndarray:
+    """Boolean mask of the rows of A whose only nonzero is on the diagonal (eliminated DOFs)."""
+    return _count_per_row(A, A.data != 0) == 1
+
+
+def _count_per_row(A: sp.csr_matrix, mask: np.ndarray) -> np.ndarray:
+    """Number of True entries of ``mask`` (A.nnz,) in each row of A, (n,) int64."""
+    if A.nnz == 0:
+        return np.zeros(A.shape[0], dtype=np.int64)
+    starts = np.minimum(A.indptr[:-1], A.nnz - 1).astype(np.intp)
+    per_row = np.add.reduceat(mask, starts, dtype=np.int64)
+    per_row[np.diff(A.indptr) == 0] = 0          # reduceat gives the next entry for empty rows
+    return per_row
 
 
 def _index32(A: sp.csr_matrix) -> sp.csr_matrix:
