@@ -18,9 +18,13 @@ Estimates (constants measured here; numbers in docs/performance.md):
 
 - Convolution filter matrix: each cell has about ``ball(r) / mean cell volume + 1``
   neighbours (a ball of radius r in 3D, a disc in 2D), fewer at the boundary: on Delaunay tets
-  of a 2 x 1 x 1 box the true count was 0.83 - 0.91 of this. Building it (KD-tree pairs,
-  COO -> CSR, its transpose) peaked at 68.5 bytes per nonzero (tracemalloc, 5.9e7 nonzeros);
-  24 bytes per nonzero stay.
+  of a 2 x 1 x 1 box the true count was 0.83 - 0.91 of this (:func:`filter_matrix_nonzeros`).
+  Bytes are the filter's own business: :class:`~lightweight.optimize.filters.MatrixFilter`
+  keeps only the strict upper triangle of its weights and builds it block by block, so its
+  cost is ~7.5 B per nonzero plus per-cell and per-block terms
+  (:func:`~lightweight.optimize.filters.matrix_filter_estimate`, which uses the count here).
+  The old flat 70 B per nonzero (KD-tree pair list, COO -> CSR, stored transpose) is gone
+  with that layout.
 - Sparse Cholesky factors: PARDISO reports its own need after its analysis (iparm 15-17),
   which :class:`~lightweight.fem.solvers.PardisoSolver` uses; before any analysis (and for
   CHOLMOD/SuperLU, which report nothing beforehand) :func:`factor_nonzeros` gives the factor's
@@ -34,13 +38,10 @@ import math
 import os
 
 __all__ = ["ENV_MEMORY_LIMIT", "available_memory", "memory_source", "parse_bytes", "format_bytes",
-           "filter_matrix_nonzeros", "filter_matrix_bytes", "factor_nonzeros", "factor_mflops",
+           "filter_matrix_nonzeros", "factor_nonzeros", "factor_mflops",
            "factor_bytes"]
 
 ENV_MEMORY_LIMIT = "LIGHTWEIGHT_MEMORY_LIMIT"
-
-# Peak bytes per nonzero while MatrixFilter builds H (measured, see the module docstring).
-FILTER_BUILD_BYTES_PER_NONZERO = 70.0
 
 _SUFFIXES = {"": 1, "b": 1, "k": 2 ** 10, "kb": 2 ** 10, "kib": 2 ** 10, "m": 2 ** 20,
              "mb": 2 ** 20, "mib": 2 ** 20, "g": 2 ** 30, "gb": 2 ** 30, "gib": 2 ** 30,
@@ -152,12 +153,6 @@ def filter_matrix_nonzeros(n_cells: int, dim: int, mean_cell_volume: float, radi
     ball = math.pi * radius ** 2 if dim == 2 else 4.0 / 3.0 * math.pi * radius ** 3
     per_row = ball / mean_cell_volume + 1.0 if mean_cell_volume > 0 else float(n_cells)
     return float(n_cells) * min(float(n_cells), per_row)
-
-
-def filter_matrix_bytes(n_cells: int, dim: int, mean_cell_volume: float, radius: float) -> float:
-    """Peak bytes of building a MatrixFilter (see :func:`filter_matrix_nonzeros`)."""
-    return FILTER_BUILD_BYTES_PER_NONZERO * filter_matrix_nonzeros(n_cells, dim, mean_cell_volume,
-                                                                   radius)
 
 
 # ------------------------------------------------------------------------------ factors
