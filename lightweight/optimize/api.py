@@ -266,7 +266,7 @@ def _stress_objective(model, base, limits: Mapping[str, float], stress_options, 
     except TypeError as exc:
         raise OptimizationError(f"stress_options: {exc} (the local-constraint formulation, aggregation "
                                 f"'al', takes relaxation, q, epsilon, q_floor, exclude, multiplier_penalty, "
-                                f"penalty_growth, penalty_max, update_every, tolerance, sampling, singular_radius)") from None
+                                f"penalty_growth, penalty_max, update_every, tolerance, sampling, singular_radius, singular_floor)") from None
 
 
 def _frequency_constraints(model, min_frequency, frequency_options) -> list:

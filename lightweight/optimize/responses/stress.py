@@ -57,13 +57,15 @@ Two additions of ours:
 - a_i, the corner amplification: at a re-entrant corner of the mesh's boundary (2D: a boundary
   node whose cells' angles sum to ω > π) the stress is unbounded, σ ~ r^(λ-1) (Williams 1952,
   1 - λ = 0.4555 at ω = 3π/2), and a mesh samples it at r ~ h/5 only: material run into the
-  corner meets the limit on one mesh and not on a finer one. a_i = max(1, (R / r_i)^(1-λ)),
-  r_i clipped at R/10, judges the corner field at R = ``singular_radius`` (the presets: the filter
-  diameter), the same length on every mesh. 3D re-entrant edges are not detected.
-
-Not reached with it (measured, docs/stress_and_modes.md): the L-bracket's corner is not cleared
-at 50 x 50 (the members meet at the vertex with every local constraint met) and only nearly at
-100 x 100 (clearance 0.40).
+  corner meets the limit on one mesh and not on a finer one. a_i = max(1, (R / r_i)^(1-λ))
+  judges the corner field at R = ``singular_radius`` (the presets: the filter diameter), the
+  same length on every mesh. r_i is clipped at ``singular_floor`` x R (0.003): the corner
+  sample at the vertex itself (r = 0) gets (1/0.003)^(1-λ) = 14 at 3π/2, so a cell that touches
+  the singular point must be void (η(ρ̄) vm <= S/14), and the design rounds the corner instead of
+  running members into it. A floor of 0.1 (a factor of 2.9, the earlier value) let the members
+  meet at the vertex with every point within its limit (the vertex cells at ρ̄ 0.8-1); larger
+  radii R with that floor only blunted the corner with more material. 3D re-entrant edges are
+  not detected.
 
 Reporting: a stress-constrained design reports the relaxed stress η(ρ̄) σ_solid
 (:meth:`Stress.stress_scale` is passed to ``build_solution`` by the loop), the measure of the
@@ -357,7 +359,8 @@ class StressLagrangian(Stress):
     def __init__(self, model, base, limits, relaxation: str = "qp", q: float = 0.5, epsilon: float = 0.2,
                  exclude=(), q_floor: float = 1e-3, base_scale: float = 1.0, multiplier_penalty: float = 10.0,
                  penalty_growth: float = 1.1, penalty_max: float = 1e4, update_every: int = 5,
-                 tolerance: float = 0.01, sampling: str = "corners", singular_radius: float | None = None):
+                 tolerance: float = 0.01, sampling: str = "corners", singular_radius: float | None = None,
+                 singular_floor: float = 0.003):
         if not isinstance(base, Response) or base.size != 1:
             raise OptimizationError(f"the augmented Lagrangian needs a base response with one value, got {base!r}")
         if not isinstance(limits, dict) or not limits:
@@ -372,6 +375,10 @@ class StressLagrangian(Stress):
         if singular_radius is not None and not (np.isfinite(singular_radius) and singular_radius > 0):
             raise OptimizationError(f"stress_options: singular_radius must be a positive length, got {singular_radius!r}")
         self.singular_radius = None if singular_radius is None else float(singular_radius)
+        if not (np.isfinite(singular_floor) and 0 < singular_floor < 1):
+            raise OptimizationError(f"stress_options: singular_floor must be a fraction of singular_radius in "
+                                    f"(0, 1), got {singular_floor!r}")
+        self.singular_floor = float(singular_floor)
         self._amplification = None
         self.limits = np.array([float(limits[c]) for c in self.cases])
         if not np.all(np.isfinite(self.limits) & (self.limits > 0)):
@@ -462,7 +469,7 @@ class StressLagrangian(Stress):
                 "limits": dict(zip(self.cases, self.limits.tolist())), "multiplier_penalty": self.mu_start,
                 "penalty_growth": self.penalty_growth, "penalty_max": self.penalty_max,
                 "update_every": self.update_every, "tolerance": self.tolerance, "sampling": self.sampling,
-                "singular_radius": self.singular_radius,
+                "singular_radius": self.singular_radius, "singular_floor": self.singular_floor,
                 "exclude": self.exclude}
 
     def amplification(self) -> np.ndarray:
@@ -486,9 +493,11 @@ class StressLagrangian(Stress):
                 for corner, angle in zip(where, angles):
                     r = np.linalg.norm(positions - corner, axis=2)
                     exponent = singularity_exponent(float(angle))
-                    # points at the vertex itself (corner sampling) are judged at a tenth of the radius:
-                    # a bounded factor ((10)^(1-λ), 2.9 at 3π/2) that keeps the penalty's scale sane
-                    factor = np.maximum(factor, (self.singular_radius / np.maximum(r, 0.1 * self.singular_radius))
+                    # points at the vertex itself (corner sampling, r = 0) are judged at singular_floor x R:
+                    # a large but finite factor ((1/0.003)^(1-λ) = 14 at 3π/2), so material may not touch
+                    # the singular point, while the penalty's scale stays finite for MMA
+                    factor = np.maximum(factor, (self.singular_radius
+                                                 / np.maximum(r, self.singular_floor * self.singular_radius))
                                         ** exponent)
             self._amplification = factor
         return self._amplification
