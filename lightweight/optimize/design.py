@@ -9,6 +9,13 @@ go back with P^T. Ties come from tie rules (lightweight/optimize/manufacturing/p
 Symmetry, Extrusion, Pattern), found geometrically (mirrored, rotated or shifted cell centres
 matched with a KD-tree), so they work on grids and on unstructured meshes that are symmetric (or
 extruded) as meshed; a cell without a mirror image is an error naming it.
+
+The common case, every cell a free variable of its own (no passive cells, no ties), is the
+identity map: then nothing per cell is stored (P, P^T, the passive mask, the fixed densities,
+the active cell ids and the group sizes would be ~57 B per cell, ~10 % of what a 3D
+multigrid run keeps per hex between iterations) and :meth:`expand` / :meth:`reduce` copy
+their input, which is what P x + 0 and P^T g give bit for bit with P = I. Those attributes
+are still there for callers who read them, built on demand (``is_identity`` says which case).
 """
 
 from __future__ import annotations
@@ -41,28 +48,73 @@ class DesignSpace:
         if both.size:
             raise OptimizationError(f"cells {both[:10].tolist()} are both non_design (solid) and void; "
                                     f"make the sets disjoint")
+        self.n_cells = n
+        self.symmetry = symmetry
+        self.extrusion = extrusion
+        has_passive = self.solid_cells.size + self.void_cells.size > 0
+        if has_passive and np.union1d(self.solid_cells, self.void_cells).size == n:
+            raise OptimizationError("every cell is non_design or void: nothing is left to optimize")
+        rules = self._tie_rules(symmetry, extrusion, ties)
+        links = self._ties(rules)
+        if not has_passive and links is None:
+            # the identity map: nothing per cell is kept (see module docstring)
+            self.is_identity = True
+            self.n_variables = n
+            self.has_ties = False
+            self._passive = self._fixed_density = self._active_cells = None
+            self._P = self._PT = self._group_size = None
+            return
+        self.is_identity = False
         passive = np.zeros(n, dtype=bool)
         passive[self.solid_cells] = True
         passive[self.void_cells] = True
-        self.passive = passive
-        self.fixed_density = np.zeros(n)
-        self.fixed_density[self.solid_cells] = 1.0
-        if passive.all():
-            raise OptimizationError("every cell is non_design or void: nothing is left to optimize")
-        self.active_cells = np.flatnonzero(~passive)
+        self._passive = passive
+        self._fixed_density = np.zeros(n)
+        self._fixed_density[self.solid_cells] = 1.0
+        self._active_cells = np.flatnonzero(~passive)
         # tie groups (symmetry/extrusion) among all cells, then drop passive ones
-        links = self._ties(symmetry, extrusion, ties)
+        if links is None:
+            links = (np.arange(n), np.arange(n))
         adjacency = sp.coo_matrix((np.ones(len(links[0])), links), shape=(n, n))
         _, group = connected_components(adjacency, directed=False)
-        active_groups, variable_of = np.unique(group[self.active_cells], return_inverse=True)
+        active_groups, variable_of = np.unique(group[self._active_cells], return_inverse=True)
         self.n_variables = active_groups.size
-        self.P = sp.csr_matrix((np.ones(self.active_cells.size), (self.active_cells, variable_of)),
-                               shape=(n, self.n_variables))
-        self.PT = self.P.T.tocsr()
-        self.group_size = np.asarray(self.P.sum(axis=0)).ravel()
-        self.has_ties = self.n_variables < self.active_cells.size
-        self.symmetry = symmetry
-        self.extrusion = extrusion
+        self._P = sp.csr_matrix((np.ones(self._active_cells.size), (self._active_cells, variable_of)),
+                                shape=(n, self.n_variables))
+        self._PT = self._P.T.tocsr()
+        self._group_size = np.asarray(self._P.sum(axis=0)).ravel()
+        self.has_ties = self.n_variables < self._active_cells.size
+
+    # The per-cell arrays of the map; on the identity map built on demand (not kept).
+    @property
+    def passive(self) -> np.ndarray:
+        """(n_cells,) bool: non_design or void cells."""
+        return np.zeros(self.n_cells, dtype=bool) if self.is_identity else self._passive
+
+    @property
+    def fixed_density(self) -> np.ndarray:
+        """(n_cells,) the density passive cells keep (1 solid, 0 void; 0 elsewhere)."""
+        return np.zeros(self.n_cells) if self.is_identity else self._fixed_density
+
+    @property
+    def active_cells(self) -> np.ndarray:
+        """Ids of the cells that follow the design variables."""
+        return np.arange(self.n_cells) if self.is_identity else self._active_cells
+
+    @property
+    def P(self):
+        """The map as a SciPy CSR matrix (n_cells, n_variables): rho_cells = P x + fixed."""
+        return sp.identity(self.n_cells, format="csr") if self.is_identity else self._P
+
+    @property
+    def PT(self):
+        """P^T as CSR (gradients w.r.t. cells -> w.r.t. variables)."""
+        return sp.identity(self.n_cells, format="csr") if self.is_identity else self._PT
+
+    @property
+    def group_size(self) -> np.ndarray:
+        """(n_variables,) number of cells each variable drives."""
+        return np.ones(self.n_variables) if self.is_identity else self._group_size
 
     def _cells_of(self, names, what: str) -> np.ndarray:
         if names is None:
@@ -72,22 +124,24 @@ class DesignSpace:
         cells = [self.mesh.cells_touching(name) for name in names]
         return np.unique(np.concatenate(cells)) if cells else np.zeros(0, dtype=np.int64)
 
-    def _ties(self, symmetry, extrusion, rules=()):
-        """(rows, cols) of tied cell pairs: every cell with itself, plus each tie rule's pairs.
-
-        symmetry / extrusion build :class:`~lightweight.optimize.manufacturing.Symmetry` /
+    @staticmethod
+    def _tie_rules(symmetry, extrusion, rules=()) -> list:
+        """The tie rules: symmetry / extrusion build :class:`~lightweight.optimize.manufacturing.Symmetry` /
         :class:`~lightweight.optimize.manufacturing.Extrusion`; rules: more of those or
-        :class:`~lightweight.optimize.manufacturing.Pattern` (objects with ``ties(mesh)``).
-        """
+        :class:`~lightweight.optimize.manufacturing.Pattern` (objects with ``ties(mesh)``)."""
         from .manufacturing.pattern import Extrusion, Symmetry
-        mesh = self.mesh
-        rows, cols = [np.arange(mesh.n_cells)], [np.arange(mesh.n_cells)]
         specs = [] if symmetry is None else symmetry
         if isinstance(specs, (str, tuple, Symmetry)):
             specs = [specs]
-        rules = [Symmetry.from_spec(spec) for spec in specs] + \
+        return [Symmetry.from_spec(spec) for spec in specs] + \
             ([] if extrusion is None else [extrusion if isinstance(extrusion, Extrusion) else Extrusion(extrusion)]) + \
             list(rules)
+
+    def _ties(self, rules):
+        """(rows, cols) of tied cell pairs: every cell with itself, plus each tie rule's pairs;
+        None when no rule ties any cells (rules acting through a stage or a constraint only)."""
+        mesh = self.mesh
+        rows, cols = [np.arange(mesh.n_cells)], [np.arange(mesh.n_cells)]
         for rule in rules:
             pairs = rule.ties(mesh)
             if pairs is None:          # a rule acting through a stage or a constraint instead
@@ -95,6 +149,8 @@ class DesignSpace:
             cells, partners = pairs
             rows.append(np.asarray(cells, dtype=np.int64))
             cols.append(np.asarray(partners, dtype=np.int64))
+        if len(rows) == 1:
+            return None
         return np.concatenate(rows), np.concatenate(cols)
 
     # ------------------------------------------------------------------ maps
@@ -103,19 +159,24 @@ class DesignSpace:
         return np.full(self.n_variables, float(value))
 
     def expand(self, x: np.ndarray) -> np.ndarray:
-        """Cell densities (n_cells,) from design variables; passive cells get their fixed value."""
-        return self.P @ x + self.fixed_density
+        """Cell densities (n_cells,) from design variables; passive cells get their fixed value (a new array)."""
+        if self.is_identity:
+            return np.array(x, dtype=float)
+        return self._P @ x + self._fixed_density
 
     def impose(self, rho: np.ndarray) -> np.ndarray:
         """Set passive cells of a physical density field to their fixed value (copy)."""
         out = np.array(rho, dtype=float)
-        out[self.passive] = self.fixed_density[self.passive]
+        if not self.is_identity:
+            out[self._passive] = self._fixed_density[self._passive]
         return out
 
     def reduce(self, grad_cells: np.ndarray) -> np.ndarray:
-        """Gradient w.r.t. design variables from a gradient w.r.t. cell densities (k, n_cells) or (n_cells,)."""
+        """Gradient w.r.t. design variables from a gradient w.r.t. cell densities (k, n_cells) or (n_cells,) (a new array)."""
+        if self.is_identity:
+            return np.array(grad_cells, dtype=float)
         g = np.asarray(grad_cells)
-        return (self.PT @ g.T).T if g.ndim == 2 else self.PT @ g
+        return (self._PT @ g.T).T if g.ndim == 2 else self._PT @ g
 
     def tie(self, field: np.ndarray) -> np.ndarray:
         """Average a cell field (n_cells,) or (k, n_cells) over each tied group.
@@ -127,12 +188,12 @@ class DesignSpace:
         if not self.has_ties:
             return field
         f = np.asarray(field, dtype=float)
-        tied = self.P @ ((self.PT @ f.T).T / self.group_size).T
+        tied = self._P @ ((self._PT @ f.T).T / self._group_size).T
         out = f.copy()
         if f.ndim == 2:
-            out[:, self.active_cells] = tied.T[:, self.active_cells]
+            out[:, self._active_cells] = tied.T[:, self._active_cells]
         else:
-            out[self.active_cells] = tied[self.active_cells]
+            out[self._active_cells] = tied[self._active_cells]
         return out
 
     def describe(self) -> dict:

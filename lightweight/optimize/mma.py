@@ -183,8 +183,8 @@ class MMA:
                 f"MMA needs n_variables >= 1 and n_constraints >= 0, got {n_variables} and "
                 f"{n_constraints}")
         self.n_variables, self.n_constraints = n, m
-        self.lower_bound = _vector(lower_bound, n, "lower_bound")
-        self.upper_bound = _vector(upper_bound, n, "upper_bound")
+        self.lower_bound = _bound(lower_bound, n, "lower_bound")
+        self.upper_bound = _bound(upper_bound, n, "upper_bound")
         narrow = np.flatnonzero(~(self.upper_bound > self.lower_bound))
         if narrow.size:
             j = int(narrow[0])
@@ -423,8 +423,8 @@ class MMA:
             raise OptimizationError(
                 f"MMA state is for n={state['n_variables']}, m={state['n_constraints']} but this "
                 f"optimizer has n={n}, m={m}; build it with MMA.from_state(state) instead")
-        self.lower_bound = _vector(state["lower_bound"], n, "state lower_bound").copy()
-        self.upper_bound = _vector(state["upper_bound"], n, "state upper_bound").copy()
+        self.lower_bound = _bound(state["lower_bound"], n, "state lower_bound")
+        self.upper_bound = _bound(state["upper_bound"], n, "state upper_bound")
         for name in ("move_limit", "asymptote_init", "asymptote_decrease", "asymptote_increase",
                      "asymptote_margin", "a0", "objective_scale", "subproblem_tolerance"):
             setattr(self, name, float(state[name]))
@@ -824,6 +824,18 @@ def _advance(x, xsi, eta, dx, step, alpha, beta, eps):
 
 
 # ---------------------------------------------------------------------- helpers
+def _bound(value, size: int, name: str) -> np.ndarray:
+    """A bound as a float64 (size,) array; a scalar or a constant array becomes a read-only
+    stride-0 view of one number. Topology optimization's bounds are 0 and 1 for every
+    variable: two full vectors were 16 B per variable (per hex) kept for the whole run, and the
+    kernels read the same values either way."""
+    arr = _vector(value, size, name, broadcast=False) if np.ndim(value) else None
+    if arr is None or (arr.size and arr.min() == arr.max()):
+        one = float(value) if arr is None else float(arr[0])
+        return np.broadcast_to(np.float64(one), (size,))
+    return arr
+
+
 def _vector(value, size: int, name: str, broadcast: bool = True,
             copy: bool = True) -> np.ndarray:
     """value as a float64 (size,) array; scalars broadcast when allowed. copy=False returns

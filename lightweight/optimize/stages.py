@@ -76,9 +76,15 @@ class DesignMap(Stage):
         self.design = design
 
     def forward(self, x):
+        if getattr(self.design, "is_identity", False):
+            # P = I: the variables are the densities; stages never write into their input, so
+            # the trace holds them once (a copy would stay alive through the analysis)
+            return np.asarray(x, dtype=float)
         return self.design.expand(x)
 
     def backward(self, x, dy):
+        if getattr(self.design, "is_identity", False):
+            return _rows(dy)
         return self.design.reduce(_rows(dy))
 
 
@@ -109,6 +115,8 @@ class Passive(Stage):
         return self.design.impose(x)
 
     def backward(self, x, dy):
+        if getattr(self.design, "is_identity", False):          # no passive cells: nothing to zero, no copy
+            return _rows(dy)
         out = np.array(_rows(dy), dtype=float)
         out[:, self.design.passive] = 0.0
         return out
