@@ -10,7 +10,7 @@ thick.
    sharp inner corner, where the stress peaks.
 2. Minimum mass with ``max_stress`` = 0.6 x that peak, with the library's defaults (local stress
    constraints at every integration point and cell corner, held by an augmented Lagrangian, the
-   corner sample at the re-entrant vertex judged 14x; Heaviside β 1 -> 8; 200 iterations). The
+   corner sample at the re-entrant vertex judged 17x; Heaviside β 1 -> 8; 200 iterations). The
    limit is met on the solid cells (ρ̄ >= 0.9) at a volume well below the min-compliance
    design's, and no material is left at the singular point. Measured (2 shared cores, 2026-12-02;
    vertex: largest ρ̄ of the 3 cells that hold the vertex; distance: from the vertex to the nearest
@@ -18,23 +18,22 @@ thick.
 
    | case | volume fraction | solid peak / limit | vertex | distance | clearance |
    |---|---|---|---|---|---|
-   | n = 50 (limit 68.6 MPa) | 0.319 | 1.051 | 0.00 | 2.55 | 0.05 |
-   | n = 60 | 0.306 | 1.024 | 0.02 | 2.55 | 0.21 |
-   | n = 75 | 0.248 | 1.010 | 0.00 | 3.54 | 0.02 |
-   | n = 100 (limit 83.1 MPa) | 0.226 | 1.018 | 0.00 | 3.81 | 0.002 |
-   | n = 50, limit 0.7 x | 0.268 | 1.000 | 0.00 | 3.54 | 0.002 |
-   | n = 100, load on the lower 10 mm of the tip | 0.217 | 1.027 | 0.00 | 4.30 | 0.002 |
-   | n = 40 | 0.385 | 0.990 | 0.19 | 1.58 | 0.92 |
-   | n = 80 | 0.235 | 1.011 | 0.07 | 1.58 | 0.55 |
-   | n = 50, limit 0.5 x | 0.371 | 1.019 | 0.12 | 1.58 | 0.80 |
-   | n = 50, load on the lower 10 mm of the tip | 0.292 | 1.013 | 0.03 | 1.58 | 0.76 |
+   | n = 50 (limit 68.6 MPa) | 0.323 | 1.000 | 0.00 | 2.55 | 0.03 |
+   | n = 60 | 0.298 | 1.004 | 0.00 | 2.55 | 0.006 |
+   | n = 75 | 0.255 | 1.033 | 0.01 | 2.92 | 0.08 |
+   | n = 80 | 0.248 | 1.024 | 0.03 | 2.55 | 0.20 |
+   | n = 100 (limit 83.1 MPa) | 0.229 | 1.027 | 0.00 | 4.30 | 0.0006 |
+   | n = 50, limit 0.7 x | 0.292 | 1.017 | 0.00 | 2.92 | 0.04 |
+   | n = 50, load on the lower 10 mm of the tip | 0.296 | 1.034 | 0.00 | 2.55 | 0.01 |
+   | n = 100, load on the lower 10 mm of the tip | 0.217 | 1.020 | 0.00 | 5.15 | 0.000 |
+   | n = 40 | 0.392 | 0.992 | 0.11 | 1.58 | 0.61 |
+   | n = 50, limit 0.5 x | 0.370 | 1.019 | 0.06 | 1.58 | 0.73 |
 
-   The first six round the corner with a fillet (every cell within 2 element sizes void); the last
-   four cut the vertex out with a notch one cell deep (material 1.6 element sizes from it; at
-   n = 40 the vertex cells keep ρ̄ 0.19 from the filter). The min-compliance design keeps the
-   vertex cells solid (1.00, distance 0.71). An unstructured triangle mesh (Gmsh, 6 732 cells,
-   1.5 mm) rounds it too (every cell within 2 mm below 0.02, material 3.5 mm from the vertex,
-   peak +2.8 %).
+   The first eight round the corner with a fillet; the last two (the coarsest mesh, the
+   tightest limit) cut the vertex out with a notch one cell deep (material 1.6 element sizes
+   from it). The min-compliance design keeps the vertex cells solid (1.00, distance 0.71). An
+   unstructured triangle mesh (Gmsh, 6 732 cells, 1.5 mm) rounds it too (every cell within 3 mm
+   below 0.03, material 3.5 mm from the vertex, peak +3.2 %).
 
 Earlier formulations, kept for comparison (docs/stress_and_modes.md): with the vertex sample
 judged only 2.9x (``singular_floor`` 0.1) the members met at the vertex at n = 50 and 75
