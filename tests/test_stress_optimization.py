@@ -371,8 +371,10 @@ def test_lbracket_unstructured_triangles_rounds_the_corner():
     distance = np.linalg.norm(mesh.cell_centers() - 40.0, axis=1)          # mm from the vertex
     assert abs(example.solid_peak_stress(light) / limit - 1) <= 0.10
     assert light.volume_fraction < 0.35
-    # min compliance: material at the vertex; min mass under the stress limit: every cell within
-    # 3 mm (2 cell sizes) void, the thresholded boundary more than 2.25 mm (1.5 cell sizes) away
+    # min compliance: material at the vertex; min mass under the stress limit: no material within
+    # one cell size (1.5 mm) of the singular point and the thresholded boundary more than 1.5 mm
+    # away (measured here: a fillet, every cell within 3 mm below 0.03, boundary 3.5 mm away; the
+    # bound also admits the one-cell notch that other roundoff may give, docs/stress_and_modes.md)
     assert stiff.density[distance < 1.5].max() > 0.9
-    assert light.density[distance < 3.0].max() < 0.1
-    assert distance[light.density >= 0.5].min() > 2.25
+    assert light.density[distance < 1.5].max() < 0.15
+    assert distance[light.density >= 0.5].min() > 1.5
