@@ -26,6 +26,16 @@ Structured quad/hex grids share one element: the (n_points * n_voigt, n_dof_e) o
 computed once and applied to every cell by a grid kernel that reads DOFs from the cell index
 (no per-cell coordinates or DOF table). Other meshes run a Numba kernel per cell.
 
+Memory. :func:`stress_results` (every Solution, also the one at the end of a design loop, on
+top of all the loop holds) works through blocks of cells whose temporaries stay within
+:data:`STRESS_BLOCK_BYTES`: the block's cell count follows from an estimate of the temporaries
+per cell of the cell type, not from a fixed count (a fixed 65 536 cells took ~500 B per tet
+at 63k tets, ~33 MB, just when the loop's memory is largest). Blocks do not change the numbers:
+every per-cell value is computed cell by cell, and the nodal sums are accumulated in cell order
+into one array (a sequential scatter, the order of one :func:`numpy.bincount` over all cells),
+so any block size gives the same arrays bit for bit. A mesh without a kept cell DOF table
+(unstructured tets) gets its DOFs per block and keeps none.
+
 Shapes: ``U`` (n_cases, n_dofs); point stresses (n_cases, n_cells, n_points, n_voigt) in
 Voigt order [xx, yy, xy] (2D) or [xx, yy, zz, xy, yz, zx] (3D); nodal stresses (n_cases,
 n_nodes, n_voigt); principal stresses (..., 3), largest first.
@@ -33,6 +43,7 @@ n_nodes, n_voigt); principal stresses (..., 3), largest first.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ..mesh.cell_types import quadrature, shape_functions
@@ -107,7 +118,7 @@ def integration_point_stresses(model_or_system, U: np.ndarray,
         return out
     chunk = mesh.cells[start:stop]
     return element_point_stresses(mesh.cell_type, mesh.points[chunk], system.D,
-                                  system.cell_dofs[start:stop], U, scale[start:stop])
+                                  system.block_cell_dofs(slice(start, stop)), U, scale[start:stop])
 
 
 def extrapolation_matrix(cell_type: str) -> np.ndarray:
@@ -211,29 +222,69 @@ def von_mises_gradient(stress: np.ndarray, dim: int, plane: str = "stress", nu: 
     return g
 
 
-# cells per block in stress_results: bounds its temporaries (~80 MB for hex8 whatever the mesh;
-# one block of a 221k-hex grid would take 0.9 kB per cell)
+# Bytes of temporaries one block of stress_results may take. 8 MiB is 130 B per tet at 63k
+# tets and 38 at 222k on top of the design loop's memory; a block is still ~15 900 tets (or
+# ~7 000 hex8 cells), so the per-block Python overhead (~10 calls) stays far below the work.
+STRESS_BLOCK_BYTES = 8 * 2**20
+# and at most this many cells per block whatever the budget (the former fixed block size)
 STRESS_BLOCK_CELLS = 65536
 
 
-def _cell_blocks(system):
-    """Contiguous cell ranges of about STRESS_BLOCK_CELLS (whole last-axis layers on grids)."""
+def _block_bytes_per_cell(system) -> int:
+    """Estimated bytes of stress_results' temporaries per cell of ``system``'s mesh.
+
+    The block's point stresses, their von Mises values and the expression's intermediates
+    (~6 arrays of one value per point), the cell means, the values extrapolated to the cell's
+    nodes; off the grid also the gathered node coordinates and the cell DOFs.
+    """
+    mesh = system.mesh
+    n_nodes_e = mesh.cells.shape[1]
+    n_q = n_integration_points(mesh.cell_type)
+    n_voigt = system.D.shape[0]
+    values = n_q * n_voigt + 6 * n_q + n_voigt + n_nodes_e * n_voigt
+    if not system.is_grid:
+        values += n_nodes_e * system.dim * 2            # coordinates and DOFs
+    return 8 * values
+
+
+def _cell_blocks(system, block_bytes: int | None = None):
+    """Contiguous cell ranges whose temporaries fit ``block_bytes`` (default STRESS_BLOCK_BYTES).
+
+    At most STRESS_BLOCK_CELLS cells each; on grids whole layers of the last axis (at least one).
+    """
     n = system.n_cells
-    step = STRESS_BLOCK_CELLS
+    budget = STRESS_BLOCK_BYTES if block_bytes is None else block_bytes
+    step = max(1, min(STRESS_BLOCK_CELLS, budget // _block_bytes_per_cell(system)))
     if system.is_grid:
         layer = int(np.prod(system.mesh.grid[:-1]))
-        step = max(1, STRESS_BLOCK_CELLS // layer) * layer
+        step = max(1, step // layer) * layer
     return [slice(a, min(n, a + step)) for a in range(0, n, step)]
 
 
-def stress_results(model_or_system, U: np.ndarray, stiffness_scale: np.ndarray | None = None) -> dict:
+@numba.njit(cache=True)
+def _add_to_nodes(nodal, cells, at_nodes):
+    """nodal[cells[e, a]] += at_nodes[e * n_a + a], cell after cell (the order bincount sums in)."""
+    n_cells, n_a = cells.shape
+    n_voigt = nodal.shape[1]
+    for e in range(n_cells):
+        for a in range(n_a):
+            node = cells[e, a]
+            row = e * n_a + a
+            for v in range(n_voigt):
+                nodal[node, v] += at_nodes[row, v]
+
+
+def stress_results(model_or_system, U: np.ndarray, stiffness_scale: np.ndarray | None = None,
+                   block_bytes: int | None = None) -> dict:
     """Everything a Solution reports about stress, per case index.
 
     Returns {"stress": (n_cases, n_cells, n_voigt) mean over each cell's points,
     "von_mises": (n_cases, n_cells) maximum over each cell's points,
     "stress_nodal": (n_cases, n_nodes, n_voigt), "von_mises_nodal": (n_cases, n_nodes)}.
     Works through blocks of cells and one case at a time, so no array of all point stresses
-    is ever held (1M hexes x 8 points x 6 components would be 384 MB per case).
+    is ever held (1M hexes x 8 points x 6 components would be 384 MB per case); block_bytes
+    bounds a block's temporaries (default :data:`STRESS_BLOCK_BYTES`) and does not change
+    the results.
     """
     system = _system(model_or_system)
     model, mesh = system.model, system.mesh
@@ -248,20 +299,18 @@ def stress_results(model_or_system, U: np.ndarray, stiffness_scale: np.ndarray |
            "von_mises": np.empty((n_cases, system.n_cells)),
            "stress_nodal": np.zeros((n_cases, mesh.n_nodes, n_voigt)),
            "von_mises_nodal": np.empty((n_cases, mesh.n_nodes))}
-    blocks = _cell_blocks(system)
+    blocks = _cell_blocks(system, block_bytes)
     for c in range(n_cases):
         nodal = out["stress_nodal"][c]
         for block in blocks:
             points = integration_point_stresses(system, U[c:c + 1], stiffness_scale, block)[0]
             out["stress"][c, block] = points.mean(axis=1)
             out["von_mises"][c, block] = von_mises(points, *args).max(axis=1)
-            # extrapolate to the block's nodes and add into the nodal sums (its node range only)
-            index = mesh.cells[block].ravel()
-            low = int(index.min())
-            width = int(index.max()) - low + 1
+            # extrapolate to the block's nodes and add into the nodal sums in cell order
             at_nodes = np.einsum("aq,eqv->eav", E, points).reshape(-1, n_voigt)
-            for v in range(n_voigt):
-                nodal[low:low + width, v] += np.bincount(index - low, weights=at_nodes[:, v], minlength=width)
+            del points
+            _add_to_nodes(nodal, mesh.cells[block], at_nodes)
+            del at_nodes
         nodal /= count[:, None]
         out["von_mises_nodal"][c] = von_mises(nodal, *args)
     return out

@@ -13,6 +13,15 @@ on first use by a direct solve or a post-processing step that needs them); eleme
 come from a grid kernel with the one shared element matrix. Nonzero prescribed displacements
 are lifted to the right-hand side with a matrix-free K u_p.
 
+Reactions and internal forces K u need the unconstrained K, but the solver holds only the
+constrained one (fixed rows and columns zeroed, a replacement diagonal). An analysis does not
+keep a second, unconstrained copy of K for them (one more CSR data array, ~200 B per tet):
+it keeps the few values that the elimination zeroed (:class:`SupportCoupling`, the entries in
+fixed rows or columns, a few B per tet) and forms K u = K_c u + K_s u with the fixed rows of
+K_c u replaced (:meth:`StaticState.internal_forces`). The fixed rows, hence reactions and
+compliance, come out bit for bit as K u of the full matrix; free rows too whenever u vanishes on
+the free or on the fixed DOFs (the solve's own u, a reaction selector), and to round-off otherwise.
+
 Arrays: displacements ``U`` are (n_cases, n_dofs) with node-major DOFs; per-cell results are
 (n_cases, n_cells). Nothing here knows about design variables.
 """
@@ -21,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 
 import numpy as np
 import scipy.sparse.csgraph as csgraph
@@ -85,6 +95,7 @@ class LinearElasticSystem:
         self._cell_dofs = None
         self._pattern = None
         self._dirichlet = None
+        self._support_coupling = None
         self._setup_constraints()
         self._setup_loads()
         self.solver = None
@@ -121,6 +132,16 @@ class LinearElasticSystem:
             self._cell_dofs = element_dofs(self.mesh.cells, self.dim)
         return self._cell_dofs
 
+    def block_cell_dofs(self, cells: slice) -> np.ndarray:
+        """Global DOFs of a contiguous range of cells, (n, n_dof_e) int64.
+
+        A slice of :attr:`cell_dofs` where that table is kept, else computed for the range alone
+        and not kept (unstructured tets build no table: 96 B per tet for a 12-DOF cell).
+        """
+        if self._cell_dofs is not None:
+            return self._cell_dofs[cells]
+        return element_dofs(self.mesh.cells[cells], self.dim)
+
     @property
     def pattern(self):
         """CSR sparsity pattern of K (:class:`~lightweight.fem.assembly.SparsityPattern`), built on first use."""
@@ -134,6 +155,13 @@ class LinearElasticSystem:
         if self._dirichlet is None:
             self._dirichlet = DirichletMask(self.pattern, self.fixed_dofs)
         return self._dirichlet
+
+    @property
+    def support_coupling(self) -> "SupportCoupling":
+        """The entries of K in fixed rows or columns as their own CSR, built on first use."""
+        if self._support_coupling is None:
+            self._support_coupling = SupportCoupling(self.pattern, self.dirichlet.entries)
+        return self._support_coupling
 
     # ------------------------------------------------------------------ supports
     def _setup_constraints(self) -> None:
@@ -387,16 +415,21 @@ class LinearElasticSystem:
             return self._solve_multigrid(self._check_scale(stiffness_scale), mass_scale, x0)
         t0 = time.perf_counter()
         data = self.stiffness_data(stiffness_scale)
-        K_full = self.pattern.matrix(data)
+        coupling = self.support_coupling
+        support_values = coupling.values(data)
         F = self.load_vectors(mass_scale)
         constrained, diag_value = self.dirichlet.apply(data)
+        # the unconstrained data is not kept: reactions need only support_values
+        del data
         K = self.pattern.matrix(constrained)
-        # Move the prescribed displacements to the right-hand side: f_free -= K_fp u_p.
+        # Move the prescribed displacements to the right-hand side: f_free -= K_fp u_p. u_p
+        # vanishes on the free DOFs, so K_fp u_p is the coupling's product (the full K's row
+        # sums less their zero terms: the same numbers); its fixed rows are overwritten below.
         u_prescribed = np.zeros(self.n_dofs)
         u_prescribed[self.fixed_dofs] = self.fixed_values
         rhs = F.copy()
         if np.any(self.fixed_values != 0.0):
-            rhs -= (K_full @ u_prescribed)[None, :]
+            rhs -= (coupling.matrix(support_values) @ u_prescribed)[None, :]
         rhs[:, self.fixed_dofs] = diag_value * self.fixed_values[None, :]
         t1 = time.perf_counter()
         lin = self._get_solver(solver)
@@ -411,7 +444,8 @@ class LinearElasticSystem:
         self.last_solve_info = {"solver": getattr(lin, "name", solver), "assembly_seconds": t1 - t0,
                                 "solve_seconds": time.perf_counter() - t1, **getattr(lin, "info", {})}
         return StaticState(self, U, F, self._check_scale(stiffness_scale), mass_scale, "direct",
-                           dict(self.last_solve_info), self._generation, K_full=K_full, solver=lin)
+                           dict(self.last_solve_info), self._generation, solver=lin,
+                           constrained=K, support_values=support_values)
 
     def _solve_multigrid(self, scale: np.ndarray, mass_scale, x0):
         """The multigrid path of :meth:`solve` (no assembled matrix), same returns."""
@@ -517,6 +551,37 @@ class LinearElasticSystem:
         return von_mises(stress, self.dim, self.model.plane, self.model.material.nu)
 
 
+class SupportCoupling:
+    """The entries of K that the symmetric elimination of the fixed DOFs zeroes, as a CSR.
+
+    Every entry of K's pattern in a fixed row or a fixed column (the fixed diagonal included),
+    in K's row numbering and column order, so a fixed row of this matrix is that row of K whole
+    and a free row holds K's entries in the fixed columns. positions: where its entries sit in
+    K's CSR data (:attr:`DirichletMask.entries`, sorted). It holds the structure only; an
+    analysis keeps the values (:meth:`values`), a few bytes per tet (the supports' share of K).
+    """
+
+    def __init__(self, pattern, positions: np.ndarray):
+        self.n_dofs = pattern.n_dofs
+        self.positions = positions
+        index_dtype = pattern.indices.dtype
+        rows = np.searchsorted(pattern.indptr, positions, side="right") - 1
+        self.indptr = np.zeros(self.n_dofs + 1, dtype=index_dtype)
+        np.cumsum(np.bincount(rows, minlength=self.n_dofs), out=self.indptr[1:])
+        self.indices = np.ascontiguousarray(pattern.indices[positions], dtype=index_dtype)
+
+    def values(self, data: np.ndarray) -> np.ndarray:
+        """This matrix's values taken from K's CSR data (nnz of K,)."""
+        return data[self.positions]
+
+    def matrix(self, values: np.ndarray) -> sp.csr_matrix:
+        """The coupling as a CSR matrix (n_dofs, n_dofs) holding ``values`` (no copy)."""
+        M = sp.csr_matrix((values, self.indices, self.indptr), shape=(self.n_dofs, self.n_dofs),
+                          copy=False)
+        M.has_sorted_indices = True
+        return M
+
+
 class StaticState:
     """One static analysis: displacements, loads, scales, and adjoint solves with its operator.
 
@@ -525,10 +590,16 @@ class StaticState:
     method: "direct" (any assembled-matrix solver) or "multigrid"; info: solver figures.
     :meth:`adjoint` reuses the factorization (or multigrid hierarchy) of this analysis, so it
     is valid until the system analyses another design (then it raises: solve again).
+
+    For :meth:`internal_forces` a direct analysis keeps the values of K in fixed rows and
+    columns (``support_values``, see :class:`SupportCoupling`) and a weak reference to the
+    constrained K it handed its solver: the solver holds that K while the analysis is current,
+    and a state kept past the next analysis does not hold the old K alive beside the new one.
+    Once that K is gone, internal forces reassemble the unconstrained K from stiffness_scale.
     """
 
     def __init__(self, system, U, F, stiffness_scale, mass_scale, method, info, generation,
-                 K_full=None, solver=None):
+                 solver=None, constrained=None, support_values=None):
         self.system = system
         self.U = U
         self.F = F
@@ -537,8 +608,9 @@ class StaticState:
         self.method = method
         self.info = info
         self._generation = generation
-        self._K_full = K_full
         self._solver = solver
+        self._constrained = None if constrained is None else weakref.ref(constrained)
+        self._support_values = support_values
 
     @property
     def is_current(self) -> bool:
@@ -566,13 +638,25 @@ class StaticState:
         return lam
 
     def internal_forces(self, U: np.ndarray | None = None) -> np.ndarray:
-        """K u of the unconstrained K of this analysis, (n_cases, n_dofs); U defaults to self.U."""
+        """K u of the unconstrained K of this analysis, (n_cases, n_dofs); U defaults to self.U.
+
+        Direct analyses: K_c u + K_s u with K_c the solver's constrained K and K_s the support
+        coupling (module docstring); the fixed rows are K_s u alone, bit for bit the full
+        K's. When the solver no longer holds K_c, the unconstrained K is assembled again.
+        """
         U = self.U if U is None else np.atleast_2d(U)
+        system = self.system
         if self.method == "multigrid":
             from .multigrid import grid_matvec
-            system = self.system
             return grid_matvec(system.mesh.grid, system.element_matrices[0], self.stiffness_scale, U)
-        return np.asarray(self._K_full @ U.T).T
+        constrained = None if self._constrained is None else self._constrained()
+        if constrained is None:
+            return np.asarray(system.stiffness_matrix(self.stiffness_scale) @ U.T).T
+        out = np.asarray(constrained @ U.T)
+        # K_c's fixed rows hold only the replacement diagonal: the coupling has those rows whole
+        out[system.fixed_dofs] = 0.0
+        out += system.support_coupling.matrix(self._support_values) @ U.T
+        return out.T
 
     def reactions(self) -> list[dict[str, np.ndarray]]:
         """Support forces per case and support set (see LinearElasticSystem.reactions)."""
