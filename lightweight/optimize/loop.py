@@ -224,7 +224,6 @@ class SimpLoop:
                 self.mma = self._new_mma()
         record["seconds"] = time.perf_counter() - t0
         self.history.append(record)
-        self.last = (rho, f, g)
         if s.verbose:
             self._print_progress(record, f, g)
         if self.callback is not None:
