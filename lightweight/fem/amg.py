@@ -8,10 +8,14 @@ case (34-41 PCG iterations, 20 s for three). What the design changes is
 only the matrix values, so :class:`ReusedHierarchy` splits the work like a direct solver's
 symbolic/numeric phases:
 
-- once per mesh (``build``): pyamg's ``smoothed_aggregation_solver`` on the first matrix (the
-  uniform start design, i.e. a scaled solid), rigid-body modes as near-null space. We keep its
-  prolongators P_l and restrictions R_l = P_l^T and drop the rest (a library does the
-  aggregation; we do not rewrite what pyamg does well).
+- once per mesh (``build``): the smoothed-aggregation prolongators of the first matrix (the
+  uniform start design, i.e. a scaled solid), rigid-body modes as near-null space, by our own
+  setup (:mod:`lightweight.fem.aggregation`, ``setup="lean"``, the default since issue 14:
+  node aggregates, pyamg's defaults, no copy of A; pyamg's setup held the strength matrix and
+  D^-1 A, two full copies of A, and was the design loop's memory peak) or by pyamg's
+  ``smoothed_aggregation_solver`` (``setup="pyamg"``, or any pyamg option given; also the
+  environment variable LIGHTWEIGHT_AMG_SETUP). On the brackets both give the same aggregates
+  and coarse size and the same PCG iterations. We keep P_l and R_l = P_l^T and drop the rest.
 - per design iteration (``refresh``): the Galerkin products A_{l+1} = R_l A_l P_l (a Numba
   numeric SpGEMM on patterns computed once; R (A P) is symmetric, so only its upper triangle
   is multiplied out and the lower one mirrored: 31 % less time for that product, and the
@@ -43,6 +47,8 @@ Arrays: vectors are (n, k) blocks, k = number of right-hand sides, C order.
 
 from __future__ import annotations
 
+import os
+
 import numba
 import numpy as np
 import scipy.linalg as sla
@@ -60,6 +66,10 @@ SYMMETRIC_GALERKIN = True
 # Lanczos steps per refresh for lambda_max(D^-1 A); the first build (no start vector) does more.
 POWER_STEPS_REFRESH = 5
 POWER_STEPS_BUILD = 20
+# Who builds the aggregates and prolongators: "lean" (lightweight.fem.aggregation, no copies of
+# A) or "pyamg" (smoothed_aggregation_solver, kept for comparison; also used whenever pyamg
+# options are passed)
+DEFAULT_SETUP = os.environ.get("LIGHTWEIGHT_AMG_SETUP", "lean")
 
 
 @numba.njit(cache=True, parallel=True)
@@ -363,16 +373,22 @@ class ReusedHierarchy:
     ``build(A, modes)``: A (n, n) SPD CSR with eliminated Dirichlet rows (unit rows), modes
     (n, 3|6) near-null space (rigid-body modes, zero on fixed DOFs). ``refresh(A, galerkin)``
     for a new matrix on the same pattern. ``cycle(B)``: one V-cycle applied to B (n, k).
-    ``single``: run the cycle in float32.
+    ``single``: run the cycle in float32. ``setup``: "lean" (lightweight.fem.aggregation) or
+    "pyamg"; default :data:`DEFAULT_SETUP`; pyamg options (``**pyamg_options``) imply "pyamg".
     """
 
     def __init__(self, max_coarse: int = 500, max_levels: int = 2, single: bool = False,
-                 degree: int = CHEBYSHEV_DEGREE, **pyamg_options):
+                 degree: int = CHEBYSHEV_DEGREE, setup: str | None = None, **pyamg_options):
         self.max_coarse = int(max_coarse)
         self.max_levels = int(max_levels)
         self.single = bool(single)
         self.degree = int(degree)
         self.pyamg_options = pyamg_options
+        setup = DEFAULT_SETUP if setup is None else setup
+        if setup not in ("lean", "pyamg"):
+            raise ValueError(f"setup must be 'lean' or 'pyamg', got {setup!r}")
+        # pyamg's own options (strength=..., smooth=...) only mean something to pyamg's setup
+        self.setup = "pyamg" if pyamg_options else setup
         self.levels: list[_Level] = []
         self.coarse_factor = None
         self.coarse_block = 1           # set by build: near-null-space columns per aggregate
@@ -380,12 +396,18 @@ class ReusedHierarchy:
     # ------------------------------------------------------------------ setup
     def build(self, A: sp.csr_matrix, modes: np.ndarray | None,
               operator: sp.csr_matrix | None = None, drop_zeros: bool = False) -> None:
-        """Aggregation and prolongators of A with near-null space ``modes`` (pyamg), then the
-        first refresh with ``operator`` (default A; e.g. A with its explicit zeros kept, the
-        pattern every later refill has). ``drop_zeros``: pyamg aggregates a copy of A without
+        """Aggregation and prolongators of A with near-null space ``modes`` (``self.setup``:
+        ours, reading ``operator`` in place and skipping its explicit zeros, or pyamg's), then
+        the first refresh with ``operator`` (default A; e.g. A with its explicit zeros kept, the
+        pattern every later refill has). ``drop_zeros`` (pyamg setup): pyamg aggregates a copy of A without
         its explicit zeros (eliminated DOFs would join aggregates through them); the copy
         (~300 B per tet4) is made here and freed before the first refresh, whose coarse
         factorization is the other large allocation of the build."""
+        if operator is None:
+            operator = A
+        if self.setup == "lean":
+            self._build_lean(operator, modes)
+            return
         import pyamg
         options = {"max_coarse": self.max_coarse, "max_levels": self.max_levels}
         options.update(self.pyamg_options)
@@ -407,6 +429,53 @@ class ReusedHierarchy:
             self.levels.append(_Level(None, P, R))
         del ml
         self.refresh(operator, galerkin=True, power_steps=POWER_STEPS_BUILD)
+
+    def _build_lean(self, A: sp.csr_matrix, modes: np.ndarray | None) -> None:
+        """Our own smoothed-aggregation setup (lightweight.fem.aggregation): node aggregates,
+        rigid-mode tentative prolongator, one Jacobi step; no copy of A (explicit zeros are
+        skipped in place, so no zero-free copy either). Coarser levels aggregate the Galerkin
+        operator with the coarse modes' blocks."""
+        from . import aggregation
+        n = A.shape[0]
+        if modes is None:
+            modes = np.ones((n, 1))
+        modes = np.asarray(modes, dtype=np.float64).reshape(n, -1)
+        block = aggregation.block_size_for(modes)
+        self.coarse_block = int(modes.shape[1])
+        self.levels = []
+        A_l = _index32(A)
+        # pyamg's stopping rule: the finest level counts DOFs (it was handed CSR), coarser ones
+        # count aggregates (its coarse operators are BSR with the modes' block size)
+        while len(self.levels) < self.max_levels - 1 and \
+                A_l.shape[0] // (block if self.levels else 1) > self.max_coarse:
+            P, modes, info = aggregation.smoothed_prolongator(
+                A_l, modes, block, improve_sweeps=aggregation.IMPROVE_SWEEPS if not self.levels else 0)
+            uniform = info["uniform"]
+            del info
+            P = _index32(P)
+            R = P.T.tocsr()
+            R.sort_indices()
+            R = _index32(R)
+            lv = _Level(None, P, R)
+            self.levels.append(lv)
+            if len(self.levels) == self.max_levels - 1 or P.shape[1] == 0:
+                break
+            # the next level's operator through the refresh's own products (kept for it)
+            lv.AP_product = _Product(A_l, P, keep_values=False)
+            lv.A_pattern_nnz = A_l.nnz
+            lv.RAP_product = _Product(R, lv.AP_product.C, symmetric=SYMMETRIC_GALERKIN)
+            AP = lv.AP_product(A_l, P)
+            A_l = lv.RAP_product(R, AP).copy()
+            del AP
+            if not uniform:
+                block, self.coarse_block = 1, 1
+            else:
+                block = modes.shape[1]
+        self.levels.append(_Level(None))
+        # the smoother's bound from a fresh random start, as after pyamg's setup: starting it
+        # from the prolongator's converged Ritz vector changed the later warm-started bounds
+        # and took PCG on the 63k bracket's third iterate from 21 to 35 iterations
+        self.refresh(A, galerkin=True, power_steps=POWER_STEPS_BUILD)
 
     @property
     def operator_complexity(self) -> float:

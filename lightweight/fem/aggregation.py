@@ -1,0 +1,462 @@
+"""Smoothed-aggregation setup of our own: the prolongators pyamg's ``smoothed_aggregation_solver``
+would build, without its copies of the matrix (issue 14).
+
+Why. :class:`~lightweight.fem.amg.ReusedHierarchy` needs the prolongators P_l only (the Galerkin
+products, smoothers and coarse factor are its own). pyamg's setup held, beside our K, a zero-free
+copy of K, the strength matrix (a full CSR copy with float values) and D^-1 A (another full copy,
+scaled) in ``jacobi_prolongation_smoother``, plus its own R A P: ~288 B per tet4 each, and this
+was the design loop's memory peak. Here nothing of size nnz(A) is allocated: every step reads A's
+CSR arrays in place.
+
+What (defaults chosen to match pyamg 5.4's for ``smoothed_aggregation_solver``):
+
+1. strength of connection on the node graph (``block`` DOFs per node, node-major DOFs; 3 in 3D
+   when 6 rigid-body modes are given, 2 in 2D with 3 modes): node J is a strong neighbour of
+   node I when ||A_IJ||_F >= theta sqrt(||A_II||_F ||A_JJ||_F), pyamg's symmetric measure on
+   the blocks' Frobenius norms, with pyamg's default theta = 0: every block holding a nonzero
+   (explicit zeros, e.g. of eliminated DOFs, connect nothing). Only the int32 node graph is
+   stored (~1/9 of A's entries), no values. Note that pyamg, handed the CSR K as we did, worked
+   on the scalar DOF graph (DOF aggregates of ~47 DOFs on the bracket); node aggregates keep a
+   node's three components together, the usual choice for elasticity.
+2. standard (greedy, three-pass) aggregation of the nodes, the algorithm of pyamg's
+   ``standard_aggregation`` (Vanek, Mandel, Brezina 1996): a node all of whose neighbours are
+   free seeds an aggregate with them; leftovers join a neighbouring aggregate; what is still
+   left seeds aggregates with its free neighbours. Nodes without neighbours (all components
+   fixed) join none: their rows of P are empty.
+3. near-null space improved as pyamg does by default (4 symmetric Gauss-Seidel sweeps on
+   A B = 0, pointwise, in place on a copy of the modes), then the tentative prolongator: per
+   aggregate a thin QR of the modes' rows (modified Gram-Schmidt, applied twice; a column whose
+   norm falls below 1e-10 of its norm before orthogonalization is dropped, pyamg's tolerance;
+   pyamg zeroes it instead, which would leave zero rows in the coarse operator). T's columns are
+   orthonormal per aggregate; the coarse modes are the R factors.
+4. one Jacobi step P = (I - omega D^-1 A) T, omega = (4/3) / rho(D^-1 A), rho from 30 Lanczos
+   steps (full reorthogonalization) on D^-1/2 A D^-1/2 (pyamg: 15 Arnoldi/Lanczos steps with
+   restarts; both estimate the top of the spectrum from below, to ~1 %). P is computed node
+   by node in two Numba passes (count, fill) from A's rows and T's node blocks, so D^-1 A and
+   A T never exist; P's pattern is that of |A| |T| (stored zeros only in rows of fixed DOFs of
+   partly fixed nodes).
+
+Measured (docs/performance.md, "2026-12-02, fourth pass"): on the 63k-tet bracket the same
+aggregates and coarse size as pyamg's, P equal to pyamg's up to the spectral estimate (0.3 %
+on the 12k bracket with 20 Lanczos steps, hence 30), PCG iterations of the 4-iteration loop
+[15, 16, 21, 33] both, at 222k [15, 15, 15, 15] both. Traced peak of the first analysis
+(``benchmarks/tet_memory.py 3.5``) 1 968 -> 1 550 B/tet, its RSS peak growth 1 476 -> 947; the
+build is no longer the solver's peak (the refresh's 1 727 is). The whole loop's RSS peak
+(``tet_scaling.py --memory``) did not move (63k 3 219-3 224 -> 3 280-3 288, 222k 2 931 -> 2 905,
+one run each): its peak lies elsewhere now.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import scipy.sparse as sp
+
+# pyamg's defaults for smoothed_aggregation_solver
+THETA = 0.0
+OMEGA = 4.0 / 3.0
+IMPROVE_SWEEPS = 4
+FIT_TOLERANCE = 1e-10
+SPECTRAL_STEPS = 30
+
+
+def block_size_for(modes: np.ndarray | None) -> int:
+    """DOFs per node implied by the near-null space: 6 rigid modes -> 3, 3 -> 2, else 1."""
+    if modes is None:
+        return 1
+    return {6: 3, 3: 2}.get(int(np.shape(modes)[1]), 1)
+
+
+# ---------------------------------------------------------------- strength / node graph
+@numba.njit(cache=True)
+def _diagonal_block_norms(indptr, indices, data, b, out):
+    n_nodes = out.shape[0]
+    for I in range(n_nodes):
+        s = 0.0
+        for r in range(I * b, I * b + b):
+            for p in range(indptr[r], indptr[r + 1]):
+                if indices[p] // b == I:
+                    s += data[p] * data[p]
+        out[I] = np.sqrt(s)
+
+
+@numba.njit(cache=True, parallel=True)
+def _node_graph_pass(indptr, indices, data, b, theta2, dnorm, n_chunks, counts, g_ptr, g_idx, fill):
+    """Neighbours J != I of each node I whose block holds a nonzero (theta2 = 0) or is strong:
+    ||A_IJ||_F^2 >= theta2 ||A_II||_F ||A_JJ||_F. fill=False: counts[I + 1]; fill=True: the
+    sorted neighbours into g_idx[g_ptr[I]:g_ptr[I + 1]]."""
+    n_nodes = dnorm.shape[0]
+    chunk = (n_nodes + n_chunks - 1) // n_chunks
+    for t in numba.prange(n_chunks):
+        mark = np.full(n_nodes, -1, dtype=np.int64)
+        acc = np.zeros(n_nodes)
+        seen = np.empty(n_nodes if n_nodes < 4096 else 4096, dtype=np.int64)
+        for I in range(t * chunk, min(n_nodes, (t + 1) * chunk)):
+            m = 0
+            for r in range(I * b, I * b + b):
+                for p in range(indptr[r], indptr[r + 1]):
+                    v = data[p]
+                    if v == 0.0:
+                        continue
+                    J = indices[p] // b
+                    if J == I:
+                        continue
+                    if mark[J] != I:
+                        mark[J] = I
+                        acc[J] = 0.0
+                        if m == seen.shape[0]:
+                            bigger = np.empty(2 * m, dtype=np.int64)
+                            bigger[:m] = seen
+                            seen = bigger
+                        seen[m] = J
+                        m += 1
+                    acc[J] += v * v
+            c = 0
+            q = g_ptr[I] if fill else 0
+            for s in range(m):
+                J = seen[s]
+                if theta2 > 0.0 and acc[J] < theta2 * dnorm[I] * dnorm[J]:
+                    continue
+                if fill:
+                    g_idx[q + c] = J
+                c += 1
+            if fill:
+                g_idx[q:q + c].sort()
+            else:
+                counts[I + 1] = c
+
+
+def node_graph(A: sp.csr_matrix, b: int, theta: float = THETA):
+    """(indptr, indices) of the node graph of A (b DOFs per node, node-major): strong
+    neighbours per node, no diagonal, sorted, int32 indices (int64 pointers)."""
+    n_nodes = A.shape[0] // b
+    dnorm = np.zeros(n_nodes)
+    theta2 = float(theta) ** 2
+    if theta2 > 0.0:
+        _diagonal_block_norms(A.indptr, A.indices, A.data, b, dnorm)
+    n_chunks = max(1, min(64, n_nodes // 256))
+    counts = np.zeros(n_nodes + 1, dtype=np.int64)
+    dummy = np.zeros(1, dtype=np.int32)
+    _node_graph_pass(A.indptr, A.indices, A.data, b, theta2, dnorm, n_chunks, counts,
+                     counts, dummy, False)
+    g_ptr = np.cumsum(counts)
+    g_idx = np.empty(int(g_ptr[-1]), dtype=np.int32)
+    _node_graph_pass(A.indptr, A.indices, A.data, b, theta2, dnorm, n_chunks, counts,
+                     g_ptr, g_idx, True)
+    return g_ptr, g_idx
+
+
+# ---------------------------------------------------------------- aggregation
+@numba.njit(cache=True)
+def _standard_aggregation(g_ptr, g_idx, agg):
+    """Greedy three-pass aggregation of a graph (no diagonal entries). agg[i] = aggregate of
+    node i, -1 for nodes without neighbours. Returns the number of aggregates."""
+    n = agg.shape[0]
+    FREE = -2
+    ISOLATED = -1
+    state = np.full(n, FREE, dtype=np.int64)      # >= 0: aggregate of pass 1 / 3
+    joined = np.full(n, -1, dtype=np.int64)       # pass 2: aggregate joined
+    n_agg = 0
+    # pass 1: a node whose neighbours are all free seeds an aggregate with them
+    for i in range(n):
+        if state[i] != FREE:
+            continue
+        if g_ptr[i] == g_ptr[i + 1]:
+            state[i] = ISOLATED
+            continue
+        ok = True
+        for p in range(g_ptr[i], g_ptr[i + 1]):
+            if state[g_idx[p]] != FREE:
+                ok = False
+                break
+        if ok:
+            state[i] = n_agg
+            for p in range(g_ptr[i], g_ptr[i + 1]):
+                state[g_idx[p]] = n_agg
+            n_agg += 1
+    # pass 2: a free node joins the first neighbour's pass-1 aggregate
+    for i in range(n):
+        if state[i] != FREE:
+            continue
+        for p in range(g_ptr[i], g_ptr[i + 1]):
+            a = state[g_idx[p]]
+            if a >= 0:
+                joined[i] = a
+                break
+    for i in range(n):
+        if joined[i] >= 0:
+            state[i] = joined[i]
+    # pass 3: what is still free seeds an aggregate with its free neighbours
+    for i in range(n):
+        if state[i] != FREE:
+            continue
+        state[i] = n_agg
+        for p in range(g_ptr[i], g_ptr[i + 1]):
+            j = g_idx[p]
+            if state[j] == FREE:
+                state[j] = n_agg
+        n_agg += 1
+    for i in range(n):
+        agg[i] = state[i]
+    return n_agg
+
+
+def standard_aggregation(g_ptr: np.ndarray, g_idx: np.ndarray) -> tuple[np.ndarray, int]:
+    """(aggregate per node, -1 for isolated nodes; number of aggregates)."""
+    agg = np.empty(g_ptr.shape[0] - 1, dtype=np.int32)
+    n_agg = _standard_aggregation(g_ptr, g_idx, agg)
+    return agg, int(n_agg)
+
+
+# ---------------------------------------------------------------- near-null space
+@numba.njit(cache=True)
+def _symmetric_gauss_seidel_zero_rhs(indptr, indices, data, X, sweeps):
+    """``sweeps`` symmetric (forward, backward) Gauss-Seidel sweeps on A X = 0, in place."""
+    n, k = X.shape
+    acc = np.zeros(k)
+    for _ in range(sweeps):
+        for direction in range(2):
+            for t in range(n):
+                i = t if direction == 0 else n - 1 - t
+                diag = 0.0
+                for j in range(k):
+                    acc[j] = 0.0
+                for p in range(indptr[i], indptr[i + 1]):
+                    c = indices[p]
+                    a = data[p]
+                    if c == i:
+                        diag += a
+                    else:
+                        for j in range(k):
+                            acc[j] += a * X[c, j]
+                if diag != 0.0:
+                    for j in range(k):
+                        X[i, j] = -acc[j] / diag
+
+
+def improve_modes(A: sp.csr_matrix, modes: np.ndarray, sweeps: int = IMPROVE_SWEEPS) -> np.ndarray:
+    """A copy of ``modes`` after ``sweeps`` symmetric Gauss-Seidel sweeps on A B = 0 (pyamg's
+    default ``improve_candidates`` on the finest level)."""
+    X = np.array(modes, dtype=np.float64, order="C")
+    if sweeps > 0:
+        _symmetric_gauss_seidel_zero_rhs(A.indptr, A.indices, A.data, X, int(sweeps))
+    return X
+
+
+# ---------------------------------------------------------------- tentative prolongator
+@numba.njit(cache=True, parallel=True)
+def _fit_aggregates(agg_ptr, agg_nodes, B, b, tol, Q, R, rank):
+    """Per aggregate a: rows of B of its nodes (b DOFs each) -> Q (orthonormal columns, in the
+    node blocks Q[node] (b, k)), R[a] (k, k) with B_a = Q_a R[a]; columns whose norm drops
+    below tol x their norm before orthogonalization are zero in Q and R (rank[a] counts the rest).
+    Modified Gram-Schmidt applied twice."""
+    n_agg = agg_ptr.shape[0] - 1
+    k = B.shape[1]
+    for a in numba.prange(n_agg):
+        m = (agg_ptr[a + 1] - agg_ptr[a]) * b
+        V = np.empty((m, k))
+        for s in range(agg_ptr[a], agg_ptr[a + 1]):
+            node = agg_nodes[s]
+            for r in range(b):
+                for j in range(k):
+                    V[(s - agg_ptr[a]) * b + r, j] = B[node * b + r, j]
+        Ra = np.zeros((k, k))
+        keep = np.zeros(k, dtype=np.bool_)
+        for j in range(k):
+            norm0 = 0.0
+            for r in range(m):
+                norm0 += V[r, j] * V[r, j]
+            norm0 = np.sqrt(norm0)
+            for _ in range(2):
+                for i in range(j):
+                    if not keep[i]:
+                        continue
+                    d = 0.0
+                    for r in range(m):
+                        d += V[r, i] * V[r, j]
+                    Ra[i, j] += d
+                    for r in range(m):
+                        V[r, j] -= d * V[r, i]
+            norm = 0.0
+            for r in range(m):
+                norm += V[r, j] * V[r, j]
+            norm = np.sqrt(norm)
+            if norm > tol * norm0 and norm > 0.0:
+                keep[j] = True
+                Ra[j, j] = norm
+                for r in range(m):
+                    V[r, j] /= norm
+            else:
+                for i in range(k):
+                    Ra[i, j] = 0.0 if not keep[i] else Ra[i, j]
+                for r in range(m):
+                    V[r, j] = 0.0
+        c = 0
+        for j in range(k):
+            if keep[j]:
+                c += 1
+        rank[a] = c
+        for s in range(agg_ptr[a], agg_ptr[a + 1]):
+            node = agg_nodes[s]
+            for r in range(b):
+                for j in range(k):
+                    Q[node, r, j] = V[(s - agg_ptr[a]) * b + r, j]
+        for i in range(k):
+            for j in range(k):
+                R[a, i, j] = Ra[i, j]
+
+
+def tentative(agg: np.ndarray, n_agg: int, B: np.ndarray, b: int, tol: float = FIT_TOLERANCE):
+    """Tentative prolongator of aggregates ``agg`` (per node) fitted to B (n, k).
+
+    Returns Q (n_nodes, b, k) (node blocks of T: T[node*b + r, agg[node]*k + j] = Q[node, r, j]),
+    R (n_agg, k, k) (the coarse modes, T R = B on aggregated nodes) and keep (n_agg, k) bool,
+    the columns kept (rank-deficient aggregates lose the dependent ones)."""
+    n_nodes = agg.shape[0]
+    k = B.shape[1]
+    aggregated = agg >= 0
+    counts = np.bincount(agg[aggregated], minlength=n_agg)
+    agg_ptr = np.zeros(n_agg + 1, dtype=np.int64)
+    np.cumsum(counts, out=agg_ptr[1:])
+    agg_nodes = np.argsort(agg, kind="stable")[n_nodes - int(aggregated.sum()):]
+    Q = np.zeros((n_nodes, b, k))
+    R = np.zeros((n_agg, k, k))
+    rank = np.zeros(n_agg, dtype=np.int64)
+    _fit_aggregates(agg_ptr, agg_nodes.astype(np.int64), np.ascontiguousarray(B, dtype=np.float64),
+                    b, tol, Q, R, rank)
+    keep = np.abs(R[:, np.arange(k), np.arange(k)]) > 0
+    return Q, R, keep
+
+
+# ---------------------------------------------------------------- smoothed prolongator
+@numba.njit(cache=True, parallel=True)
+def _prolongator_pass(indptr, indices, data, b, agg, col_start, col_count, Q, column_of, scale,
+                      g_ptr, g_idx, n_agg, n_chunks, counts, p_ptr, p_idx, p_val, fill):
+    """P = T - scale_r (A T)_r per row r (scale_r = omega / (rho a_rr)), node by node.
+
+    A node's rows share one pattern: the kept columns of the aggregates of the node and of its
+    graph neighbours (sorted). fill=False: counts[r + 1] = entries of row r; fill=True: indices
+    and values into p_ptr[r]:p_ptr[r + 1].
+    """
+    n_nodes = agg.shape[0]
+    k = Q.shape[2]
+    chunk = (n_nodes + n_chunks - 1) // n_chunks
+    for t in numba.prange(n_chunks):
+        pos = np.full(n_agg, -1, dtype=np.int64)        # aggregate -> its offset in the row
+        aggs = np.empty(64, dtype=np.int64)
+        for I in range(t * chunk, min(n_nodes, (t + 1) * chunk)):
+            m = 0
+            for s in range(-1, g_ptr[I + 1] - g_ptr[I]):
+                J = I if s < 0 else g_idx[g_ptr[I] + s]
+                a = agg[J]
+                if a < 0 or pos[a] == -2:
+                    continue
+                pos[a] = -2
+                if m == aggs.shape[0]:
+                    bigger = np.empty(2 * m, dtype=np.int64)
+                    bigger[:m] = aggs
+                    aggs = bigger
+                aggs[m] = a
+                m += 1
+            sel = aggs[:m]
+            sel.sort()
+            width = 0
+            for s in range(m):
+                pos[sel[s]] = width
+                width += col_count[sel[s]]
+            if not fill:
+                for r in range(I * b, I * b + b):
+                    counts[r + 1] = width
+            else:
+                for r in range(I * b, I * b + b):
+                    q0 = p_ptr[r]
+                    for s in range(m):
+                        a = sel[s]
+                        for j in range(col_count[a]):
+                            p_idx[q0 + pos[a] + j] = col_start[a] + j
+                            p_val[q0 + pos[a] + j] = 0.0
+                    # - scale (A T)_r
+                    for p in range(indptr[r], indptr[r + 1]):
+                        v = data[p]
+                        if v == 0.0:
+                            continue
+                        c = indices[p]
+                        J = c // b
+                        a = agg[J]
+                        if a < 0:
+                            continue
+                        o = pos[a]
+                        if o < 0:
+                            continue                   # a block outside the graph (theta > 0)
+                        w = -scale[r] * v
+                        rr = c - J * b
+                        for j in range(k):
+                            cj = column_of[a, j]
+                            if cj >= 0:
+                                p_val[q0 + o + cj] += w * Q[J, rr, j]
+                    # + T_r
+                    a = agg[I]
+                    if a >= 0:
+                        o = pos[a]
+                        rr = r - I * b
+                        for j in range(k):
+                            cj = column_of[a, j]
+                            if cj >= 0:
+                                p_val[q0 + o + cj] += Q[I, rr, j]
+            for s in range(m):
+                pos[sel[s]] = -1
+
+
+def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: float = THETA,
+                         omega: float = OMEGA, improve_sweeps: int = IMPROVE_SWEEPS,
+                         spectral_steps: int = SPECTRAL_STEPS, graph=None):
+    """Smoothed-aggregation prolongator of A (n, n) CSR, node-major with b DOFs per node, for
+    the near-null space ``modes`` (n, k).
+
+    Returns (P, coarse_modes, info): P (n, n_coarse) CSR with sorted int32 indices,
+    coarse_modes (n_coarse, k) (T coarse_modes = improved modes on aggregated nodes), info a
+    dict (aggregates ``agg`` per node, ``n_aggregates``, ``rho`` = the estimate of
+    rho(D^-1 A), ``eigvec`` its Ritz vector of D^-1/2 A D^-1/2, ``uniform``: every aggregate
+    kept all k columns, ``improved_modes``)."""
+    from .amg import _lanczos_max
+    n = A.shape[0]
+    if n % b:
+        raise ValueError(f"{n} DOFs are not a multiple of the block size {b}")
+    modes = np.asarray(modes, dtype=np.float64).reshape(n, -1)
+    k = modes.shape[1]
+    g_ptr, g_idx = node_graph(A, b, theta) if graph is None else graph
+    agg, n_agg = standard_aggregation(g_ptr, g_idx)
+    improved = improve_modes(A, modes, improve_sweeps)
+    Q, R, keep = tentative(agg, n_agg, improved, b)
+    # columns kept per aggregate, numbered consecutively
+    col_count = keep.sum(axis=1).astype(np.int64)
+    col_start = np.zeros(n_agg + 1, dtype=np.int64)
+    np.cumsum(col_count, out=col_start[1:])
+    column_of = np.where(keep, np.cumsum(keep, axis=1) - 1, -1).astype(np.int64)
+    n_coarse = int(col_start[-1])
+    coarse_modes = R[keep]                               # (n_coarse, k): kept rows of each R
+    # rho(D^-1 A) by Lanczos on D^-1/2 A D^-1/2 (the same spectrum)
+    diag = A.diagonal()
+    dinv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
+    rho, eigvec = _lanczos_max(A, np.sqrt(dinv), None, spectral_steps)
+    scale = (omega / rho) * dinv
+    del diag
+    n_nodes = n // b
+    n_chunks = max(1, min(64, n_nodes // 256))
+    counts = np.zeros(n + 1, dtype=np.int64)
+    empty_i, empty_f = np.zeros(1, dtype=np.int32), np.zeros(1)
+    _prolongator_pass(A.indptr, A.indices, A.data, b, agg, col_start, col_count, Q, column_of,
+                      scale, g_ptr, g_idx, n_agg, n_chunks, counts, counts, empty_i, empty_f, False)
+    p_ptr = np.cumsum(counts)
+    nnz = int(p_ptr[-1])
+    index_type = np.int32 if max(nnz, n_coarse) < 2**31 - 1 else np.int64
+    p_idx = np.empty(nnz, dtype=index_type)
+    p_val = np.empty(nnz)
+    _prolongator_pass(A.indptr, A.indices, A.data, b, agg, col_start, col_count, Q, column_of,
+                      scale, g_ptr, g_idx, n_agg, n_chunks, counts, p_ptr, p_idx, p_val, True)
+    P = sp.csr_matrix((p_val, p_idx, p_ptr.astype(index_type)), shape=(n, n_coarse), copy=False)
+    P.has_sorted_indices = True
+    info = {"agg": agg, "n_aggregates": n_agg, "rho": rho, "eigvec": eigvec,
+            "uniform": bool(np.all(keep)), "improved_modes": improved, "Q": Q,
+            "keep": keep}
+    return P, coarse_modes, info
