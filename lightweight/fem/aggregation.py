@@ -68,6 +68,16 @@ def block_size_for(modes: np.ndarray | None) -> int:
 
 
 # ---------------------------------------------------------------- strength / node graph
+@numba.njit(cache=True, inline="always")
+def _room_for_one_more(buffer, used):
+    """buffer, or a copy twice as long when its ``used`` entries fill it (an int64 list that grows)."""
+    if used < buffer.shape[0]:
+        return buffer
+    bigger = np.empty(max(2 * used, 16), dtype=np.int64)
+    bigger[:used] = buffer[:used]
+    return bigger
+
+
 @numba.njit(cache=True)
 def _diagonal_block_norms(indptr, indices, data, b, out):
     n_nodes = out.shape[0]
@@ -104,10 +114,7 @@ def _node_graph_pass(indptr, indices, data, b, theta2, dnorm, n_chunks, counts, 
                     if mark[J] != I:
                         mark[J] = I
                         acc[J] = 0.0
-                        if m == seen.shape[0]:
-                            bigger = np.empty(2 * m, dtype=np.int64)
-                            bigger[:m] = seen
-                            seen = bigger
+                        seen = _room_for_one_more(seen, m)
                         seen[m] = J
                         m += 1
                     acc[J] += v * v
@@ -352,10 +359,7 @@ def _prolongator_pass(indptr, indices, data, b, agg, col_start, col_count, Q, co
                 if a < 0 or pos[a] == -2:
                     continue
                 pos[a] = -2
-                if m == aggs.shape[0]:
-                    bigger = np.empty(2 * m, dtype=np.int64)
-                    bigger[:m] = aggs
-                    aggs = bigger
+                aggs = _room_for_one_more(aggs, m)
                 aggs[m] = a
                 m += 1
             sel = aggs[:m]

@@ -216,42 +216,29 @@ def _spgemm_numeric_symmetric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c
 
 
 @numba.njit(cache=True, parallel=True)
-def _spgemm_symbolic_counts(a_ptr, a_idx, b_ptr, b_idx, n_cols, n_chunks, counts):
-    """counts[i + 1] = number of distinct columns of row i of |A| |B| (Gustavson, symbolic)."""
+def _spgemm_symbolic(a_ptr, a_idx, b_ptr, b_idx, n_cols, n_chunks, fill, c_ptr, c_idx):
+    """Pattern of |A| |B| (Gustavson, symbolic), in two passes over the same loops: without fill,
+    c_ptr[i + 1] = number of distinct columns of row i; with fill (c_ptr the prefix sums), the
+    columns of each row into c_idx[c_ptr[i]:c_ptr[i + 1]], sorted."""
     n = a_ptr.shape[0] - 1
     chunk = (n + n_chunks - 1) // n_chunks
     for t in numba.prange(n_chunks):
         last_row = np.full(n_cols, -1, dtype=np.int64)     # column -> last row that met it
         for i in range(t * chunk, min(n, (t + 1) * chunk)):
-            c = 0
+            q = c_ptr[i] if fill else 0
             for p in range(a_ptr[i], a_ptr[i + 1]):
                 k = a_idx[p]
                 for r in range(b_ptr[k], b_ptr[k + 1]):
                     j = b_idx[r]
                     if last_row[j] != i:
                         last_row[j] = i
-                        c += 1
-            counts[i + 1] = c
-
-
-@numba.njit(cache=True, parallel=True)
-def _spgemm_symbolic_fill(a_ptr, a_idx, b_ptr, b_idx, n_cols, n_chunks, c_ptr, c_idx):
-    """Columns of each row of |A| |B| into c_idx[c_ptr[i]:c_ptr[i + 1]], sorted."""
-    n = a_ptr.shape[0] - 1
-    chunk = (n + n_chunks - 1) // n_chunks
-    for t in numba.prange(n_chunks):
-        last_row = np.full(n_cols, -1, dtype=np.int64)
-        for i in range(t * chunk, min(n, (t + 1) * chunk)):
-            q = c_ptr[i]
-            for p in range(a_ptr[i], a_ptr[i + 1]):
-                k = a_idx[p]
-                for r in range(b_ptr[k], b_ptr[k + 1]):
-                    j = b_idx[r]
-                    if last_row[j] != i:
-                        last_row[j] = i
-                        c_idx[q] = j
+                        if fill:
+                            c_idx[q] = j
                         q += 1
-            c_idx[c_ptr[i]:q].sort()
+            if fill:
+                c_idx[c_ptr[i]:q].sort()
+            else:
+                c_ptr[i + 1] = q
 
 
 def _product_pattern(A: sp.csr_matrix, B: sp.csr_matrix, n_chunks: int) -> sp.csr_matrix:
@@ -261,13 +248,14 @@ def _product_pattern(A: sp.csr_matrix, B: sp.csr_matrix, n_chunks: int) -> sp.cs
     indices with float64 values, ~650 B per tet4 at the moment of the first build's peak."""
     n, n_cols = A.shape[0], B.shape[1]
     counts = np.zeros(n + 1, dtype=np.int64)
-    _spgemm_symbolic_counts(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, counts)
+    _spgemm_symbolic(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, False, counts,
+                     np.empty(0, dtype=np.int64))
     indptr = np.cumsum(counts)
     nnz = int(indptr[-1])
     index_type = np.int32 if max(nnz, n_cols) < 2**31 - 1 else np.int64
     indptr = indptr.astype(index_type)
     indices = np.empty(nnz, dtype=index_type)
-    _spgemm_symbolic_fill(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, indptr, indices)
+    _spgemm_symbolic(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, True, indptr, indices)
     C = sp.csr_matrix((np.broadcast_to(np.zeros(1), (nnz,)), indices, indptr), shape=(n, n_cols),
                       copy=False)
     C.has_sorted_indices = True
