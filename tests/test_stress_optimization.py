@@ -247,6 +247,22 @@ def test_reentrant_corner_and_its_singularity_exponent():
             StressLagrangian(model, VolumeFraction(model), {"tip": 1.0}, singular_radius=2.0, singular_floor=bad)
 
 
+def test_a_supported_or_loaded_reentrant_corner_is_not_amplified():
+    """The design must keep material at a support or load; a re-entrant vertex held or loaded there
+    gets no corner factor (its stress is the idealised support's or load's artefact), a free one does."""
+    from lightweight.optimize.responses import VolumeFraction
+    from lightweight.optimize.responses.stress import StressLagrangian
+    free = small_lbracket(10)
+    mesh = free.mesh
+    mesh.add_node_set("vertex", lambda p: np.all(np.isclose(p, 4.0), axis=1))
+    for supports, loads in (({"top": "xy", "vertex": "x"}, free.loads),
+                            ({"top": "xy"}, {"tip": [lw.PointLoad("vertex", (0.0, -1.0))]})):
+        model = lw.Model(mesh, free.material, supports=supports, loads=loads, plane="stress")
+        held = StressLagrangian(model, VolumeFraction(model), {"tip": 1.0}, singular_radius=2.0)
+        assert np.all(held.amplification() == 1.0)
+    assert StressLagrangian(free, VolumeFraction(free), {"tip": 1.0}, singular_radius=2.0).amplification().max() > 10
+
+
 def test_minimize_mass_takes_local_stress_constraints_by_default():
     from lightweight.optimize.responses.stress import StressLagrangian
     model = small_lbracket(10)

@@ -65,8 +65,9 @@ Two additions of ours:
   running members into it. A floor of 0.1 (a factor of 2.9, the earlier value) let the members
   meet at the vertex with every point within its limit (the vertex cells at ρ̄ 0.8-1); 0.01,
   0.003 and 0.001 rounded fewer of the L-bracket cases measured than 0.002 (docs/stress_and_modes.md),
-  and larger radii R only blunted the corner with more material. 3D re-entrant edges are not
-  detected.
+  and larger radii R only blunted the corner with more material. A re-entrant vertex that is
+  supported or loaded gets no factor (the design must keep material there, and the stress there
+  is the idealised support's or load's). 3D re-entrant edges are not detected.
 
 Reporting: a stress-constrained design reports the relaxed stress η(ρ̄) σ_solid
 (:meth:`Stress.stress_scale` is passed to ``build_solution`` by the loop), the measure of the
@@ -473,7 +474,7 @@ class StressLagrangian(Stress):
                 "singular_radius": self.singular_radius, "singular_floor": self.singular_floor,
                 "exclude": self.exclude}
 
-    def amplification(self) -> np.ndarray:
+    def amplification(self, system=None) -> np.ndarray:
         """Factor a on the stress at each sampling point (n_cells, n_points): 1, or near a re-entrant corner
         of the domain max(1, (singular_radius / r)^(1-λ)) (r: distance to the corner, 1-λ its singularity exponent).
 
@@ -481,12 +482,18 @@ class StressLagrangian(Stress):
         design that runs material into the corner meets its limit on one mesh and not on a finer one; the
         factor evaluates the corner field as if sampled at singular_radius (a length in the mesh's units,
         by default the filter radius), the same on every mesh.
+
+        system: the model's LinearElasticSystem (built if None); a re-entrant corner that is supported
+        or loaded is skipped: the design must keep material there, and its stress is an artefact of
+        the idealised support or load, like the stress the ``exclude`` option leaves out.
         """
         if self._amplification is None:
             mesh = self.model.mesh
             xi = self._reference_points()
             factor = np.ones((mesh.n_cells, xi.shape[0]))
             where, angles = reentrant_corners(mesh) if self.singular_radius else (np.zeros((0, 2)), ())
+            if len(angles):
+                where, angles = self._free_corners(where, angles, system)
             if len(angles):
                 from ...mesh.cell_types import shape_functions
                 N, _ = shape_functions(mesh.cell_type, xi)
@@ -503,11 +510,29 @@ class StressLagrangian(Stress):
             self._amplification = factor
         return self._amplification
 
+    def _free_corners(self, where, angles, system):
+        """The re-entrant corners (positions, angles) whose node is neither supported nor loaded."""
+        if system is None:
+            system = self.model.system()
+        dim = self.model.dim
+        held = np.zeros(self.model.mesh.n_nodes, dtype=bool)
+        held[np.asarray(system.fixed_dofs, dtype=np.int64) // dim] = True
+        loaded = np.any(system.fixed_loads.reshape(len(system.fixed_loads), -1, dim) != 0.0, axis=(0, 2))
+        held |= loaded
+        points = self.model.mesh.points[:, :where.shape[1]]
+        keep = []
+        for k, corner in enumerate(where):
+            node = int(np.argmin(np.linalg.norm(points - corner, axis=1)))
+            keep.append(not held[node])
+        keep = np.array(keep, dtype=bool)
+        return where[keep], np.asarray(angles)[keep]
+
     def _constraints(self, state) -> np.ndarray:
         """g = a η vm / S_k - 1 per case, cell and point (k, n_cells, n_p); excluded cells -1 (a: :meth:`amplification`)."""
         key = ("stress_al.g", id(self))
         if key not in state.cache:
-            sigma = self.stress_scale(state.rho)[None, :, None] * self.local(state)["vm"] * self.amplification()[None]
+            sigma = (self.stress_scale(state.rho)[None, :, None] * self.local(state)["vm"]
+                     * self.amplification(state.system)[None])
             g = sigma / self.limits[:, None, None] - 1.0
             g[:, ~self.included] = -1.0
             state.cache[key] = g
@@ -526,7 +551,7 @@ class StressLagrangian(Stress):
         n_constraints = int(self.included.sum()) * g.shape[0] * g.shape[2]
         penalty = float(np.sum(lam * h + 0.5 * mu * h ** 2)) / n_constraints
         # dP/dg_i = (λ_i + μ h_i) / N where h_i = g_i, else 0 (h_i = -λ_i/μ does not depend on ρ̄)
-        weights = np.where(active, lam + mu * h, 0.0) * self.amplification()[None] \
+        weights = np.where(active, lam + mu * h, 0.0) * self.amplification(state.system)[None] \
             / (n_constraints * self.limits[:, None, None])
         grad = self.base_scale * np.asarray(base_grad[0], dtype=float)
         if np.any(active):
