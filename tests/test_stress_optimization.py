@@ -242,7 +242,7 @@ def test_reentrant_corner_and_its_singularity_exponent():
     others = np.setdiff1d(np.arange(model.mesh.n_cells), vertex_cells)
     assert factor[others].max() < (2.0 / 0.9) ** 0.455516 + 1e-9
     assert response.describe()["singular_floor"] == 0.002
-    for bad in (0.0, 1.0, float("nan"), -0.1):
+    for bad in (0.0, 1.0, float("nan"), -0.1, "x", None):
         with pytest.raises(OptimizationError, match="singular_floor"):
             StressLagrangian(model, VolumeFraction(model), {"tip": 1.0}, singular_radius=2.0, singular_floor=bad)
 

@@ -377,7 +377,8 @@ class StressLagrangian(Stress):
         if singular_radius is not None and not (np.isfinite(singular_radius) and singular_radius > 0):
             raise OptimizationError(f"stress_options: singular_radius must be a positive length, got {singular_radius!r}")
         self.singular_radius = None if singular_radius is None else float(singular_radius)
-        if not (np.isfinite(singular_floor) and 0 < singular_floor < 1):
+        if not (isinstance(singular_floor, (int, float, np.floating)) and not isinstance(singular_floor, bool)
+                and np.isfinite(singular_floor) and 0 < singular_floor < 1):
             raise OptimizationError(f"stress_options: singular_floor must be a fraction of singular_radius in "
                                     f"(0, 1), got {singular_floor!r}")
         self.singular_floor = float(singular_floor)
