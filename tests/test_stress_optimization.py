@@ -394,3 +394,14 @@ def test_lbracket_unstructured_triangles_rounds_the_corner():
     assert stiff.density[distance < 1.5].max() > 0.9
     assert light.density[distance < 1.5].max() < 0.15
     assert distance[light.density >= 0.5].min() > 1.5
+
+
+@pytest.mark.parametrize("options", [{"q": "x"}, {"p": "abc", "aggregation": "pnorm"}, {"q_floor": "a"},
+                                     {"epsilon": None, "relaxation": "epsilon"}, {"singular_radius": "x"},
+                                     {"multiplier_penalty": "big"}, {"singular_floor": "x"}])
+def test_a_non_numeric_stress_option_is_refused_with_its_name(options):
+    model = small_lbracket(10)
+    name = [k for k in options if k not in ("aggregation", "relaxation")][0]
+    with pytest.raises(OptimizationError, match=name):
+        lw.minimize_mass(model, max_stress=0.5, filter_radius=1.5, max_iterations=1, verbose=False,
+                         stress_options=options)

@@ -95,6 +95,11 @@ SAMPLINGS = ("integration", "corners")
 _KEEP_OPERATORS_MAX_ENTRIES = 25_000_000
 
 
+def _is_number(value) -> bool:
+    """A real number (not a bool, string or None): what the numeric options must be before their range is checked."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+
+
 @register_response("stress")
 class Stress(Response):
     """Aggregated peak von Mises stress of the relaxed material per load case (stress units of E).
@@ -118,16 +123,17 @@ class Stress(Response):
         if aggregation not in AGGREGATIONS:
             raise OptimizationError(f"stress aggregation must be one of {', '.join(AGGREGATIONS)}, "
                                     f"got {aggregation!r}")
-        if relaxation == "qp" and not (0 < q < 10):
+        if relaxation == "qp" and not (_is_number(q) and 0 < q < 10):
             raise OptimizationError(f"stress relaxation exponent q must be positive (and below the SIMP "
                                     f"penalty p), got {q!r}")
-        if relaxation == "epsilon" and not (0 < epsilon < 1):
+        if relaxation == "epsilon" and not (_is_number(epsilon) and 0 < epsilon < 1):
             raise OptimizationError(f"stress relaxation epsilon must be in (0, 1), got {epsilon!r}")
-        if not (0 < q_floor < 1):
+        if not (_is_number(q_floor) and 0 < q_floor < 1):
             raise OptimizationError(f"stress relaxation q_floor must be in (0, 1), got {q_floor!r}")
-        p = (8.0 if aggregation == "pnorm" else 30.0) if p is None else float(p)
-        if not (p >= 1 and np.isfinite(p)):
+        p = (8.0 if aggregation == "pnorm" else 30.0) if p is None else p
+        if not (_is_number(p) and p >= 1 and np.isfinite(p)):
             raise OptimizationError(f"stress aggregation exponent p must be >= 1, got {p!r}")
+        p = float(p)
         if not (0 < adaptive_damping <= 1):
             raise OptimizationError(f"adaptive_damping must be in (0, 1], got {adaptive_damping!r}")
         if stress_reference is not None and not (stress_reference > 0):
@@ -374,11 +380,11 @@ class StressLagrangian(Stress):
         if sampling == "corners" and model.mesh.cell_type not in CELL_CORNERS:
             raise OptimizationError(f"stress sampling 'corners' is not available for {model.mesh.cell_type} cells")
         self.sampling = sampling
-        if singular_radius is not None and not (np.isfinite(singular_radius) and singular_radius > 0):
+        if singular_radius is not None and not (_is_number(singular_radius) and np.isfinite(singular_radius)
+                                                and singular_radius > 0):
             raise OptimizationError(f"stress_options: singular_radius must be a positive length, got {singular_radius!r}")
         self.singular_radius = None if singular_radius is None else float(singular_radius)
-        if not (isinstance(singular_floor, (int, float, np.floating)) and not isinstance(singular_floor, bool)
-                and np.isfinite(singular_floor) and 0 < singular_floor < 1):
+        if not (_is_number(singular_floor) and np.isfinite(singular_floor) and 0 < singular_floor < 1):
             raise OptimizationError(f"stress_options: singular_floor must be a fraction of singular_radius in "
                                     f"(0, 1), got {singular_floor!r}")
         self.singular_floor = float(singular_floor)
@@ -388,7 +394,7 @@ class StressLagrangian(Stress):
             raise OptimizationError(f"stress limits must be positive, got {limits!r}")
         for label, value, low in (("multiplier_penalty", multiplier_penalty, 0.0), ("penalty_max", penalty_max, 0.0),
                                   ("base_scale", base_scale, 0.0)):
-            if not (np.isfinite(value) and value > low):
+            if not (_is_number(value) and np.isfinite(value) and value > low):
                 raise OptimizationError(f"stress_options: {label} must be positive, got {value!r}")
         if not (penalty_growth >= 1.0):
             raise OptimizationError(f"stress_options: penalty_growth must be >= 1, got {penalty_growth!r}")
