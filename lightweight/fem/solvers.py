@@ -1063,9 +1063,16 @@ AMG_SETUP_SECONDS_PER_NONZERO = 0.25e-6
 AMG_ITERATION_SECONDS_PER_NONZERO = 0.02e-6
 AMG_ITERATIONS = {1: 20, 2: 35}
 # With a sparsity pattern, "auto" lets PARDISO analyse it (the analysis is kept for the first
-# factorization) when the estimates put direct within this factor of AMG, and decides on the
-# analysis's own flop count and memory.
-AUTO_ANALYSE_WITHIN = 8.0
+# factorization) and decides on the analysis's own flop count and memory, but only where the
+# direct solve can still win: the estimate over-counts PARDISO's flops (METIS ordering) by up to
+# AUTO_ESTIMATE_OVERSHOOT, and the analysis itself costs about ANALYSIS_SECONDS_SCALE x n^1.25 s.
+# Measured on Gmsh tet brackets (2026-12-02, quiet machine): over-count 2.65-2.8 (tet4, 41k-309k
+# DOFs) and 2.9-3.2 (tet10, 68k-195k DOFs); analysis 0.46-0.55 s at 41k DOFs, 2.0-2.2 s at 131k,
+# 6.1 s at 309k (the n^1.25 fit), 1.4 s and 4.7 s for tet10 at 68k and 195k (above the fit:
+# analyses that could be skipped still run). At 309k tet4 DOFs (550k tets, 3 load cases) the
+# analysis always ended in choosing AMG: it is now skipped.
+AUTO_ESTIMATE_OVERSHOOT = 3.2
+ANALYSIS_SECONDS_SCALE = 8.5e-7
 
 
 def available_solvers() -> list[str]:
@@ -1119,8 +1126,9 @@ def _auto_choice(direct: str, n_dofs: int, dim: int, nnz_per_row: float | None, 
     t_direct = direct_seconds(direct, factor_mflops(n_dofs, dim, z))
     need = factor_bytes(n_dofs, dim, z, backend=direct)
     budget = AUTO_FACTOR_MEMORY_FRACTION * available_memory()
-    if pattern is not None and direct == "pardiso" and t_direct <= AUTO_ANALYSE_WITHIN * t_amg \
-            and need <= 4 * budget:
+    # analyse only where the direct solve can still win at its most optimistic, analysis included
+    could_win = t_direct / AUTO_ESTIMATE_OVERSHOOT + ANALYSIS_SECONDS_SCALE * float(n_dofs) ** 1.25 <= t_amg
+    if pattern is not None and direct == "pardiso" and could_win and need <= 4 * budget:
         solver = PardisoSolver(**direct_options)
         try:
             solver.analyse(_pattern_matrix(pattern, n_dofs))
