@@ -498,9 +498,11 @@ class StressLagrangian(Stress):
             mesh = self.model.mesh
             xi = self._reference_points()
             factor = np.ones((mesh.n_cells, xi.shape[0]))
-            where, angles = reentrant_corners(mesh) if self.singular_radius else (np.zeros((0, 2)), ())
+            where, angles, nodes = reentrant_corners(mesh, return_nodes=True) if self.singular_radius \
+                else (np.zeros((0, 2)), (), ())
             if len(angles):
-                where, angles = self._free_corners(where, angles, system)
+                free = self._free_nodes(nodes, system)
+                where, angles = where[free], np.asarray(angles)[free]
             if len(angles):
                 from ...mesh.cell_types import shape_functions
                 N, _ = shape_functions(mesh.cell_type, xi)
@@ -517,22 +519,15 @@ class StressLagrangian(Stress):
             self._amplification = factor
         return self._amplification
 
-    def _free_corners(self, where, angles, system):
-        """The re-entrant corners (positions, angles) whose node is neither supported nor loaded."""
+    def _free_nodes(self, nodes, system) -> np.ndarray:
+        """Mask of ``nodes`` (indices) that are neither supported nor loaded in any load case."""
         if system is None:
             system = self.model.system()
         dim = self.model.dim
         held = np.zeros(self.model.mesh.n_nodes, dtype=bool)
         held[np.asarray(system.fixed_dofs, dtype=np.int64) // dim] = True
-        loaded = np.any(system.fixed_loads.reshape(len(system.fixed_loads), -1, dim) != 0.0, axis=(0, 2))
-        held |= loaded
-        points = self.model.mesh.points[:, :where.shape[1]]
-        keep = []
-        for k, corner in enumerate(where):
-            node = int(np.argmin(np.linalg.norm(points - corner, axis=1)))
-            keep.append(not held[node])
-        keep = np.array(keep, dtype=bool)
-        return where[keep], np.asarray(angles)[keep]
+        held |= np.any(system.fixed_loads.reshape(len(system.fixed_loads), -1, dim) != 0.0, axis=(0, 2))
+        return ~held[np.asarray(nodes, dtype=np.int64)]
 
     def _constraints(self, state) -> np.ndarray:
         """g = a η vm / S_k - 1 per case, cell and point (k, n_cells, n_p); excluded cells -1 (a: :meth:`amplification`)."""
@@ -614,8 +609,9 @@ class StressLagrangian(Stress):
 
 
 # ---------------------------------------------------------------------- re-entrant corners (2D)
-def reentrant_corners(mesh, min_angle: float = np.pi * (1 + 1e-3)) -> tuple[np.ndarray, np.ndarray]:
-    """Boundary nodes of a 2D mesh where the domain's interior angle exceeds π: (positions (m, 2), angles (m,) rad).
+def reentrant_corners(mesh, min_angle: float = np.pi * (1 + 1e-3), return_nodes: bool = False):
+    """Boundary nodes of a 2D mesh where the domain's interior angle exceeds π: (positions (m, 2), angles (m,) rad),
+    and with ``return_nodes`` their node indices (m,) as a third item.
 
     The interior angle at a node is the sum of the corner angles of the cells that hold it (a
     node inside the mesh sums to 2π, one on a straight edge to π). 3D meshes return none (their
@@ -623,7 +619,8 @@ def reentrant_corners(mesh, min_angle: float = np.pi * (1 + 1e-3)) -> tuple[np.n
     """
     from ...mesh.cell_types import cell_type
     if mesh.dim != 2:
-        return np.zeros((0, mesh.points.shape[1])), np.zeros(0)
+        empty = (np.zeros((0, mesh.points.shape[1])), np.zeros(0))
+        return (*empty, np.zeros(0, dtype=np.int64)) if return_nodes else empty
     corners = cell_type(mesh.cell_type).n_corners
     cells = mesh.cells[:, :corners]
     pts = mesh.points[:, :2]
@@ -638,6 +635,8 @@ def reentrant_corners(mesh, min_angle: float = np.pi * (1 + 1e-3)) -> tuple[np.n
     used[cells.ravel()] = True
     # inside nodes sum to 2π; re-entrant boundary nodes to (π, 2π)
     chosen = used & (angle_sum > min_angle) & (angle_sum < 2 * np.pi * (1 - 1e-6))
+    if return_nodes:
+        return mesh.points[chosen], angle_sum[chosen], np.flatnonzero(chosen)
     return mesh.points[chosen], angle_sum[chosen]
 
 
