@@ -271,6 +271,51 @@ class _SQLiteTransaction:
         return False
 
 
+OPEN_TIMEOUT = 60.0
+"""Seconds an evaluator keeps retrying to open a store that other evaluators hold locked."""
+
+
+def _open_sqlite(path: Path, max_pages: int | None, timeout: float) -> sqlite3.Connection:
+    """A connection to the store file in WAL mode with the schema made, retried while it is locked.
+
+    Several evaluators started together open one new file at the same instant: switching the
+    journal to WAL and creating the tables need the write lock, and SQLite answers "database is
+    locked" at once (without its busy wait) when two connections race for that first switch. So
+    the whole opening is retried with a growing pause until ``timeout`` seconds have passed.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        connection = sqlite3.connect(str(path), timeout=timeout, isolation_level=None)
+        try:
+            # WAL is a property of the file: only the first opener needs the exclusive switch
+            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            if max_pages is not None:    # tests: a store that fills up like a full disk
+                connection.execute(f"PRAGMA max_page_count={int(max_pages)}")
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in SCHEMA:
+                    connection.execute(statement)
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            return connection
+        except sqlite3.OperationalError as exc:
+            connection.close()
+            message = str(exc).lower()
+            if ("locked" not in message and "busy" not in message) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(2 * pause, 0.25)
+        except BaseException:
+            connection.close()
+            raise
+
+
 class SQLiteStore(ResultStore):
     """The store in one SQLite file (WAL journal, one transaction per row)."""
 
@@ -282,13 +327,7 @@ class SQLiteStore(ResultStore):
             raise StoreError(f"results store {self.where} is a folder; name a file such as results.sqlite")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.connection = sqlite3.connect(str(self.path), timeout=60.0, isolation_level=None)
-            self.connection.execute("PRAGMA journal_mode=WAL")
-            self.connection.execute("PRAGMA synchronous=NORMAL")
-            if max_pages is not None:    # tests: a store that fills up like a full disk
-                self.connection.execute(f"PRAGMA max_page_count={int(max_pages)}")
-            for statement in SCHEMA:
-                self.connection.execute(statement)
+            self.connection = _open_sqlite(self.path, max_pages, OPEN_TIMEOUT)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"results store {self.where}: cannot open it: {exc} (is the path writable "
                              f"and the disk not full?)") from None

@@ -115,6 +115,44 @@ def test_two_evaluators_on_one_store_compute_each_design_once(designs, tmp_path)
         assert [r["design"] for r in csv.DictReader(file)] == files
 
 
+def _open_at_the_barrier(path, barrier, answers):
+    barrier.wait()
+    try:
+        open_store(path).close()
+        answers.put("ok")
+    except Exception as exc:                     # the test reports what went wrong
+        answers.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_evaluators_opening_one_new_store_at_once_all_get_in(tmp_path):
+    # CI once saw "database is locked" when two evaluators created the same store together:
+    # SQLite refuses the first switch to WAL at once, without its busy wait, when two race for it
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    answers = context.Queue()
+    outcomes = []
+    for trial in range(40):
+        path = tmp_path / f"store{trial}.sqlite"
+        barrier = context.Barrier(4)
+        workers = [context.Process(target=_open_at_the_barrier, args=(path, barrier, answers))
+                   for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        outcomes += [answers.get(timeout=10) for _ in workers]
+    failures = [outcome for outcome in outcomes if outcome != "ok"]
+    assert not failures, failures[:3]
+    store = open_store(tmp_path / "store0.sqlite")
+    try:
+        assert store.connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        tables = {row[0] for row in store.connection.execute("SELECT name FROM sqlite_master")}
+        assert {"results", "claims", "cases"} <= tables
+    finally:
+        store.close()
+
+
 def test_kill_9_at_random_moments_then_rerun(designs, tmp_path):
     """kill -9 of the evaluator at 10 random moments and a rerun: every design once, same values.
 
