@@ -85,6 +85,7 @@ one by distance), so the exported part is judged by the same requirements as its
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -263,6 +264,7 @@ class _LevelSet:
                                    f"the subdivided mesh), got {level_field!r}")
         self.design_volume = float(cell_measures(fields) @ fields.density)
         self.thickness = fields.thickness if self.dim == 2 else 1.0
+        self._levels_found: dict[tuple[float, float], float] = {}
 
     def solid_mask(self, level: float) -> np.ndarray:
         """Cells (n_cells,) bool of the solid_cells region: density >= level, plus the cells that
@@ -290,6 +292,13 @@ class _LevelSet:
         solid_cells: the cells taken densest first until their volume is nearest ``target`` (the
         volume-preserving threshold), the level halfway between the last cell taken and the next;
         the manifold closure adds its few cells after that."""
+        key = (float(target), float(rtol))
+        if key not in self._levels_found:
+            # export_solid asks again for each smoothing it tries; the bisection clips ~12 times
+            self._levels_found[key] = self._volume_preserving_level(target, rtol)
+        return self._levels_found[key]
+
+    def _volume_preserving_level(self, target: float, rtol: float) -> float:
         lo, hi = float(self.nodal.min()), float(self.nodal.max())
         if hi - lo < 1e-12:
             raise LightweightError("the density is uniform: there is no iso-surface to export; "
@@ -361,7 +370,12 @@ def design_surface(result, threshold: float | None = None, smoothing_iterations:
     """Closed smooth surface of a design without writing it (see :func:`export_surface`)."""
     import_pyvista(off_screen=True)
     fields = load_fields(result, thickness=thickness)
-    levels = _LevelSet(fields, level_field)
+    return _surface_of(_LevelSet(fields, level_field), threshold, smoothing_iterations, pass_band)
+
+
+def _surface_of(levels: _LevelSet, threshold: float | None, smoothing_iterations: int,
+                pass_band: float = 0.1) -> SurfaceExport:
+    """:func:`design_surface` of a level field already built (export_solid tries several smoothings)."""
     target = levels.design_volume
     preserve = threshold is None
     level = levels.volume_preserving_level(target) if preserve else float(threshold)
@@ -552,9 +566,14 @@ def carry_sets(source: Mesh, target: Mesh, set_tolerance: float | None = None,
     return missing
 
 
-def _with_less_smoothing(fields, threshold, smoothing_iterations: int, min_component: float, mesh_size: float,
-                         path_msh: Path, time_limit: float, error: LightweightError,
-                         level_field: str = "auto"):
+def _less_smoothing(smoothing_iterations: int) -> list[int]:
+    """The smoothings tried after ``smoothing_iterations`` fails: a quarter of the passes, then none."""
+    return [p for p in sorted({smoothing_iterations // 4, 0}, reverse=True) if p < smoothing_iterations]
+
+
+def _with_less_smoothing(levels: "_LevelSet | None", threshold, smoothing_iterations: int, min_component: float,
+                         mesh_size: float, path_msh: Path, time_limit: float, error: LightweightError,
+                         remesh: bool = True):
     """Gmsh on the design's surface smoothed less (a quarter of the passes, then none): (points, tets).
 
     Smoothing is what makes thin members touch (Gmsh: "PLC Error: a segment and a facet
@@ -563,25 +582,99 @@ def _with_less_smoothing(fields, threshold, smoothing_iterations: int, min_compo
     with 5 passes Gmsh remeshed it with 1 % slivers and a 118 MPa peak. A timeout is not
     retried (each attempt could take the whole time limit). Raises ``error`` if nothing works.
     """
-    if fields is None or "did not finish" in str(error):
+    if levels is None or "did not finish" in str(error):
         raise error
-    for passes in sorted({smoothing_iterations // 4, 0}, reverse=True):
-        if passes >= smoothing_iterations:
-            continue
+    for passes in _less_smoothing(smoothing_iterations):
         try:
-            surface = design_surface(fields, threshold, passes, level_field=level_field).surface
-            if not _is_closed_manifold(surface):
+            surface = _closed_without_specks(levels, threshold, passes, min_component)
+            if surface is None:
                 continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")          # specks were reported for the first surface
-                surface = _drop_small_components(surface, min_component)
-            points, tets = _gmsh_in_child_process(surface, mesh_size, path_msh, time_limit)
+            points, tets = _gmsh_in_child_process(surface, mesh_size, path_msh, time_limit, remesh)
         except LightweightError:
             continue
         warnings.warn(f"{error}; meshed the surface smoothed with {passes} instead of {smoothing_iterations} "
                       f"passes", stacklevel=3)
         return points, tets
     raise error
+
+
+def _closed_without_specks(levels: "_LevelSet", threshold, passes: int, min_component: float):
+    """The design's surface smoothed ``passes`` times without its specks, or None if it is not closed."""
+    surface = _surface_of(levels, threshold, passes).surface
+    if not _is_closed_manifold(surface):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # specks were reported for the first surface
+        return _drop_small_components(surface, min_component)
+
+
+# export_solid's default (remesh=None) remeshes surfaces below this many triangles and fills bigger
+# ones as they are. Measured on the synthetic bracket designs of benchmarks/export_scaling.py: 422k
+# tets (64.7k triangles), Gmsh's classification and re-parametrization ended in "wrong topology of
+# boundary mesh for parametrization" after 3.7-4.9 s for 20, 5 and 0 smoothing passes; 550k tets
+# (76.9k triangles), it looped in its patch partitioning ("parametrized triangles are too small",
+# 3.7 million warnings in 150 s) for all three, so every attempt ran into the time limit (107 s)
+# and the part fell back to the clipped volume (export 125 s). The fill of the unsmoothed
+# triangles as they are took 10.3 and 13.6 s. Below 20 000 triangles remeshing worked on the
+# sample designs (the control arm, the brackets of the tests) and takes seconds.
+REMESH_MAX_TRIANGLES = 20_000
+
+# Surfaces of at least this many triangles are meshed with every smoothing at once (a child
+# process each), on machines with two or more cores. Measured on the 422k-tet synthetic bracket
+# design (benchmarks/export_scaling.py, 64.7k triangles, quiet 2-core machine), one after the
+# other: 20 passes: classification 3.7 s, then "wrong topology" and the fill of the triangles
+# fails (overlapping facets, 1.0 s); 5 passes: 4.9 + 1.1 s, the same; no smoothing: 4.3 s, then
+# the fill succeeds in 10.3 s. Small surfaces mesh in a second or two and usually at the first
+# try, so there the others would be wasted work.
+SIDE_BY_SIDE_MIN_TRIANGLES = 20_000
+
+
+def _side_by_side(surface) -> bool:
+    """Whether export_solid tries all smoothings at once for this surface (big surface, >= 2 cores)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                      # not on Linux
+        cores = os.cpu_count() or 1
+    return cores >= 2 and surface.n_cells >= SIDE_BY_SIDE_MIN_TRIANGLES
+
+
+def _first_that_meshes(surface, levels: "_LevelSet", threshold, smoothing_iterations: int, min_component: float,
+                       mesh_size: float, time_limit: float, remesh: bool = True):
+    """(points, tets) of the smoothest surface Gmsh meshes, all smoothings meshed side by side.
+
+    The same choice as trying ``smoothing_iterations``, then :func:`_with_less_smoothing`, one after
+    the other (the smoothest surface that meshes wins, even if a less smoothed one finishes first),
+    but the attempts run in child processes at the same time, so the wall time is about that of the
+    slowest attempt needed instead of their sum. Unlike the sequential path, a smoothing whose
+    Gmsh runs out of time does not stop the others (they are running already).
+    """
+    runs = {smoothing_iterations: _GmshRun(surface, mesh_size, time_limit, remesh)}
+    try:
+        # the unsmoothed surface first: the most likely to mesh, and its fill takes longest
+        for passes in sorted(_less_smoothing(smoothing_iterations)):
+            try:
+                other = _closed_without_specks(levels, threshold, passes, min_component)
+            except LightweightError:
+                continue
+            if other is not None:
+                runs[passes] = _GmshRun(other, mesh_size, time_limit, remesh)
+        first_error = None
+        for passes in [smoothing_iterations] + _less_smoothing(smoothing_iterations):
+            if passes not in runs:
+                continue
+            try:
+                points, tets = runs.pop(passes).result()
+            except LightweightError as exc:
+                first_error = first_error or exc
+                continue
+            if passes != smoothing_iterations:
+                warnings.warn(f"{first_error}; meshed the surface smoothed with {passes} instead of "
+                              f"{smoothing_iterations} passes", stacklevel=3)
+            return points, tets
+        raise first_error
+    finally:
+        for run in runs.values():
+            run.stop()
 
 
 def _mesh_with_sets(result, mesh: Mesh) -> Mesh:
@@ -611,7 +704,8 @@ def _sets_used(model) -> set[str] | None:
 def export_solid(result, path_msh, mesh_size: float | None = None, threshold: float | None = None,
                  smoothing_iterations: int = 20, thickness: float | None = None,
                  time_limit: float | None = None, min_component: float = 0.01,
-                 set_tolerance: float | None = None, level_field: str = "auto") -> Mesh:
+                 set_tolerance: float | None = None, level_field: str = "auto",
+                 remesh: bool | None = None) -> Mesh:
     """Tetrahedral (tetra) mesh of the design's closed surface, written to ``path_msh``.
 
     result: as for :func:`export_surface`, or a SurfaceExport, or a path to a closed
@@ -621,7 +715,10 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     counterpart on the part is left out with a warning). time_limit: seconds Gmsh may take (it
     runs in a child process: on some self-touching surfaces it never returns; default 30 s plus
     1 ms per surface triangle, where it normally needs ~0.1 ms). level_field: see
-    :func:`export_surface`. min_component:
+    :func:`export_surface`. remesh: let Gmsh re-parametrize and remesh the surface at ``mesh_size``
+    before filling it (True), or fill its triangles as they are (False); default None: remesh
+    surfaces below ``REMESH_MAX_TRIANGLES`` triangles (on bigger ones the re-parametrization failed
+    or looped on every design measured). min_component:
     closed pieces of the surface smaller than this fraction of the part's volume (floating
     specks of material, which carry no load) are dropped, with a warning.
 
@@ -638,7 +735,7 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     if time_limit is not None and not (time_limit > 0):
         raise LightweightError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     pv = import_pyvista(off_screen=True)
-    default_size, fields, level = None, None, None
+    default_size, fields, level, levels = None, None, None, None
     if isinstance(result, SurfaceExport):
         surface = result.surface
     elif isinstance(result, (str, Path)) and Path(result).suffix.lower() in SURFACE_FORMATS:
@@ -646,7 +743,8 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     else:
         fields = load_fields(result, thickness=thickness)
         default_size = mean_edge_length(fields.mesh)
-        exported = design_surface(fields, threshold, smoothing_iterations, level_field=level_field)
+        levels = _LevelSet(fields, level_field)
+        exported = _surface_of(levels, threshold, smoothing_iterations)
         surface, level = exported.surface, exported.threshold
     if not _is_closed_manifold(surface):
         raise LightweightError("export_solid needs a closed manifold surface "
@@ -666,13 +764,25 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
     path_msh = Path(path_msh)
     if time_limit is None:
         time_limit = 30.0 + 1e-3 * surface.n_cells
+    if remesh is None:
+        remesh = surface.n_cells < REMESH_MAX_TRIANGLES
+        if not remesh:
+            warnings.warn(f"exported part: the surface's {surface.n_cells} triangles are filled with tets as "
+                          f"they are, not remeshed (Gmsh's re-parametrization failed or looped on every surface "
+                          f"of more than {REMESH_MAX_TRIANGLES} triangles measured; remesh=True tries it)",
+                          stacklevel=2)
     try:
-        try:
-            points, tets = _gmsh_in_child_process(surface, float(mesh_size), path_msh, float(time_limit))
-        except LightweightError as smoothed_error:
-            points, tets = _with_less_smoothing(fields, threshold, smoothing_iterations, min_component,
-                                                float(mesh_size), path_msh, float(time_limit), smoothed_error,
-                                                level_field)
+        if levels is not None and smoothing_iterations > 0 and _side_by_side(surface):
+            points, tets = _first_that_meshes(surface, levels, threshold, smoothing_iterations, min_component,
+                                              float(mesh_size), float(time_limit), bool(remesh))
+        else:
+            try:
+                points, tets = _gmsh_in_child_process(surface, float(mesh_size), path_msh, float(time_limit),
+                                                      bool(remesh))
+            except LightweightError as smoothed_error:
+                points, tets = _with_less_smoothing(levels, threshold, smoothing_iterations, min_component,
+                                                    float(mesh_size), path_msh, float(time_limit), smoothed_error,
+                                                    bool(remesh))
     except LightweightError as first:
         try:
             # Smoothing can make thin members touch: MeshFix removes the self-intersections,
@@ -804,33 +914,100 @@ def _repaired(surface):
 
 def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit: float, remesh: bool = True):
     """Run :func:`_gmsh_tetrahedralize` in a child Python with a time limit; (points, tets)."""
-    import subprocess
-    import sys
-    with tempfile.TemporaryDirectory() as tmp:
-        stl, out = Path(tmp) / "surface.stl", Path(tmp) / "mesh.npz"
+    return _GmshRun(surface, mesh_size, time_limit, remesh).result()
+
+
+# A Gmsh child that has used no CPU time for this long is taken as hung and stopped. Seen on the
+# unsmoothed surface of the 550k-tet synthetic bracket design (76.9k triangles): the volume fill
+# went to sleep in all three threads after 4.6 CPU s and never woke (14 min), so export_solid
+# waited out the whole time limit (107 s) before its fallbacks. A working child under heavy load
+# still gets CPU time every second or so.
+GMSH_IDLE_SECONDS = 10.0
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a live process (all its threads), None where /proc is missing."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class _GmshRun:
+    """One Gmsh child process meshing a closed surface, started at once; :meth:`result` waits.
+
+    Several can run side by side (:func:`_first_that_meshes`); each has its own time limit,
+    counted from its start. ``path_msh`` is not written by the child: export_solid writes the
+    cleaned tets with the named sets itself.
+    """
+
+    # what the child runs (argv: surface STL, mesh size, .msh path or "", output .npz, remesh 1/0)
+    child_code = ("import sys; from lightweight.export import _gmsh_child; "
+                  "_gmsh_child(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == '1')")
+
+    def __init__(self, surface, mesh_size: float, time_limit: float, remesh: bool = True):
+        import subprocess
+        import sys
+        import time
+        self.mesh_size, self.time_limit, self.remesh = float(mesh_size), float(time_limit), bool(remesh)
+        self._folder = tempfile.TemporaryDirectory()
+        stl, self._out = Path(self._folder.name) / "surface.stl", Path(self._folder.name) / "mesh.npz"
         surface.save(str(stl), binary=True)
-        code = ("import sys; from lightweight.export import _gmsh_child; "
-                "_gmsh_child(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == '1')")
+        self._deadline = time.monotonic() + self.time_limit
+        self._process = subprocess.Popen([sys.executable, "-c", self.child_code, str(stl), repr(self.mesh_size), "",
+                                          str(self._out), "1" if remesh else "0"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def stop(self) -> None:
+        """Kill the child (its answer is no longer needed) and remove its files."""
+        if self._process.poll() is None:
+            self._process.kill()
+        self._process.communicate()
+        self._folder.cleanup()
+
+    def result(self):
+        """(points (n, 3), tets (m, 4)) once the child is done; LightweightError if it failed or
+        ran past its time limit (then it is killed)."""
+        import subprocess
+        import time
         try:
-            # the child writes no .msh: export_solid writes the cleaned tets with the sets
-            done = subprocess.run([sys.executable, "-c", code, str(stl), repr(mesh_size), "",
-                                   str(out), "1" if remesh else "0"],
-                                  capture_output=True, text=True, timeout=time_limit)
-        except subprocess.TimeoutExpired:
-            raise LightweightError(f"Gmsh did not finish meshing the exported surface within "
-                                   f"{time_limit:g} s (time_limit=)") from None
-        if done.returncode != 0 or not out.is_file():
-            lines = [ln for ln in (done.stderr or "").strip().splitlines() if ln.strip()]
-            raise LightweightError(f"Gmsh could not mesh the exported surface "
-                                   f"({lines[-1] if lines else f'exit status {done.returncode}'})")
-        with np.load(out) as data:
-            points, tets = data["points"], data["tets"]
-            notes = [str(n) for n in data["notes"]] if "notes" in data.files else []
+            working_at, cpu_seen = time.monotonic(), -1.0
+            while True:
+                try:
+                    _, stderr = self._process.communicate(
+                        timeout=min(1.0, max(0.0, self._deadline - time.monotonic())))
+                    break
+                except subprocess.TimeoutExpired:
+                    now = time.monotonic()
+                    if now >= self._deadline:
+                        raise LightweightError(f"Gmsh did not finish meshing the exported surface within "
+                                               f"{self.time_limit:g} s (time_limit=)") from None
+                    cpu = _cpu_seconds(self._process.pid)
+                    if cpu is None or cpu > cpu_seen:
+                        working_at, cpu_seen = now, (cpu_seen if cpu is None else cpu)
+                    elif now - working_at > GMSH_IDLE_SECONDS:
+                        raise LightweightError(
+                            f"Gmsh stopped working on the exported surface (no CPU time for "
+                            f"{GMSH_IDLE_SECONDS:g} s: it hangs on some surfaces)") from None
+            if self._process.returncode != 0 or not self._out.is_file():
+                lines = [ln for ln in (stderr or "").strip().splitlines() if ln.strip()]
+                raise LightweightError(f"Gmsh could not mesh the exported surface "
+                                       f"({lines[-1] if lines else f'exit status {self._process.returncode}'})")
+            with np.load(self._out) as data:
+                points, tets = data["points"], data["tets"]
+                notes = [str(n) for n in data["notes"]] if "notes" in data.files else []
+        finally:
+            self.stop()
         for note in notes:
-            warnings.warn(f"{note} (expect sliver tets where the surface's triangles are poor)", stacklevel=3)
+            if not self.remesh and "remeshing not asked for" in note:
+                continue                                  # the caller chose to fill the triangles as they are
+            warnings.warn(f"{note} (expect sliver tets where the surface's triangles are poor)", stacklevel=4)
         if len(tets) == 0:
             # seen on a thin control-arm design: the surface loop was accepted but not filled
-            raise LightweightError(f"Gmsh made no tetrahedra from the exported surface (mesh_size={mesh_size:.4g})")
+            raise LightweightError(f"Gmsh made no tetrahedra from the exported surface "
+                                   f"(mesh_size={self.mesh_size:.4g})")
         return points, tets
 
 

@@ -1,6 +1,8 @@
 """Geometry export: closed, volume-preserving surfaces of known solids, tet re-meshing, 2D
 extrusion, and the exported part judged with the design's supports and loads."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -193,6 +195,87 @@ def test_failed_remesh_is_retried_on_the_meshfix_repaired_surface(grid, tmp_path
     assert calls == [True, True, True, False]     # smoothed, less smoothed, unsmoothed, then MeshFix
     assert solid.cell_volumes().min() > 0
     assert solid.cell_volumes().sum() == pytest.approx(design_volume, rel=0.03)
+
+
+def test_big_surfaces_try_every_smoothing_at_once_with_the_same_part(grid, tmp_path, monkeypatch):
+    # export_solid meshes big surfaces with all smoothings side by side; the part must be the one
+    # the one-after-the-other path gives (the first smoothing meshes here)
+    c = grid.cell_centers()
+    rho = smooth_step(np.linalg.norm(c - np.array([15.0, 10.0, 10.0]), axis=1) - 7.0)
+    one_by_one = export.export_solid(fields_of(grid, rho), tmp_path / "a.msh", mesh_size=2.0)
+    monkeypatch.setattr(export, "SIDE_BY_SIDE_MIN_TRIANGLES", 0)
+    monkeypatch.setattr(export, "_side_by_side", lambda surface: True)
+    started = []
+    real_run = export._GmshRun
+
+    class Counted(real_run):
+        def __init__(self, *args, **kwargs):
+            started.append(args[0].n_cells)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(export, "_GmshRun", Counted)
+    at_once = export.export_solid(fields_of(grid, rho), tmp_path / "b.msh", mesh_size=2.0)
+    assert len(started) == 3                       # 20, 0 and 5 passes started together
+    assert at_once.n_cells == one_by_one.n_cells
+    np.testing.assert_allclose(at_once.points, one_by_one.points)
+
+
+def test_side_by_side_keeps_the_smoothest_surface_that_meshes(grid, tmp_path, monkeypatch):
+    # the 20-pass surface fails, the unsmoothed one is done first: the 5-pass one is still the part
+    c = grid.cell_centers()
+    rho = smooth_step(np.linalg.norm(c - np.array([15.0, 10.0, 10.0]), axis=1) - 7.0)
+    monkeypatch.setattr(export, "_side_by_side", lambda surface: True)
+    real_run = export._GmshRun
+    runs = []
+
+    class Scripted:
+        def __init__(self, surface, mesh_size, time_limit, remesh=True):
+            self.index, self.stopped = len(runs), False      # 0: 20 passes, 1: none, 2: 5 passes
+            self.real = real_run(surface, mesh_size, time_limit, remesh) if self.index else None
+            self.returned = None
+            runs.append(self)
+
+        def result(self):
+            if self.index == 0:
+                raise LightweightError("Gmsh could not mesh the exported surface (PLC Error)")
+            self.returned = self.real.result()
+            return self.returned
+
+        def stop(self):
+            self.stopped = True
+            if self.real is not None:
+                self.real.stop()
+
+    monkeypatch.setattr(export, "_GmshRun", Scripted)
+    with pytest.warns(UserWarning, match="PLC Error.*smoothed with 5 instead of 20 passes"):
+        solid = export.export_solid(fields_of(grid, rho), tmp_path / "part.msh", mesh_size=2.0)
+    assert len(runs) == 3 and runs[1].stopped and runs[1].returned is None   # the unsmoothed run unused
+    points, tets = runs[2].returned
+    assert solid.n_cells == len(tets)
+    part = lw.Mesh(points, export._oriented_tets(points, tets), "tetra")
+    assert solid.cell_volumes().sum() == pytest.approx(part.cell_volumes().sum(), rel=1e-12)
+
+
+def test_a_gmsh_child_that_stops_working_is_stopped_long_before_its_time_limit(grid, monkeypatch):
+    # Gmsh's fill can fall asleep for good (seen on a 77k-triangle surface): no CPU time, no exit
+    import time
+    if export._cpu_seconds(os.getpid()) is None:
+        pytest.skip("no /proc: the idle check is off")
+    surface = export.design_surface(fields_of(grid, box_with_hole(grid))).surface
+    monkeypatch.setattr(export, "GMSH_IDLE_SECONDS", 2.0)
+    monkeypatch.setattr(export._GmshRun, "child_code", "import time; time.sleep(600)")
+    started = time.monotonic()
+    run = export._GmshRun(surface, 2.0, time_limit=300.0)
+    with pytest.raises(LightweightError, match="stopped working.*no CPU time for 2 s"):
+        run.result()
+    assert time.monotonic() - started < 30
+    assert run._process.returncode is not None                      # killed, not left behind
+    # a child that works (uses CPU) past the idle time is waited for
+    monkeypatch.setattr(export._GmshRun, "child_code",
+                        "import time\nt = time.process_time()\nwhile time.process_time() - t < 4: pass\n"
+                        "raise SystemExit('worked and failed')")
+    with pytest.raises(LightweightError, match="worked and failed"):
+        export._GmshRun(surface, 2.0, time_limit=300.0).result()
 
 
 def test_a_repair_that_changes_the_part_is_not_used(grid):
