@@ -84,7 +84,6 @@ one by distance), so the exported part is judged by the same requirements as its
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import warnings
@@ -93,7 +92,10 @@ from pathlib import Path
 
 import numpy as np
 
+from . import gmsh_worker
 from .errors import LightweightError
+from .gmsh_worker import (NETGEN_OPTIMIZE_MAX_TRIANGLES, _fill_volume, _gmsh_child,  # noqa: F401 - export's names
+                          _gmsh_tetrahedralize)
 from .mesh.mesh import Mesh
 from .viz import ResultFields, cell_measures, import_pyvista, load_fields, nodal_average, to_pyvista
 
@@ -461,10 +463,19 @@ def mean_edge_length(mesh: Mesh) -> float:
         return float(np.mean(mesh.grid_spacing))
     face_type = CELL_TYPES[mesh.cell_type].face_type
     n_corners = CELL_TYPES[face_type].n_corners if mesh.dim == 3 else 2
-    local = np.array(CELL_TYPES[mesh.cell_type].faces)[:, :n_corners]
-    corners = mesh.points[mesh.cells[:, local]]                 # (cells, faces, corners, dim)
-    lengths = np.linalg.norm(corners - np.roll(corners, 1, axis=2), axis=-1)
-    return float(lengths.mean())
+    # every face's corner-to-corner edges, each cell edge once with the number of faces it bounds
+    # (a tet's six edges bound two faces each): the same mean as over all faces' edges, without
+    # the (cells, faces, corners, dim) array (2.1 s -> 0.2 s at 550k tets)
+    counts: dict[tuple[int, int], int] = {}
+    for face in np.array(CELL_TYPES[mesh.cell_type].faces)[:, :n_corners]:
+        for a, b in zip(face, np.roll(face, 1)):
+            key = (int(min(a, b)), int(max(a, b)))
+            counts[key] = counts.get(key, 0) + 1
+    total = 0.0
+    for (a, b), count in counts.items():
+        total += count * float(np.linalg.norm(mesh.points[mesh.cells[:, a]] - mesh.points[mesh.cells[:, b]],
+                                               axis=1).sum())
+    return total / (mesh.n_cells * sum(counts.values()))
 
 
 def _triangles_of(mesh: Mesh, faces: np.ndarray) -> np.ndarray:
@@ -553,16 +564,21 @@ def carry_sets(source: Mesh, target: Mesh, set_tolerance: float | None = None,
             missing[name] = f"no boundary node of the part lies within {node_tol:.3g} of node set {name!r}"
             continue
         target.add_node_set(name, found)
-    if source.cell_sets:
-        _, nearest = cKDTree(source.cell_centers()).query(target.cell_centers())
-        for name, ids in source.cell_sets.items():
-            member = np.zeros(source.n_cells, dtype=bool)
-            member[ids] = True
-            found = np.flatnonzero(member[nearest])
-            if found.size == 0:
-                missing[name] = f"no tet of the part lies in cell set {name!r}"
-                continue
-            target.add_cell_set(name, found)
+    nearest = None
+    for name, ids in source.cell_sets.items():
+        member = np.zeros(source.n_cells, dtype=bool)
+        member[ids] = True
+        if member.all():
+            # a set of the whole design space (Gmsh's one physical volume) holds the whole part
+            target.add_cell_set(name, np.arange(target.n_cells))
+            continue
+        if nearest is None:
+            _, nearest = cKDTree(source.cell_centers()).query(target.cell_centers())
+        found = np.flatnonzero(member[nearest])
+        if found.size == 0:
+            missing[name] = f"no tet of the part lies in cell set {name!r}"
+            continue
+        target.add_cell_set(name, found)
     return missing
 
 
@@ -943,9 +959,10 @@ class _GmshRun:
     cleaned tets with the named sets itself.
     """
 
-    # what the child runs (argv: surface STL, mesh size, .msh path or "", output .npz, remesh 1/0)
-    child_code = ("import sys; from lightweight.export import _gmsh_child; "
-                  "_gmsh_child(sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5] == '1')")
+    # what the child runs: gmsh_worker.py as a file (argv: the worker's path, surface STL, mesh size,
+    # .msh path or "", output .npz, remesh 1/0), so it does not import the whole package
+    child_code = ("import runpy, sys; sys.argv = sys.argv[1:]; "
+                  "runpy.run_path(sys.argv[0], run_name='__main__')")
 
     def __init__(self, surface, mesh_size: float, time_limit: float, remesh: bool = True):
         import subprocess
@@ -956,7 +973,8 @@ class _GmshRun:
         stl, self._out = Path(self._folder.name) / "surface.stl", Path(self._folder.name) / "mesh.npz"
         surface.save(str(stl), binary=True)
         self._deadline = time.monotonic() + self.time_limit
-        self._process = subprocess.Popen([sys.executable, "-c", self.child_code, str(stl), repr(self.mesh_size), "",
+        self._process = subprocess.Popen([sys.executable, "-c", self.child_code, gmsh_worker.__file__, str(stl),
+                                          repr(self.mesh_size), "",
                                           str(self._out), "1" if remesh else "0"],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -1009,89 +1027,6 @@ class _GmshRun:
             raise LightweightError(f"Gmsh made no tetrahedra from the exported surface "
                                    f"(mesh_size={self.mesh_size:.4g})")
         return points, tets
-
-
-def _gmsh_child(stl: str, mesh_size: float, path_msh: str, out_npz: str, remesh: bool = True) -> None:
-    """Entry point of the child process of :func:`_gmsh_in_child_process`."""
-    import gmsh
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        points, tets = _gmsh_tetrahedralize(gmsh, Path(stl), mesh_size, Path(path_msh) if path_msh else None,
-                                            remesh)
-    # the parent repeats our own notes (a remesh that fell back to the triangles as they are)
-    notes = [str(w.message) for w in caught if "Gmsh could not remesh" in str(w.message)]
-    np.savez(out_npz, points=points, tets=tets, notes=np.array(notes, dtype=str))
-
-
-def _gmsh_tetrahedralize(gmsh, stl: Path, mesh_size: float, path_msh: Path | None, remesh: bool = True):
-    """(points (n, 3), tets (m, 4)) from Gmsh; writes ``path_msh`` unless it is None.
-
-    remesh: re-parametrize and remesh the surface at ``mesh_size`` first (else the STL
-    triangles are the boundary mesh as they are)."""
-    initialized_here = not gmsh.isInitialized()
-    if initialized_here:
-        gmsh.initialize(interruptible=False)
-    try:
-        gmsh.option.setNumber("General.Terminal", 0)
-        gmsh.model.add("lightweight_export")
-        try:
-            gmsh.merge(str(stl))
-            try:
-                if not remesh:
-                    raise RuntimeError("remeshing not asked for")
-                # Patches of the STL become re-parametrized surfaces Gmsh can remesh at mesh_size.
-                gmsh.model.mesh.classifySurfaces(40 * math.pi / 180, True, True, math.pi)
-                gmsh.model.mesh.createGeometry()
-                _fill_volume(gmsh, mesh_size)
-                gmsh.model.mesh.generate(3)
-            except Exception as exc:
-                # Re-parametrization fails on some high-genus patches; the STL triangles are a
-                # valid boundary mesh already, so fill them as they are.
-                warnings.warn(f"Gmsh could not remesh the surface ({exc}); meshing the volume "
-                              f"inside the exported triangles instead", stacklevel=3)
-                gmsh.model.remove()
-                gmsh.model.add("lightweight_export_discrete")
-                gmsh.merge(str(stl))
-                _fill_volume(gmsh, mesh_size)
-                gmsh.model.mesh.generate(3)
-            tags, coords, _ = gmsh.model.mesh.getNodes()
-            etypes, _, enodes = gmsh.model.mesh.getElements(3)
-            tets = np.zeros((0, 4), dtype=np.int64)
-            for et, nodes in zip(etypes, enodes):
-                if et == 4:                      # 4-node tetrahedron
-                    tets = np.asarray(nodes, dtype=np.int64).reshape(-1, 4)
-            index = np.full(int(tags.max()) + 1, -1, dtype=np.int64)
-            index[np.asarray(tags, dtype=np.int64)] = np.arange(len(tags))
-            points = np.asarray(coords, dtype=float).reshape(-1, 3)
-            if path_msh is not None:
-                gmsh.write(str(path_msh))
-            return points, index[tets]
-        finally:
-            gmsh.model.remove()
-    finally:
-        if initialized_here:
-            gmsh.finalize()
-
-
-# Above this many boundary triangles Gmsh's own tet optimizer runs without Netgen's. Measured on
-# the synthetic bracket design (benchmarks/export_scaling.py), discrete fill of the unsmoothed
-# surface: 13.8k triangles, 26.7k tets: 7.7 s CPU with Netgen (1 463 tets below quality 0.05),
-# 1.5 s without (2 153); 64.7k triangles (422k-tet design), 188k tets: 181 s with Netgen, past
-# the time limit, so the part fell back to the clipped volume; 51 s without (wall, busy machine).
-NETGEN_OPTIMIZE_MAX_TRIANGLES = 20_000
-
-
-def _fill_volume(gmsh, mesh_size: float) -> None:
-    n_triangles = len(gmsh.model.mesh.getElementsByType(2)[0])     # the STL's (kept by createGeometry)
-    surfaces = [tag for _, tag in gmsh.model.getEntities(2)]
-    loop = gmsh.model.geo.addSurfaceLoop(surfaces)
-    gmsh.model.geo.addVolume([loop])
-    gmsh.model.geo.synchronize()
-    gmsh.option.setNumber("Mesh.MeshSizeMax", mesh_size)
-    gmsh.option.setNumber("Mesh.MeshSizeMin", 0.2 * mesh_size)
-    gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 0)
-    gmsh.option.setNumber("Mesh.Algorithm3D", 1)       # Delaunay: robust on re-parametrized patches
-    gmsh.option.setNumber("Mesh.OptimizeNetgen", int(n_triangles <= NETGEN_OPTIMIZE_MAX_TRIANGLES))
 
 
 # ---------------------------------------------------------------------------------- evaluation

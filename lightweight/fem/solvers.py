@@ -15,7 +15,8 @@ elimination tree) done once per sparsity pattern, and a numeric phase per refill
   thread count set thread-locally, one thread for factorizations below
   ``lightweight._threads.PARDISO_SERIAL_MFLOPS`` (the analysis reports the flop count; PARDISO
   needs one thread count for all phases, so a large problem is analysed a second time with
-  more threads; mid-size ones keep both analyses and use the faster, see
+  more threads, unless "auto"'s low bound of the flops, ``mflops_hint``, already says large;
+  mid-size ones keep both analyses and use the faster, see
   :meth:`PardisoSolver._start_thread_timing`). On 2 shared cores this took the MBB 300 x 100
   iteration from 0.4 - 1.2 s to 50 - 85 ms; the module docstring of ``lightweight._threads``
   has the measurements and overrides.
@@ -379,6 +380,10 @@ class PardisoSolver(LinearSolver):
         self._modes = None           # {"serial": handle state, "parallel": ...} when both are kept
         self.thread_mode = None      # "serial" | "parallel" when both are kept
         self.mflops = None           # PARDISO's flop count of the factorization (MFlop)
+        # a low bound of that count known before the analysis ("auto": its estimate over the most it
+        # over-counts); from PARDISO_SERIAL_MFLOPS on the analysis runs on all threads at once
+        # instead of once on one thread and again on all (1.4 of 2.7 s at 181k tet4 DOFs)
+        self.mflops_hint = None
         self.report = None           # analysis_report() of the current analysis
         self.thread_timings = None   # {"serial": s, "parallel": s} (recent medians) when both are kept
 
@@ -484,7 +489,8 @@ class PardisoSolver(LinearSolver):
         # lightweight/_threads.py depends on the factorization's flop count, which the analysis
         # reports: analyse on one thread, and analyse again only if the rule wants more.
         data = self._values(K)
-        self.threads = pardiso_threads(0.0, self._mkl_threads.max_threads)   # 1 unless overridden
+        hint = 0.0 if self.mflops_hint is None else float(self.mflops_hint)
+        self.threads = pardiso_threads(hint, self._mkl_threads.max_threads)   # 1 unless overridden or big
         self._set_iparm()
         self._pardiso(11, data)
         self._analysed = True
@@ -1130,6 +1136,7 @@ def _auto_choice(direct: str, n_dofs: int, dim: int, nnz_per_row: float | None, 
     could_win = t_direct / AUTO_ESTIMATE_OVERSHOOT + ANALYSIS_SECONDS_SCALE * float(n_dofs) ** 1.25 <= t_amg
     if pattern is not None and direct == "pardiso" and could_win and need <= 4 * budget:
         solver = PardisoSolver(**direct_options)
+        solver.mflops_hint = factor_mflops(n_dofs, dim, z) / AUTO_ESTIMATE_OVERSHOOT
         try:
             solver.analyse(_pattern_matrix(pattern, n_dofs))
         except FactorizationMemoryError as exc:
