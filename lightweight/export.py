@@ -66,6 +66,16 @@ repair that changes the volume by more than 1 % is not used. Failing that, the s
 clipped volume itself, split into tetrahedra: exact to the (unsmoothed) level set and always
 valid, only less regular than a remeshed one. Flat or inverted tets of either are cleaned.
 
+Big parts. Above 20 000 surface triangles (``REMESH_MAX_TRIANGLES``) Gmsh's re-parametrization
+failed or looped on every design measured (422k- and 550k-tet bracket designs: "wrong topology",
+or millions of partitioning retries until the time limit), so by default (``remesh=None``) such
+surfaces are filled with tets as they are. On two or more cores their smoothings (20, 5, 0
+passes) are meshed side by side, one child each, and the smoothest that meshes is kept, the same
+choice as trying them in turn: a 550k-tet design went from 125 s (every attempt timed out, the
+part was the clipped volume) to 20 s. A child that uses no CPU time for ``GMSH_IDLE_SECONDS`` is
+taken as hung and stopped. The child runs :mod:`lightweight.gmsh_worker` as a file, importing only
+NumPy and Gmsh.
+
 Named sets travel with the part, so ``lightweight evaluate CASE.toml part.msh`` reads it with the
 same case file: they are found geometrically on the new surface (the design's mesh is gone, its
 geometry is not). A face set becomes the boundary triangles of the part whose corners and centre
@@ -934,10 +944,10 @@ def _gmsh_in_child_process(surface, mesh_size: float, path_msh: Path, time_limit
 
 
 # A Gmsh child that has used no CPU time for this long is taken as hung and stopped. Seen on the
-# unsmoothed surface of the 550k-tet synthetic bracket design (76.9k triangles): the volume fill
-# went to sleep in all three threads after 4.6 CPU s and never woke (14 min), so export_solid
-# waited out the whole time limit (107 s) before its fallbacks. A working child under heavy load
-# still gets CPU time every second or so.
+# unsmoothed surface of the 550k-tet synthetic bracket design (76.9k triangles, remeshed at 2.41
+# mm): Gmsh slept in all three of its threads after 4.6 CPU s and did not wake in 14 minutes;
+# export_solid would have waited out the whole time limit (107 s) before its fallbacks. A
+# working child under heavy load still gets CPU time every second or so.
 GMSH_IDLE_SECONDS = 10.0
 
 
