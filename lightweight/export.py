@@ -475,7 +475,7 @@ def mean_edge_length(mesh: Mesh) -> float:
     n_corners = CELL_TYPES[face_type].n_corners if mesh.dim == 3 else 2
     # every face's corner-to-corner edges, each cell edge once with the number of faces it bounds
     # (a tet's six edges bound two faces each): the same mean as over all faces' edges, without
-    # the (cells, faces, corners, dim) array (2.1 s -> 0.2 s at 550k tets)
+    # the (cells, faces, corners, dim) array (2.1 s -> 0.4 s at 550k tets)
     counts: dict[tuple[int, int], int] = {}
     for face in np.array(CELL_TYPES[mesh.cell_type].faces)[:, :n_corners]:
         for a, b in zip(face, np.roll(face, 1)):

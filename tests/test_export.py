@@ -276,6 +276,13 @@ def test_a_gmsh_child_that_stops_working_is_stopped_long_before_its_time_limit(g
                         "raise SystemExit('worked and failed')")
     with pytest.raises(LightweightError, match="worked and failed"):
         export._GmshRun(surface, 2.0, time_limit=300.0).result()
+    # a child that keeps working past its time limit is stopped there
+    monkeypatch.setattr(export._GmshRun, "child_code", "while True: pass")
+    started = time.monotonic()
+    busy = export._GmshRun(surface, 2.0, time_limit=3.0)
+    with pytest.raises(LightweightError, match="did not finish .* within 3 s"):
+        busy.result()
+    assert time.monotonic() - started < 20 and busy._process.returncode is not None
 
 
 def test_a_repair_that_changes_the_part_is_not_used(grid):
