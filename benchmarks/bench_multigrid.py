@@ -200,8 +200,15 @@ def test_ratio_design_iteration_mg_vs_direct():
 
 
 def test_ratio_fine_apply_float32_vs_float64():
-    """The float32 fine-level kernel (inside the V-cycle) must beat the float64 one: the blocked
-    product runs twice the SIMD lanes. 64x32x32 hexes (212k DOFs), same run, best of 15."""
+    """The float32 fine-level kernel (inside the V-cycle) against the float64 one, 64x32x32 hexes
+    (212k DOFs), same run, best of 15 each, alternated in three rounds.
+
+    How much float32 gains depends on the processor: 1.42x on the Intel Xeon machine of the
+    earlier sessions (twice the SIMD lanes), 0.79-0.81x on one thread and 0.85-1.16x on two on
+    the AMD EPYC (Zen 4) machine of 2026-12-02's third session. The floor therefore guards
+    against a float32 path that fell off its compiled, vectorised form (2x slower or worse),
+    not for a speed-up every machine shows; the V-cycle keeps float32 for its memory (half the
+    bytes of the level data)."""
     shape, Ke, fixed, F = petsc_cantilever(32)
     scale = design_scale(shape[0] * shape[1] * shape[2], "random")
     mg = GridMultigrid(shape, None, Ke, fixed, vcycle_dtype="float32")
@@ -213,8 +220,10 @@ def test_ratio_fine_apply_float32_vs_float64():
     mg._apply_level(fine, U64, out64)
     mg._apply_level(fine, U32, out32)
     assert np.abs(out32 - out64).max() <= 1e-5 * np.abs(out64).max()
-    t64 = _best_seconds(lambda: mg._apply_level(fine, U64, out64), 15)
-    t32 = _best_seconds(lambda: mg._apply_level(fine, U32, out32), 15)
+    t64 = t32 = np.inf
+    for _ in range(3):                # alternated: a burst of load hits both kernels alike
+        t64 = min(t64, _best_seconds(lambda: mg._apply_level(fine, U64, out64), 5))
+        t32 = min(t32, _best_seconds(lambda: mg._apply_level(fine, U32, out32), 5))
     ratio = t64 / t32
     entry = THRESHOLDS["multigrid_fine_apply_float32_vs_float64"]
     print(f"fine apply 64x32x32: float64 {t64 * 1e3:.2f} ms, float32 {t32 * 1e3:.2f} ms, speed-up "
