@@ -2,6 +2,7 @@
 extrusion, and the exported part judged with the design's supports and loads."""
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -218,6 +219,51 @@ def test_big_surfaces_try_every_smoothing_at_once_with_the_same_part(grid, tmp_p
     assert len(started) == 3                       # 20, 0 and 5 passes started together
     assert at_once.n_cells == one_by_one.n_cells
     np.testing.assert_allclose(at_once.points, one_by_one.points)
+
+
+def frame_on_the_bracket():
+    """The sample Gmsh tet bracket (bolt holes at x = 15, load face at x = 120) with a gray frame
+    design: two bars from the bolt holes to the load face and bosses round the holes."""
+    from pathlib import Path
+    mesh = lw.read_mesh(Path(__file__).resolve().parents[1] / "meshes" / "bracket.msh")
+    centres = mesh.cell_centers()[:, :2]
+    distance = np.full(mesh.n_cells, np.inf)
+    for start in ((15.0, 10.0), (15.0, 30.0)):
+        a, d = np.array(start), np.array([120.0, 20.0]) - np.array(start)
+        t = np.clip((centres - a) @ d / (d @ d), 0.0, 1.0)
+        distance = np.minimum(distance, np.linalg.norm(centres - (a + t[:, None] * d), axis=1) - 5.0)
+        distance = np.minimum(distance, np.linalg.norm(centres - a, axis=1) - 8.0)
+    return mesh, smooth_step(distance, width=3.0)
+
+
+def test_side_by_side_on_an_unstructured_part_gives_the_sequential_part_with_its_sets(tmp_path, monkeypatch):
+    # a real part: Gmsh tets, named sets, two load cases; every smoothing meshed at once must give
+    # the part of the one-after-the-other path, with both sets carried and the loads applied
+    mesh, rho = frame_on_the_bracket()
+    design = fields_of(mesh, rho)
+    chosen = {}
+    for label, side_by_side in (("one_by_one", False), ("at_once", True)):
+        monkeypatch.setattr(export, "_side_by_side", lambda surface, _answer=side_by_side: _answer)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            chosen[label] = export.export_solid(design, tmp_path / f"{label}.msh", remesh=False)
+        # which smoothing meshed (measured: the 20-pass surface self-intersects, 5 passes mesh)
+        chosen[label + "_smoothing"] = [str(w.message).split("; ")[-1] for w in caught
+                                        if "instead of 20 passes" in str(w.message)]
+    assert chosen["at_once_smoothing"] == chosen["one_by_one_smoothing"]
+    one_by_one, at_once = chosen["one_by_one"], chosen["at_once"]
+    assert at_once.n_cells == one_by_one.n_cells > 1000
+    np.testing.assert_allclose(at_once.points, one_by_one.points)
+    assert sorted(at_once.face_sets) == ["bolt_holes", "load_face"]
+    again = lw.read_mesh(tmp_path / "at_once.msh")
+    model = lw.Model(again, lw.Material(E=70e3, nu=0.33), supports={"bolt_holes": "xyz"},
+                     loads={"pull": [lw.Traction("load_face", (10.0, 0.0, 0.0))],
+                            "bend": [lw.Traction("load_face", (0.0, 0.0, -1.0))]})
+    solution = lw.solve(model)
+    assert set(solution.compliance) == {"pull", "bend"}
+    assert all(np.isfinite(c) and c > 0 for c in solution.compliance.values())
+    volume = float(mesh.cell_volumes() @ rho)
+    assert again.cell_volumes().sum() == pytest.approx(volume, rel=0.05)
 
 
 def test_side_by_side_keeps_the_smoothest_surface_that_meshes(grid, tmp_path, monkeypatch):
