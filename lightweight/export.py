@@ -758,6 +758,10 @@ def export_solid(result, path_msh, mesh_size: float | None = None, threshold: fl
         import gmsh  # noqa: F401 - only to fail early with the right message
     except ImportError as exc:
         raise LightweightError(f"export_solid needs gmsh ({exc}); pip install lightweight[mesh]") from None
+    if remesh is not None and not isinstance(remesh, (bool, np.bool_)):
+        # a string such as "no" would be true: refuse anything but the three documented values
+        raise LightweightError(f"remesh must be True, False or None (None: remesh surfaces below "
+                               f"{REMESH_MAX_TRIANGLES} triangles), got {remesh!r}")
     if time_limit is not None and not (time_limit > 0):
         raise LightweightError(f"time_limit must be a positive number of seconds, got {time_limit!r}")
     pv = import_pyvista(off_screen=True)

@@ -266,6 +266,12 @@ def test_side_by_side_on_an_unstructured_part_gives_the_sequential_part_with_its
     assert again.cell_volumes().sum() == pytest.approx(volume, rel=0.05)
 
 
+@pytest.mark.parametrize("remesh", ["no", 1, "False"])
+def test_remesh_must_be_true_false_or_none(grid, tmp_path, remesh):
+    with pytest.raises(LightweightError, match=r"remesh must be True, False or None .*got"):
+        export.export_solid(fields_of(grid, box_with_hole(grid)), tmp_path / "part.msh", remesh=remesh)
+
+
 def test_side_by_side_keeps_the_smoothest_surface_that_meshes(grid, tmp_path, monkeypatch):
     # the 20-pass surface fails, the unsmoothed one is done first: the 5-pass one is still the part
     c = grid.cell_centers()
