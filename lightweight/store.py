@@ -301,7 +301,8 @@ def _open_sqlite(path: Path, max_pages: int | None, timeout: float) -> sqlite3.C
                     connection.execute(statement)
                 connection.execute("COMMIT")
             except BaseException:
-                connection.execute("ROLLBACK")
+                if connection.in_transaction:     # SQLite may have rolled back already (full disk)
+                    connection.execute("ROLLBACK")
                 raise
             return connection
         except sqlite3.OperationalError as exc:

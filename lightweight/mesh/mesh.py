@@ -224,13 +224,14 @@ class Mesh:
         """det(dx/dxi) at each quadrature point, (n_cells, n_quadrature_points)."""
         xi, _ = quadrature(self.cell_type)
         _, dN = shape_functions(self.cell_type, xi)          # (q, a, r)
-        if self.cell_type in ("tetra", "triangle") and len(xi) == 1:
+        simplex_dim = {"tetra": 3, "triangle": 2}.get(self.cell_type)
+        if simplex_dim is not None and simplex_dim == self.points.shape[1] and len(xi) == 1:
             # linear simplex: dN is -1 for the first corner, 1 for corner r + 1, 0 else, so
             # J[d, r] = x[r + 1, d] - x[0, d]; the same numbers as the product below (the other
             # terms are exact zeros) without the (e, a, d) gather and the einsum (5x faster)
-            corners = self.cells[:, :self.dim + 1]
-            J = np.empty((self.n_cells, 1, self.dim, self.dim))
-            for r in range(self.dim):
+            corners = self.cells[:, :simplex_dim + 1]
+            J = np.empty((self.n_cells, 1, simplex_dim, simplex_dim))
+            for r in range(simplex_dim):
                 J[:, 0, :, r] = self.points[corners[:, r + 1]] - self.points[corners[:, 0]]
             return np.linalg.det(J)
         coords = self.points[self.cells]                       # (e, a, d)
