@@ -358,3 +358,21 @@ def test_read_and_write_emit_no_warnings(tmp_path):
         for ext in ("vtu", "xdmf", "msh", "inp"):
             lw.write_mesh(tmp_path / f"w.{ext}", mesh)
             lw.read_mesh(tmp_path / f"w.{ext}")
+
+
+@pytest.mark.parametrize("cell_type, dim", [("tetra", 3), ("triangle", 2)])
+def test_linear_simplex_jacobians_are_the_quadrature_product_bit_for_bit(cell_type, dim):
+    # the edge-vector shortcut must give the numbers of the general shape-function product
+    # (export, volumes and every tet4 analysis read them)
+    from lightweight.mesh.cell_types import quadrature, shape_functions
+    rng = np.random.default_rng(3)
+    points = rng.uniform(-40.0, 70.0, (600, dim))
+    cells = np.array([rng.choice(600, dim + 1, replace=False) for _ in range(900)])
+    edges = points[cells[:, 1:]] - points[cells[:, :1]]
+    flipped = np.linalg.det(edges) < 0
+    cells[flipped, :2] = cells[flipped, 1::-1]                  # every cell positively oriented
+    mesh = lw.Mesh(points, cells, cell_type)
+    xi, _ = quadrature(cell_type)
+    _, dN = shape_functions(cell_type, xi)
+    general = np.linalg.det(np.einsum("ead,qar->eqdr", points[cells], dN))
+    assert np.array_equal(mesh.jacobian_determinants(), general)
