@@ -8,29 +8,20 @@ meshes/bracket.msh clamped at its bolt holes.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import lightweight as lw
 from lightweight.fem import aggregation
 from lightweight.fem.amg import ReusedHierarchy, fixed_rows, without_explicit_zeros
 from lightweight.fem.solvers import available_solvers, make_solver, rigid_body_modes
 from lightweight.fem.system import LinearElasticSystem
 
-MESH = Path(__file__).resolve().parent.parent / "meshes" / "bracket.msh"
 
 
 @pytest.fixture(scope="module")
-def system():
-    mesh = lw.read_mesh(MESH)
-    model = lw.Model(mesh, material=lw.Material(E=70e3, nu=0.33),
-                     supports={"bolt_holes": "xyz"},
-                     loads={"down": [lw.Traction("load_face", (0.0, 0.0, -1.0))],
-                            "side": [lw.Traction("load_face", (0.0, 1.0, 0.0))]})
-    return LinearElasticSystem(model)
+def system(bracket_model):
+    return LinearElasticSystem(bracket_model("down", "side"))
 
 
 def _matrix(system, scale=None):

@@ -8,13 +8,10 @@ scale fields of 1e-9..1 contrast (random per cell, and a smooth field like an op
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import lightweight as lw
 from lightweight.errors import SingularStiffnessError
 from lightweight.fem.amg import ReusedHierarchy, block_pcg, spmm
 from lightweight.fem.solvers import ReusedAMGSolver, available_solvers, make_solver, rigid_body_modes
@@ -22,18 +19,11 @@ from lightweight.fem.system import LinearElasticSystem
 
 pytestmark = pytest.mark.skipif("amg" not in available_solvers(), reason="no pyamg")
 
-MESH = Path(__file__).resolve().parent.parent / "meshes" / "bracket.msh"
 
 
 @pytest.fixture(scope="module")
-def bracket():
-    mesh = lw.read_mesh(MESH)
-    model = lw.Model(mesh, material=lw.Material(E=70e3, nu=0.33),
-                     supports={"bolt_holes": "xyz"},
-                     loads={"down": [lw.Traction("load_face", (0.0, 0.0, -1.0))],
-                            "side": [lw.Traction("load_face", (0.0, 1.0, 0.0))],
-                            "pull": [lw.Traction("load_face", (1.0, 0.0, 0.0))]})
-    return LinearElasticSystem(model)
+def bracket(bracket_model):
+    return LinearElasticSystem(bracket_model("down", "side", "pull"))
 
 
 def _matrix(system, scale):

@@ -236,7 +236,8 @@ def frame_on_the_bracket():
     return mesh, smooth_step(distance, width=3.0)
 
 
-def test_side_by_side_on_an_unstructured_part_gives_the_sequential_part_with_its_sets(tmp_path, monkeypatch):
+def test_side_by_side_on_an_unstructured_part_gives_the_sequential_part_with_its_sets(tmp_path, monkeypatch,
+                                                                                       bracket_model):
     # a real part: Gmsh tets, named sets, two load cases; every smoothing meshed at once must give
     # the part of the one-after-the-other path, with both sets carried and the loads applied
     mesh, rho = frame_on_the_bracket()
@@ -256,11 +257,8 @@ def test_side_by_side_on_an_unstructured_part_gives_the_sequential_part_with_its
     np.testing.assert_allclose(at_once.points, one_by_one.points)
     assert sorted(at_once.face_sets) == ["bolt_holes", "load_face"]
     again = lw.read_mesh(tmp_path / "at_once.msh")
-    model = lw.Model(again, lw.Material(E=70e3, nu=0.33), supports={"bolt_holes": "xyz"},
-                     loads={"pull": [lw.Traction("load_face", (10.0, 0.0, 0.0))],
-                            "bend": [lw.Traction("load_face", (0.0, 0.0, -1.0))]})
-    solution = lw.solve(model)
-    assert set(solution.compliance) == {"pull", "bend"}
+    solution = lw.solve(bracket_model("pull", "down", mesh=again))
+    assert set(solution.compliance) == {"pull", "down"}
     assert all(np.isfinite(c) and c > 0 for c in solution.compliance.values())
     volume = float(mesh.cell_volumes() @ rho)
     assert again.cell_volumes().sum() == pytest.approx(volume, rel=0.05)
