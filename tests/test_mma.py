@@ -133,6 +133,36 @@ def test_dual_and_primal_newton_systems_agree(n, m):
     assert np.all((dual.x > alpha) & (dual.x < beta))
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_single_constraint_kernels_give_the_general_kernels_numbers_bit_for_bit(seed):
+    """m = 1 runs vectorised kernels: the same x, multipliers and Newton steps, not just close."""
+    n = 3 * 4096 + 123           # several blocks and a partial one
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.05, 0.95, n)
+    span = rng.choice([0.5, 0.05], n)        # wide and tight asymptotes
+    low, upp = x - span, x + span
+    alpha = np.maximum.reduce([np.zeros(n), low + 0.1 * (x - low), x - 0.2])
+    beta = np.minimum.reduce([np.ones(n), upp - 0.1 * (upp - x), x + 0.2])
+    # a compliance-like objective over three decades and a volume constraint
+    grads = np.vstack([-rng.uniform(0, 2, n) * 10.0 ** rng.uniform(-3, 0, n) / n,
+                       np.full(n, 1.0 / n)])
+    p = (upp - x) ** 2 * (1.001 * np.maximum(grads, 0) + 0.001 * np.maximum(-grads, 0) + 1e-5)
+    q = (x - low) ** 2 * (0.001 * np.maximum(grads, 0) + 1.001 * np.maximum(-grads, 0) + 1e-5)
+    b = p[1:] @ (1 / (upp - x)) + q[1:] @ (1 / (x - low)) - np.array([x.mean() - 0.5])
+    args = (p[0], q[0], p[1:], q[1:], b, low, upp, alpha, beta, 1.0, np.zeros(1),
+            np.full(1, 1000.0), np.ones(1), 1e-9)
+    fast = _solve_subproblem(*args, single_kernels=True)
+    general = _solve_subproblem(*args, single_kernels=False)
+    assert fast.iterations == general.iterations > 10
+    np.testing.assert_array_equal(fast.x, general.x)
+    np.testing.assert_array_equal(fast.lam, general.lam)
+    np.testing.assert_array_equal(fast.y, general.y)
+    assert fast.z == general.z
+    assert fast.lam[0] > 0.01                     # the constraint is active
+    near_bounds = np.minimum(fast.x - alpha, beta - fast.x) < 1e-2 * (beta - alpha)
+    assert 0.005 * n < np.count_nonzero(near_bounds) < 0.5 * n
+
+
 # --- nlopt's LD_MMA as the reference ----------------------------------------------------------
 def svanberg_toy(x):
     """min |x|^2 s.t. |x - (5,2,1)|^2 <= 9, |x - (3,4,3)|^2 <= 9, 0 <= x <= 5 (both active)."""

@@ -448,8 +448,8 @@ class _SubproblemSolution:
 
 
 def _solve_subproblem(p0, q0, P, Q, b, low, upp, alpha, beta, a0, a, c, d, eps_min,
-                      max_newton=200, max_halvings=50,
-                      use_dual_system: bool | None = None) -> _SubproblemSolution:
+                      max_newton=200, max_halvings=50, use_dual_system: bool | None = None,
+                      single_kernels: bool = True) -> _SubproblemSolution:
     """Primal-dual interior-point solution of the MMA subproblem.
 
     p0, q0: (n,) objective coefficients; P, Q: (m, n) constraint coefficients; b: (m,) right-hand
@@ -459,6 +459,8 @@ def _solve_subproblem(p0, q0, P, Q, b, low, upp, alpha, beta, a0, a, c, d, eps_m
     x >= alpha / x <= beta, mu (m,) of y >= 0, zet of z >= 0, and slacks s (m,).
     use_dual_system: solve the (m+1) multiplier system (True) or the (n+1) primal one (False);
     None picks the smaller. Both give the same Newton step.
+    single_kernels: with one constraint, use the vectorised m = 1 kernels (bit-identical results;
+    False runs the general ones, for tests and timing).
 
     The per-variable unknowns x, xsi, eta and the step dx live in four (n,) arrays that the
     Numba kernels below update in place; the steps of xsi and eta are recomputed from dx where
@@ -478,11 +480,15 @@ def _solve_subproblem(p0, q0, P, Q, b, low, upp, alpha, beta, a0, a, c, d, eps_m
     s = np.ones(m)
     data = (p0, q0, P, Q, low, upp, alpha, beta)     # what every kernel reads
     total = 0
+    # one constraint: kernels whose per-variable work vectorises (the same numbers, faster)
+    single = m == 1 and use_dual_system and single_kernels
+    schur_sums = _schur_sums_single if single else _schur_sums
+    residual_sums = _residual_sums_single if single else _residual_sums
 
     def residual(step, y, z, lam, mu, zet, s, eps):
         """(2-norm, max-norm) of the relaxed KKT residual at x + step dx (xsi, eta alike), for
         the barrier parameter eps and for the next one, eps / 10."""
-        sums = _residual_sums(x, xsi, eta, dx, step, lam, *data, eps, eps * _EPS_FACTOR)
+        sums = residual_sums(x, xsi, eta, dx, step, lam, *data, eps, eps * _EPS_FACTOR)
         constraint_values = sums[4:]
         eps_free_parts = (c + d * y - lam - mu,                                # d/dy
                        np.array([a0 - zet - a @ lam]),                      # d/dz
@@ -511,7 +517,7 @@ def _solve_subproblem(p0, q0, P, Q, b, low, upp, alpha, beta, a0, a, c, d, eps_m
             if use_dual_system:
                 # (m+1) system on (dlam, dz): Schur complement of the x block, whose sums over
                 # the variables one kernel pass accumulates.
-                sums = _schur_sums(x, xsi, eta, lam, *data, eps)
+                sums = schur_sums(x, xsi, eta, lam, *data, eps)
                 gvec, g_rx = sums[:m], sums[m:2 * m]
                 upper = sums[2 * m:].reshape(m, m)          # upper triangle of G D_x^-1 G^T
                 rlamy = gvec - a * z - y - b + eps / lam + ry / diag_y
@@ -523,7 +529,8 @@ def _solve_subproblem(p0, q0, P, Q, b, low, upp, alpha, beta, a0, a, c, d, eps_m
                 A[m, m] = -zet / z
                 sol = np.linalg.solve(A, np.concatenate([rlamy - g_rx, [rz]]))
                 dlam, dz = sol[:m], sol[m]
-                ratio_x = _newton_dx(x, xsi, eta, lam, dlam, *data, eps, dx, True)
+                ratio_x = (_newton_dx_single(x, xsi, eta, lam, dlam, *data, eps, dx) if single
+                           else _newton_dx(x, xsi, eta, lam, dlam, *data, eps, dx, True))
             else:
                 # (n+1) system on (dx, dz): Schur complement of the lam block (n <= m: small).
                 G, rx, diag_x = np.empty((m, n)), np.empty(n), np.empty(n)
@@ -792,6 +799,163 @@ def _residual_sums(x, xsi, eta, dx, step, lam, p0, q0, P, Q, low, upp, alpha, be
         acc[1] = largest
         acc[2] = squares_next
         acc[3] = largest_next
+    total = _sum_rows(partial)
+    total[1] = partial[:, 1].max()
+    total[3] = partial[:, 3].max()
+    return total
+
+
+# ---- one constraint (m = 1, minimize_compliance's volume): the same sums, vectorised.
+# The general kernels above loop over the constraints inside the loop over the variables, and
+# their running sums are loop-carried: LLVM keeps both scalar (it may not reorder floating-point
+# additions), so a pass costs ~23 ns per variable on one core, divisions one at a time. For m = 1
+# each block below first forms every variable's terms in a loop with no carried value, which the
+# loop vectoriser turns into SIMD divisions and products, then adds the stored terms in variable
+# order: the same operations in the same order as the general kernels, so the sums, the Newton
+# steps and every design are bit for bit those of the general path (tests/test_mma.py).
+
+
+@numba.njit(cache=True, error_model="numpy", inline="always")
+def _x_block_single(j, x, xsi, eta, lam0, p0, q0, p, q, low, upp, alpha, beta, eps):
+    """_x_block for one constraint (p, q: the constraint's rows of P, Q), same operations."""
+    uxinv1 = 1.0 / (upp[j] - x[j])
+    xlinv1 = 1.0 / (x[j] - low[j])
+    uxinv2 = uxinv1 * uxinv1
+    xlinv2 = xlinv1 * xlinv1
+    dxa_inv = 1.0 / (x[j] - alpha[j])
+    dbx_inv = 1.0 / (beta[j] - x[j])
+    # 0.0 + ...: the general kernel's sum starts from 0.0 (it turns -0.0 into +0.0)
+    plam = p0[j] + (0.0 + lam0 * p[j])
+    qlam = q0[j] + (0.0 + lam0 * q[j])
+    rx = plam * uxinv2 - qlam * xlinv2 - eps * dxa_inv + eps * dbx_inv
+    diag_x = (2.0 * (plam * uxinv2 * uxinv1 + qlam * xlinv2 * xlinv1)
+              + xsi[j] * dxa_inv + eta[j] * dbx_inv)
+    return uxinv1, xlinv1, uxinv2, xlinv2, dxa_inv, dbx_inv, rx, diag_x
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _schur_sums_single(x, xsi, eta, lam, p0, q0, P, Q, low, upp, alpha, beta, eps):
+    """_schur_sums for m = 1, bit for bit: [approximation, G D_x^-1 rx, G D_x^-1 G^T]."""
+    n = x.size
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    partial = np.zeros((n_blocks, 3))
+    lam0 = lam[0]
+    p, q = P[0], Q[0]
+    for block in numba.prange(n_blocks):
+        start = block * _BLOCK
+        size = min(n, start + _BLOCK) - start
+        approx = np.empty(size)
+        g_rx = np.empty(size)
+        g_g = np.empty(size)
+        for k in range(size):
+            j = start + k
+            uxinv1, xlinv1, uxinv2, xlinv2, _, _, rx, diag_x = _x_block_single(
+                j, x, xsi, eta, lam0, p0, q0, p, q, low, upp, alpha, beta, eps)
+            diag_x_inv = 1.0 / diag_x
+            g = p[j] * uxinv2 - q[j] * xlinv2
+            approx[k] = p[j] * uxinv1 + q[j] * xlinv1
+            g_over_d = g * diag_x_inv
+            g_rx[k] = g_over_d * rx
+            g_g[k] = g_over_d * g
+        acc0 = 0.0
+        acc1 = 0.0
+        acc2 = 0.0
+        for k in range(size):
+            acc0 += approx[k]
+            acc1 += g_rx[k]
+            acc2 += g_g[k]
+        partial[block, 0] = acc0
+        partial[block, 1] = acc1
+        partial[block, 2] = acc2
+    return _sum_rows(partial)
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _newton_dx_single(x, xsi, eta, lam, dlam, p0, q0, P, Q, low, upp, alpha, beta, eps, dx):
+    """_newton_dx(..., solve=True) for m = 1, bit for bit: dx written, the largest ratio back."""
+    n = x.size
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    partial = np.full(n_blocks, -np.inf)
+    lam0, dlam0 = lam[0], dlam[0]
+    p, q = P[0], Q[0]
+    for block in numba.prange(n_blocks):
+        start = block * _BLOCK
+        size = min(n, start + _BLOCK) - start
+        ratios = np.empty(size)
+        for k in range(size):
+            j = start + k
+            uxinv1, xlinv1, uxinv2, xlinv2, dxa_inv, dbx_inv, rx, diag_x = _x_block_single(
+                j, x, xsi, eta, lam0, p0, q0, p, q, low, upp, alpha, beta, eps)
+            gt_dlam = 0.0 + (p[j] * uxinv2 - q[j] * xlinv2) * dlam0
+            step = -(rx + gt_dlam) / diag_x
+            dx[j] = step
+            dxsi, deta = _bound_multiplier_steps(xsi[j], eta[j], step, dxa_inv, dbx_inv, eps)
+            ratios[k] = max((-1.01 * dxsi) / xsi[j], (-1.01 * deta) / eta[j],
+                            (-1.01 * step) * dxa_inv, (1.01 * step) * dbx_inv)
+        largest = -np.inf
+        for k in range(size):
+            largest = max(largest, ratios[k])
+        partial[block] = largest
+    return partial.max()
+
+
+@numba.njit(cache=True, parallel=True, error_model="numpy")
+def _residual_sums_single(x, xsi, eta, dx, step, lam, p0, q0, P, Q, low, upp, alpha, beta, eps,
+                          eps_next):
+    """_residual_sums for m = 1, bit for bit (the squares, largest terms and the approximation)."""
+    n = x.size
+    n_blocks = (n + _BLOCK - 1) // _BLOCK
+    partial = np.zeros((n_blocks, 5))
+    lam0 = lam[0]
+    p, q = P[0], Q[0]
+    moved = step != 0.0
+    for block in numba.prange(n_blocks):
+        start = block * _BLOCK
+        size = min(n, start + _BLOCK) - start
+        sq = np.empty(size)
+        big = np.empty(size)
+        sq_next = np.empty(size)
+        big_next = np.empty(size)
+        approx = np.empty(size)
+        for k in range(size):
+            j = start + k
+            xj, xsij, etaj = x[j], xsi[j], eta[j]
+            if moved:
+                dxsi, deta = _bound_multiplier_steps(xsij, etaj, dx[j], 1.0 / (xj - alpha[j]),
+                                                     1.0 / (beta[j] - xj), eps)
+                xj = xj + step * dx[j]
+                xsij = xsij + step * dxsi
+                etaj = etaj + step * deta
+            uxinv = 1.0 / (upp[j] - xj)
+            xlinv = 1.0 / (xj - low[j])
+            plam = p0[j] + (0.0 + lam0 * p[j])
+            qlam = q0[j] + (0.0 + lam0 * q[j])
+            r_x = plam * (uxinv * uxinv) - qlam * (xlinv * xlinv) - xsij + etaj
+            xsi_gap = xsij * (xj - alpha[j])
+            eta_gap = etaj * (beta[j] - xj)
+            r_xsi, r_eta = xsi_gap - eps, eta_gap - eps
+            sq[k] = r_x * r_x + r_xsi * r_xsi + r_eta * r_eta
+            big[k] = max(abs(r_x), abs(r_xsi), abs(r_eta))
+            r_xsi, r_eta = xsi_gap - eps_next, eta_gap - eps_next
+            sq_next[k] = r_x * r_x + r_xsi * r_xsi + r_eta * r_eta
+            big_next[k] = max(abs(r_x), abs(r_xsi), abs(r_eta))
+            approx[k] = p[j] * uxinv + q[j] * xlinv
+        squares = 0.0
+        largest = 0.0
+        squares_next = 0.0
+        largest_next = 0.0
+        acc = 0.0
+        for k in range(size):
+            squares += sq[k]
+            largest = max(largest, big[k])
+            squares_next += sq_next[k]
+            largest_next = max(largest_next, big_next[k])
+            acc += approx[k]
+        partial[block, 0] = squares
+        partial[block, 1] = largest
+        partial[block, 2] = squares_next
+        partial[block, 3] = largest_next
+        partial[block, 4] = acc
     total = _sum_rows(partial)
     total[1] = partial[:, 1].max()
     total[3] = partial[:, 3].max()
