@@ -276,6 +276,28 @@ def test_layered_fine_apply_equals_the_assembled_matrix(shape, dtype):
     assert np.abs(out - expected).max() <= tol * np.abs(expected).max()
 
 
+def test_vector_kernels_equal_numpy_bit_for_bit():
+    """The fused PCG and Chebyshev updates (loops over entries innermost) give NumPy's numbers."""
+    from lightweight.fem.multigrid import _chebyshev_update, _pcg_direction, _pcg_step
+    rng = np.random.default_rng(21)
+    X, R, P, AP, Dk = (rng.standard_normal((2, 5003)) for _ in range(5))
+    Z = rng.standard_normal((2, 5003)).astype(np.float32)
+    inv_diag = rng.uniform(0.1, 2.0, 5003)
+    alpha, beta = np.array([0.3, -1.7]), np.array([0.9, 0.05])
+    X1, R1, P1 = X + alpha[:, None] * P, R - alpha[:, None] * AP, beta[:, None] * P + Z
+    _pcg_step(X, R, P, AP, alpha)
+    _pcg_direction(P, Z, beta)
+    for got, expected in ((X, X1), (R, R1), (P, P1)):
+        np.testing.assert_array_equal(got, expected)
+    for AD, a, b in ((None, 0.0, 0.7), (None, 0.4, 0.7), (AP, 0.4, 0.7), (AP, 0.0, 1.3)):
+        Rn = R if AD is None else R - AD
+        Dn = b * inv_diag * Rn + (a * Dk if a != 0.0 else 0.0)
+        Xn = X + Dn
+        _chebyshev_update(X, R, AD, Dk, inv_diag, a, b)
+        for got, expected in ((R, Rn), (Dk, Dn), (X, Xn)):
+            np.testing.assert_array_equal(got, expected)
+
+
 def test_bad_vcycle_dtype_raises():
     _, Ke, fixed, _ = _setup((4, 2, 2), SPACING_3D)
     with pytest.raises(SolverError, match="vcycle_dtype"):

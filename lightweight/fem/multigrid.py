@@ -643,20 +643,39 @@ def _zero_dead_stencil(nodes, dim, indptr, data, alive, diag_out):
 def _chebyshev_update(X, R, AD, Dk, inv_diag, a, b):
     """One fused Chebyshev step: R -= AD (if AD is not None); Dk = a Dk + b D^-1 R; X += Dk.
 
-    X, R, AD, Dk: (n_cases, n); inv_diag: (n,). One pass, no temporaries.
+    X, R, AD, Dk: (n_cases, n); inv_diag: (n,). One pass per case, no temporaries; the loop
+    over the entries is the inner one (rows of one case, contiguous), so it vectorises: at 1.6M
+    float32 entries, one thread, 7.9 -> 0.85 ms per call (first step) and 10.8 -> 1.45 ms (with
+    the residual update); the same operations, so the same numbers bit for bit.
     """
     n_cases, n = X.shape
-    for i in numba.prange(n):
-        for c in range(n_cases):
-            r = R[c, i]
-            if AD is not None:
-                r -= AD[c, i]
-                R[c, i] = r
-            d = b * inv_diag[i] * r
+    for c in range(n_cases):
+        # one view per statement: a tuple assignment of views (and a scalar) in the loop around
+        # a prange left the arrays unchanged (Numba 0.68, _pcg_step: X, R untouched)
+        x_c = X[c]
+        r_c = R[c]
+        d_c = Dk[c]
+        if AD is None:
             if a != 0.0:
-                d += a * Dk[c, i]
-            Dk[c, i] = d
-            X[c, i] += d
+                for i in numba.prange(n):
+                    d = b * inv_diag[i] * r_c[i] + a * d_c[i]
+                    d_c[i] = d
+                    x_c[i] += d
+            else:
+                for i in numba.prange(n):
+                    d = b * inv_diag[i] * r_c[i]
+                    d_c[i] = d
+                    x_c[i] += d
+        else:
+            ad_c = AD[c]
+            for i in numba.prange(n):
+                r = r_c[i] - ad_c[i]
+                r_c[i] = r
+                d = b * inv_diag[i] * r
+                if a != 0.0:
+                    d += a * d_c[i]
+                d_c[i] = d
+                x_c[i] += d
 
 
 @numba.njit(cache=True, parallel=True)
@@ -667,19 +686,27 @@ def _pcg_step(X, R, P, AP, alpha):
     no fused multiply-add): results equal to the bit, without the two (n_cases, n) products.
     """
     n_cases, n = X.shape
-    for i in numba.prange(n):
-        for c in range(n_cases):
-            X[c, i] += alpha[c] * P[c, i]
-            R[c, i] -= alpha[c] * AP[c, i]
+    for c in range(n_cases):          # entries innermost: the loop vectorises
+        x_c = X[c]
+        r_c = R[c]
+        p_c = P[c]
+        ap_c = AP[c]
+        step = alpha[c]
+        for i in numba.prange(n):
+            x_c[i] += step * p_c[i]
+            r_c[i] -= step * ap_c[i]
 
 
 @numba.njit(cache=True, parallel=True)
 def _pcg_direction(P, Z, beta):
     """P = Z + beta P per case (beta (n_cases,)); Z float32 or float64; in place."""
     n_cases, n = P.shape
-    for i in numba.prange(n):
-        for c in range(n_cases):
-            P[c, i] = beta[c] * P[c, i] + Z[c, i]
+    for c in range(n_cases):          # entries innermost: the loop vectorises
+        p_c = P[c]
+        z_c = Z[c]
+        factor = beta[c]
+        for i in numba.prange(n):
+            p_c[i] = factor * p_c[i] + z_c[i]
 
 
 def _row_dots(A, B):

@@ -840,7 +840,8 @@ def _schur_sums_single(x, xsi, eta, lam, p0, q0, P, Q, low, upp, alpha, beta, ep
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     partial = np.zeros((n_blocks, 3))
     lam0 = lam[0]
-    p, q = P[0], Q[0]
+    p = P[0]
+    q = Q[0]
     for block in numba.prange(n_blocks):
         start = block * _BLOCK
         size = min(n, start + _BLOCK) - start
@@ -876,8 +877,10 @@ def _newton_dx_single(x, xsi, eta, lam, dlam, p0, q0, P, Q, low, upp, alpha, bet
     n = x.size
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     partial = np.full(n_blocks, -np.inf)
-    lam0, dlam0 = lam[0], dlam[0]
-    p, q = P[0], Q[0]
+    lam0 = lam[0]
+    dlam0 = dlam[0]
+    p = P[0]
+    q = Q[0]
     for block in numba.prange(n_blocks):
         start = block * _BLOCK
         size = min(n, start + _BLOCK) - start
@@ -907,7 +910,8 @@ def _residual_sums_single(x, xsi, eta, dx, step, lam, p0, q0, P, Q, low, upp, al
     n_blocks = (n + _BLOCK - 1) // _BLOCK
     partial = np.zeros((n_blocks, 5))
     lam0 = lam[0]
-    p, q = P[0], Q[0]
+    p = P[0]
+    q = Q[0]
     moved = step != 0.0
     for block in numba.prange(n_blocks):
         start = block * _BLOCK
