@@ -173,64 +173,64 @@ def _make_fine_apply_cellwise(dim: int, dtype=np.float64):
     return fine_apply
 
 
-def _make_row_apply(dim: int, dtype):
-    """Numba helper: out += K_row (free * U) for m cells of one row of the grid, as one block.
+_HEX_NODES = 8        # compile-time sizes of _hex_row_apply (module globals are constants to
+_HEX_DOFS = 24        # Numba; sizes read from the arrays made the kernel twice as slow)
+
+
+@numba.njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
+def _hex_row_apply(U, out, c, free, scale, Ke, node_offset, first_cell, first_node, stride, m,
+                   UE, TE):
+    """out += K_row (free * U) for m hexahedra of one row of a 3D grid, as one block (case c).
 
     The cells first_cell + stride * e (e < m) with first nodes first_node + stride * e are
     gathered into UE (n_e, >= m), multiplied as one (n_e x n_e) @ (n_e x m) product whose
     innermost loop runs over the cells (contiguous, so LLVM's loop vectoriser uses full SIMD
     registers; per cell the 24-term dot products stayed scalar: Numba leaves the SLP vectoriser
     off and the constant-trip loops are unrolled before the loop vectoriser), then added to out.
-    Within one call cells may share nodes (the scatter is sequential).
+    Within one call cells may share nodes (the scatter is sequential). A module-level function,
+    not one made in the kernels' factories: a kernel that closes over a dispatcher gets a new
+    cache key in every process, so Numba recompiled it at every start (~5 s).
     """
-    NPC = 2 ** dim          # nodes per cell
-    ND = NPC * dim          # DOFs per cell
-    DIM = dim
-    ZERO = dtype(0.0)       # a typed zero: a literal 0.0 accumulator would promote to float64
-
-    @numba.njit(cache=True, inline="always", fastmath={"reassoc", "contract"})
-    def row_apply(U, out, c, free, scale, Ke, node_offset, first_cell, first_node, stride, m,
-                  UE, TE):
+    npc = _HEX_NODES
+    nd = _HEX_DOFS
+    dim = 3
+    for e in range(m):
+        s = scale[first_cell + stride * e]
+        base = first_node + stride * e
+        for b in range(npc):
+            nb = (base + node_offset[b]) * dim
+            for q in range(dim):
+                UE[b * dim + q, e] = U[c, nb + q] * free[nb + q] * s
+    for r in range(nd):
         for e in range(m):
-            s = scale[first_cell + stride * e]
-            base = first_node + stride * e
-            for b in range(NPC):
-                nb = (base + node_offset[b]) * DIM
-                for q in range(DIM):
-                    UE[b * DIM + q, e] = U[c, nb + q] * free[nb + q] * s
-        for r in range(ND):
+            TE[r, e] = 0
+    for q in range(nd):
+        for r in range(nd):
+            k = Ke[r, q]
             for e in range(m):
-                TE[r, e] = ZERO
-        for q in range(ND):
-            for r in range(ND):
-                k = Ke[r, q]
-                for e in range(m):
-                    TE[r, e] += k * UE[q, e]
-        for e in range(m):
-            base = first_node + stride * e
-            for b in range(NPC):
-                nb = (base + node_offset[b]) * DIM
-                for q in range(DIM):
-                    out[c, nb + q] += TE[b * DIM + q, e]
-
-    return row_apply
+                TE[r, e] += k * UE[q, e]
+    for e in range(m):
+        base = first_node + stride * e
+        for b in range(npc):
+            nb = (base + node_offset[b]) * dim
+            for q in range(dim):
+                out[c, nb + q] += TE[b * dim + q, e]
 
 
-def _make_fine_apply_blocked(dim: int, dtype=np.float64):
-    """Numba kernel of the constrained fine matvec, cells in 2^dim colours (3D, thin grids).
+def _make_fine_apply_blocked(dtype=np.float64):
+    """Numba kernel of the constrained 3D fine matvec, cells in 8 colours (grids of < 4 layers).
 
     dtype: the type of Ke, scale, free, U, out and of every product and sum (float32: twice
     the SIMD lanes in the blocked product and half the bytes per vector entry). Cells of one
     colour share no node, so the rows of a colour run in parallel. Each colour's pass reads and
-    writes (nearly) all of U and out: 2^dim passes over the vectors per apply, which is why
+    writes (nearly) all of U and out: 8 passes over the vectors per apply, which is why
     grids of 4 or more cell layers take the layered kernel below.
     Measured at 64x32x32 on one thread: 8.8 ms per cell-by-cell float64 apply, 6.4 ms
     blocked float64, 4.3 ms blocked float32.
     """
-    NPC = 2 ** dim
-    ND = NPC * dim
+    NPC = _HEX_NODES
+    ND = _HEX_DOFS
     DT = dtype
-    row_apply = _make_row_apply(dim, dtype)
 
     @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
     def fine_apply(nodes, cells, offsets, Ke, scale, free, U, out, fixed_diag):
@@ -257,8 +257,8 @@ def _make_fine_apply_blocked(dim: int, dtype=np.float64):
                 UE = np.empty((ND, m), dtype=DT)    # scaled element vectors, one column per cell
                 TE = np.empty((ND, m), dtype=DT)    # their products with Ke
                 for c in range(n_cases):
-                    row_apply(U, out, c, free, scale, Ke, node_offset, oi + cx * (cj + cy * ck),
-                              oi + px * (cj + py * ck), 2, m, UE, TE)
+                    _hex_row_apply(U, out, c, free, scale, Ke, node_offset,
+                                   oi + cx * (cj + cy * ck), oi + px * (cj + py * ck), 2, m, UE, TE)
         for d in numba.prange(U.shape[1]):
             if free[d] == 0.0:
                 for c in range(n_cases):
@@ -267,7 +267,7 @@ def _make_fine_apply_blocked(dim: int, dtype=np.float64):
     return fine_apply
 
 
-def _make_fine_apply_layered(dim: int, dtype=np.float64):
+def _make_fine_apply_layered(dtype=np.float64):
     """The same matvec as :func:`_make_fine_apply_blocked`, by layers of cells (3D grids).
 
     A layer of cells (fixed k) touches node planes k and k + 1 only, so layers two apart share
@@ -278,10 +278,9 @@ def _make_fine_apply_layered(dim: int, dtype=np.float64):
     Zen 4, best of 7): float32 58 -> 40 ms, float64 76 -> 58-61 ms, the same products summed in
     another order (1.4e-7 relative in float32, 1.8e-16 in float64). Two threads: about equal.
     """
-    NPC = 2 ** dim
-    ND = NPC * dim
+    NPC = _HEX_NODES
+    ND = _HEX_DOFS
     DT = dtype
-    row_apply = _make_row_apply(dim, dtype)
 
     @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
     def fine_apply(nodes, cells, offsets, Ke, scale, free, U, out, fixed_diag):
@@ -299,8 +298,8 @@ def _make_fine_apply_layered(dim: int, dtype=np.float64):
                 TE = np.empty((ND, cx), dtype=DT)
                 for cj in range(cy):
                     for c in range(n_cases):
-                        row_apply(U, out, c, free, scale, Ke, node_offset, cx * (cj + cy * ck),
-                                  px * (cj + py * ck), 1, cx, UE, TE)
+                        _hex_row_apply(U, out, c, free, scale, Ke, node_offset,
+                                       cx * (cj + cy * ck), px * (cj + py * ck), 1, cx, UE, TE)
         for d in numba.prange(U.shape[1]):
             if free[d] == 0.0:
                 for c in range(n_cases):
@@ -311,11 +310,11 @@ def _make_fine_apply_layered(dim: int, dtype=np.float64):
 
 # fewer cell layers than this: the colour kernel (a layer per thread would leave threads idle)
 _LAYERED_MIN_LAYERS = 4
-_FINE_APPLY = {2: _make_fine_apply_cellwise(2), 3: _make_fine_apply_blocked(3)}
+_FINE_APPLY = {2: _make_fine_apply_cellwise(2), 3: _make_fine_apply_blocked()}
 # float32 twins, used only inside the V-cycle (the outer PCG keeps its float64 matvec)
-_FINE_APPLY_F32 = {2: _make_fine_apply_cellwise(2, np.float32), 3: _make_fine_apply_blocked(3, np.float32)}
-_FINE_APPLY_LAYERED = {np.dtype(np.float64): _make_fine_apply_layered(3),
-                       np.dtype(np.float32): _make_fine_apply_layered(3, np.float32)}
+_FINE_APPLY_F32 = {2: _make_fine_apply_cellwise(2, np.float32), 3: _make_fine_apply_blocked(np.float32)}
+_FINE_APPLY_LAYERED = {np.dtype(np.float64): _make_fine_apply_layered(),
+                       np.dtype(np.float32): _make_fine_apply_layered(np.float32)}
 
 
 def _fine_apply(nodes, cells, dim, offsets, Ke, scale, free, U, out, fixed_diag):
