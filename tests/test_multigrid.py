@@ -298,6 +298,44 @@ def test_vector_kernels_equal_numpy_bit_for_bit():
             np.testing.assert_array_equal(got, expected)
 
 
+def _interpolation_matrix(cnodes, fnodes, dim):
+    """The (bi/tri)linear prolongation between nested grids as a dense matrix, node by node."""
+    def parents(i):
+        return {i // 2: 1.0} if i % 2 == 0 else {(i - 1) // 2: 0.5, (i + 1) // 2: 0.5}
+    (cpx, cpy, _), (fpx, fpy, fpz) = cnodes, fnodes
+    P = np.zeros((fpx * fpy * fpz * dim, int(np.prod(cnodes)) * dim))
+    for k in range(fpz):
+        for j in range(fpy):
+            for i in range(fpx):
+                n = i + fpx * (j + fpy * k)
+                for K, wk in parents(k).items():
+                    for J, wj in parents(j).items():
+                        for I, wi in parents(i).items():
+                            N = I + cpx * (J + cpy * K)
+                            for q in range(dim):
+                                P[n * dim + q, N * dim + q] += wi * wj * wk
+    return P
+
+
+@pytest.mark.parametrize("cnodes, fnodes, dim", [((3, 4, 2), (5, 7, 3), 3), ((4, 3, 1), (7, 5, 1), 2)])
+@pytest.mark.parametrize("fine_dtype", [np.float64, np.float32])
+def test_grid_transfers_are_the_interpolation_and_its_transpose(cnodes, fnodes, dim, fine_dtype):
+    """Prolongation adds free * (P Xc) and restriction gives P^T (free * Xf), line-wise kernels."""
+    from lightweight.fem.multigrid import _prolong_add, _restrict
+    P = _interpolation_matrix(cnodes, fnodes, dim)
+    rng = np.random.default_rng(31)
+    free = (rng.uniform(size=P.shape[0]) > 0.2).astype(fine_dtype)
+    Xc = rng.standard_normal((2, P.shape[1]))
+    Xf = rng.standard_normal((2, P.shape[0])).astype(fine_dtype)
+    tol = 1e-12 if fine_dtype == np.float64 else 1e-6
+    out = Xf.copy()
+    _prolong_add(cnodes, fnodes, dim, Xc, out, free)
+    np.testing.assert_allclose(out, Xf + free * (Xc @ P.T), rtol=tol, atol=tol)
+    restricted = np.empty_like(Xc)
+    _restrict(cnodes, fnodes, dim, Xf, restricted, free)
+    np.testing.assert_allclose(restricted, (free * Xf) @ P, rtol=tol, atol=tol)
+
+
 def test_bad_vcycle_dtype_raises():
     _, Ke, fixed, _ = _setup((4, 2, 2), SPACING_3D)
     with pytest.raises(SolverError, match="vcycle_dtype"):

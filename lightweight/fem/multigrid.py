@@ -365,38 +365,49 @@ def _parent(i):
     return (i - 1) // 2, (i + 1) // 2, 0.5, 2
 
 
+# Both transfers work line by line (a line: the nodes of fixed j, k, contiguous in memory): the
+# (bi/tri)linear weights in j and k combine up to 4 (prolongation) or 9 (restriction) whole
+# lines with one weight each, a loop over a line's values that vectorises, and only the weights
+# along i are applied node by node. The weights are powers of two, so every product is exact
+# and only the order of the additions differs from the node-by-node form this replaced
+# (1 ulp). From 128x64x64 to its first coarse level, one thread: prolongation 29 -> 4.8 ms,
+# restriction 27 -> 5.6 ms.
 @numba.njit(cache=True, parallel=True)
 def _prolong_add(cnodes, fnodes, dim, Xc, Xf, free_f):
     """Xf += free_f * (P Xc), P the (bi/tri)linear interpolation; (n_cases, n_dofs) arrays."""
     cpx, cpy, cpz = cnodes
     fpx, fpy, fpz = fnodes
     n_cases = Xc.shape[0]
+    width = cpx * dim
     for row in numba.prange(fpy * fpz):
         j = row % fpy
         k = row // fpy
         j0, j1, wj, nj = _parent(j)
         k0, k1, wk, nk = _parent(k)
-        val = np.empty((n_cases, dim))
-        for i in range(fpx):
-            i0, i1, wi, ni = _parent(i)
-            val[:, :] = 0.0
+        line = np.empty(width)           # the coarse line interpolated to this (j, k)
+        fine0 = row * fpx * dim
+        for c in range(n_cases):
+            coarse = Xc[c]
+            fine = Xf[c]
+            for t in range(width):
+                line[t] = 0.0
             for kk in range(nk):
                 K = k0 if kk == 0 else k1
                 for jj in range(nj):
                     J = j0 if jj == 0 else j1
-                    for ii in range(ni):
-                        I = i0 if ii == 0 else i1
-                        w = wi * wj * wk
-                        N = I + cpx * (J + cpy * K)
-                        for p in range(dim):
-                            for c in range(n_cases):
-                                val[c, p] += w * Xc[c, N * dim + p]
-            n = i + fpx * row
-            for p in range(dim):
-                dof = n * dim + p
-                f = free_f[dof]
-                for c in range(n_cases):
-                    Xf[c, dof] += f * val[c, p]
+                    w = wj * wk
+                    first = (cpx * (J + cpy * K)) * dim
+                    for t in range(width):
+                        line[t] += w * coarse[first + t]
+            for I in range(cpx):
+                for p in range(dim):
+                    dof = fine0 + 2 * I * dim + p
+                    fine[dof] += free_f[dof] * line[I * dim + p]
+            for I in range(cpx - 1):         # odd fine nodes: halfway between two coarse ones
+                for p in range(dim):
+                    dof = fine0 + (2 * I + 1) * dim + p
+                    fine[dof] += free_f[dof] * (0.5 * line[I * dim + p]
+                                                + 0.5 * line[(I + 1) * dim + p])
 
 
 @numba.njit(cache=True, parallel=True)
@@ -405,12 +416,17 @@ def _restrict(cnodes, fnodes, dim, Xf, Xc, free_f):
     cpx, cpy, cpz = cnodes
     fpx, fpy, fpz = fnodes
     n_cases = Xf.shape[0]
+    width = fpx * dim
     for row in numba.prange(cpy * cpz):
         J = row % cpy
         K = row // cpy
-        val = np.empty((n_cases, dim))
-        for I in range(cpx):
-            val[:, :] = 0.0
+        line = np.empty(width)           # the fine lines around (J, K), weighted and summed
+        coarse0 = row * cpx * dim
+        for c in range(n_cases):
+            fine = Xf[c]
+            coarse = Xc[c]
+            for t in range(width):
+                line[t] = 0.0
             for dk in range(-1, 2):
                 k = 2 * K + dk
                 if k < 0 or k >= fpz:
@@ -420,22 +436,18 @@ def _restrict(cnodes, fnodes, dim, Xf, Xc, free_f):
                     j = 2 * J + dj
                     if j < 0 or j >= fpy:
                         continue
-                    wj = 1.0 if dj == 0 else 0.5
-                    for di in range(-1, 2):
-                        i = 2 * I + di
-                        if i < 0 or i >= fpx:
-                            continue
-                        w = wk * wj * (1.0 if di == 0 else 0.5)
-                        n = i + fpx * (j + fpy * k)
-                        for p in range(dim):
-                            dof = n * dim + p
-                            f = w * free_f[dof]
-                            for c in range(n_cases):
-                                val[c, p] += f * Xf[c, dof]
-            N = I + cpx * row
-            for p in range(dim):
-                for c in range(n_cases):
-                    Xc[c, N * dim + p] = val[c, p]
+                    w = wk * (1.0 if dj == 0 else 0.5)
+                    first = (fpx * (j + fpy * k)) * dim
+                    for t in range(width):
+                        line[t] += w * (free_f[first + t] * fine[first + t])
+            for I in range(cpx):
+                for p in range(dim):
+                    value = line[2 * I * dim + p]
+                    if I > 0:
+                        value += 0.5 * line[(2 * I - 1) * dim + p]
+                    if I < cpx - 1:
+                        value += 0.5 * line[(2 * I + 1) * dim + p]
+                    coarse[coarse0 + I * dim + p] = value
 
 
 # ---------------------------------------------------------------------------- coarse CSR levels
