@@ -33,7 +33,8 @@ import scipy.sparse.linalg as spla
 from lightweight.fem.assembly import build_pattern, element_dofs, refill
 from lightweight.fem.kernels import element_quadratic_forms
 from lightweight.fem.multigrid import GridMultigrid, grid_matvec
-from scaling import design_scale, grid_cells, petsc_cantilever, petsc_loop, petsc_model
+from scaling import (design_scale, grid_cells, numba_threads, petsc_cantilever, petsc_loop,
+                     petsc_model)
 
 THRESHOLDS = json.loads((Path(__file__).parent / "thresholds.json").read_text())
 
@@ -237,8 +238,6 @@ def test_ratio_fine_apply_layers_vs_colours():
     thread, best of 5 each, alternated in three rounds. Measured 1.45 on the AMD EPYC (Zen 4)
     machine of 2026-12-02 (58 -> 40 ms); the gain is the vectors streamed twice instead of 8
     times, so it shows where they do not fit in cache (at 64x32x32 it was 1.1)."""
-    import numba
-
     from lightweight.fem.multigrid import _FINE_APPLY_F32, _cell_offsets, _fine_apply
     cells = (128, 64, 64)
     nodes = tuple(c + 1 for c in cells)
@@ -259,9 +258,7 @@ def test_ratio_fine_apply_layers_vs_colours():
     def by_colours():
         _FINE_APPLY_F32[3](nodes, cells, offsets, Ke, scale, free, U, coloured, 0.0)
 
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
+    with numba_threads(1):
         by_layers()
         by_colours()
         assert np.abs(layered - coloured).max() <= 1e-5 * np.abs(coloured).max()
@@ -269,8 +266,6 @@ def test_ratio_fine_apply_layers_vs_colours():
         for _ in range(3):
             t_colours = min(t_colours, _best_seconds(by_colours, 5))
             t_layers = min(t_layers, _best_seconds(by_layers, 5))
-    finally:
-        numba.set_num_threads(threads)
     ratio = t_colours / t_layers
     entry = THRESHOLDS["multigrid_fine_apply_layers_vs_colours"]
     print(f"fine apply 128x64x64 float32, one thread: colours {t_colours * 1e3:.1f} ms, layers "

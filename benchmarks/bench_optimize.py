@@ -111,7 +111,7 @@ def test_ratio_mma_single_constraint_kernels_vs_general():
     best of 3 each, alternated in two rounds (1.31-1.55 measured on an AMD EPYC, Zen 4). The
     designs are equal bit for bit (tests/test_mma.py), so this is pure speed: the general
     kernels' loop-carried sums kept every division scalar."""
-    import numba
+    from scaling import numba_threads
 
     from lightweight.optimize.mma import _solve_subproblem
     n = 524_288
@@ -137,17 +137,13 @@ def test_ratio_mma_single_constraint_kernels_vs_general():
             times.append(time.perf_counter() - start)
         return min(times)
 
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
+    with numba_threads(1):
         _solve_subproblem(*args, single_kernels=True)
         _solve_subproblem(*args, single_kernels=False)
         t_general = t_single = np.inf
         for _ in range(2):
             t_general = min(t_general, best(False))
             t_single = min(t_single, best(True))
-    finally:
-        numba.set_num_threads(threads)
     ratio = t_general / t_single
     entry = THRESHOLDS["mma_single_constraint_kernels_vs_general"]
     print(f"MMA subproblem, 524k variables, one thread: general {t_general:.2f} s, m = 1 kernels "

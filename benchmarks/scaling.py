@@ -38,6 +38,7 @@ per cell, which is the filter's property, not the solver's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import resource
@@ -94,6 +95,18 @@ def design_scale(n_cells: int, design: str = "uniform", seed: int = 0) -> np.nda
     else:
         rho = np.random.default_rng(seed).uniform(1e-3, 2 * VOLUME_FRACTION, n_cells)
     return E_MIN + rho ** 3 * (1 - E_MIN)
+
+
+@contextlib.contextmanager
+def numba_threads(n: int):
+    """Run the block with n Numba threads (same-run ratios of kernels on one core), then restore."""
+    import numba
+    before = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def _rss_mb() -> float:

@@ -217,6 +217,24 @@ def _hex_row_apply(U, out, c, free, scale, Ke, node_offset, first_cell, first_no
                 out[c, nb + q] += TE[b * dim + q, e]
 
 
+@numba.njit(cache=True, inline="always")
+def _hex_node_offsets(offsets, px, py):
+    """Offsets (8,) of a hexahedron's nodes from its first node, in node ids of the grid."""
+    node_offset = np.empty(_HEX_NODES, dtype=np.int64)
+    for b in range(_HEX_NODES):
+        node_offset[b] = offsets[b, 0] + px * (offsets[b, 1] + py * offsets[b, 2])
+    return node_offset
+
+
+@numba.njit(cache=True, inline="always")
+def _fixed_rows(U, out, free, fixed_diag):
+    """out = fixed_diag * U on the fixed rows (free == 0) of (n_cases, n_dofs) arrays."""
+    for d in numba.prange(U.shape[1]):
+        if free[d] == 0.0:
+            for c in range(U.shape[0]):
+                out[c, d] = fixed_diag * U[c, d]
+
+
 def _make_fine_apply_blocked(dtype=np.float64):
     """Numba kernel of the constrained 3D fine matvec, cells in 8 colours (grids of < 4 layers).
 
@@ -228,7 +246,6 @@ def _make_fine_apply_blocked(dtype=np.float64):
     Measured at 64x32x32 on one thread: 8.8 ms per cell-by-cell float64 apply, 6.4 ms
     blocked float64, 4.3 ms blocked float32.
     """
-    NPC = _HEX_NODES
     ND = _HEX_DOFS
     DT = dtype
 
@@ -238,9 +255,7 @@ def _make_fine_apply_blocked(dtype=np.float64):
         cx, cy, cz = cells
         n_cases = U.shape[0]
         out[:, :] = 0.0
-        node_offset = np.empty(NPC, dtype=np.int64)
-        for b in range(NPC):
-            node_offset[b] = offsets[b, 0] + px * (offsets[b, 1] + py * offsets[b, 2])
+        node_offset = _hex_node_offsets(offsets, px, py)
         n_colours = 8 if cz > 1 else 4
         for colour in range(n_colours):
             oi = colour % 2
@@ -259,10 +274,7 @@ def _make_fine_apply_blocked(dtype=np.float64):
                 for c in range(n_cases):
                     _hex_row_apply(U, out, c, free, scale, Ke, node_offset,
                                    oi + cx * (cj + cy * ck), oi + px * (cj + py * ck), 2, m, UE, TE)
-        for d in numba.prange(U.shape[1]):
-            if free[d] == 0.0:
-                for c in range(n_cases):
-                    out[c, d] = fixed_diag * U[c, d]
+        _fixed_rows(U, out, free, fixed_diag)
 
     return fine_apply
 
@@ -278,7 +290,6 @@ def _make_fine_apply_layered(dtype=np.float64):
     Zen 4, best of 7): float32 58 -> 40 ms, float64 76 -> 58-61 ms, the same products summed in
     another order (1.4e-7 relative in float32, 1.8e-16 in float64). Two threads: about equal.
     """
-    NPC = _HEX_NODES
     ND = _HEX_DOFS
     DT = dtype
 
@@ -288,9 +299,7 @@ def _make_fine_apply_layered(dtype=np.float64):
         cx, cy, cz = cells
         n_cases = U.shape[0]
         out[:, :] = 0.0
-        node_offset = np.empty(NPC, dtype=np.int64)
-        for b in range(NPC):
-            node_offset[b] = offsets[b, 0] + px * (offsets[b, 1] + py * offsets[b, 2])
+        node_offset = _hex_node_offsets(offsets, px, py)
         for parity in range(2):
             for layer in numba.prange((cz - parity + 1) // 2):
                 ck = parity + 2 * layer
@@ -300,10 +309,7 @@ def _make_fine_apply_layered(dtype=np.float64):
                     for c in range(n_cases):
                         _hex_row_apply(U, out, c, free, scale, Ke, node_offset,
                                        cx * (cj + cy * ck), px * (cj + py * ck), 1, cx, UE, TE)
-        for d in numba.prange(U.shape[1]):
-            if free[d] == 0.0:
-                for c in range(n_cases):
-                    out[c, d] = fixed_diag * U[c, d]
+        _fixed_rows(U, out, free, fixed_diag)
 
     return fine_apply
 
