@@ -59,7 +59,9 @@ variable), one forms dx and the longest step that stays interior, one evaluates 
 for each line-search trial (for the next eps as well, which saves the pass that would open the
 next barrier level), and one takes the step. The steps of the bound multipliers xsi and eta are
 recomputed from dx where needed instead of stored; only the algebra of size m (the (m+1) system,
-y, z, mu, s) stays in NumPy. One pass before the solver builds the asymptotes, another the box
+y, z, mu, s) stays in NumPy. With one constraint (minimize_compliance's volume) the three passes
+per Newton step run kernels written for m = 1 whose per-variable work vectorises: the same
+numbers bit for bit, 1.2-2.3x faster per pass at 524k variables on one core. One pass before the solver builds the asymptotes, another the box
 and the approximations. An update therefore holds 11 + 2m vectors of length n: x (kept as
 ``xold1``), low and upp (kept), alpha and beta, p0 and q0, the (m, n) P and Q, and the solver's
 x, xsi, eta and dx. The Newton steps, step lengths and stopping tests are those of the
