@@ -174,3 +174,98 @@ def test_both_setups_agree_with_direct(bracket, setup):
     c, c_ref = np.einsum("ij,ij->j", F, X), np.einsum("ij,ij->j", F, X_ref)
     np.testing.assert_allclose(c, c_ref, rtol=1e-8)
     assert solver.hierarchies_built == 1
+
+
+def test_triple_kernels_equal_the_row_kernels_bit_for_bit(bracket):
+    """Products and Galerkin products over node triples (rows 3i..3i+2 sharing their columns)
+    give the row-by-row kernels' numbers exactly, on K, P, P^T and A P of the bracket."""
+    from lightweight.fem import amg
+    scales = _scales(bracket)
+    solver = ReusedAMGSolver(points=bracket.mesh.points)
+    solver.factorize(_matrix(bracket, scales["solid"]))
+    level = solver._hierarchy.levels[0]
+    K = amg._index32(_matrix(bracket, scales["random"]))
+    rng = np.random.default_rng(5)
+    for A in (K, level.P, level.R):
+        assert amg._triple_structure(A) == (True, True)
+        for k in (1, 2, 3):
+            X = rng.standard_normal((A.shape[1], k))
+            B = rng.standard_normal((A.shape[0], k))
+            for mode in (0, 1, 2):
+                by_rows, by_triples = B.copy(), B.copy()
+                amg._csr_block(A.indptr, A.indices, A.data, X, B, by_rows, mode)
+                amg._csr_block_triples(A.indptr, A.indices, A.data, X, B, by_triples, mode)
+                assert np.array_equal(by_rows, by_triples), (A.shape, k, mode)
+    AP_product = amg._Product(K, level.P, keep_values=False)
+    AP = AP_product(K, level.P)
+    assert amg._triple_structure(AP) == (True, True)
+    AP_rows = AP.copy()
+    amg._spgemm_numeric(K.indptr, K.indices, K.data, level.P.indptr, level.P.indices, level.P.data,
+                        AP_rows.indptr, AP_rows.indices, AP_rows.data, AP.shape[1], AP_product.n_chunks)
+    assert np.array_equal(AP.data, AP_rows.data)
+    RAP_product = amg._Product(level.R, AP_product.C, symmetric=True)
+    RAP = RAP_product(level.R, AP).copy()
+    RAP_rows = RAP.copy()
+    amg._spgemm_numeric_symmetric(level.R.indptr, level.R.indices, level.R.data, AP.indptr, AP.indices,
+                                  AP.data, RAP_rows.indptr, RAP_rows.indices, RAP_rows.data,
+                                  RAP_product.mirror_from, RAP.shape[1], RAP_product.n_chunks)
+    assert np.array_equal(RAP.data, RAP_rows.data)
+    reference = (level.R @ K @ level.P).tocsr()
+    assert abs(RAP - reference).max() <= 1e-12 * abs(reference).max()
+
+
+def test_triple_structure_is_detected_not_assumed():
+    """Patterns without node triples take the row kernels, and every dispatch equals SciPy."""
+    from lightweight.fem import amg
+    rng = np.random.default_rng(2)
+    graph = sp.random(40, 40, density=0.15, random_state=2, format="csr") + sp.eye(40)
+    blocked = sp.csr_matrix(sp.kron(graph, np.ones((3, 3))))
+    blocked.data = rng.standard_normal(blocked.nnz)
+    blocked.sort_indices()
+    rows_only = sp.csr_matrix(sp.kron(graph, np.ones((3, 1))))   # rows in triples, columns single
+    rows_only.data = rng.standard_normal(rows_only.nnz)
+    broken = blocked.tolil()
+    broken[4, 0] = 0.0 if broken[4, 0] else 1.0      # one row of node 1 differs from its siblings
+    broken = sp.csr_matrix(broken)
+    broken.sort_indices()
+    loose = sp.random(90, 60, density=0.1, random_state=4, format="csr")
+    assert amg._triple_structure(blocked) == (True, True)
+    assert amg._triple_structure(rows_only) == (True, False)
+    assert amg._triple_structure(broken) == (False, False)
+    assert amg._triple_structure(loose)[0] is False
+    assert amg._triple_structure(sp.csr_matrix(np.ones((4, 4)))) == (False, False)   # 4 rows
+    for A in (blocked, rows_only, broken, loose):
+        X = rng.standard_normal((A.shape[1], 3))
+        np.testing.assert_allclose(spmm(A, X), A @ X, rtol=1e-13, atol=1e-13)
+    for A, B in ((blocked, blocked), (rows_only, graph.tocsr()), (broken, blocked)):
+        C = amg._Product(A, B)(A, B)
+        np.testing.assert_allclose(C.toarray(), (A @ B).toarray(), rtol=1e-13, atol=1e-12)
+
+
+@pytest.mark.skipif("pardiso" not in available_solvers(), reason="no MKL PARDISO")
+def test_pardiso_single_precision_factor(bracket):
+    """The coarse level's single-precision PARDISO: float64 in and out, an error of single
+    precision (not double: the option is really in effect), a smaller factor."""
+    from lightweight.fem.solvers import PardisoSolver
+    K = _matrix(bracket, None)
+    F = _rhs(bracket)
+    single, double = PardisoSolver(single=True), PardisoSolver()
+    single.check_residuals = double.check_residuals = False
+    single.factorize(K)
+    double.factorize(K)
+    X, X_ref = single.solve(F), double.solve(F)
+    assert X.dtype == np.float64 and X.shape == F.shape
+    # error in the energy norm: ~1e-3 on this solid bracket (float32's 6e-8 times K's condition)
+    E = X - X_ref
+    energy_error = np.sqrt(np.einsum("ij,ij->j", E, K @ E) / np.einsum("ij,ij->j", X_ref, K @ X_ref))
+    assert np.all(energy_error < 1e-2) and np.all(energy_error > 1e-9)
+    residual_ref = np.linalg.norm(F - K @ X_ref, axis=0) / np.linalg.norm(F, axis=0)
+    assert np.all(residual_ref < 1e-9)
+    assert single.report["memory_bytes"] < double.report["memory_bytes"]
+    # with its default residual check a single-precision solve is refined to the direct
+    # solvers' residual limit
+    from lightweight.fem.solvers import RESIDUAL_LIMIT
+    checked = PardisoSolver(single=True)
+    checked.factorize(K)
+    X = checked.solve(F)
+    assert np.all(np.linalg.norm(F - K @ X, axis=0) / np.linalg.norm(F, axis=0) <= RESIDUAL_LIMIT)

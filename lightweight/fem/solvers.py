@@ -350,13 +350,18 @@ class PardisoSolver(LinearSolver):
     """MKL PARDISO, real SPD (mtype 2) Cholesky on the upper triangle, symbolic phase reused.
 
     ``matrix_type=11`` (real unsymmetric LU on the full matrix) is kept as an option for
-    comparison; it is slower and silently perturbs zero pivots.
+    comparison; it is slower and silently perturbs zero pivots. ``single=True``: PARDISO's
+    single-precision factorization and solves (iparm(28) = 1; inputs and outputs stay float64
+    for the caller): two thirds of the factor memory and 1.2-1.4x faster, for inner solves
+    whose accuracy is set elsewhere (the AMG coarse level: relative residual ~3e-5 there).
     """
 
     name = "pardiso"
 
-    def __init__(self, matrix_type: int = 2, check_pivots: bool = True):
+    def __init__(self, matrix_type: int = 2, check_pivots: bool = True, single: bool = False):
         super().__init__()
+        self.single = bool(single)
+        self._dtype = np.float32 if self.single else np.float64
         import ctypes
 
         if matrix_type not in (2, 11):
@@ -397,6 +402,7 @@ class PardisoSolver(LinearSolver):
         ip[12] = 1 if self.matrix_type == 11 else 0   # weighted matching
         ip[17] = -1          # report the factor's non-zeros (iparm[17]) ...
         ip[18] = -1          # ... and its MFlop count (iparm[18]), which sets the thread count
+        ip[27] = 1 if self.single else 0   # single-precision factor and solves
         ip[34] = 1           # zero-based indices: pass SciPy's arrays without a +1 copy
         ip[55] = 1 if (self._getdiag is not None and self.check_pivots) else 0   # keep the factor diagonal for pivot checks
 
@@ -405,7 +411,7 @@ class PardisoSolver(LinearSolver):
         n = self._n
         nrhs = 1 if b is None else b.shape[1]
         if b is None:
-            b = np.zeros((n, 1), order="F")
+            b = np.zeros((n, 1), dtype=self._dtype, order="F")
         x = np.zeros_like(b, order="F")
         error = ct.c_int32(0)
         threads = self.threads if self.threads is not None else self._mkl_threads.max_threads
@@ -423,6 +429,8 @@ class PardisoSolver(LinearSolver):
         ct = self._ctypes
         n = self._n
         i32p = ct.POINTER(ct.c_int32)
+        # the value arrays are float32 in single precision (iparm(28)); the pointer type is only
+        # the declaration's
         f64p = ct.POINTER(ct.c_double)
         self._call(self.pt.ctypes.data_as(ct.POINTER(ct.c_int64)), ct.byref(ct.c_int32(1)),
                    ct.byref(ct.c_int32(1)), ct.byref(ct.c_int32(self.matrix_type)),
@@ -599,7 +607,8 @@ class PardisoSolver(LinearSolver):
         self.thread_timings = {mode: float(np.median(times)) for mode, times in self._recent.items()}
 
     def _values(self, K: sp.csr_matrix) -> np.ndarray:
-        return np.ascontiguousarray(K.data[self._upper] if self._upper is not None else K.data)
+        values = K.data[self._upper] if self._upper is not None else K.data
+        return np.ascontiguousarray(values, dtype=self._dtype)
 
     def _numeric(self, K: sp.csr_matrix) -> None:
         self._data = self._values(K)
@@ -620,7 +629,7 @@ class PardisoSolver(LinearSolver):
             return
         ct = self._ctypes
         n = self._n
-        df, da = np.zeros(n), np.zeros(n)
+        df, da = np.zeros(n, dtype=self._dtype), np.zeros(n, dtype=self._dtype)
         err = ct.c_int32(0)
         f64p = ct.POINTER(ct.c_double)
         self._getdiag(self.pt.ctypes.data_as(ct.POINTER(ct.c_int64)), df.ctypes.data_as(f64p),
@@ -635,8 +644,8 @@ class PardisoSolver(LinearSolver):
             raise _singular(f"pardiso: smallest pivot is {worst:.1e} of its diagonal entry")
 
     def _solve(self, B: np.ndarray, x0) -> np.ndarray:
-        b = np.asfortranarray(B)
-        return np.ascontiguousarray(self._pardiso(33, self._data, b))
+        b = np.asfortranarray(B, dtype=self._dtype)
+        return np.ascontiguousarray(self._pardiso(33, self._data, b), dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------- CHOLMOD
