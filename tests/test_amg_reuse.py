@@ -269,3 +269,19 @@ def test_pardiso_single_precision_factor(bracket):
     checked.factorize(K)
     X = checked.solve(F)
     assert np.all(np.linalg.norm(F - K @ X, axis=0) / np.linalg.norm(F, axis=0) <= RESIDUAL_LIMIT)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_fused_pcg_updates_equal_numpy(k):
+    """The fused PCG kernels: X, R and P as NumPy's updates bit for bit, R's column sums of
+    squares to rounding (fixed chunks, so independent of the thread count)."""
+    from lightweight.fem import amg
+    rng = np.random.default_rng(k)
+    X, R, P, AP, Z = (rng.standard_normal((1001, k)) for _ in range(5))
+    alpha, beta = rng.standard_normal(k), rng.standard_normal(k)
+    X_ref, R_ref, P_ref = X + P * alpha, R - AP * alpha, P * beta + Z
+    squares = np.empty(k)
+    amg._pcg_update(X, R, P, AP, alpha, squares)
+    amg._pcg_direction(P, Z, beta)
+    assert np.array_equal(X, X_ref) and np.array_equal(R, R_ref) and np.array_equal(P, P_ref)
+    np.testing.assert_allclose(squares, (R_ref ** 2).sum(axis=0), rtol=1e-14)

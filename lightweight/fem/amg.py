@@ -230,9 +230,18 @@ def _triples_kernel(indptr, indices, out):
         out[g] = (1 if same else 0) + (2 if whole else 0)
 
 
-# pattern (indices array) -> its triple structure; weak references, so a pattern's entry goes
-# with it. The FE core keeps one pattern per mesh, so the O(nnz) check runs once.
+# pattern -> its triple structure, keyed by the memory of its index arrays (SciPy wraps the
+# same arrays in new view objects for every matrix built on a pattern) and holding weak
+# references to the arrays that own that memory: while they live, no other pattern can sit
+# there, and an entry goes with its pattern. The FE core keeps one pattern per mesh, so the
+# O(nnz) check runs once per mesh (and once per Galerkin pattern).
 _TRIPLES_CACHE: dict = {}
+
+
+def _owner(a: np.ndarray) -> np.ndarray:
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
 
 
 def _triple_structure(A: sp.csr_matrix) -> tuple[bool, bool]:
@@ -241,17 +250,23 @@ def _triple_structure(A: sp.csr_matrix) -> tuple[bool, bool]:
     n = A.shape[0]
     if n % 3 or n == 0:
         return False, False
-    key = id(A.indices)
+    indices, indptr = A.indices, A.indptr
+    key = (indices.__array_interface__["data"][0], indices.shape, indices.strides, indices.dtype.str,
+           indptr.__array_interface__["data"][0], indptr.shape, indptr.strides, indptr.dtype.str)
+    owners = (_owner(indices), _owner(indptr))
     hit = _TRIPLES_CACHE.get(key)
-    if hit is not None and hit[0]() is A.indices and hit[1]() is A.indptr:
+    if hit is not None and hit[0]() is owners[0] and hit[1]() is owners[1]:
         return hit[2]
     flags = np.empty(n // 3, dtype=np.uint8)
-    _triples_kernel(A.indptr, A.indices, flags)
+    _triples_kernel(indptr, indices, flags)
     rows = bool(np.all(flags & 1))
     answer = (rows, rows and bool(np.all(flags & 2)))
     for dead in [k for k, v in _TRIPLES_CACHE.items() if v[0]() is None or v[1]() is None]:
         del _TRIPLES_CACHE[dead]
-    _TRIPLES_CACHE[key] = (weakref.ref(A.indices), weakref.ref(A.indptr), answer)
+    try:
+        _TRIPLES_CACHE[key] = (weakref.ref(owners[0]), weakref.ref(owners[1]), answer)
+    except TypeError:          # an owner that takes no weak reference (not an ndarray): no cache
+        pass
     return answer
 
 
@@ -295,6 +310,43 @@ def _cheb_step(dinv, R, D, X, c_old, c_new):
             d = c_old * D[i, j] + c_new * s * R[i, j]
             D[i, j] = d
             X[i, j] += d
+
+
+# fixed row chunks of the fused PCG update's sums of squares: the same partial sums (so the
+# same iteration counts) whatever the thread count
+PCG_SUM_CHUNKS = 64
+
+
+@numba.njit(cache=True, parallel=True)
+def _pcg_update(X, R, P, AP, alpha, squares):
+    """X += alpha P, R -= alpha AP column by column (the products rounded as NumPy's ``X += P *
+    alpha``), and squares[j] = sum of R[:, j]^2 after the update, in one pass over the blocks
+    (n, k); the squares summed over :data:`PCG_SUM_CHUNKS` fixed row chunks, then in order."""
+    n, k = R.shape
+    chunk = (n + PCG_SUM_CHUNKS - 1) // PCG_SUM_CHUNKS
+    partial = np.zeros((PCG_SUM_CHUNKS, k))
+    for c in numba.prange(PCG_SUM_CHUNKS):
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
+            for j in range(k):
+                a = alpha[j]
+                X[i, j] += P[i, j] * a
+                r = R[i, j] - AP[i, j] * a
+                R[i, j] = r
+                partial[c, j] += r * r
+    for j in range(k):
+        total = 0.0
+        for c in range(PCG_SUM_CHUNKS):
+            total += partial[c, j]
+        squares[j] = total
+
+
+@numba.njit(cache=True, parallel=True)
+def _pcg_direction(P, Z, beta):
+    """P = beta P + Z column by column, in place (rounded as NumPy's ``P *= beta; P += Z``)."""
+    n, k = P.shape
+    for i in numba.prange(n):
+        for j in range(k):
+            P[i, j] = P[i, j] * beta[j] + Z[i, j]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -961,10 +1013,10 @@ def _block_pcg_run(A, B, X0, precondition, rtol, maxiter):
         ok = pap > 0
         broke[active[~ok]] = True
         alpha = np.where(ok, rz / np.where(ok, pap, 1.0), 0.0)
-        Xa += P * alpha
-        Ra -= AP * alpha
+        squares = np.empty(alpha.shape[0])
+        _pcg_update(Xa, Ra, P, AP, alpha, squares)      # one pass instead of five, no temporaries
         iters[active] += 1
-        res[active] = np.linalg.norm(Ra, axis=0) / b_safe[active]
+        res[active] = np.sqrt(squares) / b_safe[active]
         keep = (res[active] > rtol) & ok & np.isfinite(res[active])
         if not np.all(keep):
             X[:, active] = Xa
@@ -976,8 +1028,7 @@ def _block_pcg_run(A, B, X0, precondition, rtol, maxiter):
             AP = np.empty_like(P)
         Z = precondition(Ra)
         rz_new = np.einsum("ij,ij->j", Ra, Z)
-        P *= rz_new / rz
-        P += Z
+        _pcg_direction(P, Z, rz_new / rz)
         rz = rz_new
     else:
         X[:, active] = Xa
