@@ -10,6 +10,7 @@ to 1e-6 in compliance on every field.
     python -m pytest benchmarks/bench_unstructured.py -m slow            # 422k tets, minutes
     python benchmarks/bench_unstructured.py --one-off 1.75   # single solves, build included
     python benchmarks/bench_unstructured.py --memory 2.2     # bytes per tet kept / allocated
+    python benchmarks/bench_unstructured.py --triples 1.75   # node-triple kernels vs row kernels
 """
 
 from __future__ import annotations
@@ -151,6 +152,69 @@ def test_tet4_memory_per_tet_small():
     assert result["refresh_peak"] <= limits["max_refresh_peak"], result
 
 
+def triple_kernels_vs_rows(size: float, rounds: int = 3) -> dict:
+    """Same-run times of the node-triple kernels against the row-by-row ones (lightweight.fem.amg)
+    on an amg-reuse hierarchy of the bracket: K X with 3 load cases (best of 15 per round) and
+    the Galerkin product A P, R (A P) (best of 3), alternated; both give the same numbers."""
+    from lightweight.fem import amg
+    system = _system(size)
+    K = amg._index32(_matrices(system, drifting_designs(system, 1))[0])
+    solver = ReusedAMGSolver(points=system.mesh.points)
+    solver.factorize(K)
+    level = solver._hierarchy.levels[0]
+    P, R = level.P, level.R
+    X = np.random.default_rng(0).standard_normal((K.shape[0], 3))
+    Y = np.empty_like(X)
+    AP_product, RAP_product = level.AP_product, level.RAP_product
+    AP_rows = AP_product(K, P).copy()
+    RAP_rows = RAP_product.C.copy()
+
+    def spmm_rows():
+        amg._csr_block(K.indptr, K.indices, K.data, X, X, Y, 0)
+
+    def spmm_triples():
+        amg._csr_block_triples(K.indptr, K.indices, K.data, X, X, Y, 0)
+
+    def galerkin_rows():
+        amg._spgemm_numeric(K.indptr, K.indices, K.data, P.indptr, P.indices, P.data, AP_rows.indptr,
+                            AP_rows.indices, AP_rows.data, AP_rows.shape[1], AP_product.n_chunks)
+        amg._spgemm_numeric_symmetric(R.indptr, R.indices, R.data, AP_rows.indptr, AP_rows.indices,
+                                      AP_rows.data, RAP_rows.indptr, RAP_rows.indices, RAP_rows.data,
+                                      RAP_product.mirror_from, RAP_rows.shape[1], RAP_product.n_chunks)
+
+    def galerkin_triples():
+        RAP_product(R, AP_product(K, P))
+
+    def best(f, repeats):
+        f()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    times = {name: [] for name in ("spmm_rows", "spmm_triples", "galerkin_rows", "galerkin_triples")}
+    for _ in range(rounds):
+        times["spmm_rows"].append(best(spmm_rows, 15))
+        times["spmm_triples"].append(best(spmm_triples, 15))
+        times["galerkin_rows"].append(best(galerkin_rows, 3))
+        times["galerkin_triples"].append(best(galerkin_triples, 3))
+    t = {k: min(v) for k, v in times.items()}
+    return {"n_cells": system.n_cells, "seconds": t,
+            "spmm_ratio": t["spmm_rows"] / t["spmm_triples"],
+            "galerkin_ratio": t["galerkin_rows"] / t["galerkin_triples"]}
+
+
+def test_triple_kernels_vs_row_kernels_small():
+    """The node-triple SpMM and Galerkin kernels keep their lead over the row kernels (23k tets)."""
+    result = triple_kernels_vs_rows(5.0)
+    print(json.dumps(result, indent=1))
+    limits = THRESHOLDS["amg_triple_kernels_vs_rows:bracket_23k"]
+    assert result["spmm_ratio"] >= limits["min_ratio_spmm"], result
+    assert result["galerkin_ratio"] >= limits["min_ratio_galerkin"], result
+
+
 def one_off(size: float, rounds: int = 2) -> None:
     """Print build/setup + solve seconds of single solves (an evaluation), both AMG solvers."""
     system = _system(size)
@@ -179,8 +243,12 @@ if __name__ == "__main__":
     parser.add_argument("--one-off", type=float, default=1.75, help="tet edge length (mm)")
     parser.add_argument("--memory", type=float, default=None,
                         help="print bytes per tet of a solve at this tet edge length instead")
+    parser.add_argument("--triples", type=float, default=None,
+                        help="print the node-triple kernels' same-run ratios at this edge length instead")
     args = parser.parse_args()
-    if args.memory is not None:
+    if args.triples is not None:
+        print(json.dumps(triple_kernels_vs_rows(args.triples), indent=1))
+    elif args.memory is not None:
         print(json.dumps(memory_per_tet(args.memory), indent=1))
     else:
         one_off(args.one_off)
