@@ -285,3 +285,19 @@ def test_fused_pcg_updates_equal_numpy(k):
     amg._pcg_direction(P, Z, beta)
     assert np.array_equal(X, X_ref) and np.array_equal(R, R_ref) and np.array_equal(P, P_ref)
     np.testing.assert_allclose(squares, (R_ref ** 2).sum(axis=0), rtol=1e-14)
+
+
+def test_csr_diagonal_by_kept_positions(bracket):
+    """The diagonal through positions kept per pattern equals SciPy's, for every matrix on that
+    pattern, with missing diagonal entries as zeros and for patterns met for the first time."""
+    from lightweight.fem import amg
+    scales = _scales(bracket)
+    for name in ("solid", "random"):
+        K = _matrix(bracket, scales[name])
+        assert np.array_equal(amg.csr_diagonal(K), K.diagonal())
+    A = sp.csr_matrix(np.array([[2.0, 1.0, 0.0], [1.0, 0.0, 3.0], [0.0, 3.0, 5.0]]))
+    A.sort_indices()
+    assert np.array_equal(amg.csr_diagonal(A), [2.0, 0.0, 5.0])
+    B = sp.csr_matrix(np.array([[4.0, 1.0, 0.0], [1.0, 7.0, 0.0], [0.0, 0.0, 6.0]]))
+    B.sort_indices()
+    assert np.array_equal(amg.csr_diagonal(B), [4.0, 7.0, 6.0])
