@@ -91,6 +91,19 @@ POWER_STEPS_BUILD = 20
 DEFAULT_SETUP = os.environ.get("LIGHTWEIGHT_AMG_SETUP", "lean")
 
 
+@numba.njit(cache=True, inline="always")
+def _first_at_least(indices, left, right, value):
+    """First position p in [left, right) of the sorted ``indices`` with indices[p] >= value
+    (right if there is none)."""
+    while left < right:
+        mid = (left + right) // 2
+        if indices[mid] < value:
+            left = mid + 1
+        else:
+            right = mid
+    return left
+
+
 @numba.njit(cache=True, parallel=True)
 def _csr_block(indptr, indices, data, X, B, Y, mode):
     """Y = A X (mode 0), Y = B - A X (mode 1) or Y = Y - A X (mode 2) for CSR A, blocks (n, k).
@@ -113,24 +126,7 @@ def _csr_block(indptr, indices, data, X, B, Y, mode):
                     s1 += a * X[c, 1]
                 if k > 2:
                     s2 += a * X[c, 2]
-            if mode == 0:
-                Y[i, 0] = s0
-                if k > 1:
-                    Y[i, 1] = s1
-                if k > 2:
-                    Y[i, 2] = s2
-            elif mode == 1:
-                Y[i, 0] = B[i, 0] - s0
-                if k > 1:
-                    Y[i, 1] = B[i, 1] - s1
-                if k > 2:
-                    Y[i, 2] = B[i, 2] - s2
-            else:
-                Y[i, 0] -= s0
-                if k > 1:
-                    Y[i, 1] -= s1
-                if k > 2:
-                    Y[i, 2] -= s2
+            _store_row(Y, B, i, mode, k, s0, s1, s2)
         else:
             if mode == 0:
                 for j in range(k):
@@ -297,13 +293,7 @@ def _diagonal_kernel(indptr, indices, out):
     """out[i] = position of entry (i, i) in sorted CSR rows, -1 where it is not stored."""
     n = indptr.shape[0] - 1
     for i in numba.prange(n):
-        left, right = indptr[i], indptr[i + 1]
-        while left < right:
-            mid = (left + right) // 2
-            if indices[mid] < i:
-                left = mid + 1
-            else:
-                right = mid
+        left = _first_at_least(indices, indptr[i], indptr[i + 1], i)
         out[i] = left if left < indptr[i + 1] and indices[left] == i else -1
 
 
@@ -443,13 +433,7 @@ def _spgemm_numeric_symmetric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c
             for p in range(a_ptr[i], a_ptr[i + 1]):
                 a = a_val[p]
                 k = a_idx[p]
-                left, right = b_ptr[k], b_ptr[k + 1]
-                while left < right:                 # first r with b_idx[r] >= i
-                    mid = (left + right) // 2
-                    if b_idx[mid] < i:
-                        left = mid + 1
-                    else:
-                        right = mid
+                left = _first_at_least(b_idx, b_ptr[k], b_ptr[k + 1], i)
                 for r in range(left, b_ptr[k + 1]):
                     c_val[pos[b_idx[r]]] += a * b_val[r]
             for q in range(c_ptr[i], c_ptr[i + 1]):
@@ -494,13 +478,7 @@ def _spgemm_numeric_triples(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_i
                 if symmetric:
                     # the group's first row bounds all three; the few entries below the
                     # diagonal of rows i + 1, i + 2 this adds are overwritten by the mirror
-                    right = end
-                    while left < right:
-                        mid = (left + right) // 2
-                        if b_idx[mid] < i:
-                            left = mid + 1
-                        else:
-                            right = mid
+                    left = _first_at_least(b_idx, left, end, i)
                 d1 = b_ptr[k + 1] - b_ptr[k]
                 d2 = b_ptr[k + 2] - b_ptr[k]
                 for r in range(left, end):
@@ -584,14 +562,7 @@ def _mirror_kernel(indptr, indices, out):
             if j >= i:
                 out[q] = -1
                 continue
-            left, right = indptr[j], indptr[j + 1] - 1       # find column i in row j
-            while left < right:
-                mid = (left + right) // 2
-                if indices[mid] < i:
-                    left = mid + 1
-                else:
-                    right = mid
-            out[q] = left
+            out[q] = _first_at_least(indices, indptr[j], indptr[j + 1], i)   # column i in row j
 
 
 def _mirror_positions(C: sp.csr_matrix) -> np.ndarray:
