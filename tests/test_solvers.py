@@ -577,3 +577,13 @@ def test_auto_skips_pardisos_analysis_where_the_direct_solve_cannot_win(monkeypa
     with pytest.raises(RuntimeError, match="analysed"):
         solvers._auto_choice("pardiso", 131_202, 3, 41.68, 3, 1, sp.identity(131_202, format="csr"), {})
     assert analysed == [(131_202, 131_202)]
+
+
+def test_unknown_solver_option_is_named():
+    """A misspelt backend option: a SolverError naming it and the options the backend takes,
+    not Python's TypeError from deep inside."""
+    from lightweight.errors import LightweightError
+    from lightweight.fem.solvers import make_solver
+    with pytest.raises(LightweightError, match=r"'superlu' has no option 'check_pivot'.*check_pivots"):
+        make_solver("superlu", check_pivot=False)
+    assert make_solver("superlu", check_pivots=False).name == "superlu"
