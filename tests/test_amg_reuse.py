@@ -301,3 +301,39 @@ def test_csr_diagonal_by_kept_positions(bracket):
     B = sp.csr_matrix(np.array([[4.0, 1.0, 0.0], [1.0, 7.0, 0.0], [0.0, 0.0, 6.0]]))
     B.sort_indices()
     assert np.array_equal(amg.csr_diagonal(B), [4.0, 7.0, 6.0])
+
+
+@pytest.mark.skipif("pardiso" not in available_solvers(), reason="no MKL PARDISO")
+def test_coarse_factor_falls_back_to_single_precision_when_double_does_not_fit(bracket, monkeypatch):
+    """Never die on size: a coarse factor too big for the memory in double precision is made in
+    single precision (with a warning) and the solve still meets rtol; if even that does not fit,
+    the FactorizationMemoryError stands."""
+    from lightweight.fem import amg, solvers
+    from lightweight.fem.solvers import FactorizationMemoryError, PardisoSolver
+    monkeypatch.setattr(amg, "DENSE_COARSE_MAX", 10)      # the bracket's coarse level goes sparse
+    K = _matrix(bracket, _scales(bracket)["smooth"])
+    F = _rhs(bracket)
+    direct = make_solver("direct")
+    direct.factorize(K)
+    X_ref = direct.solve(F)
+    solver = ReusedAMGSolver(points=bracket.mesh.points, rtol=1e-8)
+    solver.factorize(K)
+    coarse = solver._hierarchy.levels[-1].A
+    need = {}
+    for single in (False, True):
+        probe = PardisoSolver(single=single)
+        probe.analyse(coarse)
+        need[single] = probe.report["memory_bytes"]
+        probe.release()
+    assert need[True] < need[False]
+    budget = 0.5 * (need[True] + need[False]) / solvers.FACTOR_MEMORY_FRACTION
+    monkeypatch.setattr(solvers, "available_memory", lambda: budget)
+    tight = ReusedAMGSolver(points=bracket.mesh.points, rtol=1e-8)
+    with pytest.warns(UserWarning, match="single precision"):
+        tight.factorize(K)
+    assert tight._hierarchy.coarse_factor[1].single
+    X = tight.solve(F)
+    np.testing.assert_allclose(np.einsum("ij,ij->j", F, X), np.einsum("ij,ij->j", F, X_ref), rtol=1e-6)
+    monkeypatch.setattr(solvers, "available_memory", lambda: 0.5 * need[True] / solvers.FACTOR_MEMORY_FRACTION)
+    with pytest.raises(FactorizationMemoryError), pytest.warns(UserWarning, match="single precision"):
+        ReusedAMGSolver(points=bracket.mesh.points).factorize(K)

@@ -60,6 +60,7 @@ Arrays: vectors are (n, k) blocks, k = number of right-hand sides, C order.
 from __future__ import annotations
 
 import os
+import warnings
 import weakref
 
 import numba
@@ -80,7 +81,8 @@ SYMMETRIC_GALERKIN = True
 # factorize, 1.2x to solve, a third less memory (422k-tet bracket: 0.45 vs 0.63 s, 37 vs 44 ms,
 # 189 vs 293 MB), but under SIMP contrast float32 cannot hold the coarse operator's range: over
 # 60 iterations of the 63k bracket PCG took 4-8 more iterations on the six hardest iterates
-# (25 -> 32, 28 -> 36), the same elsewhere. Off by default; an option where memory is short.
+# (25 -> 32, 28 -> 36), the same elsewhere. Off by default; taken automatically when the
+# double-precision factor would not fit the memory (refresh: a warning, not a stop).
 COARSE_SINGLE = False
 # Lanczos steps per refresh for lambda_max(D^-1 A); the first build (no start vector) does more.
 POWER_STEPS_REFRESH = 5
@@ -788,11 +790,30 @@ class ReusedHierarchy:
         coarsest = self.levels[-1].A
         if coarsest.shape[0] > DENSE_COARSE_MAX:
             # a sparse direct solver, its symbolic phase kept (the Galerkin pattern is fixed)
+            from .memory import format_bytes
+            from .solvers import FactorizationMemoryError, make_solver
             if self.coarse_factor is None or self.coarse_factor[0] != "sparse":
-                from .solvers import make_solver
                 self.coarse_factor = ("sparse", make_solver("direct", check_residuals=False,
                                                             single=COARSE_SINGLE))
-            self.coarse_factor[1].factorize(coarsest)
+            try:
+                self.coarse_factor[1].factorize(coarsest)
+            except FactorizationMemoryError:
+                # A coarse factor that does not fit in double precision may in single (two
+                # thirds of PARDISO's memory): a few more PCG iterations on hard iterates
+                # (COARSE_SINGLE) beat stopping the run; otherwise the error stands.
+                if getattr(self.coarse_factor[1], "single", True):
+                    raise
+                report = getattr(self.coarse_factor[1], "report", None) or {}
+                need = report.get("memory_bytes")
+                warnings.warn(f"amg-reuse: the coarse level's factor ({coarsest.shape[0]} DOFs) "
+                              f"needs {format_bytes(need) if need else 'more memory'} in double "
+                              f"precision, more than is available; factorizing it in single "
+                              f"precision instead (a few more PCG iterations on hard designs)",
+                              stacklevel=2)
+                self.coarse_factor[1].release()
+                self.coarse_factor = ("sparse", make_solver("direct", check_residuals=False,
+                                                            single=True))
+                self.coarse_factor[1].factorize(coarsest)
             return
         coarse = coarsest.toarray()
         coarse = 0.5 * (coarse + coarse.T)
