@@ -1251,7 +1251,7 @@ def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None
         # Options meant for the backend "auto" did not pick (e.g. rtol for AMG) are dropped.
         options = _accepted(cls, options)
     if built is None and key not in ("amg", "amg-reuse"):     # AMG passes the rest to pyamg
-        unknown = sorted(set(options) - set(_accepted(cls, options)) - {"dim"})
+        unknown = sorted(set(options) - set(_accepted(cls, options)))
         if unknown:
             takes = [k for k in inspect.signature(cls.__init__).parameters if k != "self"]
             raise SolverError(f"linear solver {key!r} has no option {', '.join(map(repr, unknown))}; "
