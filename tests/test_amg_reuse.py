@@ -262,6 +262,9 @@ def test_pardiso_single_precision_factor(bracket):
     residual_ref = np.linalg.norm(F - K @ X_ref, axis=0) / np.linalg.norm(F, axis=0)
     assert np.all(residual_ref < 1e-9)
     assert single.report["memory_bytes"] < double.report["memory_bytes"]
+    from lightweight.errors import LightweightError
+    with pytest.raises(LightweightError, match="single must be True or False"):
+        PardisoSolver(single="float32")
     # with its default residual check a single-precision solve is refined to the direct
     # solvers' residual limit
     from lightweight.fem.solvers import RESIDUAL_LIMIT

@@ -360,6 +360,8 @@ class PardisoSolver(LinearSolver):
 
     def __init__(self, matrix_type: int = 2, check_pivots: bool = True, single: bool = False):
         super().__init__()
+        if not isinstance(single, (bool, np.bool_)):
+            raise SolverError(f"pardiso single must be True or False, got {single!r}")
         self.single = bool(single)
         self._dtype = np.float32 if self.single else np.float64
         import ctypes
