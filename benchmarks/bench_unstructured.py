@@ -11,6 +11,7 @@ to 1e-6 in compliance on every field.
     python benchmarks/bench_unstructured.py --one-off 1.75   # single solves, build included
     python benchmarks/bench_unstructured.py --memory 2.2     # bytes per tet kept / allocated
     python benchmarks/bench_unstructured.py --triples 1.75   # node-triple kernels vs row kernels
+    python benchmarks/bench_unstructured.py --node-order 1.75   # K's rows renumbered vs mesh order
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lightweight.fem.solvers import AMGSolver, ReusedAMGSolver, available_solvers, make_solver
+from lightweight.fem.solvers import AMGSolver, available_solvers, make_solver
 from lightweight.fem.system import LinearElasticSystem
 
 THRESHOLDS = json.loads((Path(__file__).parent / "thresholds.json").read_text())
@@ -59,17 +60,18 @@ def _matrices(system, scales):
 def compare(size: float, n_fields: int, rounds: int = 2) -> dict:
     """Seconds per refill+solve of both AMG solvers (min over rounds), PCG iterations, accuracy."""
     system = _system(size)
-    F = system.load_vectors().T.copy()
-    F[system.fixed_dofs] = 0.0
+    F = system.to_matrix_order(system.load_vectors()).T.copy()     # K's numbering
+    F[system.dirichlet.fixed_dofs] = 0.0
     matrices = _matrices(system, drifting_designs(system, n_fields))
-    points = system.mesh.points
+    points = system.matrix_points
     times = {"amg": np.inf, "amg-reuse": np.inf}
     iterations = {"amg": [], "amg-reuse": []}
     worst = 0.0
     direct = make_solver("direct")
     for r in range(rounds):
         solvers = {"amg": AMGSolver(points=points, rtol=1e-8),
-                   "amg-reuse": ReusedAMGSolver(points=points, rtol=1e-8)}
+                   "amg-reuse": make_solver("amg-reuse", points=points, rtol=1e-8,
+                                                pattern=system.pattern)}
         # the reusing solver's one-time build happens on the first field, outside the timing
         # (once per mesh, like the pattern analysis of a direct solver)
         solvers["amg-reuse"].factorize(matrices[0])
@@ -159,7 +161,7 @@ def triple_kernels_vs_rows(size: float, rounds: int = 3) -> dict:
     from lightweight.fem import amg
     system = _system(size)
     K = amg._index32(_matrices(system, drifting_designs(system, 1))[0])
-    solver = ReusedAMGSolver(points=system.mesh.points)
+    solver = make_solver("amg-reuse", points=system.matrix_points, pattern=system.pattern)
     solver.factorize(K)
     level = solver._hierarchy.levels[0]
     P, R = level.P, level.R
@@ -215,17 +217,74 @@ def test_triple_kernels_vs_row_kernels_small():
     assert result["galerkin_ratio"] >= limits["min_ratio_galerkin"], result
 
 
+def node_order_vs_mesh_order(size: float, rounds: int = 3) -> dict:
+    """Same-run times of K X (3 load cases) with K's rows in the system's locality order and in
+    the mesh's (Gmsh) order, best of 15 per round, alternated; and one amg-reuse solve of each
+    (refill + PCG), whose PCG iterations must be equal (the aggregation follows the mesh's order)."""
+    from lightweight.fem import amg
+    from lightweight.fem.assembly import build_pattern
+    system = _system(size)
+    order = system.node_order
+    assert order is not None, "the bracket's Gmsh order should be renumbered"
+    scale = drifting_designs(system, 1)[0]
+    mesh_system = LinearElasticSystem(system.model)
+    mesh = system.mesh
+    mesh_system._pattern = build_pattern(mesh.cells, mesh.n_nodes, 3, renumber=False)
+    pair = {}
+    for name, sys_ in (("matrix", system), ("mesh", mesh_system)):
+        K = amg._index32(_matrices(sys_, [scale])[0])
+        F = sys_.to_matrix_order(sys_.load_vectors()).T.copy()
+        F[sys_.dirichlet.fixed_dofs] = 0.0
+        pair[name] = (sys_, K, F)
+    X = np.random.default_rng(0).standard_normal((system.n_dofs, 3))
+    Y = np.empty_like(X)
+    best = {"matrix": np.inf, "mesh": np.inf}
+    for r in range(rounds):
+        for name in (("matrix", "mesh") if r % 2 == 0 else ("mesh", "matrix")):
+            K = pair[name][1]
+            Xn = order.to_matrix(X.T).T.copy() if name == "matrix" else X
+            amg.spmm(K, Xn, Y)
+            for _ in range(15):
+                t0 = time.perf_counter()
+                amg.spmm(K, Xn, Y)
+                best[name] = min(best[name], time.perf_counter() - t0)
+    solve = {}
+    for name in ("matrix", "mesh"):
+        sys_, K, F = pair[name]
+        solver = make_solver("amg-reuse", points=sys_.matrix_points, rtol=1e-8, pattern=sys_.pattern)
+        solver.factorize(K)
+        solver.solve(F)
+        t0 = time.perf_counter()
+        solver.factorize(K)
+        solver.solve(F)
+        solve[name] = {"seconds": time.perf_counter() - t0, "iterations": solver.info["iterations"],
+                       "coarse_dofs": solver._hierarchy.levels[-1].A.shape[0]}
+    return {"n_cells": system.n_cells, "n_dofs": system.n_dofs, "spmm_ms": {k: v * 1e3 for k, v in best.items()},
+            "ratio_spmm": best["mesh"] / best["matrix"], "solve": solve,
+            "ratio_solve": solve["mesh"]["seconds"] / solve["matrix"]["seconds"]}
+
+
+def test_node_order_vs_mesh_order_small():
+    result = node_order_vs_mesh_order(size=5.0)
+    print(json.dumps(result, indent=1))
+    limits = THRESHOLDS["node_order_vs_mesh_order:bracket_23k"]
+    assert result["solve"]["matrix"]["coarse_dofs"] == result["solve"]["mesh"]["coarse_dofs"]
+    its_matrix, its_mesh = result["solve"]["matrix"]["iterations"], result["solve"]["mesh"]["iterations"]
+    assert all(abs(a - b) <= 1 for a, b in zip(its_matrix, its_mesh)), result
+    assert result["ratio_spmm"] >= limits["min_ratio_spmm"], result
+
+
 def one_off(size: float, rounds: int = 2) -> None:
     """Print build/setup + solve seconds of single solves (an evaluation), both AMG solvers."""
     system = _system(size)
-    F = system.load_vectors().T.copy()
-    F[system.fixed_dofs] = 0.0
+    F = system.to_matrix_order(system.load_vectors()).T.copy()     # K's numbering
+    F[system.dirichlet.fixed_dofs] = 0.0
     K = _matrices(system, drifting_designs(system, 1))[0]
-    ReusedAMGSolver(points=system.mesh.points).factorize(K)          # JIT compilation
+    make_solver("amg-reuse", points=system.matrix_points, pattern=system.pattern).factorize(K)          # JIT compilation
     for r in range(rounds):
-        pair = (("amg", AMGSolver), ("amg-reuse", ReusedAMGSolver))
-        for name, cls in (pair if r % 2 == 0 else pair[::-1]):
-            solver = cls(points=system.mesh.points, rtol=1e-6)
+        pair = ("amg", "amg-reuse")
+        for name in (pair if r % 2 == 0 else pair[::-1]):
+            solver = make_solver(name, points=system.matrix_points, rtol=1e-6, pattern=system.pattern)
             t0 = time.perf_counter()
             solver.factorize(K)
             t1 = time.perf_counter()
@@ -245,8 +304,12 @@ if __name__ == "__main__":
                         help="print bytes per tet of a solve at this tet edge length instead")
     parser.add_argument("--triples", type=float, default=None,
                         help="print the node-triple kernels' same-run ratios at this edge length instead")
+    parser.add_argument("--node-order", type=float, default=None,
+                        help="print K X and one solve with K's rows renumbered vs in the mesh's order")
     args = parser.parse_args()
-    if args.triples is not None:
+    if args.node_order is not None:
+        print(json.dumps(node_order_vs_mesh_order(args.node_order), indent=1))
+    elif args.triples is not None:
         print(json.dumps(triple_kernels_vs_rows(args.triples), indent=1))
     elif args.memory is not None:
         print(json.dumps(memory_per_tet(args.memory), indent=1))

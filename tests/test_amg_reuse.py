@@ -33,8 +33,8 @@ def _matrix(system, scale):
 
 
 def _rhs(system):
-    F = system.load_vectors().T.copy()
-    F[system.fixed_dofs] = 0.0
+    F = system.to_matrix_order(system.load_vectors()).T.copy()     # K's numbering
+    F[system.dirichlet.fixed_dofs] = 0.0
     return F
 
 
@@ -58,7 +58,7 @@ def test_block_products_match_scipy(k):
 @pytest.mark.parametrize("levels, single", [(2, False), (3, False), (2, True)])
 def test_cycle_is_symmetric_positive(bracket, levels, single):
     K = _matrix(bracket, _scales(bracket)["random"])
-    modes = rigid_body_modes(bracket.mesh.points)
+    modes = rigid_body_modes(bracket.matrix_points)
     modes[np.diff(K.indptr) == 1] = 0.0
     hierarchy = ReusedHierarchy(max_coarse=200, max_levels=levels, single=single)
     hierarchy.build(K, modes)
@@ -75,7 +75,7 @@ def test_cycle_is_symmetric_positive(bracket, levels, single):
 def test_agrees_with_direct_on_simp_contrast(bracket, case):
     """One hierarchy built on the solid serves refills at 1e9 contrast; compliance to 1e-8."""
     F = _rhs(bracket)
-    solver = make_solver("amg-reuse", points=bracket.mesh.points, rtol=1e-8)
+    solver = make_solver("amg-reuse", points=bracket.matrix_points, rtol=1e-8)
     direct = make_solver("direct")
     solver.factorize(_matrix(bracket, None))
     solver.solve(F)
@@ -94,10 +94,10 @@ def test_agrees_with_direct_on_simp_contrast(bracket, case):
 def test_float32_cycle_keeps_float64_accuracy(bracket):
     F = _rhs(bracket)
     K = _matrix(bracket, _scales(bracket)["smooth"])
-    single = ReusedAMGSolver(points=bracket.mesh.points, rtol=1e-9, single=True)
+    single = ReusedAMGSolver(points=bracket.matrix_points, rtol=1e-9, single=True)
     single.factorize(K)
     X = single.solve(F)
-    double = ReusedAMGSolver(points=bracket.mesh.points, rtol=1e-9)
+    double = ReusedAMGSolver(points=bracket.matrix_points, rtol=1e-9)
     double.factorize(K)
     np.testing.assert_allclose(X, double.solve(F), rtol=1e-6, atol=1e-8 * np.abs(X).max())
     # float32 products cost at most a few extra iterations
@@ -106,7 +106,7 @@ def test_float32_cycle_keeps_float64_accuracy(bracket):
 
 def test_warm_start_needs_fewer_iterations(bracket):
     F = _rhs(bracket)
-    solver = ReusedAMGSolver(points=bracket.mesh.points, rtol=1e-8)
+    solver = ReusedAMGSolver(points=bracket.matrix_points, rtol=1e-8)
     solver.factorize(_matrix(bracket, _scales(bracket)["smooth"]))
     X = solver.solve(F)
     cold = max(solver.info["iterations"])
@@ -125,7 +125,7 @@ def test_block_pcg_reports_breakdown_on_indefinite_matrix():
 def test_unsupported_rotation_is_singular(bracket):
     """Only one hole's axis held in x: the part can spin -- the rigid-mode check says so."""
     K = bracket.stiffness_matrix().tocsr()
-    solver = ReusedAMGSolver(points=bracket.mesh.points)
+    solver = ReusedAMGSolver(points=bracket.matrix_points)
     with pytest.raises(SingularStiffnessError, match="rigid-body mode"):
         solver.factorize(K)
 
@@ -143,7 +143,7 @@ def test_symmetric_galerkin_product_is_the_full_one_mirrored(bracket):
     (same products, same order), the lower ones their exact mirror, both equal to SciPy's R A P."""
     from lightweight.fem.amg import _Product
     scales = _scales(bracket)
-    solver = ReusedAMGSolver(points=bracket.mesh.points)
+    solver = ReusedAMGSolver(points=bracket.matrix_points)
     solver.factorize(_matrix(bracket, scales["solid"]))
     level = solver._hierarchy.levels[0]
     A = _matrix(bracket, scales["random"])
@@ -161,7 +161,7 @@ def test_both_setups_agree_with_direct(bracket, setup):
     """Our aggregation setup (default) and pyamg's (kept for comparison): the same compliances
     as the direct solver after a refill at SIMP contrast."""
     F = _rhs(bracket)
-    solver = make_solver("amg-reuse", points=bracket.mesh.points, rtol=1e-8, setup=setup)
+    solver = make_solver("amg-reuse", points=bracket.matrix_points, rtol=1e-8, setup=setup)
     solver.factorize(_matrix(bracket, None))
     solver.solve(F)
     assert solver._hierarchy.setup == setup
@@ -181,7 +181,7 @@ def test_triple_kernels_equal_the_row_kernels_bit_for_bit(bracket):
     give the row-by-row kernels' numbers exactly, on K, P, P^T and A P of the bracket."""
     from lightweight.fem import amg
     scales = _scales(bracket)
-    solver = ReusedAMGSolver(points=bracket.mesh.points)
+    solver = ReusedAMGSolver(points=bracket.matrix_points)
     solver.factorize(_matrix(bracket, scales["solid"]))
     level = solver._hierarchy.levels[0]
     K = amg._index32(_matrix(bracket, scales["random"]))
@@ -319,7 +319,7 @@ def test_coarse_factor_falls_back_to_single_precision_when_double_does_not_fit(b
     direct = make_solver("direct")
     direct.factorize(K)
     X_ref = direct.solve(F)
-    solver = ReusedAMGSolver(points=bracket.mesh.points, rtol=1e-8)
+    solver = ReusedAMGSolver(points=bracket.matrix_points, rtol=1e-8)
     solver.factorize(K)
     coarse = solver._hierarchy.levels[-1].A
     need = {}
@@ -331,7 +331,7 @@ def test_coarse_factor_falls_back_to_single_precision_when_double_does_not_fit(b
     assert need[True] < need[False]
     budget = 0.5 * (need[True] + need[False]) / solvers.FACTOR_MEMORY_FRACTION
     monkeypatch.setattr(solvers, "available_memory", lambda: budget)
-    tight = ReusedAMGSolver(points=bracket.mesh.points, rtol=1e-8)
+    tight = ReusedAMGSolver(points=bracket.matrix_points, rtol=1e-8)
     with pytest.warns(UserWarning, match="single precision"):
         tight.factorize(K)
     assert tight._hierarchy.coarse_factor[1].single
@@ -339,4 +339,4 @@ def test_coarse_factor_falls_back_to_single_precision_when_double_does_not_fit(b
     np.testing.assert_allclose(np.einsum("ij,ij->j", F, X), np.einsum("ij,ij->j", F, X_ref), rtol=1e-6)
     monkeypatch.setattr(solvers, "available_memory", lambda: 0.5 * need[True] / solvers.FACTOR_MEMORY_FRACTION)
     with pytest.raises(FactorizationMemoryError), pytest.warns(UserWarning, match="single precision"):
-        ReusedAMGSolver(points=bracket.mesh.points).factorize(K)
+        ReusedAMGSolver(points=bracket.matrix_points).factorize(K)

@@ -125,7 +125,7 @@ def test_system_keeps_no_tet4_element_tables(bracket):
     # the stored-matrix twin of the same solve: K from element_stiffness and the entry map
     Ke = system.element_matrices                 # computed on access, not kept
     assert Ke.shape == (system.n_cells, 12, 12) and system._element_matrices is None
-    twin = build_pattern(system.mesh.cells, system.mesh.n_nodes, 3)
+    twin = build_pattern(system.mesh.cells, system.mesh.n_nodes, 3, renumber=True)   # as the system
     data = refill(twin, Ke, scale)
     assert np.array_equal(data, system.stiffness_data(scale))
     energies = system.element_energies(U)

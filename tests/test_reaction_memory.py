@@ -30,8 +30,11 @@ def _model(pull: float = 0.0):
 
 
 def _full_product(system, scale, U):
-    """K u of the unconstrained K, the way the analysis used to keep it."""
-    return np.asarray(system.stiffness_matrix(scale) @ np.atleast_2d(U).T).T
+    """K u of the unconstrained K, the way the analysis used to keep it (in K's own node
+    order, whose row sums the analysis forms; U and the result in the mesh's)."""
+    K = system.pattern.matrix(system.stiffness_data(scale))
+    Um = system.to_matrix_order(np.atleast_2d(U))
+    return system.to_mesh_order(np.asarray(K @ Um.T).T)
 
 
 @pytest.mark.parametrize("solver", ["direct", "amg", "superlu"])

@@ -155,9 +155,10 @@ def node_graph(A: sp.csr_matrix, b: int, theta: float = THETA):
 
 # ---------------------------------------------------------------- aggregation
 @numba.njit(cache=True)
-def _standard_aggregation(g_ptr, g_idx, agg):
-    """Greedy three-pass aggregation of a graph (no diagonal entries). agg[i] = aggregate of
-    node i, -1 for nodes without neighbours. Returns the number of aggregates."""
+def _standard_aggregation(g_ptr, g_idx, order, agg):
+    """Greedy three-pass aggregation of a graph (no diagonal entries), visiting the nodes in
+    ``order`` (a permutation). agg[i] = aggregate of node i, -1 for nodes without neighbours.
+    Returns the number of aggregates."""
     n = agg.shape[0]
     FREE = -2
     ISOLATED = -1
@@ -165,7 +166,8 @@ def _standard_aggregation(g_ptr, g_idx, agg):
     joined = np.full(n, -1, dtype=np.int64)       # pass 2: aggregate joined
     n_agg = 0
     # pass 1: a node whose neighbours are all free seeds an aggregate with them
-    for i in range(n):
+    for v in range(n):
+        i = order[v]
         if state[i] != FREE:
             continue
         if g_ptr[i] == g_ptr[i + 1]:
@@ -182,7 +184,8 @@ def _standard_aggregation(g_ptr, g_idx, agg):
                 state[g_idx[p]] = n_agg
             n_agg += 1
     # pass 2: a free node joins the first neighbour's pass-1 aggregate
-    for i in range(n):
+    for v in range(n):
+        i = order[v]
         if state[i] != FREE:
             continue
         for p in range(g_ptr[i], g_ptr[i + 1]):
@@ -194,7 +197,8 @@ def _standard_aggregation(g_ptr, g_idx, agg):
         if joined[i] >= 0:
             state[i] = joined[i]
     # pass 3: what is still free seeds an aggregate with its free neighbours
-    for i in range(n):
+    for v in range(n):
+        i = order[v]
         if state[i] != FREE:
             continue
         state[i] = n_agg
@@ -208,23 +212,40 @@ def _standard_aggregation(g_ptr, g_idx, agg):
     return n_agg
 
 
-def standard_aggregation(g_ptr: np.ndarray, g_idx: np.ndarray) -> tuple[np.ndarray, int]:
-    """(aggregate per node, -1 for isolated nodes; number of aggregates)."""
-    agg = np.empty(g_ptr.shape[0] - 1, dtype=np.int32)
-    n_agg = _standard_aggregation(g_ptr, g_idx, agg)
-    return agg, int(n_agg)
+def standard_aggregation(g_ptr: np.ndarray, g_idx: np.ndarray,
+                         order: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """(aggregate per node, -1 for isolated nodes; number of aggregates).
+
+    ``order``: the nodes' visiting order (a permutation, default 0, 1, ...). Aggregates are
+    numbered by their lowest node, so that coarse DOFs follow the fine ones whatever the order.
+    """
+    n = g_ptr.shape[0] - 1
+    visit = np.arange(n, dtype=np.int64) if order is None else np.asarray(order, dtype=np.int64)
+    if visit.shape != (n,):
+        raise ValueError(f"aggregation order must have {n} entries, got {visit.shape}")
+    agg = np.empty(n, dtype=np.int32)
+    n_agg = int(_standard_aggregation(g_ptr, g_idx, visit, agg))
+    if order is not None and n_agg:
+        lowest = np.full(n_agg, n, dtype=np.int64)
+        member = agg >= 0
+        np.minimum.at(lowest, agg[member], np.flatnonzero(member))
+        rank = np.empty(n_agg, dtype=np.int32)
+        rank[np.argsort(lowest, kind="stable")] = np.arange(n_agg, dtype=np.int32)
+        agg[member] = rank[agg[member]]
+    return agg, n_agg
 
 
 # ---------------------------------------------------------------- near-null space
 @numba.njit(cache=True)
-def _symmetric_gauss_seidel_zero_rhs(indptr, indices, data, X, sweeps):
-    """``sweeps`` symmetric (forward, backward) Gauss-Seidel sweeps on A X = 0, in place."""
+def _symmetric_gauss_seidel_zero_rhs(indptr, indices, data, rows, X, sweeps):
+    """``sweeps`` symmetric (forward, backward) Gauss-Seidel sweeps on A X = 0, in place,
+    forward through the rows in the order ``rows`` (a permutation), backward in reverse."""
     n, k = X.shape
     acc = np.zeros(k)
     for _ in range(sweeps):
         for direction in range(2):
             for t in range(n):
-                i = t if direction == 0 else n - 1 - t
+                i = rows[t] if direction == 0 else rows[n - 1 - t]
                 diag = 0.0
                 for j in range(k):
                     acc[j] = 0.0
@@ -241,12 +262,18 @@ def _symmetric_gauss_seidel_zero_rhs(indptr, indices, data, X, sweeps):
                         X[i, j] = -acc[j] / diag
 
 
-def improve_modes(A: sp.csr_matrix, modes: np.ndarray, sweeps: int = IMPROVE_SWEEPS) -> np.ndarray:
+def improve_modes(A: sp.csr_matrix, modes: np.ndarray, sweeps: int = IMPROVE_SWEEPS,
+                  order: np.ndarray | None = None, b: int = 1) -> np.ndarray:
     """A copy of ``modes`` after ``sweeps`` symmetric Gauss-Seidel sweeps on A B = 0 (pyamg's
-    default ``improve_candidates`` on the finest level)."""
+    default ``improve_candidates`` on the finest level). ``order``: the nodes' visiting order
+    (b DOFs per node; default the row order). Gauss-Seidel depends on it: sweeping in the
+    aggregation's order makes the improved modes, and so P, those of the mesh-ordered matrix."""
     X = np.array(modes, dtype=np.float64, order="C")
     if sweeps > 0:
-        _symmetric_gauss_seidel_zero_rhs(A.indptr, A.indices, A.data, X, int(sweeps))
+        n = A.shape[0]
+        rows = (np.arange(n, dtype=np.int64) if order is None else
+                (b * np.asarray(order, dtype=np.int64)[:, None] + np.arange(b)).ravel())
+        _symmetric_gauss_seidel_zero_rhs(A.indptr, A.indices, A.data, rows, X, int(sweeps))
     return X
 
 
@@ -413,7 +440,7 @@ def _prolongator_pass(indptr, indices, data, b, agg, col_start, col_count, Q, co
 
 def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: float = THETA,
                          omega: float = OMEGA, improve_sweeps: int = IMPROVE_SWEEPS,
-                         spectral_steps: int = SPECTRAL_STEPS, graph=None):
+                         spectral_steps: int = SPECTRAL_STEPS, graph=None, order=None):
     """Smoothed-aggregation prolongator of A (n, n) CSR, node-major with b DOFs per node, for
     the near-null space ``modes`` (n, k).
 
@@ -422,15 +449,15 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     dict (aggregates ``agg`` per node, ``n_aggregates``, ``rho`` = the estimate of
     rho(D^-1 A), ``eigvec`` its Ritz vector of D^-1/2 A D^-1/2, ``uniform``: every aggregate
     kept all k columns, ``improved_modes``)."""
-    from .amg import _lanczos_max
+    from .amg import POWER_STEPS_BUILD, _lanczos_max, random_start
     n = A.shape[0]
     if n % b:
         raise ValueError(f"{n} DOFs are not a multiple of the block size {b}")
     modes = np.asarray(modes, dtype=np.float64).reshape(n, -1)
     k = modes.shape[1]
     g_ptr, g_idx = node_graph(A, b, theta) if graph is None else graph
-    agg, n_agg = standard_aggregation(g_ptr, g_idx)
-    improved = improve_modes(A, modes, improve_sweeps)
+    agg, n_agg = standard_aggregation(g_ptr, g_idx, order)
+    improved = improve_modes(A, modes, improve_sweeps, order, b)
     Q, R, keep = tentative(agg, n_agg, improved, b)
     # columns kept per aggregate, numbered consecutively
     col_count = keep.sum(axis=1).astype(np.int64)
@@ -442,7 +469,12 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     # rho(D^-1 A) by Lanczos on D^-1/2 A D^-1/2 (the same spectrum)
     diag = A.diagonal()
     dinv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
-    rho, eigvec = _lanczos_max(A, np.sqrt(dinv), None, spectral_steps)
+    start = None
+    if order is not None:
+        # the random start of the mesh-ordered matrix, moved to this matrix's rows
+        start = random_start(n, order)
+        spectral_steps = max(spectral_steps, POWER_STEPS_BUILD)
+    rho, eigvec = _lanczos_max(A, np.sqrt(dinv), start, spectral_steps)
     scale = (omega / rho) * dinv
     del diag
     n_nodes = n // b

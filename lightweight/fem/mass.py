@@ -126,7 +126,8 @@ def system_element_masses(system, integration: str = "exact") -> np.ndarray:
 
 
 def mass_matrix(system, mass_scale: np.ndarray | None = None, integration: str = "exact"):
-    """Global consistent mass matrix (n_dofs, n_dofs) CSR on the stiffness pattern.
+    """Global consistent mass matrix (n_dofs, n_dofs) CSR on the stiffness pattern, in the
+    mesh's DOF numbering.
 
     mass_scale: per-cell multiplier of the material density (n_cells,), default 1;
     integration: "exact" or "stiffness" (:func:`mass_quadrature`).
@@ -134,7 +135,7 @@ def mass_matrix(system, mass_scale: np.ndarray | None = None, integration: str =
     scale = np.ones(system.n_cells) if mass_scale is None else np.asarray(mass_scale, dtype=np.float64)
     if scale.shape != (system.n_cells,):
         raise ValueError(f"mass_scale must have shape ({system.n_cells},), got {scale.shape}")
-    return system.pattern.matrix(refill(system.pattern, system_element_masses(system, integration), scale))
+    return system.mesh_matrix(refill(system.pattern, system_element_masses(system, integration), scale))
 
 
 def element_mass_forms(system, V: np.ndarray, W: np.ndarray | None = None,

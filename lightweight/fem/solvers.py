@@ -957,6 +957,9 @@ class ReusedAMGSolver(AMGSolver):
         self.max_coarse = int(max_coarse)
         self.max_levels = int(max_levels)
         self.rebuild_factor = float(rebuild_factor)
+        # the nodes' visiting order of the finest aggregation (None: K's row order); the system
+        # sets the mesh's order when K's rows are renumbered (fem/assembly.py, NodeOrder)
+        self.aggregation_order: np.ndarray | None = None
 
     def _build(self, K: sp.csr_matrix) -> None:
         from .amg import ReusedHierarchy, fixed_rows
@@ -971,6 +974,7 @@ class ReusedAMGSolver(AMGSolver):
         hierarchy = ReusedHierarchy(max_coarse=self.max_coarse, max_levels=self.max_levels,
                                     single=self.single,
                                     degree=self.degree, **self.amg_options)
+        hierarchy.aggregation_order = self.aggregation_order
         # pyamg aggregates K without its explicit zeros (those of the eliminated DOFs would join
         # aggregates); the cycle works on K's own pattern from the first refresh on
         hierarchy.build(K, B, drop_zeros=True)
@@ -1210,7 +1214,9 @@ def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None
     :data:`AUTO_FACTOR_MEMORY_FRACTION` of the available memory, with a warning saying so.
     Given the sparsity ``pattern`` of K (a CSR matrix or an object with ``indptr``/``indices``)
     and PARDISO, it decides on PARDISO's own analysis (flops and memory peak), which the returned
-    solver keeps for its first factorization when K has that pattern.
+    solver keeps for its first factorization when K has that pattern. A pattern whose rows are
+    renumbered (a ``node_order``, :class:`~lightweight.fem.assembly.NodeOrder`) gives the
+    reusing AMG its aggregation order: the mesh's, whose aggregates it was tuned on.
     """
     if isinstance(method, LinearSolver):
         return method
@@ -1268,6 +1274,13 @@ def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None
         solver = cls(**options)
     if not check_residuals:
         solver.check_residuals = False
+    order = getattr(pattern, "node_order", None)
+    if order is not None and hasattr(solver, "aggregation_order"):
+        # aggregate in the mesh's node order: the aggregates of the mesh-ordered K (a
+        # generator's order, boundary nodes first, aggregates well; RCM's wavefront order
+        # built a 16 % larger coarse level on the 63k bracket, a random order an 11 % smaller
+        # one with up to 1.8x the PCG iterations)
+        solver.aggregation_order = order.rank
     return solver
 
 

@@ -144,16 +144,57 @@ class LinearElasticSystem:
 
     @property
     def pattern(self):
-        """CSR sparsity pattern of K (:class:`~lightweight.fem.assembly.SparsityPattern`), built on first use."""
+        """CSR sparsity pattern of K (:class:`~lightweight.fem.assembly.SparsityPattern`), built on first use.
+
+        On unstructured meshes its rows follow a locality order of the nodes
+        (:attr:`node_order`, see :mod:`lightweight.fem.assembly`), not the mesh's numbering.
+        """
         if self._pattern is None:
-            self._pattern = build_pattern(self.mesh.cells, self.mesh.n_nodes, self.dim)
+            self._pattern = build_pattern(self.mesh.cells, self.mesh.n_nodes, self.dim,
+                                          renumber=self.mesh.grid is None)
         return self._pattern
 
     @property
+    def node_order(self):
+        """The :class:`~lightweight.fem.assembly.NodeOrder` of K's rows, None where K follows the
+        mesh's node numbering (structured grids). Everything the system returns (U, F, the
+        matrices of :meth:`stiffness_matrix`) is in mesh numbering; only :attr:`pattern`, its
+        CSR data and the solver work in K's."""
+        return self.pattern.node_order
+
+    def matrix_dofs(self, mesh_dofs: np.ndarray) -> np.ndarray:
+        """K's row ids of mesh DOF ids (int64, same shape)."""
+        order = self.node_order
+        return np.asarray(mesh_dofs, dtype=np.int64) if order is None else order.dofs(mesh_dofs)
+
+    def to_matrix_order(self, V: np.ndarray) -> np.ndarray:
+        """(..., n_dofs) in mesh numbering -> a new float array in K's numbering."""
+        order = self.node_order
+        return np.array(V, dtype=float) if order is None else order.to_matrix(np.asarray(V, dtype=float))
+
+    def to_mesh_order(self, V: np.ndarray) -> np.ndarray:
+        """(..., n_dofs) in K's numbering -> a new float array in mesh numbering."""
+        order = self.node_order
+        return np.array(V, dtype=float) if order is None else order.to_mesh(np.asarray(V, dtype=float))
+
+    @property
+    def matrix_points(self) -> np.ndarray:
+        """Node coordinates (n_nodes, dim) in K's node order (rigid-body modes of K's rows)."""
+        order = self.node_order
+        return self.mesh.points if order is None else order.points(self.mesh.points)
+
+    def mesh_matrix(self, data: np.ndarray) -> sp.csr_matrix:
+        """A global matrix given by its CSR ``data`` on :attr:`pattern` (nnz,), as a CSR in the
+        mesh's DOF numbering (a permuted copy where :attr:`node_order` is set)."""
+        A = self.pattern.matrix(data)
+        order = self.node_order
+        return A if order is None else order.matrix_to_mesh(A)
+
+    @property
     def dirichlet(self) -> DirichletMask:
-        """Symmetric elimination of the fixed DOFs on :attr:`pattern`, built on first use."""
+        """Symmetric elimination of the fixed DOFs on :attr:`pattern` (K's numbering), built on first use."""
         if self._dirichlet is None:
-            self._dirichlet = DirichletMask(self.pattern, self.fixed_dofs)
+            self._dirichlet = DirichletMask(self.pattern, self.matrix_dofs(self.fixed_dofs))
         return self._dirichlet
 
     @property
@@ -299,7 +340,7 @@ class LinearElasticSystem:
 
     # ------------------------------------------------------------------ matrices and solves
     def stiffness_data(self, stiffness_scale: np.ndarray | None = None) -> np.ndarray:
-        """CSR data of the unconstrained K for the given per-cell multipliers (nnz,)."""
+        """CSR data of the unconstrained K on :attr:`pattern` for the given per-cell multipliers (nnz,)."""
         scale = self._check_scale(stiffness_scale)
         if self.computes_element_matrices:
             data = refill_from_geometry(self.pattern, self.mesh.cell_type, self.mesh.points, self.D,
@@ -307,12 +348,13 @@ class LinearElasticSystem:
         else:
             data = refill(self.pattern, self._element_matrices, scale)
         if self.spring_dofs.size:
-            add_to_diagonal(self.pattern, data, self.spring_dofs, self.spring_stiffness)
+            add_to_diagonal(self.pattern, data, self.matrix_dofs(self.spring_dofs),
+                            self.spring_stiffness)
         return data
 
     def stiffness_matrix(self, stiffness_scale: np.ndarray | None = None) -> sp.csr_matrix:
-        """Unconstrained global stiffness K (n_dofs, n_dofs)."""
-        return self.pattern.matrix(self.stiffness_data(stiffness_scale))
+        """Unconstrained global stiffness K (n_dofs, n_dofs) in the mesh's DOF numbering."""
+        return self.mesh_matrix(self.stiffness_data(stiffness_scale))
 
     def _get_solver(self, method):
         """The linear solver for ``method`` (a name or a LinearSolver instance), kept while it stays.
@@ -325,7 +367,7 @@ class LinearElasticSystem:
         if self.solver is None or self.solver_name != method:
             cell = CELL_TYPES[self.mesh.cell_type]
             pattern = self.pattern
-            self.solver = make_solver(method, n_dofs=self.n_dofs, dim=self.dim, points=self.mesh.points,
+            self.solver = make_solver(method, n_dofs=self.n_dofs, dim=self.dim, points=self.matrix_points,
                                       nnz_per_row=len(pattern.indices) / max(self.n_dofs, 1),
                                       n_rhs=max(1, len(self.case_names)),
                                       element_order=2 if cell.n_nodes > cell.n_corners else 1,
@@ -425,18 +467,20 @@ class LinearElasticSystem:
         # Move the prescribed displacements to the right-hand side: f_free -= K_fp u_p. u_p
         # vanishes on the free DOFs, so K_fp u_p is the coupling's product (the full K's row
         # sums less their zero terms: the same numbers); its fixed rows are overwritten below.
+        # K, the coupling and rhs are in K's numbering (node_order), F and U in the mesh's.
+        fixed = self.dirichlet.fixed_dofs
         u_prescribed = np.zeros(self.n_dofs)
-        u_prescribed[self.fixed_dofs] = self.fixed_values
-        rhs = F.copy()
+        u_prescribed[fixed] = self.fixed_values
+        rhs = self.to_matrix_order(F)
         if np.any(self.fixed_values != 0.0):
             rhs -= (coupling.matrix(support_values) @ u_prescribed)[None, :]
-        rhs[:, self.fixed_dofs] = diag_value * self.fixed_values[None, :]
+        rhs[:, fixed] = diag_value * self.fixed_values[None, :]
         t1 = time.perf_counter()
         lin = self._get_solver(solver)
         lin.factorize(K)
-        guess = None if x0 is None else np.ascontiguousarray(np.asarray(x0).T)
+        guess = None if x0 is None else np.ascontiguousarray(self.to_matrix_order(x0).T)
         U = lin.solve(np.ascontiguousarray(rhs.T), x0=guess)
-        U = np.asarray(U).reshape(self.n_dofs, -1).T.copy()
+        U = self.to_mesh_order(np.asarray(U).reshape(self.n_dofs, -1).T)
         if not np.all(np.isfinite(U)):
             raise SingularStiffnessError("the linear solve returned non-finite displacements: the "
                                          "stiffness matrix is singular or the loads are not finite")
@@ -633,7 +677,9 @@ class StaticState:
             lam[:, system.fixed_dofs] = 0.0
             system._adjoint_guesses[key] = lam.copy()
             return lam
-        lam = np.asarray(self._solver.solve(np.ascontiguousarray(b.T))).reshape(system.n_dofs, -1).T.copy()
+        b = system.to_matrix_order(b)
+        lam = np.asarray(self._solver.solve(np.ascontiguousarray(b.T))).reshape(system.n_dofs, -1).T
+        lam = system.to_mesh_order(lam)
         lam[:, system.fixed_dofs] = 0.0
         return lam
 
@@ -650,13 +696,16 @@ class StaticState:
             from .multigrid import grid_matvec
             return grid_matvec(system.mesh.grid, system.element_matrices[0], self.stiffness_scale, U)
         constrained = None if self._constrained is None else self._constrained()
+        # K_c and the coupling are in K's numbering (node_order); U and the result in the mesh's
+        Um = system.to_matrix_order(U).T
         if constrained is None:
-            return np.asarray(system.stiffness_matrix(self.stiffness_scale) @ U.T).T
-        out = np.asarray(constrained @ U.T)
+            K = system.pattern.matrix(system.stiffness_data(self.stiffness_scale))
+            return system.to_mesh_order(np.asarray(K @ Um).T)
+        out = np.asarray(constrained @ Um)
         # K_c's fixed rows hold only the replacement diagonal: the coupling has those rows whole
-        out[system.fixed_dofs] = 0.0
-        out += system.support_coupling.matrix(self._support_values) @ U.T
-        return out.T
+        out[system.dirichlet.fixed_dofs] = 0.0
+        out += system.support_coupling.matrix(self._support_values) @ Um
+        return system.to_mesh_order(out.T)
 
     def reactions(self) -> list[dict[str, np.ndarray]]:
         """Support forces per case and support set (see LinearElasticSystem.reactions)."""
