@@ -560,8 +560,9 @@ def test_no_private_attributes_of_other_libraries():
 def test_auto_skips_pardisos_analysis_where_the_direct_solve_cannot_win(monkeypatch):
     # the 550k-tet bracket part (309k DOFs, 42.8 nonzeros per row, 3 load cases): even at the
     # estimate's largest measured over-count and with the analysis's own cost, PARDISO loses to
-    # AMG, so "auto" goes to AMG without the analysis (6.1 s there); at 131k DOFs (the 222k-tet
-    # bracket) it still analyses, and the analysis picks PARDISO
+    # AMG, so "auto" goes to AMG without the analysis (6.1 s there); so it does at 131k DOFs
+    # (the 222k-tet bracket, where amg-reuse took 2.84 s per analysis and PARDISO 3.63 s); at
+    # 41k DOFs (the 63k-tet bracket) it still analyses, and the analysis picks PARDISO
     import lightweight.fem.solvers as solvers
     if "pardiso" not in available_solvers():
         pytest.skip("no PARDISO")
@@ -574,9 +575,12 @@ def test_auto_skips_pardisos_analysis_where_the_direct_solve_cannot_win(monkeypa
     monkeypatch.setattr(solvers.PardisoSolver, "analyse", fake_analyse)
     chosen = solvers._auto_choice("pardiso", 308_637, 3, 42.78, 3, 1, sp.identity(308_637, format="csr"), {})
     assert chosen[0] == "amg" and analysed == []
+    assert solvers._auto_choice("pardiso", 131_202, 3, 41.68, 3, 1,
+                                sp.identity(131_202, format="csr"), {})[0] == "amg"
+    assert analysed == []
     with pytest.raises(RuntimeError, match="analysed"):
-        solvers._auto_choice("pardiso", 131_202, 3, 41.68, 3, 1, sp.identity(131_202, format="csr"), {})
-    assert analysed == [(131_202, 131_202)]
+        solvers._auto_choice("pardiso", 40_623, 3, 40.04, 3, 1, sp.identity(40_623, format="csr"), {})
+    assert analysed == [(40_623, 40_623)]
 
 
 def test_unknown_solver_option_is_named():

@@ -176,7 +176,8 @@ def modes(model, n: int = 6, density=None, penalty: float = 3.0, min_stiffness: 
              else float(shift))
     if method == "auto":
         from .solvers import make_solver
-        method = "lanczos" if make_solver("auto", n_dofs=n_free, dim=system.dim).direct else "lobpcg"
+        method = ("lanczos" if make_solver("auto", n_dofs=n_free, dim=system.dim, reused=False).direct
+                  else "lobpcg")
     t1 = time.perf_counter()
     if method == "lanczos":
         values, vectors, info = _shift_invert(K, M, n, sigma, solver, system.dim)

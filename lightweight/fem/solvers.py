@@ -1099,6 +1099,15 @@ DIRECT_MFLOP_PER_SECOND = {"pardiso": 30e3, "cholmod": 30e3, "superlu": 1.8e3}
 AMG_SETUP_SECONDS_PER_NONZERO = 0.25e-6
 AMG_ITERATION_SECONDS_PER_NONZERO = 0.02e-6
 AMG_ITERATIONS = {1: 20, 2: 35}
+# What "auto" builds when it picks AMG is "amg-reuse": per design only the refresh (Galerkin
+# products, smoother bounds, coarse factor) and one block PCG for all load cases. Measured per
+# analysis on the Gmsh bracket (2026-12-03, 2-core AMD EPYC, alternated with PARDISO in one
+# process, docs/performance.md "solver='auto' after amg-reuse"): 0.37 - 0.57 us per nonzero of
+# K with 3 load cases (tet4 41k - 240k DOFs, 15-16 PCG iterations; tet10 369k DOFs 0.50 us),
+# 3 - 5x below the rebuilt model above; fitted as refresh + cases x iterations x product.
+AMG_REUSE_REFRESH_SECONDS_PER_NONZERO = 0.15e-6
+AMG_REUSE_ITERATION_SECONDS_PER_NONZERO = 0.0075e-6
+AMG_REUSE_ITERATIONS = {1: 16, 2: 20}
 # With a sparsity pattern, "auto" lets PARDISO analyse it (the analysis is kept for the first
 # factorization) and decides on the analysis's own flop count and memory, but only where the
 # direct solve can still win: the estimate over-counts PARDISO's flops (METIS ordering) by up to
@@ -1140,6 +1149,15 @@ def amg_seconds(n_dofs: int, nnz_per_row: float, n_rhs: int = 1, element_order: 
     return nnz * (AMG_SETUP_SECONDS_PER_NONZERO + n_rhs * iterations * AMG_ITERATION_SECONDS_PER_NONZERO)
 
 
+def amg_reuse_seconds(n_dofs: int, nnz_per_row: float, n_rhs: int = 1, element_order: int = 1) -> float:
+    """Model seconds of one design iteration of "amg-reuse": the hierarchy's refresh plus one
+    block PCG of ``n_rhs`` load cases to 1e-6 (the build, once per mesh, is not counted)."""
+    iterations = AMG_REUSE_ITERATIONS.get(int(element_order), AMG_REUSE_ITERATIONS[2])
+    nnz = float(n_dofs) * float(nnz_per_row)
+    return nnz * (AMG_REUSE_REFRESH_SECONDS_PER_NONZERO
+                  + n_rhs * iterations * AMG_REUSE_ITERATION_SECONDS_PER_NONZERO)
+
+
 def _pattern_matrix(pattern, n_dofs: int | None) -> sp.csr_matrix:
     """A CSR matrix (values 1) on a sparsity pattern given as a matrix or with indptr/indices."""
     if sp.issparse(pattern):
@@ -1155,11 +1173,13 @@ def _pattern_matrix(pattern, n_dofs: int | None) -> sp.csr_matrix:
 
 
 def _auto_choice(direct: str, n_dofs: int, dim: int, nnz_per_row: float | None, n_rhs: int,
-                 element_order: int, pattern, direct_options: dict):
+                 element_order: int, pattern, direct_options: dict, reused: bool = True):
     """(name, solver or None, reason): the backend "auto" picks; see :func:`make_solver`."""
     from .memory import DEFAULT_NNZ_PER_ROW, factor_bytes, factor_mflops
     z = DEFAULT_NNZ_PER_ROW.get(dim, 81.0) if nnz_per_row is None else float(nnz_per_row)
-    t_amg = amg_seconds(n_dofs, z, n_rhs, element_order)
+    # "auto" builds the reusing AMG (make_solver): its cost per design iteration; a caller that
+    # sets AMG up once for one matrix (modal LOBPCG) weighs the rebuilt model instead
+    t_amg = (amg_reuse_seconds if reused else amg_seconds)(n_dofs, z, n_rhs, element_order)
     t_direct = direct_seconds(direct, factor_mflops(n_dofs, dim, z))
     need = factor_bytes(n_dofs, dim, z, backend=direct)
     budget = AUTO_FACTOR_MEMORY_FRACTION * available_memory()
@@ -1194,7 +1214,7 @@ def _auto_choice(direct: str, n_dofs: int, dim: int, nnz_per_row: float | None, 
 def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None,
                 points: np.ndarray | None = None, *, nnz_per_row: float | None = None,
                 n_rhs: int = 1, element_order: int = 1, pattern=None,
-                check_residuals: bool = True, **options) -> LinearSolver:
+                check_residuals: bool = True, reused: bool = True, **options) -> LinearSolver:
     """The one place where linear solvers are made: from a name, or an instance passed through.
 
     method: a :class:`LinearSolver` instance (returned as is; the other arguments are for
@@ -1206,11 +1226,14 @@ def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None
 
     "auto" (needs ``n_dofs``; without it: "direct") compares a time model of one design
     iteration, measured on this machine (module constants :data:`DIRECT_MFLOP_PER_SECOND`,
-    :data:`AMG_SETUP_SECONDS_PER_NONZERO`, :data:`AMG_ITERATION_SECONDS_PER_NONZERO`,
-    :data:`AMG_ITERATIONS`): direct = factorization flops / rate, where the flops grow with
-    ``dim`` and ``nnz_per_row`` of K (:func:`lightweight.fem.memory.factor_mflops`); AMG =
-    setup + ``n_rhs`` solves, each proportional to K's nonzeros, with more iterations for
-    quadratic elements (``element_order`` 2). It picks AMG when the factor would not fit
+    :data:`AMG_REUSE_REFRESH_SECONDS_PER_NONZERO`, :data:`AMG_REUSE_ITERATION_SECONDS_PER_NONZERO`,
+    :data:`AMG_REUSE_ITERATIONS`): direct = factorization flops / rate, where the flops grow with
+    ``dim`` and ``nnz_per_row`` of K (:func:`lightweight.fem.memory.factor_mflops`); AMG = the
+    reused hierarchy's refresh + one block PCG of ``n_rhs`` load cases, each proportional to K's
+    nonzeros, with more iterations for quadratic elements (``element_order`` 2)
+    (:func:`amg_reuse_seconds`); ``reused=False`` (one matrix, one AMG setup: e.g. modal
+    LOBPCG) weighs pyamg's setup and solves instead (:data:`AMG_SETUP_SECONDS_PER_NONZERO`,
+    :data:`AMG_ITERATION_SECONDS_PER_NONZERO`, :data:`AMG_ITERATIONS`, :func:`amg_seconds`). It picks AMG when the factor would not fit
     :data:`AUTO_FACTOR_MEMORY_FRACTION` of the available memory, with a warning saying so.
     Given the sparsity ``pattern`` of K (a CSR matrix or an object with ``indptr``/``indices``)
     and PARDISO, it decides on PARDISO's own analysis (flops and memory peak), which the returned
@@ -1237,7 +1260,7 @@ def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None
             geometric_dim = dim if dim in (2, 3) else 3
             key, built, reason = _auto_choice(direct, int(n_dofs), geometric_dim, nnz_per_row,
                                               max(1, int(n_rhs)), element_order, pattern,
-                                              options_direct)
+                                              options_direct, reused)
             if reason:
                 warnings.warn(f"solver 'auto' chose AMG-PCG instead of {direct}: {reason}",
                               stacklevel=2)
