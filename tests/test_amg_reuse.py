@@ -340,3 +340,66 @@ def test_coarse_factor_falls_back_to_single_precision_when_double_does_not_fit(b
     monkeypatch.setattr(solvers, "available_memory", lambda: 0.5 * need[True] / solvers.FACTOR_MEMORY_FRACTION)
     with pytest.raises(FactorizationMemoryError), pytest.warns(UserWarning, match="single precision"):
         ReusedAMGSolver(points=bracket.matrix_points).factorize(K)
+
+
+def test_resmoothed_prolongator_is_the_jacobi_step_with_the_new_matrix(bracket):
+    """P smoothed again with a SIMP matrix: T - (omega / rho) D^-1 K T from SciPy, on the
+    build's aggregates, with the build's pattern (the Galerkin patterns stay valid)."""
+    from lightweight.fem import aggregation
+    solid, simp = _matrix(bracket, _scales(bracket)["solid"]), _matrix(bracket, _scales(bracket)["smooth"])
+    solver = make_solver("amg-reuse", points=bracket.matrix_points, pattern=bracket.pattern)
+    solver.factorize(solid)
+    H = solver._hierarchy
+    P_build = H.levels[0].P.copy()
+    indptr, indices = P_build.indptr.copy(), P_build.indices.copy()
+    H.refresh(simp)
+    modes = solver._supported_modes(simp)
+    assert H.resmooth(simp, modes) and H.resmoothed == 1
+    P = H.levels[0].P
+    assert np.array_equal(P.indptr, indptr) and np.array_equal(P.indices, indices)
+    assert abs(P - P_build).max() > 1e-3 * abs(P_build).max()        # it did change
+    # the reference: T explicitly, then one Jacobi step with SciPy
+    agg, n_agg = H.fine_aggregates
+    b = H.fine_block
+    Q, _, keep = aggregation.tentative(agg, n_agg, modes, b)
+    col_start = np.concatenate([[0], np.cumsum(keep.sum(axis=1))])
+    rows, cols, vals = [], [], []
+    for node in np.flatnonzero(agg >= 0):
+        a = agg[node]
+        kept = np.flatnonzero(keep[a])
+        for r in range(b):
+            rows += [node * b + r] * len(kept)
+            cols += list(col_start[a] + np.arange(len(kept)))
+            vals += list(Q[node, r, kept])
+    T = sp.csr_matrix((vals, (rows, cols)), shape=P.shape)
+    d = simp.diagonal()
+    dinv = np.where(d > 0, 1.0 / np.where(d > 0, d, 1.0), 0.0)
+    reference = (T - sp.diags(aggregation.OMEGA / H.levels[0].lam * dinv) @ simp @ T).tocsr()
+    assert abs(P - reference).max() <= 1e-12 * abs(reference).max()
+    # R follows, and the cycle stays a symmetric positive preconditioner
+    assert abs(H.levels[0].R - P.T).max() == 0.0
+
+
+def test_prolongator_is_resmoothed_when_pcg_needs_more_iterations(bracket, monkeypatch):
+    """The solver smooths P again once a solve needs RESMOOTH_GROWTH x the fresh hierarchy's
+    iterations; on a design far from the one it was built on it then needs fewer iterations."""
+    import lightweight.fem.solvers as solvers
+    F = _rhs(bracket)
+    centres = bracket.mesh.points[bracket.mesh.cells].mean(axis=1)
+    half = np.where(centres[:, 0] < 60.0, 1.0, 1e-3)        # the load end gone soft: 28 -> 21
+    solid, simp = _matrix(bracket, _scales(bracket)["solid"]), _matrix(bracket, half)
+    counts = {}
+    for growth in (1e9, 0.0):
+        monkeypatch.setattr(solvers, "RESMOOTH_GROWTH", growth)
+        solver = make_solver("amg-reuse", points=bracket.matrix_points, pattern=bracket.pattern, rtol=1e-8)
+        solver.factorize(solid)
+        solver.solve(F)
+        assert solver.info["prolongator_resmoothed"] is False        # the build itself
+        solver.factorize(simp)
+        X = solver.solve(F)
+        counts[growth] = (max(solver.info["iterations"]), solver.info["prolongator_resmoothed"])
+        direct = make_solver("direct")
+        direct.factorize(simp)
+        np.testing.assert_allclose(X, direct.solve(F), rtol=0, atol=1e-6 * np.abs(X).max())
+    assert counts[1e9][1] is False and counts[0.0][1] is True
+    assert counts[0.0][0] < counts[1e9][0], counts

@@ -448,7 +448,7 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     coarse_modes (n_coarse, k) (T coarse_modes = improved modes on aggregated nodes), info a
     dict (aggregates ``agg`` per node, ``n_aggregates``, ``rho`` = the estimate of
     rho(D^-1 A), ``eigvec`` its Ritz vector of D^-1/2 A D^-1/2, ``uniform``: every aggregate
-    kept all k columns, ``improved_modes``)."""
+    kept all k columns, ``improved_modes``, ``graph`` the node graph (g_ptr, g_idx))."""
     from .amg import POWER_STEPS_BUILD, _lanczos_max, random_start
     n = A.shape[0]
     if n % b:
@@ -459,24 +459,36 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     agg, n_agg = standard_aggregation(g_ptr, g_idx, order)
     improved = improve_modes(A, modes, improve_sweeps, order, b)
     Q, R, keep = tentative(agg, n_agg, improved, b)
-    # columns kept per aggregate, numbered consecutively
-    col_count = keep.sum(axis=1).astype(np.int64)
-    col_start = np.zeros(n_agg + 1, dtype=np.int64)
-    np.cumsum(col_count, out=col_start[1:])
-    column_of = np.where(keep, np.cumsum(keep, axis=1) - 1, -1).astype(np.int64)
-    n_coarse = int(col_start[-1])
     coarse_modes = R[keep]                               # (n_coarse, k): kept rows of each R
     # rho(D^-1 A) by Lanczos on D^-1/2 A D^-1/2 (the same spectrum)
     diag = A.diagonal()
     dinv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
+    del diag
     start = None
     if order is not None:
         # the random start of the mesh-ordered matrix, moved to this matrix's rows
         start = random_start(n, order)
         spectral_steps = max(spectral_steps, POWER_STEPS_BUILD)
     rho, eigvec = _lanczos_max(A, np.sqrt(dinv), start, spectral_steps)
-    scale = (omega / rho) * dinv
-    del diag
+    P = _smoothed(A, b, agg, n_agg, Q, keep, (g_ptr, g_idx), (omega / rho) * dinv)
+    info = {"agg": agg, "n_aggregates": n_agg, "rho": rho, "eigvec": eigvec,
+            "uniform": bool(np.all(keep)), "improved_modes": improved, "Q": Q,
+            "keep": keep, "graph": (g_ptr, g_idx)}
+    return P, coarse_modes, info
+
+
+def _smoothed(A: sp.csr_matrix, b: int, agg: np.ndarray, n_agg: int, Q: np.ndarray,
+              keep: np.ndarray, graph, scale: np.ndarray, pattern: sp.csr_matrix | None = None):
+    """P = T - diag(scale) A T (CSR, sorted int32 indices) for the tentative prolongator's node
+    blocks Q and kept columns ``keep`` (n_agg, k); with ``pattern`` (a P built before) its
+    values only, on that pattern, or None where the rows' widths differ from it."""
+    g_ptr, g_idx = graph
+    n = A.shape[0]
+    col_count = keep.sum(axis=1).astype(np.int64)        # columns kept per aggregate,
+    col_start = np.zeros(n_agg + 1, dtype=np.int64)      # numbered consecutively
+    np.cumsum(col_count, out=col_start[1:])
+    column_of = np.where(keep, np.cumsum(keep, axis=1) - 1, -1).astype(np.int64)
+    n_coarse = int(col_start[-1])
     n_nodes = n // b
     n_chunks = max(1, min(64, n_nodes // 256))
     counts = np.zeros(n + 1, dtype=np.int64)
@@ -484,15 +496,34 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     _prolongator_pass(A.indptr, A.indices, A.data, b, agg, col_start, col_count, Q, column_of,
                       scale, g_ptr, g_idx, n_agg, n_chunks, counts, counts, empty_i, empty_f, False)
     p_ptr = np.cumsum(counts)
+    if pattern is not None and (pattern.shape != (n, n_coarse)
+                                or not np.array_equal(p_ptr, pattern.indptr)):
+        return None          # the fill pass below writes rows at pattern's offsets: must match
     nnz = int(p_ptr[-1])
     index_type = np.int32 if max(nnz, n_coarse) < 2**31 - 1 else np.int64
     p_idx = np.empty(nnz, dtype=index_type)
     p_val = np.empty(nnz)
     _prolongator_pass(A.indptr, A.indices, A.data, b, agg, col_start, col_count, Q, column_of,
                       scale, g_ptr, g_idx, n_agg, n_chunks, counts, p_ptr, p_idx, p_val, True)
+    if pattern is not None:
+        return p_val if np.array_equal(p_idx, pattern.indices) else None
     P = sp.csr_matrix((p_val, p_idx, p_ptr.astype(index_type)), shape=(n, n_coarse), copy=False)
     P.has_sorted_indices = True
-    info = {"agg": agg, "n_aggregates": n_agg, "rho": rho, "eigvec": eigvec,
-            "uniform": bool(np.all(keep)), "improved_modes": improved, "Q": Q,
-            "keep": keep}
-    return P, coarse_modes, info
+    return P
+
+
+def resmoothed_values(A: sp.csr_matrix, P: sp.csr_matrix, agg: np.ndarray, n_agg: int,
+                      modes: np.ndarray, b: int, rho: float, theta: float = THETA,
+                      omega: float = OMEGA, graph=None) -> np.ndarray | None:
+    """The values (P.nnz,) of the prolongator smoothed with a new matrix A (same pattern as the
+    one P was built from) on the build's aggregates ``agg`` (per node, n_agg of them): the
+    tentative prolongator of ``modes`` (n, k) (not improved again), one Jacobi step with
+    omega / ``rho`` (rho(D^-1 A), e.g. the smoother's bound). None where the result would not
+    have P's pattern (an aggregate keeping other columns). ``graph``: the build's node graph
+    (g_ptr, g_idx), fixed with A's pattern at theta = 0 (else computed from A)."""
+    n = A.shape[0]
+    Q, _, keep = tentative(agg, n_agg, np.asarray(modes, dtype=np.float64).reshape(n, -1), b)
+    diag = A.diagonal()
+    dinv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
+    return _smoothed(A, b, agg, n_agg, Q, keep, node_graph(A, b, theta) if graph is None else graph,
+                     (omega / rho) * dinv, pattern=P)

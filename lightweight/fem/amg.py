@@ -677,6 +677,13 @@ class ReusedHierarchy:
         # the finest level's node visiting order for the greedy aggregation (None: 0, 1, ...;
         # the lean setup only)
         self.aggregation_order = None
+        # the lean setup's finest aggregates (per node, int32, and their count), node graph
+        # and DOFs per node, kept for smoothing P again with a later matrix (:meth:`resmooth`;
+        # ~70 B per node, 13 B per tet4: the graph is most of it, a pass over A to rebuild)
+        self.fine_aggregates = None
+        self.fine_graph = None
+        self.fine_block = 1
+        self.resmoothed = 0
 
     # ------------------------------------------------------------------ setup
     def build(self, A: sp.csr_matrix, modes: np.ndarray | None,
@@ -740,6 +747,10 @@ class ReusedHierarchy:
                 A_l, modes, block, improve_sweeps=aggregation.IMPROVE_SWEEPS if not self.levels else 0,
                 order=order)
             uniform = info["uniform"]
+            if not self.levels:
+                self.fine_aggregates = (info["agg"], int(info["n_aggregates"]))
+                self.fine_graph = info["graph"]
+                self.fine_block = block
             del info
             P = _index32(P)
             R = P.T.tocsr()
@@ -781,11 +792,15 @@ class ReusedHierarchy:
         return sum(lv.A.nnz for lv in self.levels) / self.levels[0].A.nnz
 
     def refresh(self, A: sp.csr_matrix, galerkin: bool = True,
-                power_steps: int = POWER_STEPS_REFRESH) -> None:
-        """New finest matrix A (same pattern as built); recompute the coarse operators if ``galerkin``."""
+                power_steps: int = POWER_STEPS_REFRESH, modes: np.ndarray | None = None) -> None:
+        """New finest matrix A (same pattern as built); recompute the coarse operators if
+        ``galerkin``; given the near-null space ``modes`` (n, k), smooth the finest prolongator
+        again with A first (:meth:`resmooth`)."""
         fine = self.levels[0]
         fine.A = _index32(A)
         self._smoother_data(fine, power_steps)
+        if modes is not None and galerkin:
+            self.resmooth(fine.A, modes)
         if not galerkin and self.levels[-1].A is not None:
             return
         for l in range(len(self.levels) - 1):
@@ -839,6 +854,31 @@ class ReusedHierarchy:
         except np.linalg.LinAlgError:
             # a singular coarsest operator (a part with too few supports at that resolution)
             self.coarse_factor = ("pinv", np.linalg.pinv(coarse, hermitian=True))
+
+    def resmooth(self, A: sp.csr_matrix, modes: np.ndarray) -> bool:
+        """Smooth the finest prolongator again with A (same pattern as built): P = (I - omega
+        D^-1 A) T on the build's aggregates, T from ``modes`` (n, k) (not improved again), rho
+        from the smoother's current bound (call after a refresh of level 0's smoother data,
+        before the Galerkin products: :meth:`refresh` with ``modes``). P's pattern is that of
+        |A| |T|, fixed with A's pattern and the aggregates: its values change in place, R = P^T
+        is rebuilt, the kept Galerkin patterns stay valid. False (nothing changed) without the
+        lean setup's aggregates or where the new P would have another pattern."""
+        if self.fine_aggregates is None or len(self.levels) < 2 or self.levels[0].lam is None:
+            return False
+        from . import aggregation
+        lv = self.levels[0]
+        agg, n_agg = self.fine_aggregates
+        values = aggregation.resmoothed_values(A, lv.P, agg, n_agg, modes, self.fine_block,
+                                               float(lv.lam), graph=self.fine_graph)
+        if values is None:
+            return False
+        lv.P.data[:] = values
+        del values
+        R = lv.P.T.tocsr()
+        R.sort_indices()
+        lv.R = _index32(R)
+        self.resmoothed += 1
+        return True
 
     def _smoother_data(self, lv: _Level, power_steps: int, block: int = 1) -> None:
         A = lv.A

@@ -925,6 +925,12 @@ class AMGSolver(LinearSolver):
         return X
 
 
+#: amg-reuse smooths its finest prolongator again with the current K (same aggregates, same
+#: pattern: ReusedHierarchy.resmooth) when the last solve took more than this times the PCG
+#: iterations of the freshly built hierarchy
+RESMOOTH_GROWTH = 1.25
+
+
 class ReusedAMGSolver(AMGSolver):
     """Smoothed-aggregation PCG whose aggregates and prolongators are built once per mesh.
 
@@ -961,8 +967,9 @@ class ReusedAMGSolver(AMGSolver):
         # sets the mesh's order when K's rows are renumbered (fem/assembly.py, NodeOrder)
         self.aggregation_order: np.ndarray | None = None
 
-    def _build(self, K: sp.csr_matrix) -> None:
-        from .amg import ReusedHierarchy, fixed_rows
+    def _supported_modes(self, K: sp.csr_matrix) -> np.ndarray | None:
+        """The rigid-body modes with K's eliminated DOFs zeroed (unless that zeroes a mode)."""
+        from .amg import fixed_rows
         B = self._modes
         if B is not None and self.zero_fixed_modes:
             fixed = fixed_rows(K)
@@ -971,6 +978,11 @@ class ReusedAMGSolver(AMGSolver):
                 B[fixed] = 0.0
                 if np.any(np.linalg.norm(B, axis=0) == 0):
                     B = self._modes
+        return B
+
+    def _build(self, K: sp.csr_matrix) -> None:
+        from .amg import ReusedHierarchy
+        B = self._supported_modes(K)
         hierarchy = ReusedHierarchy(max_coarse=self.max_coarse, max_levels=self.max_levels,
                                     single=self.single,
                                     degree=self.degree, **self.amg_options)
@@ -984,6 +996,7 @@ class ReusedAMGSolver(AMGSolver):
 
     def _numeric(self, K: sp.csr_matrix) -> None:
         rebuilt = self._hierarchy is None
+        resmooth = False
         if rebuilt:
             # Whether a rigid-body motion is resisted depends on the supports (the pattern's
             # eliminated rows, fixed with it), not on positive SIMP multipliers of the same
@@ -993,7 +1006,15 @@ class ReusedAMGSolver(AMGSolver):
             self._check_rigid_modes(K)
             self._build(K)
         else:
-            self._hierarchy.refresh(K)
+            # P smoothed again with this K once PCG needs clearly more iterations than on the
+            # freshly built hierarchy (judged by the last solve: designs change gradually)
+            last, fresh = getattr(self, "_last_iterations", None), self._fresh_iterations
+            resmooth = (fresh is not None and last is not None
+                        and last > RESMOOTH_GROWTH * max(fresh, 1))
+            before = self._hierarchy.resmoothed
+            self._hierarchy.refresh(K, modes=self._supported_modes(K) if resmooth else None)
+            resmooth = self._hierarchy.resmoothed > before
+        self._resmoothed = bool(resmooth)
         self.info_rebuilt = rebuilt
 
     def _budget(self) -> int:
@@ -1021,6 +1042,7 @@ class ReusedAMGSolver(AMGSolver):
         self._last_iterations = int(iters.max()) if iters.size else 0
         self.info["iterations"] = iters.tolist()
         self.info["hierarchies_built"] = self.hierarchies_built
+        self.info["prolongator_resmoothed"] = bool(getattr(self, "_resmoothed", False))
         self.info["pcg_seconds"] = time.perf_counter() - t0
         _check_pcg("amg-reuse", X, res, iters, broke, self.rtol, self.maxiter)
         self._true_residuals = (X, res)
