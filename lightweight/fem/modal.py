@@ -211,7 +211,8 @@ def _shift_invert(K, M, n, sigma, solver, dim):
     from .solvers import make_solver
     shifted = (K - sigma * M).tocsr()
     shifted.sort_indices()
-    lin = make_solver(solver, n_dofs=K.shape[0], dim=dim)
+    # the same rule as method="auto" above: one matrix, one setup
+    lin = make_solver(solver, n_dofs=K.shape[0], dim=dim, reused=False)
     if not lin.direct:
         raise SolverError(f"lw.modes method='lanczos' needs a direct solver, got {lin.name!r}; "
                           f"use solver='direct' or method='lobpcg'")

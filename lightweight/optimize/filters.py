@@ -510,7 +510,8 @@ def _helmholtz_solver(A: sp.csr_matrix, solver, n_cells: int, mesh_dim: int):
         # AMG: one unknown per node, so its near-null space is the constant (dim=1); direct
         # solvers take the mesh's dimension for their fill estimate
         dim = 1 if name == "amg" else mesh_dim
-        linear_solver = make_solver(name, n_dofs=A.shape[0], dim=dim)
+        # one matrix for the whole run: weigh AMG's setup, not a design loop's refresh
+        linear_solver = make_solver(name, n_dofs=A.shape[0], dim=dim, reused=False)
         linear_solver.factorize(A)
     except FactorizationMemoryError as exc:
         raise OptimizationError(f"HelmholtzFilter ({n_cells} cells, {A.shape[0]} nodes): {exc}; the "
