@@ -591,3 +591,13 @@ def test_unknown_solver_option_is_named():
     with pytest.raises(LightweightError, match=r"'superlu' has no option 'check_pivot'.*check_pivots"):
         make_solver("superlu", check_pivot=False)
     assert make_solver("superlu", check_pivots=False).name == "superlu"
+
+
+def test_unknown_solver_name_lists_every_solver():
+    """A misspelt solver name: the error lists the names a user can pass, amg-reuse included."""
+    from lightweight.errors import LightweightError
+    from lightweight.fem.solvers import make_solver
+    with pytest.raises(LightweightError, match=r"'amg-reus' is unknown; available: auto, direct") as info:
+        make_solver("amg-reus")
+    if "amg" in available_solvers():
+        assert "amg-reuse" in str(info.value)

@@ -1293,8 +1293,8 @@ def make_solver(method="auto", n_dofs: int | None = None, dim: int | None = None
         # a fresh pyamg setup on optimizer iterates, without the per-refill setup; measured in
         # docs/performance.md, "Unstructured meshes"); "amg" by name keeps the old solver
         key = "amg-reuse"
-    if key == "amg-reuse" and "amg" in available:
-        available = available + ["amg-reuse"]
+    if "amg" in available:
+        available = available + ["amg-reuse"]      # wherever pyamg is (listed in errors too)
     if key not in _CLASSES or key not in available:
         why = "is not installed" if key in _CLASSES else "is unknown"
         raise SolverError(f"linear solver {method!r} {why}; available: "
