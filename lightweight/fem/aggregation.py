@@ -60,6 +60,17 @@ FIT_TOLERANCE = 1e-10
 SPECTRAL_STEPS = 30
 
 
+def node_rows(order: np.ndarray, b: int) -> np.ndarray:
+    """The DOF rows (len(order) * b,) int64 of the nodes in ``order``, b node-major DOFs each."""
+    return (b * np.asarray(order, dtype=np.int64)[:, None] + np.arange(b)).ravel()
+
+
+def inverse_diagonal(A: sp.csr_matrix) -> np.ndarray:
+    """1 / a_ii (n,), 0 where a_ii <= 0 (rows the Jacobi steps leave alone)."""
+    diag = A.diagonal()
+    return np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
+
+
 def block_size_for(modes: np.ndarray | None) -> int:
     """DOFs per node implied by the near-null space: 6 rigid modes -> 3, 3 -> 2, else 1."""
     if modes is None:
@@ -271,8 +282,7 @@ def improve_modes(A: sp.csr_matrix, modes: np.ndarray, sweeps: int = IMPROVE_SWE
     X = np.array(modes, dtype=np.float64, order="C")
     if sweeps > 0:
         n = A.shape[0]
-        rows = (np.arange(n, dtype=np.int64) if order is None else
-                (b * np.asarray(order, dtype=np.int64)[:, None] + np.arange(b)).ravel())
+        rows = np.arange(n, dtype=np.int64) if order is None else node_rows(order, b)
         _symmetric_gauss_seidel_zero_rhs(A.indptr, A.indices, A.data, rows, X, int(sweeps))
     return X
 
@@ -461,9 +471,7 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     Q, R, keep = tentative(agg, n_agg, improved, b)
     coarse_modes = R[keep]                               # (n_coarse, k): kept rows of each R
     # rho(D^-1 A) by Lanczos on D^-1/2 A D^-1/2 (the same spectrum)
-    diag = A.diagonal()
-    dinv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
-    del diag
+    dinv = inverse_diagonal(A)
     start = None
     if order is not None:
         # the random start of the mesh-ordered matrix, moved to this matrix's rows
@@ -523,7 +531,6 @@ def resmoothed_values(A: sp.csr_matrix, P: sp.csr_matrix, agg: np.ndarray, n_agg
     (g_ptr, g_idx), fixed with A's pattern at theta = 0 (else computed from A)."""
     n = A.shape[0]
     Q, _, keep = tentative(agg, n_agg, np.asarray(modes, dtype=np.float64).reshape(n, -1), b)
-    diag = A.diagonal()
-    dinv = np.where(diag > 0, 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
+    dinv = inverse_diagonal(A)
     return _smoothed(A, b, agg, n_agg, Q, keep, node_graph(A, b, theta) if graph is None else graph,
                      (omega / rho) * dinv, pattern=P)

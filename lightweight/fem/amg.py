@@ -994,7 +994,8 @@ def random_start(n: int, order: np.ndarray | None = None) -> np.ndarray:
         return draw
     b = n // len(order)
     start = np.empty(n)
-    start[(b * np.asarray(order, dtype=np.int64)[:, None] + np.arange(b)).ravel()] = draw
+    from .aggregation import node_rows
+    start[node_rows(order, b)] = draw
     return start
 
 
