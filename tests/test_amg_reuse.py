@@ -156,6 +156,76 @@ def test_symmetric_galerkin_product_is_the_full_one_mirrored(bracket):
     assert abs(mirrored - reference).max() <= 1e-12 * abs(reference).max()
 
 
+def test_coarsest_operator_keeps_its_upper_triangle_bit_for_bit(bracket):
+    """The coarsest level holds only the upper triangle of R A P: by the triple kernel and by
+    the row kernel, each entry bit-identical to the mirrored full product's; the level's
+    ``full()`` is SciPy's R A P; the hierarchy keeps no mirror map for it."""
+    from lightweight.fem import amg
+    scales = _scales(bracket)
+    solver = ReusedAMGSolver(points=bracket.matrix_points)
+    solver.factorize(_matrix(bracket, scales["solid"]))
+    hierarchy = solver._hierarchy
+    level, coarsest = hierarchy.levels[0], hierarchy.levels[-1]
+    assert coarsest.upper and level.RAP_product.upper and level.RAP_product.mirror_from is None
+    K = amg._index32(_matrix(bracket, scales["random"]))
+    AP = level.AP_product(K, level.P)
+    mirrored = amg._Product(level.R, level.AP_product.C, symmetric=True)(level.R, AP).copy()
+    upper = amg._Product(level.R, level.AP_product.C, upper=True)
+    by_triples = upper(level.R, AP).copy()
+    assert np.array_equal(by_triples.indices, sp.triu(mirrored).tocsr().indices)
+    assert np.array_equal(by_triples.data, sp.triu(mirrored).tocsr().data)
+    by_rows = by_triples.copy()
+    by_rows.data[:] = np.nan
+    amg._spgemm_numeric_symmetric(level.R.indptr, level.R.indices, level.R.data, AP.indptr,
+                                  AP.indices, AP.data, by_rows.indptr, by_rows.indices,
+                                  by_rows.data, np.empty(0, np.int32), by_rows.shape[1],
+                                  upper.n_chunks)
+    assert np.array_equal(by_rows.data, by_triples.data)
+    solver.factorize(K)
+    reference = (level.R @ K @ level.P).tocsr()
+    assert abs(coarsest.full() - reference).max() <= 1e-12 * abs(reference).max()
+    assert hierarchy.operator_complexity == pytest.approx((K.nnz + reference.nnz) / K.nnz)
+
+
+def test_direct_solvers_factorize_an_upper_triangle_as_the_symmetric_matrix(bracket):
+    """PARDISO reads a K given as its upper triangle in place (no copies) and solves, checks
+    and refines with the whole symmetric matrix; solvers that need both triangles get them
+    from the hierarchy (SuperLU as coarse solver: the same solution)."""
+    from lightweight.fem import amg, solvers
+    K = _matrix(bracket, _scales(bracket)["smooth"])
+    F = _rhs(bracket)
+    reference = make_solver("superlu")
+    reference.factorize(K)
+    X_ref = reference.solve(F)
+    if "pardiso" in available_solvers():
+        upper = sp.triu(K, format="csr")
+        upper.indices = upper.indices.astype(np.int32)
+        upper.indptr = upper.indptr.astype(np.int32)
+        pardiso = make_solver("pardiso")
+        assert pardiso.reads_upper_triangle
+        pardiso.factorize(upper)
+        assert pardiso._upper is None and pardiso._ja is upper.indices
+        X = pardiso.solve(F)
+        assert max(pardiso.info["residuals"]) < 1e-8
+        np.testing.assert_allclose(X, X_ref, rtol=1e-7, atol=1e-9 * abs(X_ref).max())
+    made = solvers.make_solver
+
+    def superlu_coarse(name, **kwargs):
+        if name != "direct":
+            return made(name, **kwargs)
+        kwargs.pop("single", None)
+        return made("superlu", **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(amg, "DENSE_COARSE_MAX", 10)
+        patch.setattr(solvers, "make_solver", superlu_coarse)
+        solver = ReusedAMGSolver(points=bracket.matrix_points, rtol=1e-10)
+        solver.factorize(K)
+        assert solver._hierarchy.coarse_factor[1].name == "superlu"
+        X = solver.solve(F)
+    np.testing.assert_allclose(np.einsum("ij,ij->j", F, X), np.einsum("ij,ij->j", F, X_ref), rtol=1e-9)
+
+
 @pytest.mark.parametrize("setup", ["lean", "pyamg"])
 def test_both_setups_agree_with_direct(bracket, setup):
     """Our aggregation setup (default) and pyamg's (kept for comparison): the same compliances

@@ -441,7 +441,7 @@ def _spgemm_numeric_symmetric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c
                     c_val[pos[b_idx[r]]] += a * b_val[r]
             for q in range(c_ptr[i], c_ptr[i + 1]):
                 pos[c_idx[q]] = -1
-    m = c_val.shape[0]
+    m = mirror_from.shape[0]       # 0: an upper-only C, nothing to mirror
     for q in numba.prange(m):
         src = mirror_from[q]
         if src >= 0:
@@ -450,10 +450,12 @@ def _spgemm_numeric_symmetric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c
 
 @numba.njit(cache=True, parallel=True)
 def _spgemm_numeric_triples(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_idx, c_val,
-                            mirror_from, symmetric, n_cols, n_chunks):
+                            mirror_from, symmetric, upper, n_cols, n_chunks):
     """:func:`_spgemm_numeric` (``symmetric``: :func:`_spgemm_numeric_symmetric`) when A's rows
     come in triples with equal columns that are whole node triples and B's rows in triples with
     equal columns (K, P, P^T and A P of the FE core's node-major DOFs; C's rows then too).
+    ``upper``: C holds only its entries on and above the diagonal (a symmetric product, no
+    mirror): row i + r of a triple then lacks the first r columns of row i.
 
     A 3 x 3 block of A meets the three rows of one B node together: one column lookup serves
     nine multiply-adds instead of one. Each entry of C still receives its products in A's
@@ -461,16 +463,20 @@ def _spgemm_numeric_triples(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_i
     """
     n_groups = (a_ptr.shape[0] - 1) // 3
     chunk = (n_groups + n_chunks - 1) // n_chunks
+    shift = 1 if upper else 0
     for t in numba.prange(n_chunks):
-        offset = np.full(n_cols, -1, dtype=np.int64)      # column -> offset within C's rows
+        offset = np.full(n_cols, -1, dtype=np.int64)      # column -> offset within row i
         for g in range(t * chunk, min(n_groups, (t + 1) * chunk)):
             i = 3 * g
-            c0, c1, c2 = c_ptr[i], c_ptr[i + 1], c_ptr[i + 2]
-            for q in range(c1 - c0):
+            # row i + r's entry at row i's offset o sits at c_ptr[i + r] + o (- r if upper)
+            c0, c1, c2 = c_ptr[i], c_ptr[i + 1] - shift, c_ptr[i + 2] - 2 * shift
+            for q in range(c_ptr[i + 1] - c0):
                 offset[c_idx[c0 + q]] = q
                 c_val[c0 + q] = 0.0
-                c_val[c1 + q] = 0.0
-                c_val[c2 + q] = 0.0
+                if q >= shift:
+                    c_val[c1 + q] = 0.0
+                if q >= 2 * shift:
+                    c_val[c2 + q] = 0.0
             p0, p1, p2 = a_ptr[i], a_ptr[i + 1], a_ptr[i + 2]
             for q in range(0, p1 - p0, 3):
                 k = a_idx[p0 + q]                          # B rows k, k + 1, k + 2
@@ -481,6 +487,7 @@ def _spgemm_numeric_triples(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_i
                 if symmetric:
                     # the group's first row bounds all three; the few entries below the
                     # diagonal of rows i + 1, i + 2 this adds are overwritten by the mirror
+                    # (upper: not stored, skipped below)
                     left = _first_at_least(b_idx, left, end, i)
                 d1 = b_ptr[k + 1] - b_ptr[k]
                 d2 = b_ptr[k + 2] - b_ptr[k]
@@ -492,17 +499,19 @@ def _spgemm_numeric_triples(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_i
                     v += u01 * b1
                     v += u02 * b2
                     c_val[c0 + o] = v
-                    v = c_val[c1 + o]
-                    v += u10 * b0
-                    v += u11 * b1
-                    v += u12 * b2
-                    c_val[c1 + o] = v
-                    v = c_val[c2 + o]
-                    v += u20 * b0
-                    v += u21 * b1
-                    v += u22 * b2
-                    c_val[c2 + o] = v
-    if symmetric:
+                    if o >= shift:
+                        v = c_val[c1 + o]
+                        v += u10 * b0
+                        v += u11 * b1
+                        v += u12 * b2
+                        c_val[c1 + o] = v
+                    if o >= 2 * shift:
+                        v = c_val[c2 + o]
+                        v += u20 * b0
+                        v += u21 * b1
+                        v += u22 * b2
+                        c_val[c2 + o] = v
+    if symmetric and not upper:
         for q in numba.prange(c_val.shape[0]):
             src = mirror_from[q]
             if src >= 0:
@@ -510,10 +519,11 @@ def _spgemm_numeric_triples(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_i
 
 
 @numba.njit(cache=True, parallel=True)
-def _spgemm_symbolic(a_ptr, a_idx, b_ptr, b_idx, n_cols, n_chunks, fill, c_ptr, c_idx):
+def _spgemm_symbolic(a_ptr, a_idx, b_ptr, b_idx, n_cols, n_chunks, fill, upper, c_ptr, c_idx):
     """Pattern of |A| |B| (Gustavson, symbolic), in two passes over the same loops: without fill,
     c_ptr[i + 1] = number of distinct columns of row i; with fill (c_ptr the prefix sums), the
-    columns of each row into c_idx[c_ptr[i]:c_ptr[i + 1]], sorted."""
+    columns of each row into c_idx[c_ptr[i]:c_ptr[i + 1]], sorted. ``upper``: only the columns
+    j >= i of row i (B's rows are sorted: each starts at its first such column)."""
     n = a_ptr.shape[0] - 1
     chunk = (n + n_chunks - 1) // n_chunks
     for t in numba.prange(n_chunks):
@@ -522,7 +532,10 @@ def _spgemm_symbolic(a_ptr, a_idx, b_ptr, b_idx, n_cols, n_chunks, fill, c_ptr, 
             q = c_ptr[i] if fill else 0
             for p in range(a_ptr[i], a_ptr[i + 1]):
                 k = a_idx[p]
-                for r in range(b_ptr[k], b_ptr[k + 1]):
+                left = b_ptr[k]
+                if upper:
+                    left = _first_at_least(b_idx, left, b_ptr[k + 1], i)
+                for r in range(left, b_ptr[k + 1]):
                     j = b_idx[r]
                     if last_row[j] != i:
                         last_row[j] = i
@@ -535,21 +548,23 @@ def _spgemm_symbolic(a_ptr, a_idx, b_ptr, b_idx, n_cols, n_chunks, fill, c_ptr, 
                 c_ptr[i + 1] = q
 
 
-def _product_pattern(A: sp.csr_matrix, B: sp.csr_matrix, n_chunks: int) -> sp.csr_matrix:
-    """The pattern of A B (every structural product, no cancellation), sorted int32 CSR whose
-    values are a read-only zero view. Built by two Numba passes (count, fill) straight into
+def _product_pattern(A: sp.csr_matrix, B: sp.csr_matrix, n_chunks: int,
+                     upper: bool = False) -> sp.csr_matrix:
+    """The pattern of A B (every structural product, no cancellation; ``upper``: its entries on
+    and above the diagonal only), sorted int32 CSR whose values are a read-only zero view. Built by two Numba passes (count, fill) straight into
     int32: SciPy's product of all-ones copies wanted (nnz(A) + nnz(B)) ones and returned int64
     indices with float64 values, ~650 B per tet4 at the moment of the first build's peak."""
     n, n_cols = A.shape[0], B.shape[1]
     counts = np.zeros(n + 1, dtype=np.int64)
-    _spgemm_symbolic(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, False, counts,
-                     np.empty(0, dtype=np.int64))
+    _spgemm_symbolic(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, False, upper,
+                     counts, np.empty(0, dtype=np.int64))
     indptr = np.cumsum(counts)
     nnz = int(indptr[-1])
     index_type = np.int32 if max(nnz, n_cols) < 2**31 - 1 else np.int64
     indptr = indptr.astype(index_type)
     indices = np.empty(nnz, dtype=index_type)
-    _spgemm_symbolic(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, True, indptr, indices)
+    _spgemm_symbolic(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, True, upper,
+                     indptr, indices)
     C = sp.csr_matrix((np.broadcast_to(np.zeros(1), (nnz,)), indices, indptr), shape=(n, n_cols),
                       copy=False)
     C.has_sorted_indices = True
@@ -581,19 +596,22 @@ class _Product:
     """C = A B for a fixed pair of patterns: symbolic once (SciPy), numeric per call (Numba).
 
     ``symmetric``: C is known to be symmetric (the Galerkin R (A P) with R = P^T): only its upper
-    triangle is multiplied out, the lower one copied from it. ``keep_values=False``: each call
+    triangle is multiplied out, the lower one copied from it. ``upper`` (implies symmetric): C
+    keeps only its upper triangle (the diagonal included; for the coarsest level, whose direct
+    solver reads no more: half of C's bytes and no mirror positions). ``keep_values=False``: each call
     returns a new C with its own values and the product keeps only the pattern (``self.C``'s
     values are then a read-only zero view), for an intermediate like A P that is dead between
     refreshes (its values are 2/3 of its bytes: ~280 B per tet4).
     """
 
     def __init__(self, A: sp.csr_matrix, B: sp.csr_matrix, symmetric: bool = False,
-                 keep_values: bool = True):
+                 keep_values: bool = True, upper: bool = False):
         # The symbolic product keeps every structural product: a cancellation to exactly zero
         # on this design need not be one on the next.
         self.n_chunks = max(1, min(64, A.shape[0] // 256))
-        pattern = _product_pattern(A, B, self.n_chunks)
-        self.mirror_from = _mirror_positions(pattern) if symmetric else None
+        self.upper = bool(upper)
+        pattern = _product_pattern(A, B, self.n_chunks, upper=self.upper)
+        self.mirror_from = _mirror_positions(pattern) if symmetric and not self.upper else None
         self.keep_values = bool(keep_values)
         if self.keep_values:
             pattern = sp.csr_matrix((np.zeros(pattern.nnz), pattern.indices, pattern.indptr),
@@ -606,16 +624,17 @@ class _Product:
         if not self.keep_values:
             C = sp.csr_matrix((np.empty(C.nnz), C.indices, C.indptr), shape=C.shape, copy=False)
             C.has_sorted_indices = True
+        symmetric = self.upper or self.mirror_from is not None
+        mirror_from = np.empty(0, np.int32) if self.mirror_from is None else self.mirror_from
         if _triple_structure(A)[1] and rows_in_triples(B):
-            symmetric = self.mirror_from is not None
             _spgemm_numeric_triples(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
-                                    C.indptr, C.indices, C.data,
-                                    self.mirror_from if symmetric else np.empty(0, np.int32),
-                                    symmetric, C.shape[1], self.n_chunks)
+                                    C.indptr, C.indices, C.data, mirror_from, symmetric,
+                                    self.upper, C.shape[1], self.n_chunks)
             return C
-        if self.mirror_from is not None:
+        if symmetric:
+            # upper: C's rows hold exactly the columns >= i this kernel visits; nothing to mirror
             _spgemm_numeric_symmetric(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
-                                      C.indptr, C.indices, C.data, self.mirror_from, C.shape[1],
+                                      C.indptr, C.indices, C.data, mirror_from, C.shape[1],
                                       self.n_chunks)
             return C
         _spgemm_numeric(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
@@ -647,6 +666,13 @@ class _Level:
         self.AP_product = None   # symbolic A P and R (A P) of the Galerkin product, kept
         self.RAP_product = None
         self.A_pattern_nnz = -1
+        # A holds its upper triangle only (the coarsest level of a symmetric Galerkin product:
+        # its direct solver reads no more); :meth:`full` gives the whole matrix
+        self.upper = False
+
+    def full(self) -> sp.csr_matrix:
+        """This level's operator A with both triangles (a copy if only the upper one is kept)."""
+        return symmetric_from_upper(self.A) if self.upper else self.A
 
 
 class ReusedHierarchy:
@@ -788,8 +814,9 @@ class ReusedHierarchy:
 
     @property
     def operator_complexity(self) -> float:
-        """Sum of the levels' nonzeros over the finest level's."""
-        return sum(lv.A.nnz for lv in self.levels) / self.levels[0].A.nnz
+        """Sum of the levels' nonzeros over the finest level's (an upper-only level counted whole)."""
+        return sum(2 * lv.A.nnz - lv.A.shape[0] if lv.upper else lv.A.nnz
+                   for lv in self.levels) / self.levels[0].A.nnz
 
     def refresh(self, A: sp.csr_matrix, galerkin: bool = True,
                 power_steps: int = POWER_STEPS_REFRESH, modes: np.ndarray | None = None) -> None:
@@ -805,55 +832,68 @@ class ReusedHierarchy:
             return
         for l in range(len(self.levels) - 1):
             lv, nxt = self.levels[l], self.levels[l + 1]
+            # the coarsest operator only feeds its direct solver, which reads the upper triangle
+            # (PARDISO): only that is kept (the full one and PARDISO's copy of its upper half,
+            # its positions and the mirror map were ~265 B per tet4)
+            upper = SYMMETRIC_GALERKIN and l + 1 == len(self.levels) - 1
             # Galerkin product R A P on patterns fixed since the build: numeric phases only
             if lv.AP_product is None or lv.AP_product.C.shape[0] != lv.A.shape[0] \
-                    or lv.A_pattern_nnz != lv.A.nnz:
+                    or lv.A_pattern_nnz != lv.A.nnz or lv.RAP_product.upper != upper:
                 lv.AP_product = _Product(lv.A, lv.P, keep_values=False)
                 lv.A_pattern_nnz = lv.A.nnz
                 # R A P is symmetric: half its multiply-adds (the upper triangle), mirrored
-                lv.RAP_product = _Product(lv.R, lv.AP_product.C, symmetric=SYMMETRIC_GALERKIN)
+                lv.RAP_product = _Product(lv.R, lv.AP_product.C, symmetric=SYMMETRIC_GALERKIN,
+                                          upper=upper)
             AP = lv.AP_product(lv.A, lv.P)         # fresh values, freed below
             # the product's own array, not a copy (coarse nnz x 12 B, ~160 B per tet4): every
             # refresh overwrites it in place and refactorizes the coarse level from it
             nxt.A = lv.RAP_product(lv.R, AP)
+            nxt.upper = upper
             del AP                                 # before the coarse factorization allocates
             if l + 1 < len(self.levels) - 1:
                 self._smoother_data(nxt, power_steps, block=self.coarse_block)
         coarsest = self.levels[-1].A
         if coarsest.shape[0] > DENSE_COARSE_MAX:
-            # a sparse direct solver, its symbolic phase kept (the Galerkin pattern is fixed)
-            from .memory import format_bytes
-            from .solvers import FactorizationMemoryError, make_solver
-            if self.coarse_factor is None or self.coarse_factor[0] != "sparse":
-                self.coarse_factor = ("sparse", make_solver("direct", check_residuals=False,
-                                                            single=COARSE_SINGLE))
-            try:
-                self.coarse_factor[1].factorize(coarsest)
-            except FactorizationMemoryError:
-                # A coarse factor that does not fit in double precision may in single (two
-                # thirds of PARDISO's memory): a few more PCG iterations on hard iterates
-                # (COARSE_SINGLE) beat stopping the run; otherwise the error stands.
-                if getattr(self.coarse_factor[1], "single", True):
-                    raise
-                report = getattr(self.coarse_factor[1], "report", None) or {}
-                need = report.get("memory_bytes")
-                warnings.warn(f"amg-reuse: the coarse level's factor ({coarsest.shape[0]} DOFs) "
-                              f"needs {format_bytes(need) if need else 'more memory'} in double "
-                              f"precision, more than is available; factorizing it in single "
-                              f"precision instead (a few more PCG iterations on hard designs)",
-                              stacklevel=2)
-                self.coarse_factor[1].release()
-                self.coarse_factor = ("sparse", make_solver("direct", check_residuals=False,
-                                                            single=True))
-                self.coarse_factor[1].factorize(coarsest)
+            self._factorize_coarsest(coarsest)
             return
-        coarse = coarsest.toarray()
+        coarse = self.levels[-1].full().toarray()
         coarse = 0.5 * (coarse + coarse.T)
         try:
             self.coarse_factor = ("cholesky", sla.cho_factor(coarse, lower=True, check_finite=False))
         except np.linalg.LinAlgError:
             # a singular coarsest operator (a part with too few supports at that resolution)
             self.coarse_factor = ("pinv", np.linalg.pinv(coarse, hermitian=True))
+
+    def _factorize_coarsest(self, coarsest: sp.csr_matrix) -> None:
+        """The sparse direct factor of the coarsest operator (its upper triangle where the
+        solver reads only that, else the whole matrix)."""
+        # a sparse direct solver, its symbolic phase kept (the Galerkin pattern is fixed)
+        from .memory import format_bytes
+        from .solvers import FactorizationMemoryError, make_solver
+        if self.coarse_factor is None or self.coarse_factor[0] != "sparse":
+            self.coarse_factor = ("sparse", make_solver("direct", check_residuals=False,
+                                                        single=COARSE_SINGLE))
+        if self.levels[-1].upper and not getattr(self.coarse_factor[1], "reads_upper_triangle", False):
+            coarsest = symmetric_from_upper(coarsest)      # SuperLU, CHOLMOD: the whole matrix
+        try:
+            self.coarse_factor[1].factorize(coarsest)
+        except FactorizationMemoryError:
+            # A coarse factor that does not fit in double precision may in single (two
+            # thirds of PARDISO's memory): a few more PCG iterations on hard iterates
+            # (COARSE_SINGLE) beat stopping the run; otherwise the error stands.
+            if getattr(self.coarse_factor[1], "single", True):
+                raise
+            report = getattr(self.coarse_factor[1], "report", None) or {}
+            need = report.get("memory_bytes")
+            warnings.warn(f"amg-reuse: the coarse level's factor ({coarsest.shape[0]} DOFs) "
+                          f"needs {format_bytes(need) if need else 'more memory'} in double "
+                          f"precision, more than is available; factorizing it in single "
+                          f"precision instead (a few more PCG iterations on hard designs)",
+                          stacklevel=2)
+            self.coarse_factor[1].release()
+            self.coarse_factor = ("sparse", make_solver("direct", check_residuals=False,
+                                                        single=True))
+            self.coarse_factor[1].factorize(coarsest)
 
     def resmooth(self, A: sp.csr_matrix, modes: np.ndarray) -> bool:
         """Smooth the finest prolongator again with A (same pattern as built): P = (I - omega
@@ -1036,6 +1076,14 @@ def _lanczos_max(A: sp.csr_matrix, s, start: np.ndarray | None, steps: int):
     theta, Y = sla.eigh_tridiagonal(alpha[:m], beta[:m - 1])
     vec = V[:m].T @ Y[:, -1]
     return float(theta[-1]), vec / np.linalg.norm(vec)
+
+
+def symmetric_from_upper(U: sp.csr_matrix) -> sp.csr_matrix:
+    """The symmetric matrix (n, n) CSR whose upper triangle (diagonal included) is U's."""
+    strict = sp.triu(U, k=1, format="csr")
+    full = (U + strict.T).tocsr()
+    full.sort_indices()
+    return full
 
 
 def without_explicit_zeros(A: sp.csr_matrix) -> sp.csr_matrix:

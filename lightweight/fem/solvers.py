@@ -294,7 +294,7 @@ class LinearSolver:
         for step in range(steps + 1):
             if not np.all(np.isfinite(X)):
                 raise _singular(f"{self.name} returned non-finite displacements")
-            R = B - self.K @ X
+            R = B - self._apply_K(X)
             res = np.linalg.norm(R, axis=0) / norms
             if np.all(res <= RESIDUAL_LIMIT):
                 return X, res
@@ -307,10 +307,17 @@ class LinearSolver:
         if not np.all(np.isfinite(X)):
             raise _singular(f"{self.name} returned non-finite displacements")
         norms = np.linalg.norm(B, axis=0)
-        res = np.linalg.norm(self.K @ X - B, axis=0) / np.where(norms > 0, norms, 1.0)
+        res = np.linalg.norm(self._apply_K(X) - B, axis=0) / np.where(norms > 0, norms, 1.0)
         if self.direct and np.any(res > RESIDUAL_LIMIT):
             raise _singular(f"{self.name}: relative residual {res.max():.2e} > {RESIDUAL_LIMIT:g}")
         return res
+
+    def _apply_K(self, X: np.ndarray) -> np.ndarray:
+        """K X for the matrix factorized (a K given as its upper triangle acts as the whole)."""
+        if getattr(self, "_upper_input", False):
+            strict = sp.triu(self.K, k=1, format="csr")
+            return self.K @ X + strict.T @ X
+        return self.K @ X
 
     # hooks
     def _symbolic(self, K: sp.csr_matrix) -> None:
@@ -479,15 +486,24 @@ class PardisoSolver(LinearSolver):
         self._n = n
         if self.matrix_type == 2:
             rows = np.repeat(np.arange(n), np.diff(K.indptr))
-            self._upper = np.flatnonzero(K.indices >= rows)
-            if K.nnz < 2**31 - 1:
-                # kept for every refactorization: int32 halves it (the AMG coarse level's
-                # solver keeps it for the whole loop, ~27 B per tet4 saved)
-                self._upper = self._upper.astype(np.int32)
-            counts = np.bincount(rows[self._upper], minlength=n)
-            self._ia = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-            self._ja = K.indices[self._upper].astype(np.int32)
-            if np.any(K.indices[self._upper][self._ia[:-1]] != np.arange(n)):
+            if K.nnz < 2**31 - 1 and bool(np.all(K.indices >= rows)):
+                # K holds its upper triangle only (the AMG coarse level): PARDISO reads K's own
+                # arrays, no copies of its values, indices and positions (~135 B per tet4)
+                self._upper = None
+                self._upper_input = True
+                self._ia = K.indptr.astype(np.int32, copy=False)
+                self._ja = K.indices.astype(np.int32, copy=False)
+            else:
+                self._upper_input = False
+                self._upper = np.flatnonzero(K.indices >= rows)
+                if K.nnz < 2**31 - 1:
+                    # kept for every refactorization: int32 halves it
+                    self._upper = self._upper.astype(np.int32)
+                counts = np.bincount(rows[self._upper], minlength=n)
+                self._ia = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+                self._ja = K.indices[self._upper].astype(np.int32)
+            del rows
+            if np.any(self._ja[self._ia[:-1]] != np.arange(n)):
                 raise _singular("a diagonal entry of K is missing from its sparsity pattern")
         else:
             self._upper = None
@@ -537,6 +553,12 @@ class PardisoSolver(LinearSolver):
         peak_kib = max(int(ip[14]), int(ip[15]) + int(ip[16]))
         return {"factor_nnz": int(ip[17]), "mflops": float(ip[18]),
                 "analysis_peak_bytes": int(ip[14]) * 1024, "memory_bytes": peak_kib * 1024}
+
+    @property
+    def reads_upper_triangle(self) -> bool:
+        """True if a K holding only its upper triangle (diagonal included) may be factorized as
+        the symmetric matrix it stands for (the symmetric matrix type reads no more)."""
+        return self.matrix_type == 2
 
     def _check_memory(self, K: sp.csr_matrix) -> None:
         """Refuse a factorization that would not fit, before MKL allocates it."""
