@@ -86,6 +86,42 @@ def test_a_state_past_its_analysis_reassembles_its_own_k():
     np.testing.assert_array_equal(first.internal_forces(), _full_product(system, first_scale, first.U))
 
 
+@pytest.mark.parametrize("solver", ["direct", "amg-reuse"])
+def test_the_next_analysis_assembles_after_the_last_k_is_gone(solver, monkeypatch):
+    """The design loop's peak: the last K and the next one are never alive together. When the
+    next analysis assembles, neither the solver nor the AMG hierarchy holds the last K, and its
+    values are constrained in place (one array of nnz per analysis); the results stay those of
+    a fresh system."""
+    import weakref
+    from lightweight.fem.assembly import DirichletMask
+    model = _model()
+    system = model.system()
+    rng = np.random.default_rng(5)
+    scales = [rng.uniform(0.1, 1.0, system.n_cells) for _ in range(2)]
+    system.analyse(scales[0], solver=solver)
+    last = weakref.ref(system.solver.K)
+    seen, copies = {}, []
+    stiffness_data = type(system).stiffness_data
+    apply = DirichletMask.apply
+
+    def observed(self, *args, **kwargs):
+        seen["last K alive"] = last() is not None
+        return stiffness_data(self, *args, **kwargs)
+
+    def constrained(self, data, in_place=False):
+        out, value = apply(self, data, in_place=in_place)
+        copies.append(out is not data)
+        return out, value
+
+    monkeypatch.setattr(type(system), "stiffness_data", observed)
+    monkeypatch.setattr(DirichletMask, "apply", constrained)
+    U = system.analyse(scales[1], solver=solver).U
+    assert seen == {"last K alive": False} and copies == [False]
+    monkeypatch.undo()
+    fresh = model.system().analyse(scales[1], solver="direct").U
+    np.testing.assert_allclose(U, fresh, rtol=1e-6, atol=1e-9 * abs(fresh).max())
+
+
 def test_prescribed_displacements_reactions_and_compliance_are_unchanged():
     model = _model(pull=0.01)
     system = model.system()

@@ -586,9 +586,10 @@ class DirichletMask:
         self.fixed_diagonal = pattern.diagonal[self.fixed_dofs]
         self.free_diagonal = pattern.diagonal[~mask]
 
-    def apply(self, data: np.ndarray) -> tuple[np.ndarray, float]:
-        """Constrained copy of ``data`` and the diagonal value used for fixed DOFs."""
-        out = data.copy()
+    def apply(self, data: np.ndarray, in_place: bool = False) -> tuple[np.ndarray, float]:
+        """Constrained copy of ``data`` (``in_place``: ``data`` itself, constrained) and the
+        diagonal value used for fixed DOFs."""
+        out = data if in_place else data.copy()
         diag_value = float(np.mean(np.abs(data[self.free_diagonal]))) if self.free_diagonal.size else 1.0
         out[self.entries] = 0.0
         out[self.fixed_diagonal] = diag_value

@@ -456,12 +456,17 @@ class LinearElasticSystem:
         if self.uses_multigrid(solver):
             return self._solve_multigrid(self._check_scale(stiffness_scale), mass_scale, x0)
         t0 = time.perf_counter()
+        if self.solver is not None:
+            # the last analysis' K goes before this one is assembled (the two together were
+            # the loop's memory peak); that analysis is no longer current (its adjoint raises)
+            self.solver.drop_matrix()
         data = self.stiffness_data(stiffness_scale)
         coupling = self.support_coupling
         support_values = coupling.values(data)
         F = self.load_vectors(mass_scale)
-        constrained, diag_value = self.dirichlet.apply(data)
-        # the unconstrained data is not kept: reactions need only support_values
+        # constrained in place: the unconstrained values are not kept (reactions need only
+        # support_values, taken above)
+        constrained, diag_value = self.dirichlet.apply(data, in_place=True)
         del data
         K = self.pattern.matrix(constrained)
         # Move the prescribed displacements to the right-hand side: f_free -= K_fp u_p. u_p
