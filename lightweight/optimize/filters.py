@@ -27,19 +27,24 @@ normalisation and gives top88 bit for bit (to rounding).
   outside neighbours simply contribute nothing. Memory is O(n + stencil); ``Hs`` is one pass
   over a field of ones, computed once. The stencil is symmetric, so H^T = H.
 - :class:`MatrixFilter` is the general twin. H = W diag(v) with W_ij = max(0, r - d_ij)
-  symmetric, so it keeps W alone, and of W only the strict upper triangle (its diagonal is r):
-  CSR with int32 column indices and float64 weights (not float32: the filtered field must equal
-  the matrix formula to rounding), 12 bytes per stored entry, about 6 per nonzero of H. It
-  applies H x = W (v x) and H^T y = v (W y) with one Numba kernel (each stored w_ij serves
-  row i and column j); the row blocks run in parallel, each scattering into its own buffer, so
-  the result is deterministic for a given thread count and changes with it only by rounding.
-  W is built block of rows by block of rows, each block's own ``cKDTree`` searched against the
-  whole mesh's (``sparse_distance_matrix``), distances recomputed from the centres in float64,
-  and appended in place, so building peaks at ~1.2 x what is kept instead of holding the whole
-  pair list and its copies. Storing H and H^T as scipy matrices kept 3.9x as much and peaked
-  9x higher; the symmetric kernel is about as fast as scipy's mat-vec on one thread (15
-  against 13 ms at 222k tets, 57 nonzeros per row) and faster on two (9 ms). Numbers:
-  docs/performance.md ("Memory per tet").
+  symmetric, so it keeps W alone, and of W only the pattern of the strict upper triangle (its
+  diagonal is r): CSR with int32 column indices, 4 bytes per stored entry, about 2 per nonzero
+  of H, plus a copy of the cell centres (8 x dim bytes per cell). The weights are not stored:
+  the product recomputes each w_ij from the two centres in float64, with the same operations
+  in the same order as the build that chose the pairs (one inlined Numba function serves
+  both), so the filtered field is what stored float64 weights gave, bit for bit. That trades
+  8 bytes per stored entry (~220 B/tet at r = 1.5 tet edges, 57 nonzeros of H per tet) for 24
+  B/tet of centres and, per entry, a subtraction per axis, a square root and a random read of
+  the neighbour's centre; the read, not the root, is what costs (the applications took ~2x as
+  long at 222k tets, whose cell order is far from spatial). It applies H x = W (v x) and
+  H^T y = v (W y) with one Numba kernel (each w_ij serves row i and column j); the row blocks
+  run in parallel, each scattering into its own buffer, so the result is deterministic for a
+  given thread count and changes with it only by rounding. The pattern is built block of rows
+  by block of rows, each block's own ``cKDTree`` searched against the whole mesh's
+  (``sparse_distance_matrix``), and appended in place, so building peaks at ~1.2 x what is
+  kept instead of holding the whole pair list and its copies. Storing H and H^T as scipy
+  matrices kept 9x as much and peaked 20x higher (222k tets). Numbers: docs/performance.md
+  ("Memory per tet").
 - :class:`HelmholtzFilter` is the PDE filter of Lazarov & Sigmund (2011),
   ``-r_h^2 lap(x_tilde) + x_tilde = x`` with ``r_h = r / (2 sqrt 3)`` and natural boundary
   conditions, discretized with the mesh's own scalar shape functions. Its cost grows with the
@@ -56,7 +61,7 @@ Memory. A convolution matrix on an unstructured mesh holds about n_cells x (ball
 cell volume) nonzeros: at 400k tets and r = 12 mm, 5.7e8 of them, and building it was
 OOM-killed at 14.8 GB with no message. :func:`make_filter` therefore estimates it first
 (:func:`matrix_filter_estimate`: the nonzeros of :func:`lightweight.fem.memory.
-filter_matrix_nonzeros`, ~7.5 bytes per nonzero plus per-cell and per-block terms) and,
+filter_matrix_nonzeros`, ~2.5 bytes per nonzero plus per-cell and per-block terms) and,
 when it exceeds :data:`FILTER_MEMORY_FRACTION` of the available memory (or ``memory_budget``),
 builds the Helmholtz filter instead for ``kind="density"``, with a warning saying so (its cost
 grows with the node count, not with r^dim; it is the PDE version of the same smoothing, not
@@ -182,10 +187,61 @@ _BUILD_BLOCK_ENTRIES = 2 ** 18
 _BUILD_GROWTH = 1.25
 
 
-@numba.njit(cache=True, parallel=True)
-def _symmetric_product(indptr, indices, data, diagonal, z, bounds, partial, out):
-    """out = W z for W = diagonal * I + U + U^T, U strictly upper triangular (CSR arrays).
+@numba.njit(inline="always")
+def _weight(centers, i, j, r):
+    """w_ij = r - |c_i - c_j| in float64: squares of the coordinate differences summed in axis
+    order, from 0.0, then the square root.
 
+    The one definition of a weight: the build keeps the pairs where it is > 0, the product and
+    :attr:`MatrixFilter.W_data` recompute it, so all three see the same bits. It is also the
+    order of NumPy's ``((c[rows] - c[cols]) ** 2).sum(axis=1)`` over 2 or 3 columns, which the
+    build evaluated when the weights were stored. The 2D and 3D cases are written out (the
+    branch is the same for every pair, so it leaves the loop); ``0.0 + t * t == t * t`` since a
+    square is never -0.0.
+    """
+    dim = centers.shape[1]
+    if dim == 3:
+        t0 = centers[i, 0] - centers[j, 0]
+        t1 = centers[i, 1] - centers[j, 1]
+        t2 = centers[i, 2] - centers[j, 2]
+        s = t0 * t0 + t1 * t1 + t2 * t2
+    elif dim == 2:
+        t0 = centers[i, 0] - centers[j, 0]
+        t1 = centers[i, 1] - centers[j, 1]
+        s = t0 * t0 + t1 * t1
+    else:
+        s = 0.0
+        for d in range(dim):
+            t = centers[i, d] - centers[j, d]
+            s += t * t
+    return r - math.sqrt(s)
+
+
+@numba.njit(cache=True)
+def _pair_weights(centers, rows, cols, r):
+    """_weight of each pair (rows[k], cols[k])."""
+    out = np.empty(rows.shape[0])
+    for k in range(rows.shape[0]):
+        out[k] = _weight(centers, rows[k], cols[k], r)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _upper_data(indptr, indices, centers, r):
+    """The stored triangle's weights, entry by entry (``MatrixFilter.W_data``)."""
+    n = indptr.shape[0] - 1
+    data = np.empty(indices.shape[0])
+    for i in numba.prange(n):
+        for k in range(indptr[i], indptr[i + 1]):
+            data[k] = _weight(centers, i, indices[k], r)
+    return data
+
+
+@numba.njit(cache=True, parallel=True)
+def _symmetric_product(indptr, indices, centers, radius, z, bounds, partial, out):
+    """out = W z for W = radius * I + U + U^T, U strictly upper triangular (CSR pattern).
+
+    U's values are not stored: each w_ij is recomputed from the centres (:func:`_weight`).
     Row block t (rows bounds[t]:bounds[t+1]) is one task; it adds both U z (its own rows)
     and U^T z (columns j > i, possibly in other blocks) into its own buffer ``partial[t]``,
     so no two tasks write the same memory. Only entries >= bounds[t] of that buffer can be
@@ -202,12 +258,12 @@ def _symmetric_product(indptr, indices, data, diagonal, z, bounds, partial, out)
             row_sum = 0.0
             for k in range(indptr[i], indptr[i + 1]):
                 j = indices[k]
-                w = data[k]
+                w = _weight(centers, i, j, radius)
                 row_sum += w * z[j]
                 acc[j] += w * zi
             acc[i] += row_sum
     for i in numba.prange(n):
-        total = diagonal * z[i]
+        total = radius * z[i]
         for t in range(n_blocks):
             if bounds[t] > i:
                 break
@@ -215,19 +271,20 @@ def _symmetric_product(indptr, indices, data, diagonal, z, bounds, partial, out)
         out[i] = total
 
 
-def _upper_weights(centers: np.ndarray, r: float, block_rows: int):
-    """CSR arrays (indptr int64, indices int32/int64, data float64) of max(0, r - d_ij), j > i.
+def _upper_pattern(centers: np.ndarray, r: float, block_rows: int):
+    """CSR pattern (indptr int64, indices int32/int64) of the pairs j > i with _weight > 0.
 
     Built block of rows by block of rows: the block's own small KD-tree against the whole
     mesh's (``sparse_distance_matrix``), pairs with j <= i dropped (they belong to an earlier
-    row), the rest sorted by (row, column) and appended. The arrays grow by ``_BUILD_GROWTH``
-    (or to the projection of the rows done so far) and are cut to size at the end, in place.
+    row), the weights of the rest computed (:func:`_weight`) to drop those <= 0, the others
+    sorted by (row, column) and appended. Only the column indices are kept: the product
+    recomputes the weights. The array grows by ``_BUILD_GROWTH`` (or to the projection of
+    the rows done so far) and is cut to size at the end, in place.
     """
     n = len(centers)
     tree = cKDTree(centers)
     indptr = np.zeros(n + 1, dtype=np.int64)
     indices = np.empty(0, dtype=np.int32 if n < 2 ** 31 else np.int64)
-    data = np.empty(0)
     filled = 0
     found_pairs = 0         # both directions and the cell itself, as the tree returns them
     for start in range(0, n, block_rows):
@@ -240,13 +297,10 @@ def _upper_weights(centers: np.ndarray, r: float, block_rows: int):
         upper = cols > rows
         rows, cols = rows[upper], cols[upper]
         del upper
-        # float64 distance from the centres (same expression for every build), not the
-        # tree's: the weights must not depend on how the neighbours were found
-        dist = np.sqrt(((centers[rows] - centers[cols]) ** 2).sum(axis=1))
-        weights = r - dist
-        del dist
-        keep = weights > 0
-        rows, cols, weights = rows[keep], cols[keep], weights[keep]
+        # the weight as the product recomputes it, not the tree's distance: which pairs are
+        # kept must not depend on how the neighbours were found
+        keep = _pair_weights(centers, rows, cols, r) > 0
+        rows, cols = rows[keep], cols[keep]
         del keep
         order = np.argsort(rows * n + cols)
         m = len(order)
@@ -258,18 +312,15 @@ def _upper_weights(centers: np.ndarray, r: float, block_rows: int):
             projected = int(1.05 * (found_pairs / stop - 1.0) * n / 2) + 1
             capacity = max(filled + m, projected if stop < n else 0,
                            int(_BUILD_GROWTH * len(indices)) if stop < n else 0)
-            # in place (realloc): the old arrays are not kept beside the new ones
+            # in place (realloc): the old array is not kept beside the new one
             indices.resize(capacity, refcheck=False)
-            data.resize(capacity, refcheck=False)
         indices[filled:filled + m] = cols[order]
-        data[filled:filled + m] = weights[order]
         indptr[start + 1:stop + 1] = filled + np.cumsum(np.bincount(rows - start,
                                                                      minlength=stop - start))
         filled += m
-        del rows, cols, weights, order
+        del rows, cols, order
     indices.resize(filled, refcheck=False)
-    data.resize(filled, refcheck=False)
-    return indptr, indices, data
+    return indptr, indices
 
 
 class MatrixFilter(_NormalisedConvolution):
@@ -281,14 +332,17 @@ class MatrixFilter(_NormalisedConvolution):
     block_rows: rows searched per block while building (default: about
     ``_BUILD_BLOCK_ENTRIES`` neighbour candidates per block).
 
-    H = W diag(volumes) is applied as W (v x) and v (W y); only the strict upper triangle of
-    the symmetric W is stored (``W_indptr``, ``W_indices``, ``W_data``; its diagonal is the
-    radius). :attr:`H` builds the full scipy matrix on demand.
+    H = W diag(volumes) is applied as W (v x) and v (W y); of the symmetric W only the
+    pattern of the strict upper triangle is stored (``W_indptr``, ``W_indices``; its diagonal
+    is the radius), with a copy of the centres (``centers``) from which the product recomputes
+    each weight. :attr:`W_data` (the triangle's weights) and :attr:`H` (the full scipy matrix)
+    are built on demand.
     """
 
     def __init__(self, centers, radius, volumes=None, memory_budget: float | None = None,
                  block_rows: int | None = None):
-        centers = np.ascontiguousarray(centers, dtype=np.float64)
+        # a copy: the weights are recomputed from it, so the caller's array may change later
+        centers = np.array(centers, dtype=np.float64, order="C")
         if centers.ndim != 2 or centers.shape[0] == 0:
             raise OptimizationError(f"MatrixFilter: centers must have shape (n_cells, dim), "
                                     f"got {centers.shape}")
@@ -314,21 +368,30 @@ class MatrixFilter(_NormalisedConvolution):
         elif int(block_rows) < 1:
             raise OptimizationError(f"MatrixFilter: block_rows must be a positive number of rows, "
                                     f"got {block_rows!r}")
-        self.W_indptr, self.W_indices, self.W_data = _upper_weights(centers, r, int(block_rows))
+        self.W_indptr, self.W_indices = _upper_pattern(centers, r, int(block_rows))
+        self.centers = centers
         self.Hs = self._apply_W(volumes)
 
     @property
     def nnz(self) -> int:
         """Nonzeros of H (both triangles and the diagonal), not of what is stored."""
-        return 2 * len(self.W_data) + self.n
+        return 2 * len(self.W_indices) + self.n
+
+    @property
+    def W_data(self) -> np.ndarray:
+        """Weights of the stored triangle, aligned with ``W_indices``, computed on each access.
+
+        8 bytes per stored entry that the filter does not keep; for inspection and tests.
+        """
+        return _upper_data(self.W_indptr, self.W_indices, self.centers, self.radius)
 
     @property
     def H(self) -> sp.csr_matrix:
         """H = W diag(volumes) as a scipy CSR matrix, built anew on each access.
 
-        Costs what the filter itself avoids: 12 bytes per nonzero of H (twice the stored
-        triangle's) plus the temporaries of the scipy sum and conversions; for inspection and
-        tests, not for loops.
+        Costs what the filter itself avoids: 12 bytes per nonzero of H (the filter keeps about
+        2) plus the temporaries of the scipy sum and conversions; for inspection and tests, not
+        for loops.
         """
         n = self.n
         upper = sp.csr_matrix((self.W_data, self.W_indices, self.W_indptr), shape=(n, n))
@@ -346,7 +409,7 @@ class MatrixFilter(_NormalisedConvolution):
         bounds = np.maximum.accumulate(bounds).astype(np.int64)
         partial = np.empty((n_blocks, self.n))
         out = np.empty(self.n)
-        _symmetric_product(self.W_indptr, self.W_indices, self.W_data, self.radius, z, bounds,
+        _symmetric_product(self.W_indptr, self.W_indices, self.centers, self.radius, z, bounds,
                            partial, out)
         return out
 
@@ -367,12 +430,14 @@ def _mean_cell_volume(centers: np.ndarray, volumes: np.ndarray | None) -> float:
 
 
 # Bytes of building a MatrixFilter, from tracemalloc on the 222k-tet bracket (docs/performance.md):
-# 12 per stored entry of the upper triangle, (nnz - n) / 2 of them, with up to _BUILD_GROWTH
-# spare capacity while it grows; per cell indptr, Hs, the KD-tree's copy of the centres and
-# its index (~50) and one buffer per thread of the product; ~50 per candidate of a block
-# (measured 49: 13.8 MB of temporaries at 2.4e5 candidates per block, 47.4 MB at 9.6e5).
-_BUILD_BYTES_PER_NONZERO = 0.5 * 12.0 * _BUILD_GROWTH
-_BUILD_BYTES_PER_CELL = 56.0
+# 4 per stored entry of the upper triangle (its column index; the weights are recomputed),
+# (nnz - n) / 2 of them, with up to _BUILD_GROWTH spare capacity while it grows; per cell the
+# filter's copy of the centres (24), indptr, Hs, the KD-tree's copy of the centres and its
+# index (~50 together) and one buffer per thread of the product; per candidate of a block 60,
+# measured 49 when the block also held its (pairs, 3) distance temporaries and 26-29 since
+# the weights are computed pair by pair (kept as the margin of the estimate).
+_BUILD_BYTES_PER_NONZERO = 0.5 * 4.0 * _BUILD_GROWTH
+_BUILD_BYTES_PER_CELL = 80.0
 _BUILD_BYTES_PER_BLOCK_ENTRY = 60.0
 
 
