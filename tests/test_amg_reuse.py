@@ -187,6 +187,30 @@ def test_coarsest_operator_keeps_its_upper_triangle_bit_for_bit(bracket):
     assert hierarchy.operator_complexity == pytest.approx((K.nnz + reference.nnz) / K.nnz)
 
 
+@pytest.mark.parametrize("upper", [True, False])
+def test_galerkin_product_in_row_blocks_is_the_whole_product_bit_for_bit(bracket, upper):
+    """R (A P) with A P formed block of fine rows by block (the refresh's memory peak cut to a
+    block): every block count gives the unblocked product's numbers exactly, upper-only and
+    mirrored; the refresh uses it (its coarse operator equals the unblocked one)."""
+    from lightweight.fem import amg
+    scales = _scales(bracket)
+    solver = ReusedAMGSolver(points=bracket.matrix_points)
+    solver.factorize(_matrix(bracket, scales["solid"]))
+    level = solver._hierarchy.levels[0]
+    K = amg._index32(_matrix(bracket, scales["random"]))
+    AP_product = amg._Product(K, level.P, keep_values=False)
+    RAP_product = amg._Product(level.R, AP_product.C, symmetric=True, upper=upper)
+    whole = RAP_product(level.R, AP_product(K, level.P)).copy()
+    for blocks in (1, 2, 3, 7):
+        RAP_product.C.data[:] = np.nan
+        C = amg.galerkin_in_row_blocks(AP_product, RAP_product, K, level.P, level.R, blocks)
+        assert C is RAP_product.C
+        assert np.array_equal(C.data, whole.data), blocks
+    if upper:          # the coarsest level of the refresh: the same array of numbers
+        solver.factorize(K)
+        assert np.array_equal(solver._hierarchy.levels[-1].A.data, whole.data)
+
+
 def test_direct_solvers_factorize_an_upper_triangle_as_the_symmetric_matrix(bracket):
     """PARDISO reads a K given as its upper triangle in place (no copies) and solves, checks
     and refines with the whole symmetric matrix; solvers that need both triangles get them

@@ -84,6 +84,9 @@ SYMMETRIC_GALERKIN = True
 # (25 -> 32, 28 -> 36), the same elsewhere. Off by default; taken automatically when the
 # double-precision factor would not fit the memory (refresh: a warning, not a stop).
 COARSE_SINGLE = False
+# The refresh forms A P in this many blocks of rows, each multiplied into R (A P) before the
+# next: A P's values (~280 B per tet4) were the design loop's memory peak
+GALERKIN_ROW_BLOCKS = 4
 # Lanczos steps per refresh for lambda_max(D^-1 A); the first build (no start vector) does more.
 POWER_STEPS_REFRESH = 5
 LANCZOS_SEED = 7          # the random start of the spectral estimates (reproducible setups)
@@ -449,37 +452,46 @@ def _spgemm_numeric_symmetric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c
 
 
 @numba.njit(cache=True, parallel=True)
-def _spgemm_numeric_triples(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_idx, c_val,
-                            mirror_from, symmetric, upper, n_cols, n_chunks):
+def _spgemm_numeric_triples(a_first, a_last, a_idx, a_val, b_ptr, b_idx, b_val, b_row_offset,
+                            c_ptr, c_idx, c_val, mirror_from, symmetric, upper, accumulate,
+                            n_cols, n_chunks):
     """:func:`_spgemm_numeric` (``symmetric``: :func:`_spgemm_numeric_symmetric`) when A's rows
     come in triples with equal columns that are whole node triples and B's rows in triples with
     equal columns (K, P, P^T and A P of the FE core's node-major DOFs; C's rows then too).
     ``upper``: C holds only its entries on and above the diagonal (a symmetric product, no
     mirror): row i + r of a triple then lacks the first r columns of row i.
 
+    Row i of A is read from a_first[i] to a_last[i] (CSR: indptr[:-1], indptr[1:]); B's row
+    k is row k - ``b_row_offset`` of the b arrays. ``accumulate``: add to C's values instead of
+    overwriting them, and leave the mirror to the caller's last call: so C = A B can be summed
+    over blocks of B's rows (A's rows cut to those columns) in B's row order, one block of B
+    alive at a time, each entry of C receiving the same products in the same order.
+
     A 3 x 3 block of A meets the three rows of one B node together: one column lookup serves
     nine multiply-adds instead of one. Each entry of C still receives its products in A's
     column order, one rounding each, so C equals the row-by-row kernels' bit for bit.
     """
-    n_groups = (a_ptr.shape[0] - 1) // 3
-    chunk = (n_groups + n_chunks - 1) // n_chunks
+    n_groups = a_first.shape[0] // 3
     shift = 1 if upper else 0
     for t in numba.prange(n_chunks):
         offset = np.full(n_cols, -1, dtype=np.int64)      # column -> offset within row i
-        for g in range(t * chunk, min(n_groups, (t + 1) * chunk)):
+        # chunk t takes every n_chunks-th group: a block of B's rows (a slab of the part)
+        # meets a range of C's rows, which contiguous chunks would leave to one thread
+        for g in range(t, n_groups, n_chunks):
             i = 3 * g
             # row i + r's entry at row i's offset o sits at c_ptr[i + r] + o (- r if upper)
             c0, c1, c2 = c_ptr[i], c_ptr[i + 1] - shift, c_ptr[i + 2] - 2 * shift
             for q in range(c_ptr[i + 1] - c0):
                 offset[c_idx[c0 + q]] = q
-                c_val[c0 + q] = 0.0
-                if q >= shift:
-                    c_val[c1 + q] = 0.0
-                if q >= 2 * shift:
-                    c_val[c2 + q] = 0.0
-            p0, p1, p2 = a_ptr[i], a_ptr[i + 1], a_ptr[i + 2]
-            for q in range(0, p1 - p0, 3):
-                k = a_idx[p0 + q]                          # B rows k, k + 1, k + 2
+                if not accumulate:
+                    c_val[c0 + q] = 0.0
+                    if q >= shift:
+                        c_val[c1 + q] = 0.0
+                    if q >= 2 * shift:
+                        c_val[c2 + q] = 0.0
+            p0, p1, p2 = a_first[i], a_first[i + 1], a_first[i + 2]
+            for q in range(0, a_last[i] - p0, 3):
+                k = a_idx[p0 + q] - b_row_offset          # B rows k, k + 1, k + 2
                 u00, u01, u02 = a_val[p0 + q], a_val[p0 + q + 1], a_val[p0 + q + 2]
                 u10, u11, u12 = a_val[p1 + q], a_val[p1 + q + 1], a_val[p1 + q + 2]
                 u20, u21, u22 = a_val[p2 + q], a_val[p2 + q + 1], a_val[p2 + q + 2]
@@ -511,11 +523,28 @@ def _spgemm_numeric_triples(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c_i
                         v += u21 * b1
                         v += u22 * b2
                         c_val[c2 + o] = v
-    if symmetric and not upper:
-        for q in numba.prange(c_val.shape[0]):
+    if symmetric and not upper and not accumulate:
+        for q in numba.prange(mirror_from.shape[0]):
             src = mirror_from[q]
             if src >= 0:
                 c_val[q] = c_val[src]
+
+
+@numba.njit(cache=True, parallel=True)
+def _mirror_values(c_val, mirror_from):
+    """c_val[q] = c_val[mirror_from[q]] where mirror_from[q] >= 0 (the lower triangle)."""
+    for q in numba.prange(mirror_from.shape[0]):
+        src = mirror_from[q]
+        if src >= 0:
+            c_val[q] = c_val[src]
+
+
+@numba.njit(cache=True, parallel=True)
+def _row_starts_at_least(indptr, indices, first, value, out):
+    """out[i] = first position p >= first[i] in row i of sorted CSR (indptr, indices) with
+    indices[p] >= value (the row's end if none)."""
+    for i in numba.prange(indptr.shape[0] - 1):
+        out[i] = _first_at_least(indices, first[i], indptr[i + 1], value)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -627,9 +656,10 @@ class _Product:
         symmetric = self.upper or self.mirror_from is not None
         mirror_from = np.empty(0, np.int32) if self.mirror_from is None else self.mirror_from
         if _triple_structure(A)[1] and rows_in_triples(B):
-            _spgemm_numeric_triples(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
-                                    C.indptr, C.indices, C.data, mirror_from, symmetric,
-                                    self.upper, C.shape[1], self.n_chunks)
+            _spgemm_numeric_triples(A.indptr[:-1], A.indptr[1:], A.indices, A.data, B.indptr,
+                                    B.indices, B.data, 0, C.indptr, C.indices, C.data,
+                                    mirror_from, symmetric, self.upper, False, C.shape[1],
+                                    self.n_chunks)
             return C
         if symmetric:
             # upper: C's rows hold exactly the columns >= i this kernel visits; nothing to mirror
@@ -640,6 +670,46 @@ class _Product:
         _spgemm_numeric(A.indptr, A.indices, A.data, B.indptr, B.indices, B.data,
                         C.indptr, C.indices, C.data, C.shape[1], self.n_chunks)
         return C
+
+
+def galerkin_in_row_blocks(AP_product: "_Product", RAP_product: "_Product", A: sp.csr_matrix,
+                           P: sp.csr_matrix, R: sp.csr_matrix, blocks: int) -> sp.csr_matrix | None:
+    """C = R (A P) on RAP_product's pattern with A P formed block of fine rows by block, each
+    block consumed before the next is formed: A P's values (~280 B per tet4, the refresh's
+    peak) are alive one block at a time. Bit for bit the unblocked product (each entry of C
+    receives the same products in the same order). None where the node-triple kernels do not
+    apply (the caller then multiplies unblocked). C is RAP_product's own array."""
+    APc, C = AP_product.C, RAP_product.C
+    if not (RAP_product.keep_values and _triple_structure(A)[1] and rows_in_triples(P)
+            and _triple_structure(R)[1] and rows_in_triples(APc)):
+        return None
+    n = A.shape[0]
+    # cuts at node triples, splitting A P's nonzeros evenly
+    cuts = np.searchsorted(APc.indptr, APc.indptr[-1] * np.arange(1, blocks) / blocks)
+    bounds = np.unique(np.concatenate([[0], 3 * (cuts // 3), [n]]).astype(np.int64))
+    sizes = APc.indptr[bounds[1:]] - APc.indptr[bounds[:-1]]
+    values = np.empty(int(sizes.max()))
+    first = R.indptr[:-1].astype(np.int64)         # where each row of R enters the block
+    last = np.empty_like(first)
+    symmetric = RAP_product.upper or RAP_product.mirror_from is not None
+    no_mirror = np.empty(0, np.int32)
+    for b in range(len(bounds) - 1):
+        lo, hi = int(bounds[b]), int(bounds[b + 1])
+        start, stop = int(APc.indptr[lo]), int(APc.indptr[hi])
+        ptr = (APc.indptr[lo:hi + 1] - start).astype(np.int64)
+        idx = APc.indices[start:stop]
+        block = values[:stop - start]
+        _spgemm_numeric_triples(A.indptr[lo:hi], A.indptr[lo + 1:hi + 1], A.indices, A.data,
+                                P.indptr, P.indices, P.data, 0, ptr, idx, block, no_mirror,
+                                False, False, False, P.shape[1], AP_product.n_chunks)
+        _row_starts_at_least(R.indptr, R.indices, first, hi, last)
+        _spgemm_numeric_triples(first, last, R.indices, R.data, ptr, idx, block, lo,
+                                C.indptr, C.indices, C.data, no_mirror, symmetric,
+                                RAP_product.upper, b > 0, C.shape[1], RAP_product.n_chunks)
+        first, last = last, first
+    if RAP_product.mirror_from is not None:
+        _mirror_values(C.data, RAP_product.mirror_from)
+    return C
 
 
 def spmm(A: sp.csr_matrix, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -844,12 +914,17 @@ class ReusedHierarchy:
                 # R A P is symmetric: half its multiply-adds (the upper triangle), mirrored
                 lv.RAP_product = _Product(lv.R, lv.AP_product.C, symmetric=SYMMETRIC_GALERKIN,
                                           upper=upper)
-            AP = lv.AP_product(lv.A, lv.P)         # fresh values, freed below
-            # the product's own array, not a copy (coarse nnz x 12 B, ~160 B per tet4): every
-            # refresh overwrites it in place and refactorizes the coarse level from it
-            nxt.A = lv.RAP_product(lv.R, AP)
+            # the product's own array, not a copy: every refresh overwrites it in place and
+            # refactorizes the coarse level from it; A P formed in blocks of rows (its values
+            # were the refresh's memory peak)
+            C = galerkin_in_row_blocks(lv.AP_product, lv.RAP_product, lv.A, lv.P, lv.R,
+                                       GALERKIN_ROW_BLOCKS)
+            if C is None:
+                AP = lv.AP_product(lv.A, lv.P)         # fresh values, freed below
+                C = lv.RAP_product(lv.R, AP)
+                del AP
+            nxt.A = C
             nxt.upper = upper
-            del AP                                 # before the coarse factorization allocates
             if l + 1 < len(self.levels) - 1:
                 self._smoother_data(nxt, power_steps, block=self.coarse_block)
         coarsest = self.levels[-1].A
