@@ -155,3 +155,26 @@ def test_prescribed_displacements_reactions_and_compliance_are_unchanged():
             got, ref = sol.reactions[case][name], reference[c][name]
             assert np.abs(got - ref).max() <= 1e-12 * np.abs(ref).max()
         assert sol.reactions[case]["xmax"][0] == reference[c]["xmax"][0]
+
+
+@pytest.mark.parametrize("solver", ["direct", "amg-reuse"])
+def test_the_loop_frees_its_solver_before_building_the_result(solver):
+    """No solve follows the loop's final analysis: its factor or AMG hierarchy is freed before
+    the result's fields are built (they were the run's memory peak); the result's compliance
+    and reactions are those of a fresh analysis of its design, and the model solves again."""
+    model = _model()
+    res = lw.minimize_compliance(model, volume_fraction=0.5, filter_radius=1.0, max_iterations=3,
+                                 solver=solver, verbose=False)
+    system = model.system()
+    if solver == "amg-reuse":
+        assert system.solver._hierarchy is None
+    else:
+        assert not system.solver._analysed
+    fresh = lw.solve(model, res.density, solver="superlu")
+    for case in res.compliance:
+        assert res.compliance[case] == pytest.approx(fresh.compliance[case], rel=1e-6)
+        for name in res.solution.reactions[case]:
+            np.testing.assert_allclose(res.solution.reactions[case][name],
+                                       fresh.reactions[case][name], rtol=1e-6, atol=1e-9)
+    again = lw.solve(model, res.density, solver=solver)
+    assert again.compliance == pytest.approx(fresh.compliance, rel=1e-6)

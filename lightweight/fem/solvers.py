@@ -263,6 +263,12 @@ class LinearSolver:
     def release(self) -> None:
         """Free what the backend holds outside Python (a no-op for most backends)."""
 
+    def drop_factorization(self) -> bool:
+        """Free the factorization (or preconditioner) but keep K for products: the end of a
+        design loop, whose last K still serves reaction forces. The next :meth:`factorize`
+        starts over, symbolic phase included. True if something was freed."""
+        return False
+
     def drop_matrix(self) -> None:
         """Let go of the last K's values before the caller assembles the next one (the next
         :meth:`factorize` brings it): K and its successor are then never alive together
@@ -674,7 +680,17 @@ class PardisoSolver(LinearSolver):
         if not worst > PIVOT_LIMIT:
             raise _singular(f"pardiso: smallest pivot is {worst:.1e} of its diagonal entry")
 
+    def drop_factorization(self) -> bool:
+        freed = bool(self._analysed or self._modes)
+        self._release_all()
+        self._indptr = self._indices = None       # the next factorize analyses again
+        self._data = None
+        return freed
+
     def _solve(self, B: np.ndarray, x0) -> np.ndarray:
+        if not self._analysed:
+            raise SolverError("pardiso: the factorization was freed (drop_factorization); "
+                              "factorize K again before solving")
         b = np.asfortranarray(B, dtype=self._dtype)
         return np.ascontiguousarray(self._pardiso(33, self._data, b), dtype=np.float64)
 
@@ -1045,6 +1061,19 @@ class ReusedAMGSolver(AMGSolver):
             resmooth = self._hierarchy.resmoothed > before
         self._resmoothed = bool(resmooth)
         self.info_rebuilt = rebuilt
+
+    def drop_factorization(self) -> bool:
+        """Free the hierarchy (prolongators, Galerkin patterns, coarse factor); K stays. The
+        next :meth:`factorize` builds a new one."""
+        freed = self._hierarchy is not None
+        if freed and self._hierarchy.coarse_factor is not None and \
+                self._hierarchy.coarse_factor[0] == "sparse":
+            self._hierarchy.coarse_factor[1].release()
+        self._hierarchy = None
+        self._fresh_iterations = None
+        self._last_iterations = None
+        self._indptr = self._indices = None
+        return freed
 
     def drop_matrix(self) -> None:
         """As :meth:`LinearSolver.drop_matrix`; the hierarchy's finest level lets go of K too

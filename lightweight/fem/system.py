@@ -375,6 +375,17 @@ class LinearElasticSystem:
             self.solver_name = method
         return self.solver
 
+    def release_solver(self) -> bool:
+        """Free the linear solver's factorization or AMG hierarchy (the design loop's largest
+        working memory) once no more solves follow, e.g. before a result's fields are built.
+        The last analysis' K stays for its reaction forces; its adjoint solves end (the state
+        is no longer current); the next analysis sets the solver up again. True if memory
+        was freed."""
+        if self.solver is None:
+            return False
+        self._generation += 1
+        return self.solver.drop_factorization()
+
     def uses_multigrid(self, solver: str = "auto") -> bool:
         """True if ``solver`` means geometric multigrid on this mesh.
 

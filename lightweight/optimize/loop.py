@@ -306,6 +306,9 @@ class SimpLoop:
         static = self.analysis.state(rho).static if self.analysis.case_names else None
         # a stress-constrained design reports the relaxed stress its constraint bounds
         scales = [r.stress_scale(rho) for r in self._responses() if hasattr(r, "stress_scale")]
+        # no solve follows: the solver's factor or AMG hierarchy goes before the result's
+        # fields are built (they were the run's memory peak on large parts, ~160 B per tet4)
+        self.analysis.system.release_solver()
         solution = None if static is None else build_solution(
             self.model, static, rho, **law.to_parameters(), **({"stress_scale": scales[0]} if scales else {}))
         vf = self.analysis.volume_fraction(rho)
