@@ -211,6 +211,41 @@ def test_galerkin_product_in_row_blocks_is_the_whole_product_bit_for_bit(bracket
         assert np.array_equal(solver._hierarchy.levels[-1].A.data, whole.data)
 
 
+def test_restriction_and_galerkin_from_p_equal_an_explicit_transpose_bit_for_bit(bracket):
+    """R = P^T is not stored: restriction and Galerkin product read P's values through the
+    transposed index, with the numbers of the CSR kernels on an explicit P^T (every block
+    count, upper-only and mirrored, 1..5 right-hand sides); the index holds ~1/9 of R's
+    entries in two int32 arrays, and it stays valid when P's values are re-smoothed."""
+    from lightweight.fem import amg
+    scales = _scales(bracket)
+    solver = ReusedAMGSolver(points=bracket.matrix_points)
+    solver.factorize(_matrix(bracket, scales["solid"]))
+    level = solver._hierarchy.levels[0]
+    assert level.transposed is not None and level._R is None
+    P = level.P
+    R = P.T.tocsr()
+    R.sort_indices()
+    R = amg._index32(R)
+    index = level.transposed
+    assert index.node.nbytes + index.pos.nbytes <= R.nnz * 8 / 9 + 8
+    rng = np.random.default_rng(11)
+    for k in (1, 2, 3, 5):
+        X = rng.standard_normal((P.shape[0], k))
+        assert np.array_equal(level.restrict(X), spmm(R, X)), k
+    K = amg._index32(_matrix(bracket, scales["random"]))
+    AP_product = amg._Product(K, P, keep_values=False)
+    for upper in (True, False):
+        RAP_product = amg._Product(R, AP_product.C, symmetric=True, upper=upper)
+        explicit = amg.galerkin_in_row_blocks(AP_product, RAP_product, K, P, R, 3).data.copy()
+        for blocks in (1, 4):
+            RAP_product.C.data[:] = np.nan
+            amg.galerkin_in_row_blocks(AP_product, RAP_product, K, P, index, blocks)
+            assert np.array_equal(RAP_product.C.data, explicit), (upper, blocks)
+    P.data *= 1.0 + rng.uniform(-0.1, 0.1, P.nnz)             # values in place, as resmooth
+    X = rng.standard_normal((P.shape[0], 3))
+    assert np.array_equal(level.restrict(X), spmm(amg._index32(P.T.tocsr().sorted_indices()), X))
+
+
 def test_direct_solvers_factorize_an_upper_triangle_as_the_symmetric_matrix(bracket):
     """PARDISO reads a K given as its upper triangle in place (no copies) and solves, checks
     and refines with the whole symmetric matrix; solvers that need both triangles get them

@@ -451,10 +451,13 @@ def _spgemm_numeric_symmetric(a_ptr, a_idx, a_val, b_ptr, b_idx, b_val, c_ptr, c
             c_val[q] = c_val[src]
 
 
+_NO_INDEX = np.empty(0, dtype=np.int32)     # the unused index arrays of a kernel's other mode
+
+
 @numba.njit(cache=True, parallel=True)
 def _spgemm_numeric_triples(a_first, a_last, a_idx, a_val, b_ptr, b_idx, b_val, b_row_offset,
                             c_ptr, c_idx, c_val, mirror_from, symmetric, upper, accumulate,
-                            n_cols, n_chunks):
+                            n_cols, n_chunks, transposed, a_pos, p_ptr):
     """:func:`_spgemm_numeric` (``symmetric``: :func:`_spgemm_numeric_symmetric`) when A's rows
     come in triples with equal columns that are whole node triples and B's rows in triples with
     equal columns (K, P, P^T and A P of the FE core's node-major DOFs; C's rows then too).
@@ -467,11 +470,15 @@ def _spgemm_numeric_triples(a_first, a_last, a_idx, a_val, b_ptr, b_idx, b_val, 
     over blocks of B's rows (A's rows cut to those columns) in B's row order, one block of B
     alive at a time, each entry of C receiving the same products in the same order.
 
+    ``transposed``: A = R = P^T given by P's values (see :class:`TransposedTriples`):
+    a_first / a_last per group of three rows of R, a_idx the fine nodes, a_pos where their
+    3 x 3 blocks start in P's values ``a_val``, p_ptr P's indptr (for the row strides).
+
     A 3 x 3 block of A meets the three rows of one B node together: one column lookup serves
     nine multiply-adds instead of one. Each entry of C still receives its products in A's
     column order, one rounding each, so C equals the row-by-row kernels' bit for bit.
     """
-    n_groups = a_first.shape[0] // 3
+    n_groups = a_first.shape[0] if transposed else a_first.shape[0] // 3
     shift = 1 if upper else 0
     for t in numba.prange(n_chunks):
         offset = np.full(n_cols, -1, dtype=np.int64)      # column -> offset within row i
@@ -489,12 +496,27 @@ def _spgemm_numeric_triples(a_first, a_last, a_idx, a_val, b_ptr, b_idx, b_val, 
                         c_val[c1 + q] = 0.0
                     if q >= 2 * shift:
                         c_val[c2 + q] = 0.0
-            p0, p1, p2 = a_first[i], a_first[i + 1], a_first[i + 2]
-            for q in range(0, a_last[i] - p0, 3):
-                k = a_idx[p0 + q] - b_row_offset          # B rows k, k + 1, k + 2
-                u00, u01, u02 = a_val[p0 + q], a_val[p0 + q + 1], a_val[p0 + q + 2]
-                u10, u11, u12 = a_val[p1 + q], a_val[p1 + q + 1], a_val[p1 + q + 2]
-                u20, u21, u22 = a_val[p2 + q], a_val[p2 + q + 1], a_val[p2 + q + 2]
+            if transposed:
+                p0, p1, p2 = 0, 0, 0
+                q_lo, q_hi, q_step = a_first[g], a_last[g], 1
+            else:
+                p0, p1, p2 = a_first[i], a_first[i + 1], a_first[i + 2]
+                q_lo, q_hi, q_step = 0, a_last[i] - a_first[i], 3
+            for q in range(q_lo, q_hi, q_step):
+                if transposed:
+                    # R[i + r, 3 node + c] = P[3 node + c, i + r]: rows of P L apart
+                    node = a_idx[q]
+                    k = 3 * node - b_row_offset
+                    pos = a_pos[q]
+                    L = p_ptr[3 * node + 1] - p_ptr[3 * node]
+                    u00, u01, u02 = a_val[pos], a_val[pos + L], a_val[pos + 2 * L]
+                    u10, u11, u12 = a_val[pos + 1], a_val[pos + 1 + L], a_val[pos + 1 + 2 * L]
+                    u20, u21, u22 = a_val[pos + 2], a_val[pos + 2 + L], a_val[pos + 2 + 2 * L]
+                else:
+                    k = a_idx[p0 + q] - b_row_offset          # B rows k, k + 1, k + 2
+                    u00, u01, u02 = a_val[p0 + q], a_val[p0 + q + 1], a_val[p0 + q + 2]
+                    u10, u11, u12 = a_val[p1 + q], a_val[p1 + q + 1], a_val[p1 + q + 2]
+                    u20, u21, u22 = a_val[p2 + q], a_val[p2 + q + 1], a_val[p2 + q + 2]
                 left, end = b_ptr[k], b_ptr[k + 1]
                 if symmetric:
                     # the group's first row bounds all three; the few entries below the
@@ -659,7 +681,7 @@ class _Product:
             _spgemm_numeric_triples(A.indptr[:-1], A.indptr[1:], A.indices, A.data, B.indptr,
                                     B.indices, B.data, 0, C.indptr, C.indices, C.data,
                                     mirror_from, symmetric, self.upper, False, C.shape[1],
-                                    self.n_chunks)
+                                    self.n_chunks, False, _NO_INDEX, _NO_INDEX)
             return C
         if symmetric:
             # upper: C's rows hold exactly the columns >= i this kernel visits; nothing to mirror
@@ -673,15 +695,16 @@ class _Product:
 
 
 def galerkin_in_row_blocks(AP_product: "_Product", RAP_product: "_Product", A: sp.csr_matrix,
-                           P: sp.csr_matrix, R: sp.csr_matrix, blocks: int) -> sp.csr_matrix | None:
-    """C = R (A P) on RAP_product's pattern with A P formed block of fine rows by block, each
+                           P: sp.csr_matrix, R, blocks: int) -> sp.csr_matrix | None:
+    """C = R (A P) on RAP_product's pattern (R: P^T as CSR or a :class:`TransposedTriples`) with A P formed block of fine rows by block, each
     block consumed before the next is formed: A P's values (~280 B per tet4, the refresh's
     peak) are alive one block at a time. Bit for bit the unblocked product (each entry of C
     receives the same products in the same order). None where the node-triple kernels do not
     apply (the caller then multiplies unblocked). C is RAP_product's own array."""
     APc, C = AP_product.C, RAP_product.C
+    transposed = isinstance(R, TransposedTriples)
     if not (RAP_product.keep_values and _triple_structure(A)[1] and rows_in_triples(P)
-            and _triple_structure(R)[1] and rows_in_triples(APc)):
+            and (transposed or _triple_structure(R)[1]) and rows_in_triples(APc)):
         return None
     n = A.shape[0]
     # cuts at node triples, splitting A P's nonzeros evenly
@@ -689,7 +712,9 @@ def galerkin_in_row_blocks(AP_product: "_Product", RAP_product: "_Product", A: s
     bounds = np.unique(np.concatenate([[0], 3 * (cuts // 3), [n]]).astype(np.int64))
     sizes = APc.indptr[bounds[1:]] - APc.indptr[bounds[:-1]]
     values = np.empty(int(sizes.max()))
-    first = R.indptr[:-1].astype(np.int64)         # where each row of R enters the block
+    # where each row of R (each group of three, transposed) enters the block
+    r_ptr, r_idx = (R.ptr, R.node) if transposed else (R.indptr, R.indices)
+    first = r_ptr[:-1].astype(np.int64)
     last = np.empty_like(first)
     symmetric = RAP_product.upper or RAP_product.mirror_from is not None
     no_mirror = np.empty(0, np.int32)
@@ -701,11 +726,19 @@ def galerkin_in_row_blocks(AP_product: "_Product", RAP_product: "_Product", A: s
         block = values[:stop - start]
         _spgemm_numeric_triples(A.indptr[lo:hi], A.indptr[lo + 1:hi + 1], A.indices, A.data,
                                 P.indptr, P.indices, P.data, 0, ptr, idx, block, no_mirror,
-                                False, False, False, P.shape[1], AP_product.n_chunks)
-        _row_starts_at_least(R.indptr, R.indices, first, hi, last)
-        _spgemm_numeric_triples(first, last, R.indices, R.data, ptr, idx, block, lo,
-                                C.indptr, C.indices, C.data, no_mirror, symmetric,
-                                RAP_product.upper, b > 0, C.shape[1], RAP_product.n_chunks)
+                                False, False, False, P.shape[1], AP_product.n_chunks, False,
+                                _NO_INDEX, _NO_INDEX)
+        _row_starts_at_least(r_ptr, r_idx, first, hi // 3 if transposed else hi, last)
+        if transposed:
+            _spgemm_numeric_triples(first, last, R.node, P.data, ptr, idx, block, lo,
+                                    C.indptr, C.indices, C.data, no_mirror, symmetric,
+                                    RAP_product.upper, b > 0, C.shape[1], RAP_product.n_chunks,
+                                    True, R.pos, P.indptr)
+        else:
+            _spgemm_numeric_triples(first, last, R.indices, R.data, ptr, idx, block, lo,
+                                    C.indptr, C.indices, C.data, no_mirror, symmetric,
+                                    RAP_product.upper, b > 0, C.shape[1], RAP_product.n_chunks,
+                                    False, _NO_INDEX, _NO_INDEX)
         first, last = last, first
     if RAP_product.mirror_from is not None:
         _mirror_values(C.data, RAP_product.mirror_from)
@@ -721,13 +754,144 @@ def spmm(A: sp.csr_matrix, X: np.ndarray, out: np.ndarray | None = None) -> np.n
     return out
 
 
+@numba.njit(cache=True)
+def _transpose_triples_kernel(p_ptr, p_idx, n_groups, fill, t_ptr, t_node, t_pos):
+    """Count (fill False: t_ptr[g + 1] += 1) or list (fill True, t_ptr the prefix sums) the
+    fine nodes of each column triple g of P, in node order, with the position of their block."""
+    n_nodes = (p_ptr.shape[0] - 1) // 3
+    if fill:
+        cursor = t_ptr[:-1].copy()
+    for node in range(n_nodes):
+        for p in range(p_ptr[3 * node], p_ptr[3 * node + 1], 3):
+            g = p_idx[p] // 3
+            if fill:
+                q = cursor[g]
+                t_node[q] = node
+                t_pos[q] = p
+                cursor[g] = q + 1
+            else:
+                t_ptr[g + 1] += 1
+
+
+@numba.njit(cache=True, parallel=True)
+def _restrict_triples(t_ptr, t_node, t_pos, p_ptr, p_val, X, Y):
+    """Y = P^T X for blocks X (n_fine, k), Y (n_coarse, k) from P's values through the
+    transposed index (:class:`TransposedTriples`): rows 3g..3g+2 of Y together, each row's
+    products added in P^T's column order (as the CSR kernels do with an explicit P^T)."""
+    n_groups = t_ptr.shape[0] - 1
+    k = X.shape[1]
+    for g in numba.prange(n_groups):
+        i = 3 * g
+        if k <= 3:
+            s00 = 0.0
+            s01 = 0.0
+            s02 = 0.0
+            s10 = 0.0
+            s11 = 0.0
+            s12 = 0.0
+            s20 = 0.0
+            s21 = 0.0
+            s22 = 0.0
+            for q in range(t_ptr[g], t_ptr[g + 1]):
+                node = t_node[q]
+                pos = t_pos[q]
+                L = p_ptr[3 * node + 1] - p_ptr[3 * node]
+                for r in range(3):
+                    a0 = p_val[pos + r * L]          # P^T[i, 3 node + r]
+                    a1 = p_val[pos + r * L + 1]      # P^T[i + 1, 3 node + r]
+                    a2 = p_val[pos + r * L + 2]
+                    x = X[3 * node + r, 0]
+                    s00 += a0 * x
+                    s10 += a1 * x
+                    s20 += a2 * x
+                    if k > 1:
+                        x = X[3 * node + r, 1]
+                        s01 += a0 * x
+                        s11 += a1 * x
+                        s21 += a2 * x
+                    if k > 2:
+                        x = X[3 * node + r, 2]
+                        s02 += a0 * x
+                        s12 += a1 * x
+                        s22 += a2 * x
+            _store_row(Y, X, i, 0, k, s00, s01, s02)
+            _store_row(Y, X, i + 1, 0, k, s10, s11, s12)
+            _store_row(Y, X, i + 2, 0, k, s20, s21, s22)
+        else:
+            for c in range(3):
+                for j in range(k):
+                    Y[i + c, j] = 0.0
+            for q in range(t_ptr[g], t_ptr[g + 1]):
+                node = t_node[q]
+                pos = t_pos[q]
+                L = p_ptr[3 * node + 1] - p_ptr[3 * node]
+                for c in range(3):
+                    for r in range(3):
+                        a = p_val[pos + r * L + c]
+                        for j in range(k):
+                            Y[i + c, j] += a * X[3 * node + r, j]
+
+
+class TransposedTriples:
+    """R = P^T without a copy of P's values: for each column triple g of P (rows 3g..3g+2 of
+    R), the fine nodes whose 3 x 3 block of P sits in those columns, in node order, and where
+    that block starts in P's values (its row 3 node; the next rows lie one row length apart).
+
+    Applies where P's rows come in node triples with equal columns that are whole triples
+    (the smoothed-aggregation P of the FE core's node-major DOFs). ``ptr`` (n_groups + 1,)
+    int64, ``node`` and ``pos`` (nnz(P) / 9,) int32 (int64 if P needs it): 8 bytes per 3 x 3
+    block where an explicit R held 12 per entry (~158 B per tet4 on the bracket, ~12 now).
+    It holds P's pattern only: P's values may change in place (re-smoothing)."""
+
+    def __init__(self, P: sp.csr_matrix):
+        n_groups = P.shape[1] // 3
+        self.shape = (P.shape[1], P.shape[0])
+        self.n_groups = n_groups
+        counts = np.zeros(n_groups + 1, dtype=np.int64)
+        _transpose_triples_kernel(P.indptr, P.indices, n_groups, False, counts,
+                                  np.empty(0, np.int32), np.empty(0, np.int32))
+        self.ptr = np.cumsum(counts)
+        m = int(self.ptr[-1])
+        index_type = np.int32 if max(P.nnz, P.shape[0]) < 2**31 - 1 else np.int64
+        self.node = np.empty(m, dtype=index_type)
+        self.pos = np.empty(m, dtype=index_type)
+        _transpose_triples_kernel(P.indptr, P.indices, n_groups, True, self.ptr, self.node, self.pos)
+
+    @staticmethod
+    def applies(P: sp.csr_matrix) -> bool:
+        """Whether P has the node-triple structure this index needs."""
+        return P.shape[1] % 3 == 0 and P.shape[0] % 3 == 0 and _triple_structure(P) == (True, True)
+
+    def restrict(self, P: sp.csr_matrix, X: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """P^T X for a C-ordered block X (n_fine, k) -> (n_coarse, k)."""
+        X = np.ascontiguousarray(X)
+        if out is None:
+            out = np.empty((self.shape[0], X.shape[1]), dtype=np.result_type(P.dtype, X.dtype))
+        _restrict_triples(self.ptr, self.node, self.pos, P.indptr, P.data, X, out)
+        return out
+
+    def csr(self, P: sp.csr_matrix) -> sp.csr_matrix:
+        """The explicit R = P^T (sorted int32 CSR): for symbolic products and inspection."""
+        R = P.T.tocsr()
+        R.sort_indices()
+        return _index32(R)
+
+
 class _Level:
-    """One level: operator A (CSR), prolongator P to it from the next coarser level, R = P^T."""
+    """One level: operator A (CSR), prolongator P to it from the next coarser level, R = P^T
+    (kept explicitly only where P lacks the node-triple structure of :class:`TransposedTriples`,
+    which otherwise restricts and multiplies with P's own values)."""
 
     def __init__(self, A, P=None, R=None):
         self.A = A
         self.P = P
-        self.R = R
+        self.transposed = None
+        self._R = None
+        if P is not None:
+            if TransposedTriples.applies(P):
+                self.transposed = TransposedTriples(P)
+            else:
+                self._R = R if R is not None else _index32(P.T.tocsr().sorted_indices())
         self.dinv = None
         self.lam = None
         self.eigvec = None
@@ -743,6 +907,19 @@ class _Level:
     def full(self) -> sp.csr_matrix:
         """This level's operator A with both triangles (a copy if only the upper one is kept)."""
         return symmetric_from_upper(self.A) if self.upper else self.A
+
+    @property
+    def R(self) -> sp.csr_matrix | None:
+        """R = P^T as CSR (built on demand where only the transposed index is kept)."""
+        if self._R is not None or self.P is None:
+            return self._R
+        return self.transposed.csr(self.P)
+
+    def restrict(self, X: np.ndarray) -> np.ndarray:
+        """R X = P^T X for a block X (n, k)."""
+        if self.transposed is not None:
+            return self.transposed.restrict(self.P, X)
+        return spmm(self._R, X)
 
 
 class ReusedHierarchy:
@@ -807,14 +984,12 @@ class ReusedHierarchy:
         self.coarse_block = 1 if modes is None else int(np.shape(modes)[1])
         self.levels = []
         for lev in ml.levels:
-            P, R = getattr(lev, "P", None), None
+            P = getattr(lev, "P", None)
             if P is not None:
                 P = P.tocsr()
                 P.sort_indices()
-                R = P.T.tocsr()
-                R.sort_indices()
-                P, R = _index32(P), _index32(R)
-            self.levels.append(_Level(None, P, R))
+                P = _index32(P)
+            self.levels.append(_Level(None, P))
         del ml
         self.refresh(operator, galerkin=True, power_steps=POWER_STEPS_BUILD)
 
@@ -849,20 +1024,18 @@ class ReusedHierarchy:
                 self.fine_block = block
             del info
             P = _index32(P)
-            R = P.T.tocsr()
-            R.sort_indices()
-            R = _index32(R)
-            lv = _Level(None, P, R)
+            lv = _Level(None, P)
             self.levels.append(lv)
             if len(self.levels) == self.max_levels - 1 or P.shape[1] == 0:
                 break
             # the next level's operator through the refresh's own products (kept for it)
             lv.AP_product = _Product(A_l, P, keep_values=False)
             lv.A_pattern_nnz = A_l.nnz
+            R = lv.R                      # explicit for the build's products only
             lv.RAP_product = _Product(R, lv.AP_product.C, symmetric=SYMMETRIC_GALERKIN)
             AP = lv.AP_product(A_l, P)
             A_l = lv.RAP_product(R, AP).copy()
-            del AP
+            del AP, R
             if not uniform:
                 block, self.coarse_block = 1, 1
             else:
@@ -912,12 +1085,15 @@ class ReusedHierarchy:
                 lv.AP_product = _Product(lv.A, lv.P, keep_values=False)
                 lv.A_pattern_nnz = lv.A.nnz
                 # R A P is symmetric: half its multiply-adds (the upper triangle), mirrored
-                lv.RAP_product = _Product(lv.R, lv.AP_product.C, symmetric=SYMMETRIC_GALERKIN,
+                R = lv.R                  # explicit for the symbolic product only
+                lv.RAP_product = _Product(R, lv.AP_product.C, symmetric=SYMMETRIC_GALERKIN,
                                           upper=upper)
+                del R
             # the product's own array, not a copy: every refresh overwrites it in place and
             # refactorizes the coarse level from it; A P formed in blocks of rows (its values
             # were the refresh's memory peak)
-            C = galerkin_in_row_blocks(lv.AP_product, lv.RAP_product, lv.A, lv.P, lv.R,
+            C = galerkin_in_row_blocks(lv.AP_product, lv.RAP_product, lv.A, lv.P,
+                                       lv.transposed if lv.transposed is not None else lv.R,
                                        GALERKIN_ROW_BLOCKS)
             if C is None:
                 AP = lv.AP_product(lv.A, lv.P)         # fresh values, freed below
@@ -989,9 +1165,9 @@ class ReusedHierarchy:
             return False
         lv.P.data[:] = values
         del values
-        R = lv.P.T.tocsr()
-        R.sort_indices()
-        lv.R = _index32(R)
+        if lv._R is not None:
+            lv._R = _index32(lv.P.T.tocsr().sorted_indices())
+        # (a transposed index reads P's new values in place: P's pattern is unchanged)
         self.resmoothed += 1
         return True
 
@@ -1051,7 +1227,7 @@ class ReusedHierarchy:
         Rr = B.copy()
         D = np.zeros_like(B)
         self._chebyshev(lv, A, X, Rr, D)
-        coarse_rhs = spmm(lv.R, Rr).astype(B.dtype, copy=False)
+        coarse_rhs = lv.restrict(Rr).astype(B.dtype, copy=False)
         E = self._vcycle(l + 1, coarse_rhs)
         X += spmm(lv.P, E).astype(B.dtype, copy=False)
         _residual(A, X, B, Rr)
