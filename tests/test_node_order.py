@@ -17,7 +17,7 @@ from lightweight.fem import aggregation
 from lightweight.fem.assembly import (NodeOrder, _node_graph, build_pattern, coo_assembly,
                                       mean_neighbour_distance)
 from lightweight.fem.elements import element_stiffness
-from lightweight.fem.solvers import available_solvers
+from lightweight.fem.solvers import available_solvers, rigid_body_modes
 from lightweight.fem.system import LinearElasticSystem
 
 
@@ -48,9 +48,11 @@ def test_gmsh_bracket_is_renumbered_and_a_grid_is_not(model):
     before = mean_neighbour_distance(ptr, nbr)
     after = mean_neighbour_distance(ptr, nbr, order.rank)
     assert after < before / 5, (before, after)
-    # the pattern's own graph is the renumbered one
+    # the pattern's own graph is the renumbered one; its renumbered cells in int32 (16 B per tet4)
     assert mean_neighbour_distance(system.pattern.node_ptr, system.pattern.node_neighbours) == \
         pytest.approx(after)
+    assert system.pattern.cells.dtype == np.int32
+    np.testing.assert_array_equal(system.pattern.cells, order.rank[mesh.cells])
     # a lexicographic grid handed over as a plain mesh is local already: left alone
     grid2d = lw.structured_grid((30, 30))
     plain = lw.Mesh(grid2d.points, grid2d.cells, "quad", node_sets=dict(grid2d.node_sets))
@@ -134,6 +136,10 @@ def test_amg_reuse_on_the_renumbered_matrix(model):
         counts[name] = (its, sizes)
     assert counts["ours"][1] == counts["theirs"][1]
     assert all(abs(x - y) <= 1 for x, y in zip(counts["ours"][0], counts["theirs"][0])), counts
+    # the solver keeps the points, not the rigid-body modes formed from them (6 per DOF)
+    kept = [v for v in vars(ours.solver).values() if isinstance(v, np.ndarray)]
+    assert max(v.size for v in kept) < 6 * ours.n_dofs
+    assert np.array_equal(ours.solver._modes, rigid_body_modes(ours.matrix_points))
     direct = theirs.analyse(_scale(theirs, 2), solver="direct")
     c_ours = np.einsum("cd,cd->c", state.F, ours.analyse(_scale(ours, 2), solver="amg-reuse").U)
     c_direct = np.einsum("cd,cd->c", direct.F, direct.U)

@@ -379,7 +379,8 @@ def build_pattern(cells: np.ndarray, n_nodes: int, dim: int, renumber: bool = Fa
     node_order = locality_order(nbr_ptr, nbr, dim) if renumber else None
     if node_order is not None:
         del nbr_ptr, nbr
-        cells = node_order.rank[cells]
+        # kept by the pattern for the refills: in the node index type (int32: 16 B per tet4)
+        cells = np.take(node_order.rank.astype(node_dtype), cells)
         nbr_ptr, nbr = _node_graph(cells, n_nodes, node_dtype)
     indptr = _dof_pointers(nbr_ptr, dim)
     # scipy prefers int32 indices when they fit; it halves memory and speeds up matvecs. The

@@ -875,26 +875,36 @@ class AMGSolver(LinearSolver):
         self._last_iterations = 0
         self.hierarchies_built = 0
 
-    def _near_null_space(self, K: sp.csr_matrix) -> np.ndarray | None:
-        n = K.shape[0]
+    def _near_null_space(self, n: int) -> np.ndarray | None:
+        """Rigid-body modes (n, 3|6) of the points, translations only without points, or None."""
         if self.points is not None and self.points.size and self.points.shape[0] * self.points.shape[1] == n:
             return rigid_body_modes(self.points)
         if self.dim and n % self.dim == 0:
             return np.kron(np.ones((n // self.dim, 1)), np.eye(self.dim))
         return None
 
+    @property
+    def _modes(self) -> np.ndarray | None:
+        """The near-null space of the analysed pattern, formed when asked (hierarchy builds,
+        re-smoothing): the points are kept, not the modes (6 float64 per DOF, ~28 B per tet4)."""
+        n = getattr(self, "_null_space_rows", None)
+        return None if n is None else self._near_null_space(n)
+
     def _symbolic(self, K: sp.csr_matrix) -> None:
         self._hierarchy = None
-        self._modes = self._near_null_space(K)
-        if self._modes is not None:
-            self._mode_norms = np.linalg.norm(self._modes, axis=0)
+        self._null_space_rows = K.shape[0]
+        modes = self._modes
+        if modes is not None:
+            self._mode_norms = np.linalg.norm(modes, axis=0)
 
     def _check_rigid_modes(self, K: sp.csr_matrix) -> None:
         """Raise if a rigid-body mode is (numerically) a null vector of K: an unsupported motion."""
-        if self._modes is None:
+        modes = self._modes
+        if modes is None:
             return
         from .amg import spmm
-        KR = spmm(K, self._modes)      # parallel Numba block product (SciPy's is serial)
+        KR = spmm(K, modes)      # parallel Numba block product (SciPy's is serial)
+        del modes
         scale = np.abs(K.diagonal()).max() * self._mode_norms
         ratio = np.linalg.norm(KR, axis=0) / np.where(scale > 0, scale, 1.0)
         free = np.flatnonzero(ratio < 1e-10)
@@ -908,7 +918,7 @@ class AMGSolver(LinearSolver):
         # The eliminated DOFs keep explicit zeros in the pattern; aggregation should not see them.
         A = K.copy()
         A.eliminate_zeros()
-        B = self._modes
+        modes = B = self._modes
         if B is not None and self.zero_fixed_modes:
             # Eliminated (Dirichlet) rows carry no motion: zero the modes there.
             fixed = np.diff(A.indptr) == 1
@@ -916,7 +926,7 @@ class AMGSolver(LinearSolver):
                 B = B.copy()
                 B[fixed] = 0.0
                 if np.any(np.linalg.norm(B, axis=0) == 0):
-                    B = self._modes
+                    B = modes
         self._hierarchy = self._pyamg.smoothed_aggregation_solver(A, B=B, **options)
         self._preconditioner = self._hierarchy.aspreconditioner(cycle="V")
         self._refills_on_hierarchy = 0
@@ -1019,8 +1029,7 @@ class ReusedAMGSolver(AMGSolver):
         if B is not None and self.zero_fixed_modes:
             fixed = fixed_rows(K)
             if np.any(fixed):
-                B = B.copy()
-                B[fixed] = 0.0
+                B[fixed] = 0.0          # B is formed for this call: no copy
                 if np.any(np.linalg.norm(B, axis=0) == 0):
                     B = self._modes
         return B
