@@ -201,11 +201,20 @@ def test_galerkin_product_in_row_blocks_is_the_whole_product_bit_for_bit(bracket
     AP_product = amg._Product(K, level.P, keep_values=False)
     RAP_product = amg._Product(level.R, AP_product.C, symmetric=True, upper=upper)
     whole = RAP_product(level.R, AP_product(K, level.P)).copy()
-    for blocks in (1, 2, 3, 7):
-        RAP_product.C.data[:] = np.nan
-        C = amg.galerkin_in_row_blocks(AP_product, RAP_product, K, level.P, level.R, blocks)
-        assert C is RAP_product.C
-        assert np.array_equal(C.data, whole.data), blocks
+    pattern = AP_product.C.copy()
+    for compressed in (False, True):
+        if compressed:      # A P's pattern keeps only the first row of each triple
+            AP_product.compress()
+            assert AP_product.first_rows[1].size * 3 == pattern.nnz
+            expanded = AP_product.C
+            assert np.array_equal(expanded.indices, pattern.indices)
+            assert np.array_equal(expanded.indptr, pattern.indptr)
+        for blocks in (1, 2, 3, 7):
+            RAP_product.C.data[:] = np.nan
+            C = amg.galerkin_in_row_blocks(AP_product, RAP_product, K, level.P, level.R, blocks)
+            assert C is RAP_product.C
+            assert np.array_equal(C.data, whole.data), (compressed, blocks)
+    assert level.AP_product.first_rows is not None       # the hierarchy's own is compressed
     if upper:          # the coarsest level of the refresh: the same array of numbers
         solver.factorize(K)
         assert np.array_equal(solver._hierarchy.levels[-1].A.data, whole.data)

@@ -455,8 +455,8 @@ _NO_INDEX = np.empty(0, dtype=np.int32)     # the unused index arrays of a kerne
 
 
 @numba.njit(cache=True, parallel=True)
-def _spgemm_numeric_triples(a_first, a_last, a_idx, a_val, b_ptr, b_idx, b_val, b_row_offset,
-                            c_ptr, c_idx, c_val, mirror_from, symmetric, upper, accumulate,
+def _spgemm_numeric_triples(a_first, a_last, a_idx, a_val, b_ptr, b_ip, b_idx, b_val, b_row_offset,
+                            c_ptr, c_ip, c_idx, c_val, mirror_from, symmetric, upper, accumulate,
                             n_cols, n_chunks, transposed, a_pos, p_ptr):
     """:func:`_spgemm_numeric` (``symmetric``: :func:`_spgemm_numeric_symmetric`) when A's rows
     come in triples with equal columns that are whole node triples and B's rows in triples with
@@ -465,7 +465,10 @@ def _spgemm_numeric_triples(a_first, a_last, a_idx, a_val, b_ptr, b_idx, b_val, 
     mirror): row i + r of a triple then lacks the first r columns of row i.
 
     Row i of A is read from a_first[i] to a_last[i] (CSR: indptr[:-1], indptr[1:]); B's row
-    k is row k - ``b_row_offset`` of the b arrays. ``accumulate``: add to C's values instead of
+    k is row k - ``b_row_offset`` of the b arrays. Only the first row of each triple of B and
+    C has its column indices read: they start at b_idx[b_ip[k // 3]] (c_idx[c_ip[i // 3]]);
+    a plain CSR passes ip = indptr[::3], a pattern storing first rows only
+    (:class:`_Product` ``compress``) its own pointers. ``accumulate``: add to C's values instead of
     overwriting them, and leave the mirror to the caller's last call: so C = A B can be summed
     over blocks of B's rows (A's rows cut to those columns) in B's row order, one block of B
     alive at a time, each entry of C receiving the same products in the same order.
@@ -488,8 +491,9 @@ def _spgemm_numeric_triples(a_first, a_last, a_idx, a_val, b_ptr, b_idx, b_val, 
             i = 3 * g
             # row i + r's entry at row i's offset o sits at c_ptr[i + r] + o (- r if upper)
             c0, c1, c2 = c_ptr[i], c_ptr[i + 1] - shift, c_ptr[i + 2] - 2 * shift
+            ci = c_ip[g]
             for q in range(c_ptr[i + 1] - c0):
-                offset[c_idx[c0 + q]] = q
+                offset[c_idx[ci + q]] = q
                 if not accumulate:
                     c_val[c0 + q] = 0.0
                     if q >= shift:
@@ -518,15 +522,16 @@ def _spgemm_numeric_triples(a_first, a_last, a_idx, a_val, b_ptr, b_idx, b_val, 
                     u10, u11, u12 = a_val[p1 + q], a_val[p1 + q + 1], a_val[p1 + q + 2]
                     u20, u21, u22 = a_val[p2 + q], a_val[p2 + q + 1], a_val[p2 + q + 2]
                 left, end = b_ptr[k], b_ptr[k + 1]
+                shift_b = b_ip[k // 3] - left             # index position - value position
                 if symmetric:
                     # the group's first row bounds all three; the few entries below the
                     # diagonal of rows i + 1, i + 2 this adds are overwritten by the mirror
                     # (upper: not stored, skipped below)
-                    left = _first_at_least(b_idx, left, end, i)
+                    left = _first_at_least(b_idx, left + shift_b, end + shift_b, i) - shift_b
                 d1 = b_ptr[k + 1] - b_ptr[k]
                 d2 = b_ptr[k + 2] - b_ptr[k]
                 for r in range(left, end):
-                    o = offset[b_idx[r]]
+                    o = offset[b_idx[r + shift_b]]
                     b0, b1, b2 = b_val[r], b_val[r + d1], b_val[r + d2]
                     v = c_val[c0 + o]
                     v += u00 * b0
@@ -643,6 +648,25 @@ def _mirror_positions(C: sp.csr_matrix) -> np.ndarray:
     return out
 
 
+@numba.njit(cache=True, parallel=True)
+def _first_rows_kernel(indptr, indices, index_ptr, out):
+    """out[index_ptr[g]:index_ptr[g + 1]] = the column indices of row 3g."""
+    for g in numba.prange(index_ptr.shape[0] - 1):
+        start = indptr[3 * g]
+        for q in range(index_ptr[g + 1] - index_ptr[g]):
+            out[index_ptr[g] + q] = indices[start + q]
+
+
+@numba.njit(cache=True, parallel=True)
+def _expand_rows_kernel(indptr, index_ptr, first, out):
+    """The whole CSR indices of a pattern whose triples of rows share the first row's."""
+    for g in numba.prange(index_ptr.shape[0] - 1):
+        for r in range(3):
+            start = indptr[3 * g + r]
+            for q in range(index_ptr[g + 1] - index_ptr[g]):
+                out[start + q] = first[index_ptr[g] + q]
+
+
 class _Product:
     """C = A B for a fixed pair of patterns: symbolic once (SciPy), numeric per call (Numba).
 
@@ -661,6 +685,8 @@ class _Product:
         # on this design need not be one on the next.
         self.n_chunks = max(1, min(64, A.shape[0] // 256))
         self.upper = bool(upper)
+        self.first_rows = None          # (index_ptr, indices) once compressed
+        self._C = None
         pattern = _product_pattern(A, B, self.n_chunks, upper=self.upper)
         self.mirror_from = _mirror_positions(pattern) if symmetric and not self.upper else None
         self.keep_values = bool(keep_values)
@@ -669,6 +695,54 @@ class _Product:
                                     shape=pattern.shape, copy=False)
             pattern.has_sorted_indices = True
         self.C = pattern
+
+    def in_triples(self) -> bool:
+        """Whether C's rows come in triples with equal columns (then :meth:`compress` applies)."""
+        return self.first_rows is not None or rows_in_triples(self.C)
+
+    def compress(self) -> None:
+        """Keep only the first row's column indices of each triple of C's rows (the others are
+        equal): 1/3 of the pattern's indices (A P: ~95 B per tet4 less). Only for a pattern
+        whose values are not kept and whose rows come in triples; the node-triple kernels read
+        it through :meth:`pattern_arrays`; :attr:`C` is then expanded when asked for."""
+        if self.first_rows is not None or self.keep_values or not rows_in_triples(self.C):
+            return
+        C = self.C
+        widths = np.diff(C.indptr)[::3].astype(np.int64)
+        index_ptr = np.zeros(len(widths) + 1, dtype=np.int64)
+        np.cumsum(widths, out=index_ptr[1:])
+        first = np.empty(int(index_ptr[-1]), dtype=C.indices.dtype)
+        _first_rows_kernel(C.indptr, C.indices, index_ptr, first)
+        self.first_rows = (index_ptr, first)
+        self._shape, self._indptr = C.shape, C.indptr
+        self._C = None
+
+    @property
+    def C(self) -> sp.csr_matrix:
+        if self._C is not None:
+            return self._C
+        index_ptr, first = self.first_rows       # compressed: the whole pattern on demand
+        indices = np.empty(int(self._indptr[-1]), dtype=first.dtype)
+        _expand_rows_kernel(self._indptr, index_ptr, first, indices)
+        C = sp.csr_matrix((np.broadcast_to(np.zeros(1), (len(indices),)), indices, self._indptr),
+                          shape=self._shape, copy=False)
+        C.has_sorted_indices = True
+        return C
+
+    @C.setter
+    def C(self, value: sp.csr_matrix) -> None:
+        self._C = value
+
+    @property
+    def shape(self) -> tuple:
+        """C's shape."""
+        return self._shape if self.first_rows is not None else self._C.shape
+
+    def pattern_arrays(self):
+        """(indptr per row, where each triple's first-row indices start, those indices)."""
+        if self.first_rows is not None:
+            return self._indptr, self.first_rows[0], self.first_rows[1]
+        return self._C.indptr, self._C.indptr[::3], self._C.indices
 
     def __call__(self, A: sp.csr_matrix, B: sp.csr_matrix) -> sp.csr_matrix:
         C = self.C
@@ -679,9 +753,9 @@ class _Product:
         mirror_from = np.empty(0, np.int32) if self.mirror_from is None else self.mirror_from
         if _triple_structure(A)[1] and rows_in_triples(B):
             _spgemm_numeric_triples(A.indptr[:-1], A.indptr[1:], A.indices, A.data, B.indptr,
-                                    B.indices, B.data, 0, C.indptr, C.indices, C.data,
-                                    mirror_from, symmetric, self.upper, False, C.shape[1],
-                                    self.n_chunks, False, _NO_INDEX, _NO_INDEX)
+                                    B.indptr[::3], B.indices, B.data, 0, C.indptr, C.indptr[::3],
+                                    C.indices, C.data, mirror_from, symmetric, self.upper, False,
+                                    C.shape[1], self.n_chunks, False, _NO_INDEX, _NO_INDEX)
             return C
         if symmetric:
             # upper: C's rows hold exactly the columns >= i this kernel visits; nothing to mirror
@@ -701,16 +775,17 @@ def galerkin_in_row_blocks(AP_product: "_Product", RAP_product: "_Product", A: s
     peak) are alive one block at a time. Bit for bit the unblocked product (each entry of C
     receives the same products in the same order). None where the node-triple kernels do not
     apply (the caller then multiplies unblocked). C is RAP_product's own array."""
-    APc, C = AP_product.C, RAP_product.C
+    C = RAP_product.C
     transposed = isinstance(R, TransposedTriples)
     if not (RAP_product.keep_values and _triple_structure(A)[1] and rows_in_triples(P)
-            and (transposed or _triple_structure(R)[1]) and rows_in_triples(APc)):
+            and (transposed or _triple_structure(R)[1]) and AP_product.in_triples()):
         return None
+    ap_ptr, ap_ip, ap_idx = AP_product.pattern_arrays()
     n = A.shape[0]
     # cuts at node triples, splitting A P's nonzeros evenly
-    cuts = np.searchsorted(APc.indptr, APc.indptr[-1] * np.arange(1, blocks) / blocks)
+    cuts = np.searchsorted(ap_ptr, ap_ptr[-1] * np.arange(1, blocks) / blocks)
     bounds = np.unique(np.concatenate([[0], 3 * (cuts // 3), [n]]).astype(np.int64))
-    sizes = APc.indptr[bounds[1:]] - APc.indptr[bounds[:-1]]
+    sizes = ap_ptr[bounds[1:]] - ap_ptr[bounds[:-1]]
     values = np.empty(int(sizes.max()))
     # where each row of R (each group of three, transposed) enters the block
     r_ptr, r_idx = (R.ptr, R.node) if transposed else (R.indptr, R.indices)
@@ -720,25 +795,25 @@ def galerkin_in_row_blocks(AP_product: "_Product", RAP_product: "_Product", A: s
     no_mirror = np.empty(0, np.int32)
     for b in range(len(bounds) - 1):
         lo, hi = int(bounds[b]), int(bounds[b + 1])
-        start, stop = int(APc.indptr[lo]), int(APc.indptr[hi])
-        ptr = (APc.indptr[lo:hi + 1] - start).astype(np.int64)
-        idx = APc.indices[start:stop]
+        start, stop = int(ap_ptr[lo]), int(ap_ptr[hi])
+        ptr = (ap_ptr[lo:hi + 1] - start).astype(np.int64)
+        istart = int(ap_ip[lo // 3])
+        ip = (ap_ip[lo // 3:hi // 3 + 1] - istart).astype(np.int64)
+        idx = ap_idx[istart:int(ap_ip[hi // 3])]
         block = values[:stop - start]
         _spgemm_numeric_triples(A.indptr[lo:hi], A.indptr[lo + 1:hi + 1], A.indices, A.data,
-                                P.indptr, P.indices, P.data, 0, ptr, idx, block, no_mirror,
-                                False, False, False, P.shape[1], AP_product.n_chunks, False,
-                                _NO_INDEX, _NO_INDEX)
+                                P.indptr, P.indptr[::3], P.indices, P.data, 0, ptr, ip, idx,
+                                block, no_mirror, False, False, False, P.shape[1],
+                                AP_product.n_chunks, False, _NO_INDEX, _NO_INDEX)
         _row_starts_at_least(r_ptr, r_idx, first, hi // 3 if transposed else hi, last)
         if transposed:
-            _spgemm_numeric_triples(first, last, R.node, P.data, ptr, idx, block, lo,
-                                    C.indptr, C.indices, C.data, no_mirror, symmetric,
-                                    RAP_product.upper, b > 0, C.shape[1], RAP_product.n_chunks,
-                                    True, R.pos, P.indptr)
+            a_idx, a_val, a_pos, p_ptr = R.node, P.data, R.pos, P.indptr
         else:
-            _spgemm_numeric_triples(first, last, R.indices, R.data, ptr, idx, block, lo,
-                                    C.indptr, C.indices, C.data, no_mirror, symmetric,
-                                    RAP_product.upper, b > 0, C.shape[1], RAP_product.n_chunks,
-                                    False, _NO_INDEX, _NO_INDEX)
+            a_idx, a_val, a_pos, p_ptr = R.indices, R.data, _NO_INDEX, _NO_INDEX
+        _spgemm_numeric_triples(first, last, a_idx, a_val, ptr, ip, idx, block, lo,
+                                C.indptr, C.indptr[::3], C.indices, C.data, no_mirror, symmetric,
+                                RAP_product.upper, b > 0, C.shape[1], RAP_product.n_chunks,
+                                transposed, a_pos, p_ptr)
         first, last = last, first
     if RAP_product.mirror_from is not None:
         _mirror_values(C.data, RAP_product.mirror_from)
@@ -1080,7 +1155,7 @@ class ReusedHierarchy:
             # its positions and the mirror map were ~265 B per tet4)
             upper = SYMMETRIC_GALERKIN and l + 1 == len(self.levels) - 1
             # Galerkin product R A P on patterns fixed since the build: numeric phases only
-            if lv.AP_product is None or lv.AP_product.C.shape[0] != lv.A.shape[0] \
+            if lv.AP_product is None or lv.AP_product.shape[0] != lv.A.shape[0] \
                     or lv.A_pattern_nnz != lv.A.nnz or lv.RAP_product.upper != upper:
                 lv.AP_product = _Product(lv.A, lv.P, keep_values=False)
                 lv.A_pattern_nnz = lv.A.nnz
@@ -1089,6 +1164,8 @@ class ReusedHierarchy:
                 lv.RAP_product = _Product(R, lv.AP_product.C, symmetric=SYMMETRIC_GALERKIN,
                                           upper=upper)
                 del R
+                # A P's rows come in triples: its first rows' indices serve (blocked product)
+                lv.AP_product.compress()
             # the product's own array, not a copy: every refresh overwrites it in place and
             # refactorizes the coarse level from it; A P formed in blocks of rows (its values
             # were the refresh's memory peak)
