@@ -46,6 +46,9 @@ def load_filters(module_path: str | None):
     spec = importlib.util.spec_from_file_location("lightweight.optimize._compared_filters",
                                                   module_path)
     module = importlib.util.module_from_spec(spec)
+    # registered before it runs: Numba's cache of its kernels, once written, is loaded back
+    # by importing the module's name
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 

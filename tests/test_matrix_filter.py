@@ -145,7 +145,8 @@ def test_estimate_bounds_the_traced_build_and_kept_memory_is_the_triangle():
     tracemalloc.stop()
     assert filt.nnz <= nnz_estimate
     assert peak - before <= bytes_estimate <= 4 * (peak - before)
-    # kept: 12 bytes per stored entry of the triangle, indptr and Hs (volumes are the caller's)
-    stored = len(filt.W_data)
+    # kept: 4 bytes per stored entry of the triangle (its columns); per cell indptr, Hs, the
+    # order and the copies of the centres and volumes
+    stored = len(filt.W_indices)
     assert stored == (filt.nnz - n) // 2
-    assert current - before <= 12 * stored + 16 * (n + 1) + 4096
+    assert current - before <= 4 * stored + (8 + 8 + 4 + 24 + 8) * (n + 1) + 4096

@@ -28,23 +28,46 @@ normalisation and gives top88 bit for bit (to rounding).
   over a field of ones, computed once. The stencil is symmetric, so H^T = H.
 - :class:`MatrixFilter` is the general twin. H = W diag(v) with W_ij = max(0, r - d_ij)
   symmetric, so it keeps W alone, and of W only the pattern of the strict upper triangle (its
-  diagonal is r): CSR with int32 column indices, 4 bytes per stored entry, about 2 per nonzero
-  of H, plus a copy of the cell centres (8 x dim bytes per cell). The weights are not stored:
-  the product recomputes each w_ij from the two centres in float64, with the same operations
-  in the same order as the build that chose the pairs (one inlined Numba function serves
-  both), so the filtered field is what stored float64 weights gave, bit for bit. That trades
-  8 bytes per stored entry (~220 B/tet at r = 1.5 tet edges, 57 nonzeros of H per tet) for 24
-  B/tet of centres and, per entry, a subtraction per axis, a square root and a random read of
-  the neighbour's centre; the read, not the root, is what costs (the applications took ~2x as
-  long at 222k tets, whose cell order is far from spatial). It applies H x = W (v x) and
-  H^T y = v (W y) with one Numba kernel (each w_ij serves row i and column j); the row blocks
-  run in parallel, each scattering into its own buffer, so the result is deterministic for a
-  given thread count and changes with it only by rounding. The pattern is built block of rows
-  by block of rows, each block's own ``cKDTree`` searched against the whole mesh's
-  (``sparse_distance_matrix``), and appended in place, so building peaks at ~1.2 x what is
-  kept instead of holding the whole pair list and its copies. Storing H and H^T as scipy
-  matrices kept 9x as much and peaked 20x higher (222k tets). Numbers: docs/performance.md
-  ("Memory per tet").
+  diagonal is r): CSR with 4-byte column indices, 4 bytes per stored entry, about 2 per
+  nonzero of H. The weights are not stored: the product recomputes each w_ij from the two
+  centres in float64 (one inlined Numba function defines a weight for the build, which keeps
+  the pairs with w > 0, for ``W_data`` and ``H``, which give the formula bit for bit, and for
+  the product, which may fuse its multiply-adds: equal to rounding). That trades 8 bytes per
+  stored entry (~220 B/tet at r = 1.5 tet edges, 57 nonzeros of H per tet) for a subtraction
+  per axis, a square root and a read of the neighbour's centre per entry. It applies
+  H x = W (v x) and H^T y = v (W y) with one Numba kernel (each w_ij serves row i and column
+  j); the row blocks run in parallel, each scattering into its own buffer, so the result is
+  deterministic for a given thread count and changes with it only by rounding.
+
+  *Cell order.* In the mesh's order (Gmsh's: a stored pair's median index gap was 61k of 222k
+  cells) every entry read its neighbour's centre and field value from a random place, and
+  the product took twice as long as with stored weights. The filter therefore works in its
+  own order, computed once when built: the Morton (Z) order of the centres' boxes of edge
+  r / 2 (a box holds ~2 cells at r = 1.5 edges; cells of a box stay in mesh order), 0.07 s at
+  222k cells, from the centres alone. Centres, volumes, Hs and the pattern are kept in that
+  order (median gap 55); fields are gathered into it and scattered back in the kernel's first
+  and last loops (one random read and one random write per cell), so forward, backward and
+  filter_sensitivity take and return the mesh's order. Reverse Cuthill-McKee of the pattern
+  (scipy.sparse.csgraph) gave the same product time (all within noise: Morton boxes of r / 4,
+  r / 2, r and the finest, RCM: 0.78-0.85x of the stored weights' time) but needs the pattern
+  before the order: 4.9 s for the order and 10.5 s to build, against 2.7-3.0 s. In that order
+  the product is bound by its arithmetic, not by memory (columns i+1, i+2, ... instead of the
+  real ones took as long), so what made it fast was the instruction count: no negative-index
+  wraparound (unsigned column indices), the scales read in the filter's order, fused
+  multiply-adds (10-20%). 222k-tet bracket, forward + backward, alternated in one process:
+  0.84x the stored weights' time on one thread, 0.71x on two, 0.45x / 0.39x of the mesh-order
+  recomputation; building takes 0.5x the stored weights' time and 0.6x the mesh-order
+  recomputation's (the KD-tree's blocks of rows are compact in space). The order costs 4
+  B/cell (int32) and the filter's copy of the volumes 8 (the mesh-order volumes are not
+  kept): 163 B/tet kept in all (centres 24, indptr 8, Hs 8). What the filter shows
+  (``W_indptr``, ``W_indices``, ``W_data``, ``H``, ``Hs``, ``volumes``, ``centers``) is in the
+  mesh's order, computed on each access.
+
+  The pattern is built block of rows by block of rows, each block's own ``cKDTree`` searched
+  against the whole mesh's (``sparse_distance_matrix``), and appended in place, so building
+  peaks at ~1.2 x what is kept instead of holding the whole pair list and its copies. Storing
+  H and H^T as scipy matrices kept 9x as much and peaked 20x higher (222k tets). Numbers:
+  docs/performance.md ("Memory per tet").
 - :class:`HelmholtzFilter` is the PDE filter of Lazarov & Sigmund (2011),
   ``-r_h^2 lap(x_tilde) + x_tilde = x`` with ``r_h = r / (2 sqrt 3)`` and natural boundary
   conditions, discretized with the mesh's own scalar shape functions. Its cost grows with the
@@ -188,26 +211,40 @@ _BUILD_GROWTH = 1.25
 
 
 @numba.njit(inline="always")
-def _weight(centers, i, j, r):
-    """w_ij = r - |c_i - c_j| in float64: squares of the coordinate differences summed in axis
-    order, from 0.0, then the square root.
+def _centre(centers, i):
+    """Cell i's first three coordinates (0.0 past the last axis), for :func:`_weight`: a row
+    of the product loads them once, not once per entry."""
+    dim = centers.shape[1]
+    x0 = centers[i, 0]
+    x1 = centers[i, 1] if dim > 1 else 0.0
+    x2 = centers[i, 2] if dim > 2 else 0.0
+    return x0, x1, x2
 
-    The one definition of a weight: the build keeps the pairs where it is > 0, the product and
-    :attr:`MatrixFilter.W_data` recompute it, so all three see the same bits. It is also the
-    order of NumPy's ``((c[rows] - c[cols]) ** 2).sum(axis=1)`` over 2 or 3 columns, which the
-    build evaluated when the weights were stored. The 2D and 3D cases are written out (the
-    branch is the same for every pair, so it leaves the loop); ``0.0 + t * t == t * t`` since a
-    square is never -0.0.
+
+@numba.njit(inline="always")
+def _weight(centers, ci, i, j, r):
+    """w_ij = r - |c_i - c_j| in float64, ``ci = _centre(centers, i)``: squares of the
+    coordinate differences summed in axis order, from 0.0, then the square root.
+
+    The one definition of a weight: the build keeps the pairs where it is > 0 and
+    :attr:`MatrixFilter.W_data` recomputes it, both with these bits, which are also those of
+    NumPy's ``((c[rows] - c[cols]) ** 2).sum(axis=1)`` over 2 or 3 columns (what the build
+    evaluated when the weights were stored). The product (:func:`_symmetric_product`) inlines
+    it under ``fastmath={"contract"}``: where the CPU has fused multiply-adds the sum of
+    squares is fused, so its weights equal these to rounding (~1e-16 of the squared distance),
+    not bit for bit. The 2D and 3D cases are written out (the branch is the same for every
+    pair, so it leaves the loop); ``0.0 + t * t == t * t`` since a square is never -0.0.
+    (c_j - c_i)^2 == (c_i - c_j)^2 bit for bit, so w_ji == w_ij in any cell order.
     """
     dim = centers.shape[1]
     if dim == 3:
-        t0 = centers[i, 0] - centers[j, 0]
-        t1 = centers[i, 1] - centers[j, 1]
-        t2 = centers[i, 2] - centers[j, 2]
+        t0 = ci[0] - centers[j, 0]
+        t1 = ci[1] - centers[j, 1]
+        t2 = ci[2] - centers[j, 2]
         s = t0 * t0 + t1 * t1 + t2 * t2
     elif dim == 2:
-        t0 = centers[i, 0] - centers[j, 0]
-        t1 = centers[i, 1] - centers[j, 1]
+        t0 = ci[0] - centers[j, 0]
+        t1 = ci[1] - centers[j, 1]
         s = t0 * t0 + t1 * t1
     else:
         s = 0.0
@@ -222,7 +259,8 @@ def _pair_weights(centers, rows, cols, r):
     """_weight of each pair (rows[k], cols[k])."""
     out = np.empty(rows.shape[0])
     for k in range(rows.shape[0]):
-        out[k] = _weight(centers, rows[k], cols[k], r)
+        i = rows[k]
+        out[k] = _weight(centers, _centre(centers, i), i, cols[k], r)
     return out
 
 
@@ -232,33 +270,72 @@ def _upper_data(indptr, indices, centers, r):
     n = indptr.shape[0] - 1
     data = np.empty(indices.shape[0])
     for i in numba.prange(n):
+        ci = _centre(centers, i)
         for k in range(indptr[i], indptr[i + 1]):
-            data[k] = _weight(centers, i, indices[k], r)
+            data[k] = _weight(centers, ci, i, indices[k], r)
     return data
 
 
-@numba.njit(cache=True, parallel=True)
-def _symmetric_product(indptr, indices, centers, radius, z, bounds, partial, out):
-    """out = W z for W = radius * I + U + U^T, U strictly upper triangular (CSR pattern).
+# how _symmetric_product scales a value as it moves between the orders: not, times or over
+# the cell's entry of an array in the filter's order
+_AS_IS, _TIMES, _OVER = 0, 1, 2
 
-    U's values are not stored: each w_ij is recomputed from the centres (:func:`_weight`).
-    Row block t (rows bounds[t]:bounds[t+1]) is one task; it adds both U z (its own rows)
-    and U^T z (columns j > i, possibly in other blocks) into its own buffer ``partial[t]``,
-    so no two tasks write the same memory. Only entries >= bounds[t] of that buffer can be
-    touched (upper triangle), so only those are zeroed and summed.
+
+@numba.njit(inline="always")
+def _scaled(value, scale, k, how):
+    if how == _TIMES:
+        return value * scale[k]
+    if how == _OVER:
+        return value / scale[k]
+    return value
+
+
+@numba.njit(cache=True, parallel=True, fastmath={"contract"})
+def _symmetric_product(indptr, indices, centers, radius, order, x, before, how_before, after,
+                       how_after, bounds, z, partial, out):
+    """out = W x in mesh order, W = radius * I + U + U^T in the filter's order (``order[k]``
+    is the mesh's cell at position k), U strictly upper triangular (CSR pattern).
+
+    x is gathered into the filter's order (``z[k] = x[order[k]]``, scaled by ``before[k]``),
+    the product made there and scattered back (``out[order[k]]``, scaled by ``after[k]``), in
+    the same compiled call as the product's first and last loops: the orders cost one (n,)
+    buffer and one random read and one random write per cell (the scales are kept in the
+    filter's order; reading them in mesh order too took ~10% of an application at 222k cells).
+
+    U's values are not stored: each w_ij is recomputed from the centres (:func:`_weight`,
+    fused multiply-adds allowed: ``fastmath={"contract"}``, 10-20% of the time at 222k cells).
+    Row block t (rows bounds[t]:bounds[t+1]) is one task; it adds both U z (its own rows) and
+    U^T z (columns j > i, possibly in other blocks) into its own buffer ``partial[t]``, so no
+    two tasks write the same memory. Only entries bounds[t] <= j < reach[t] of that buffer can
+    be touched, reach[t] - 1 being the block's largest column (columns are sorted within a
+    row, so it is the largest of its rows' last entries): only those are zeroed and summed (in
+    the filter's order, at 222k cells on two threads, the first block's reach ends 48k entries
+    past it, the Morton curve's longest jumps, instead of at the end of the mesh).
     """
     n = z.shape[0]
+    for k in numba.prange(n):
+        c = order[k]
+        z[k] = _scaled(x[c], before, k, how_before)
     n_blocks = bounds.shape[0] - 1
+    reach = np.empty(n_blocks, dtype=np.int64)
     for t in numba.prange(n_blocks):
+        top = bounds[t + 1]
+        for i in range(bounds[t], bounds[t + 1]):
+            if indptr[i + 1] > indptr[i]:
+                top = max(top, indices[indptr[i + 1] - 1] + 1)
+        reach[t] = top
         acc = partial[t]
-        for i in range(bounds[t], n):
+        for i in range(bounds[t], top):
             acc[i] = 0.0
         for i in range(bounds[t], bounds[t + 1]):
             zi = z[i]
+            ci = _centre(centers, i)
             row_sum = 0.0
-            for k in range(indptr[i], indptr[i + 1]):
+            # unsigned k and columns: no negative-index wraparound on either, which took a
+            # third of the loop's instructions
+            for k in range(numba.uint64(indptr[i]), numba.uint64(indptr[i + 1])):
                 j = indices[k]
-                w = _weight(centers, i, j, radius)
+                w = _weight(centers, ci, i, j, radius)
                 row_sum += w * z[j]
                 acc[j] += w * zi
             acc[i] += row_sum
@@ -267,8 +344,70 @@ def _symmetric_product(indptr, indices, centers, radius, z, bounds, partial, out
         for t in range(n_blocks):
             if bounds[t] > i:
                 break
-            total += partial[t, i]
-        out[i] = total
+            if i < reach[t]:
+                total += partial[t, i]
+        out[order[i]] = _scaled(total, after, i, how_after)
+
+
+@numba.njit(cache=True)
+def _morton_codes(centers, lo, step, bits):
+    """Z-order key of each centre: its box (c - lo) // step per axis, the boxes' bits
+    interleaved from the most significant, axis 0 first."""
+    n, dim = centers.shape
+    codes = np.empty(n, dtype=np.uint64)
+    box = np.empty(dim, dtype=np.int64)
+    top = (1 << bits) - 1
+    for i in range(n):
+        for d in range(dim):
+            box[d] = min(top, max(0, int((centers[i, d] - lo[d]) / step)))
+        code = np.uint64(0)
+        for b in range(bits - 1, -1, -1):
+            for d in range(dim):
+                code = (code << np.uint64(1)) | np.uint64((box[d] >> b) & 1)
+        codes[i] = code
+    return codes
+
+
+def _spatial_order(centers: np.ndarray, radius: float) -> np.ndarray:
+    """A permutation of the cells that keeps neighbours close: Morton (Z) order of boxes of
+    edge radius / 2 (coarser where the mesh spans more boxes than 63 bits of key can number),
+    cells of one box in mesh order (stable sort). int32 when the cells fit. Why this order and
+    not reverse Cuthill-McKee: module docstring."""
+    n, dim = centers.shape
+    lo = centers.min(axis=0)
+    extent = float(np.ptp(centers, axis=0).max()) if n else 0.0
+    bits = max(1, min(62, 63 // dim))
+    step = max(0.5 * radius, extent / 2.0 ** bits, np.finfo(np.float64).tiny)
+    bits = min(bits, max(1, int(math.ceil(math.log2(extent / step + 1.0)))))
+    order = np.argsort(_morton_codes(centers, lo, step, bits), kind="stable")
+    return order.astype(np.int32) if n < 2 ** 31 else order
+
+
+@numba.njit(cache=True)
+def _mesh_order_pattern(indptr, indices, order):
+    """The stored triangle in mesh order: pair (a, b) of the filter's order is the mesh's
+    (order[a], order[b]), kept as (min, max); CSR with sorted columns (``W_indptr``,
+    ``W_indices``)."""
+    n = order.shape[0]
+    out_indptr = np.zeros(n + 1, dtype=np.int64)
+    for a in range(n):
+        ca = order[a]
+        for k in range(indptr[a], indptr[a + 1]):
+            out_indptr[min(ca, order[indices[k]]) + 1] += 1
+    for i in range(n):
+        out_indptr[i + 1] += out_indptr[i]
+    cursor = out_indptr[:-1].copy()
+    out = np.empty(indices.shape[0], dtype=indices.dtype)
+    for a in range(n):
+        ca = order[a]
+        for k in range(indptr[a], indptr[a + 1]):
+            cb = order[indices[k]]
+            row = min(ca, cb)
+            out[cursor[row]] = max(ca, cb)
+            cursor[row] += 1
+    for i in range(n):
+        out[out_indptr[i]:out_indptr[i + 1]].sort()
+    return out_indptr, out
 
 
 def _upper_pattern(centers: np.ndarray, r: float, block_rows: int):
@@ -333,16 +472,20 @@ class MatrixFilter(_NormalisedConvolution):
     ``_BUILD_BLOCK_ENTRIES`` neighbour candidates per block).
 
     H = W diag(volumes) is applied as W (v x) and v (W y); of the symmetric W only the
-    pattern of the strict upper triangle is stored (``W_indptr``, ``W_indices``; its diagonal
-    is the radius), with a copy of the centres (``centers``) from which the product recomputes
-    each weight. :attr:`W_data` (the triangle's weights) and :attr:`H` (the full scipy matrix)
-    are built on demand.
+    pattern of the strict upper triangle is stored (its diagonal is the radius), with copies
+    of the centres, from which the product recomputes each weight, and of the volumes. All of
+    it is kept in the filter's own cell order, ``order`` (int32 or int64: position k holds
+    the mesh's cell ``order[k]``; a Morton order, module docstring), in which neighbours are
+    close in memory; forward, backward and filter_sensitivity take and return fields in the
+    mesh's order, permuting them on the way in and out. What the filter shows is in the
+    mesh's order and computed on each access: ``W_indptr``, ``W_indices`` (the strict upper
+    triangle, columns sorted), :attr:`W_data` (its weights), :attr:`H` (the full scipy
+    matrix), ``Hs``, ``volumes``, ``centers``.
     """
 
     def __init__(self, centers, radius, volumes=None, memory_budget: float | None = None,
                  block_rows: int | None = None):
-        # a copy: the weights are recomputed from it, so the caller's array may change later
-        centers = np.array(centers, dtype=np.float64, order="C")
+        centers = np.asarray(centers, dtype=np.float64)
         if centers.ndim != 2 or centers.shape[0] == 0:
             raise OptimizationError(f"MatrixFilter: centers must have shape (n_cells, dim), "
                                     f"got {centers.shape}")
@@ -358,7 +501,6 @@ class MatrixFilter(_NormalisedConvolution):
             bad = np.flatnonzero(~(volumes > 0))
             raise MeshError(f"cells {bad[:10].tolist()} have non-positive volume; the filter weights "
                             f"neighbours by volume: fix inverted or degenerate cells")
-        self.volumes = volumes
         volumes_for_estimate = None if volumes_given is None else volumes
         check_matrix_filter_memory(centers, r, volumes_for_estimate, memory_budget,
                                    what="MatrixFilter")
@@ -368,14 +510,59 @@ class MatrixFilter(_NormalisedConvolution):
         elif int(block_rows) < 1:
             raise OptimizationError(f"MatrixFilter: block_rows must be a positive number of rows, "
                                     f"got {block_rows!r}")
-        self.W_indptr, self.W_indices = _upper_pattern(centers, r, int(block_rows))
-        self.centers = centers
-        self.Hs = self._apply_W(volumes)
+        # the filter's own cell order: position k holds the mesh's cell order[k]
+        self.order = _spatial_order(centers, r)
+        # the filter's copies of the centres and volumes, in its order (the caller's arrays
+        # may change later; the volumes in mesh order are not kept)
+        self._centers = np.ascontiguousarray(centers[self.order])
+        self._volumes = volumes[self.order]
+        self._indptr, indices = _upper_pattern(self._centers, r, int(block_rows))
+        # unsigned, the same bytes: the product indexes with them without wraparound checks
+        self._indices = indices.view(np.dtype(f"u{indices.itemsize}"))
+        del indices
+        self._Hs = self._product(volumes, None, _AS_IS, None, _AS_IS)[self.order]
 
     @property
     def nnz(self) -> int:
         """Nonzeros of H (both triangles and the diagonal), not of what is stored."""
-        return 2 * len(self.W_indices) + self.n
+        return 2 * len(self._indices) + self.n
+
+    def _in_mesh_order(self, values: np.ndarray) -> np.ndarray:
+        out = np.empty_like(values)
+        out[self.order] = values
+        return out
+
+    @property
+    def centers(self) -> np.ndarray:
+        """The filter's copy of the cell centres, in mesh order (a new array on each access)."""
+        return self._in_mesh_order(self._centers)
+
+    @property
+    def volumes(self) -> np.ndarray:
+        """The cell volumes the filter weights by, in mesh order (a new array on each access)."""
+        return self._in_mesh_order(self._volumes)
+
+    @property
+    def Hs(self) -> np.ndarray:
+        """Row sums of H, in mesh order (a new array on each access)."""
+        return self._in_mesh_order(self._Hs)
+
+    def _mesh_pattern(self):
+        signed = self._indices.view(np.dtype(f"i{self._indices.itemsize}"))
+        return _mesh_order_pattern(self._indptr, signed, self.order)
+
+    @property
+    def W_indptr(self) -> np.ndarray:
+        """Row pointers of the stored triangle in mesh order (strictly upper: j > i), computed
+        on each access from the filter's own pattern; with :attr:`W_indices`."""
+        return self._mesh_pattern()[0]
+
+    @property
+    def W_indices(self) -> np.ndarray:
+        """Columns of the stored triangle in mesh order, sorted within each row, computed on
+        each access (4 bytes per stored entry that are not kept twice); for inspection and
+        tests."""
+        return self._mesh_pattern()[1]
 
     @property
     def W_data(self) -> np.ndarray:
@@ -383,41 +570,58 @@ class MatrixFilter(_NormalisedConvolution):
 
         8 bytes per stored entry that the filter does not keep; for inspection and tests.
         """
-        return _upper_data(self.W_indptr, self.W_indices, self.centers, self.radius)
+        indptr, indices = self._mesh_pattern()
+        return _upper_data(indptr, indices, self.centers, self.radius)
 
     @property
     def H(self) -> sp.csr_matrix:
-        """H = W diag(volumes) as a scipy CSR matrix, built anew on each access.
+        """H = W diag(volumes) as a scipy CSR matrix in mesh order, built anew on each access.
 
         Costs what the filter itself avoids: 12 bytes per nonzero of H (the filter keeps about
         2) plus the temporaries of the scipy sum and conversions; for inspection and tests, not
         for loops.
         """
         n = self.n
-        upper = sp.csr_matrix((self.W_data, self.W_indices, self.W_indptr), shape=(n, n))
+        indptr, indices = self._mesh_pattern()
+        data = _upper_data(indptr, indices, self.centers, self.radius)
+        upper = sp.csr_matrix((data, indices, indptr), shape=(n, n))
         W = (upper + upper.T + sp.diags(np.full(n, self.radius))).tocsr()
         W.sort_indices()
         W.data *= self.volumes[W.indices]       # column j scaled by v_j: H = W diag(v)
         return W
 
-    def _apply_W(self, z: np.ndarray) -> np.ndarray:
-        z = np.ascontiguousarray(z, dtype=np.float64)
-        n_blocks = max(1, min(numba.get_num_threads(), self.n))
+    def _product(self, x, before, how_before, after, how_after) -> np.ndarray:
+        """W x, x and the result in mesh order, x scaled entry by entry before and the result
+        after (``_TIMES`` or ``_OVER`` an array in the filter's order, or ``_AS_IS``); see
+        :func:`_symmetric_product`."""
+        x = np.ascontiguousarray(x, dtype=np.float64)
+        n = self.n
+        n_blocks = max(1, min(numba.get_num_threads(), n))
         # row blocks of equal stored entries, so the tasks take about the same time
-        bounds = np.searchsorted(self.W_indptr, np.linspace(0, self.W_indptr[-1], n_blocks + 1))
-        bounds[0], bounds[-1] = 0, self.n
+        bounds = np.searchsorted(self._indptr, np.linspace(0, self._indptr[-1], n_blocks + 1))
+        bounds[0], bounds[-1] = 0, n
         bounds = np.maximum.accumulate(bounds).astype(np.int64)
-        partial = np.empty((n_blocks, self.n))
-        out = np.empty(self.n)
-        _symmetric_product(self.W_indptr, self.W_indices, self.centers, self.radius, z, bounds,
-                           partial, out)
+        out = np.empty(n)
+        _symmetric_product(self._indptr, self._indices, self._centers, self.radius, self.order,
+                           x, x if before is None else before, how_before,
+                           out if after is None else after, how_after, bounds, np.empty(n),
+                           np.empty((n_blocks, n)), out)
         return out
 
     def _apply_H(self, x):
-        return self._apply_W(self.volumes * x)
+        return self._product(x, self._volumes, _TIMES, None, _AS_IS)
 
     def _apply_HT(self, y):
-        return self.volumes * self._apply_W(y)
+        return self._product(y, None, _AS_IS, self._volumes, _TIMES)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        # (W (v x)) / Hs, the scalings fused into the order's gather and scatter
+        return self._product(self._as_field(x, "x"), self._volumes, _TIMES, self._Hs, _OVER)
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        # v (W (g / Hs))
+        return self._apply_rows(
+            lambda g: self._product(g, self._Hs, _OVER, self._volumes, _TIMES), grad, "grad")
 
 
 def _mean_cell_volume(centers: np.ndarray, volumes: np.ndarray | None) -> float:
@@ -432,12 +636,13 @@ def _mean_cell_volume(centers: np.ndarray, volumes: np.ndarray | None) -> float:
 # Bytes of building a MatrixFilter, from tracemalloc on the 222k-tet bracket (docs/performance.md):
 # 4 per stored entry of the upper triangle (its column index; the weights are recomputed),
 # (nnz - n) / 2 of them, with up to _BUILD_GROWTH spare capacity while it grows; per cell the
-# filter's copy of the centres (24), indptr, Hs, the KD-tree's copy of the centres and its
-# index (~50 together) and one buffer per thread of the product; per candidate of a block 60,
-# measured 49 when the block also held its (pairs, 3) distance temporaries and 26-29 since
-# the weights are computed pair by pair (kept as the margin of the estimate).
+# filter's copies of the centres (24) and volumes (8) and its order (4; the Morton keys and
+# their argsort, 16 more, are gone before the pattern is built), indptr, Hs, the KD-tree's
+# copy of the centres and its index (~50 together) and one buffer per thread of the product;
+# per candidate of a block 60, measured 49 when the block also held its (pairs, 3) distance
+# temporaries and 26-29 since the weights are computed pair by pair (kept as the margin).
 _BUILD_BYTES_PER_NONZERO = 0.5 * 4.0 * _BUILD_GROWTH
-_BUILD_BYTES_PER_CELL = 80.0
+_BUILD_BYTES_PER_CELL = 92.0
 _BUILD_BYTES_PER_BLOCK_ENTRY = 60.0
 
 
