@@ -255,6 +255,28 @@ def test_restriction_and_galerkin_from_p_equal_an_explicit_transpose_bit_for_bit
     assert np.array_equal(level.restrict(X), spmm(amg._index32(P.T.tocsr().sorted_indices()), X))
 
 
+def test_a_large_first_coarse_level_gets_a_third_level(bracket, monkeypatch):
+    """max_levels=None (amg-reuse's default): two levels, three once the first coarse level has
+    more than THIRD_LEVEL_ABOVE_DOFS DOFs (and more aggregates than max_coarse); both agree
+    with the direct solver."""
+    from lightweight.fem import amg
+    K = _matrix(bracket, _scales(bracket)["smooth"])
+    F = _rhs(bracket)
+    direct = make_solver("direct")
+    direct.factorize(K)
+    c_ref = np.einsum("ij,ij->j", F, direct.solve(F))
+    levels = {}
+    for label, above in (("default", amg.THIRD_LEVEL_ABOVE_DOFS), ("low", 100)):
+        monkeypatch.setattr(amg, "THIRD_LEVEL_ABOVE_DOFS", above)
+        solver = make_solver("amg-reuse", points=bracket.matrix_points, rtol=1e-8, max_coarse=50)
+        assert solver.max_levels is None
+        solver.factorize(K)
+        levels[label] = len(solver._hierarchy.levels)
+        c = np.einsum("ij,ij->j", F, solver.solve(F))
+        np.testing.assert_allclose(c, c_ref, rtol=1e-7)
+    assert levels == {"default": 2, "low": 3}
+
+
 def test_direct_solvers_factorize_an_upper_triangle_as_the_symmetric_matrix(bracket):
     """PARDISO reads a K given as its upper triangle in place (no copies) and solves, checks
     and refines with the whole symmetric matrix; solvers that need both triangles get them

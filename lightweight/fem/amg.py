@@ -75,6 +75,12 @@ CHEBYSHEV_DEGREE = 2
 # Coarsest levels up to this many DOFs are solved by a dense Cholesky factor, larger ones by the
 # fastest installed sparse direct solver.
 DENSE_COARSE_MAX = 1500
+# max_levels=None (amg-reuse's default): a third level when the first coarse level has more
+# DOFs than this. 1.02M tets (49k coarse DOFs at two levels, 1k at three): per design iteration solver setup
+# 2.6 s against 6.1 s (the coarse factorization), PCG 8.0 against 7.9 s (20 against 15
+# iterations, each with a cheaper coarse solve), 1 805 against 2 042 B per tet; 422k tets
+# (23k coarse DOFs) stays at two, where a third level cost 19 PCG iterations against 12-13.
+THIRD_LEVEL_ABOVE_DOFS = 40_000
 # Galerkin products R A P computed as symmetric (upper triangle multiplied out, lower mirrored)
 SYMMETRIC_GALERKIN = True
 # The coarse level's sparse factor in single precision (PARDISO's iparm(28)): 1.4x faster to
@@ -1007,10 +1013,12 @@ class ReusedHierarchy:
     "pyamg"; default :data:`DEFAULT_SETUP`; pyamg options (``**pyamg_options``) imply "pyamg".
     """
 
-    def __init__(self, max_coarse: int = 500, max_levels: int = 2, single: bool = False,
+    def __init__(self, max_coarse: int = 500, max_levels: int | None = 2, single: bool = False,
                  degree: int = CHEBYSHEV_DEGREE, setup: str | None = None, **pyamg_options):
         self.max_coarse = int(max_coarse)
-        self.max_levels = int(max_levels)
+        # None: two levels, three when the first coarse level has more than
+        # THIRD_LEVEL_ABOVE_DOFS DOFs (the lean setup; pyamg's takes two)
+        self.max_levels = None if max_levels is None else int(max_levels)
         self.single = bool(single)
         self.degree = int(degree)
         self.pyamg_options = pyamg_options
@@ -1049,7 +1057,7 @@ class ReusedHierarchy:
             self._build_lean(operator, modes)
             return
         import pyamg
-        options = {"max_coarse": self.max_coarse, "max_levels": self.max_levels}
+        options = {"max_coarse": self.max_coarse, "max_levels": self.max_levels or 2}
         options.update(self.pyamg_options)
         if operator is None:
             operator = A
@@ -1084,7 +1092,8 @@ class ReusedHierarchy:
         A_l = _index32(A)
         # pyamg's stopping rule: the finest level counts DOFs (it was handed CSR), coarser ones
         # count aggregates (its coarse operators are BSR with the modes' block size)
-        while len(self.levels) < self.max_levels - 1 and \
+        limit = self.max_levels or 2
+        while len(self.levels) < limit - 1 and \
                 A_l.shape[0] // (block if self.levels else 1) > self.max_coarse:
             order = self.aggregation_order
             if self.levels or order is None or np.shape(order) != (A_l.shape[0] // block,):
@@ -1101,7 +1110,9 @@ class ReusedHierarchy:
             P = _index32(P)
             lv = _Level(None, P)
             self.levels.append(lv)
-            if len(self.levels) == self.max_levels - 1 or P.shape[1] == 0:
+            if self.max_levels is None and len(self.levels) == 1 and P.shape[1] > THIRD_LEVEL_ABOVE_DOFS:
+                limit = 3          # a coarse level this large costs more to factorize than to smooth
+            if len(self.levels) == limit - 1 or P.shape[1] == 0:
                 break
             # the next level's operator through the refresh's own products (kept for it)
             lv.AP_product = _Product(A_l, P, keep_values=False)
@@ -1111,6 +1122,7 @@ class ReusedHierarchy:
             AP = lv.AP_product(A_l, P)
             A_l = lv.RAP_product(R, AP).copy()
             del AP, R
+            lv.AP_product.compress()      # the refreshes multiply in row blocks
             if not uniform:
                 block, self.coarse_block = 1, 1
             else:

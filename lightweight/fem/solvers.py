@@ -998,8 +998,9 @@ class ReusedAMGSolver(AMGSolver):
     Parameters as :class:`AMGSolver` (``points``, ``dim``, ``maxiter``; ``rtol`` defaults to 1e-6,
     the geometric multigrid's: on optimizer iterates of a 63k-tet bracket it gave the same
     compliances as PARDISO to 3e-13, like 1e-8, in 5 - 20 % fewer iterations) plus
-    ``single`` (V-cycle in float32), ``degree`` (Chebyshev degree), ``max_coarse`` and
-    ``rebuild_factor``: a solve needing more than ``rebuild_factor`` times the iterations of
+    ``single`` (V-cycle in float32), ``degree`` (Chebyshev degree), ``max_coarse``,
+    ``max_levels`` (None: two, or three when the first coarse level exceeds
+    :data:`~lightweight.fem.amg.THIRD_LEVEL_ABOVE_DOFS` DOFs) and ``rebuild_factor``: a solve needing more than ``rebuild_factor`` times the iterations of
     the freshly built hierarchy (plus 10) rebuilds the aggregates on the current matrix and
     continues from where it stopped (the SIMP contrast moved the strong connections too far).
     Other keyword arguments go to ``pyamg.smoothed_aggregation_solver``.
@@ -1009,14 +1010,15 @@ class ReusedAMGSolver(AMGSolver):
 
     def __init__(self, points: np.ndarray | None = None, dim: int | None = None, rtol: float = 1e-6,
                  maxiter: int = 500, single: bool = False, degree: int = 2, max_coarse: int = 500,
-                 max_levels: int = 2, rebuild_factor: float = 3.0, zero_fixed_modes: bool = True,
-                 **amg_options):
+                 max_levels: int | None = None, rebuild_factor: float = 3.0,
+                 zero_fixed_modes: bool = True, **amg_options):
         super().__init__(points=points, dim=dim, rtol=rtol, maxiter=maxiter,
                          zero_fixed_modes=zero_fixed_modes, **amg_options)
         self.single = bool(single)
         self.degree = int(degree)
         self.max_coarse = int(max_coarse)
-        self.max_levels = int(max_levels)
+        # None: two levels, three for a large first coarse level (amg.THIRD_LEVEL_ABOVE_DOFS)
+        self.max_levels = None if max_levels is None else int(max_levels)
         self.rebuild_factor = float(rebuild_factor)
         # the nodes' visiting order of the finest aggregation (None: K's row order); the system
         # sets the mesh's order when K's rows are renumbered (fem/assembly.py, NodeOrder)
