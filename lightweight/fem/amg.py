@@ -154,6 +154,31 @@ def _csr_block(indptr, indices, data, X, B, Y, mode):
                     Y[i, j] += a * X[c, j]
 
 
+_NINE_ZEROS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+
+
+@numba.njit(cache=True, inline="always")
+def _add_row_times(s, a0, a1, a2, X, c, k):
+    """Three rows' sums s = (s00, s01, s02, s10, ..., s22) (row r, column j at 3 r + j) plus
+    a0, a1, a2 times row c of X (its first k <= 3 columns), one rounding per product added."""
+    s00, s01, s02, s10, s11, s12, s20, s21, s22 = s
+    x = X[c, 0]
+    s00 += a0 * x
+    s10 += a1 * x
+    s20 += a2 * x
+    if k > 1:
+        x = X[c, 1]
+        s01 += a0 * x
+        s11 += a1 * x
+        s21 += a2 * x
+    if k > 2:
+        x = X[c, 2]
+        s02 += a0 * x
+        s12 += a1 * x
+        s22 += a2 * x
+    return (s00, s01, s02, s10, s11, s12, s20, s21, s22)
+
+
 @numba.njit(cache=True, parallel=True)
 def _csr_block_triples(indptr, indices, data, X, B, Y, mode):
     """:func:`_csr_block` for k <= 3 when rows 3i, 3i+1, 3i+2 have the same columns (the three
@@ -171,37 +196,12 @@ def _csr_block_triples(indptr, indices, data, X, B, Y, mode):
         p0 = indptr[i]
         p1 = indptr[i + 1]
         p2 = indptr[i + 2]
-        s00 = 0.0
-        s01 = 0.0
-        s02 = 0.0
-        s10 = 0.0
-        s11 = 0.0
-        s12 = 0.0
-        s20 = 0.0
-        s21 = 0.0
-        s22 = 0.0
+        s = _NINE_ZEROS
         for q in range(p1 - p0):
-            c = indices[p0 + q]
-            a0 = data[p0 + q]
-            a1 = data[p1 + q]
-            a2 = data[p2 + q]
-            x = X[c, 0]
-            s00 += a0 * x
-            s10 += a1 * x
-            s20 += a2 * x
-            if k > 1:
-                x = X[c, 1]
-                s01 += a0 * x
-                s11 += a1 * x
-                s21 += a2 * x
-            if k > 2:
-                x = X[c, 2]
-                s02 += a0 * x
-                s12 += a1 * x
-                s22 += a2 * x
-        _store_row(Y, B, i, mode, k, s00, s01, s02)
-        _store_row(Y, B, i + 1, mode, k, s10, s11, s12)
-        _store_row(Y, B, i + 2, mode, k, s20, s21, s22)
+            s = _add_row_times(s, data[p0 + q], data[p1 + q], data[p2 + q], X, indices[p0 + q], k)
+        _store_row(Y, B, i, mode, k, s[0], s[1], s[2])
+        _store_row(Y, B, i + 1, mode, k, s[3], s[4], s[5])
+        _store_row(Y, B, i + 2, mode, k, s[6], s[7], s[8])
 
 
 @numba.njit(cache=True, inline="always")
@@ -864,40 +864,18 @@ def _restrict_triples(t_ptr, t_node, t_pos, p_ptr, p_val, X, Y):
     for g in numba.prange(n_groups):
         i = 3 * g
         if k <= 3:
-            s00 = 0.0
-            s01 = 0.0
-            s02 = 0.0
-            s10 = 0.0
-            s11 = 0.0
-            s12 = 0.0
-            s20 = 0.0
-            s21 = 0.0
-            s22 = 0.0
+            s = _NINE_ZEROS
             for q in range(t_ptr[g], t_ptr[g + 1]):
                 node = t_node[q]
                 pos = t_pos[q]
                 L = p_ptr[3 * node + 1] - p_ptr[3 * node]
                 for r in range(3):
-                    a0 = p_val[pos + r * L]          # P^T[i, 3 node + r]
-                    a1 = p_val[pos + r * L + 1]      # P^T[i + 1, 3 node + r]
-                    a2 = p_val[pos + r * L + 2]
-                    x = X[3 * node + r, 0]
-                    s00 += a0 * x
-                    s10 += a1 * x
-                    s20 += a2 * x
-                    if k > 1:
-                        x = X[3 * node + r, 1]
-                        s01 += a0 * x
-                        s11 += a1 * x
-                        s21 += a2 * x
-                    if k > 2:
-                        x = X[3 * node + r, 2]
-                        s02 += a0 * x
-                        s12 += a1 * x
-                        s22 += a2 * x
-            _store_row(Y, X, i, 0, k, s00, s01, s02)
-            _store_row(Y, X, i + 1, 0, k, s10, s11, s12)
-            _store_row(Y, X, i + 2, 0, k, s20, s21, s22)
+                    # P^T[i + c, 3 node + r] = P[3 node + r, i + c] for c = 0, 1, 2
+                    s = _add_row_times(s, p_val[pos + r * L], p_val[pos + r * L + 1],
+                                       p_val[pos + r * L + 2], X, 3 * node + r, k)
+            _store_row(Y, X, i, 0, k, s[0], s[1], s[2])
+            _store_row(Y, X, i + 1, 0, k, s[3], s[4], s[5])
+            _store_row(Y, X, i + 2, 0, k, s[6], s[7], s[8])
         else:
             for c in range(3):
                 for j in range(k):
