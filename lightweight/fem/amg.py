@@ -76,10 +76,11 @@ CHEBYSHEV_DEGREE = 2
 # fastest installed sparse direct solver.
 DENSE_COARSE_MAX = 1500
 # max_levels=None (amg-reuse's default): a third level when the first coarse level has more
-# DOFs than this. 1.02M tets (49k coarse DOFs at two levels, 1k at three): per design iteration solver setup
-# 2.6 s against 6.1 s (the coarse factorization), PCG 8.0 against 7.9 s (20 against 15
-# iterations, each with a cheaper coarse solve), 1 805 against 2 042 B per tet; 422k tets
-# (23k coarse DOFs) stays at two, where a third level cost 19 PCG iterations against 12-13.
+# DOFs than this. 1.02M tets (49k coarse DOFs at two levels, 1k at three): per design
+# iteration solver setup 2.6 s against 6.1 s (the coarse factorization), PCG 8.0 against 7.9 s
+# (20 against 15 iterations, each with a cheaper coarse solve), 1 805 against 2 042 B per tet;
+# 422k tets (23k coarse DOFs) stays at two, where a third level cost 19 PCG iterations
+# against 12-13.
 THIRD_LEVEL_ABOVE_DOFS = 40_000
 # Galerkin products R A P computed as symmetric (upper triangle multiplied out, lower mirrored)
 SYMMETRIC_GALERKIN = True
@@ -613,9 +614,10 @@ def _spgemm_symbolic(a_ptr, a_idx, b_ptr, b_idx, n_cols, n_chunks, fill, upper, 
 def _product_pattern(A: sp.csr_matrix, B: sp.csr_matrix, n_chunks: int,
                      upper: bool = False) -> sp.csr_matrix:
     """The pattern of A B (every structural product, no cancellation; ``upper``: its entries on
-    and above the diagonal only), sorted int32 CSR whose values are a read-only zero view. Built by two Numba passes (count, fill) straight into
-    int32: SciPy's product of all-ones copies wanted (nnz(A) + nnz(B)) ones and returned int64
-    indices with float64 values, ~650 B per tet4 at the moment of the first build's peak."""
+    and above the diagonal only), sorted int32 CSR whose values are a read-only zero view.
+    Built by two Numba passes (count, fill) straight into int32: SciPy's product of all-ones
+    copies wanted (nnz(A) + nnz(B)) ones and returned int64 indices with float64 values, ~650 B
+    per tet4 at the moment of the first build's peak."""
     n, n_cols = A.shape[0], B.shape[1]
     counts = np.zeros(n + 1, dtype=np.int64)
     _spgemm_symbolic(A.indptr, A.indices, B.indptr, B.indices, n_cols, n_chunks, False, upper,
@@ -679,8 +681,8 @@ class _Product:
     ``symmetric``: C is known to be symmetric (the Galerkin R (A P) with R = P^T): only its upper
     triangle is multiplied out, the lower one copied from it. ``upper`` (implies symmetric): C
     keeps only its upper triangle (the diagonal included; for the coarsest level, whose direct
-    solver reads no more: half of C's bytes and no mirror positions). ``keep_values=False``: each call
-    returns a new C with its own values and the product keeps only the pattern (``self.C``'s
+    solver reads no more: half of C's bytes and no mirror positions). ``keep_values=False``:
+    each call returns a new C with its own values and the product keeps only the pattern (``self.C``'s
     values are then a read-only zero view), for an intermediate like A P that is dead between
     refreshes (its values are 2/3 of its bytes: ~280 B per tet4).
     """
@@ -776,10 +778,10 @@ class _Product:
 
 def galerkin_in_row_blocks(AP_product: "_Product", RAP_product: "_Product", A: sp.csr_matrix,
                            P: sp.csr_matrix, R, blocks: int) -> sp.csr_matrix | None:
-    """C = R (A P) on RAP_product's pattern (R: P^T as CSR or a :class:`TransposedTriples`) with A P formed block of fine rows by block, each
-    block consumed before the next is formed: A P's values (~280 B per tet4, the refresh's
-    peak) are alive one block at a time. Bit for bit the unblocked product (each entry of C
-    receives the same products in the same order). None where the node-triple kernels do not
+    """C = R (A P) on RAP_product's pattern (R: P^T as CSR or a :class:`TransposedTriples`)
+    with A P formed block of fine rows by block, each block consumed before the next is formed:
+    A P's values (~280 B per tet4, the refresh's peak) are alive one block at a time. Bit for
+    bit the unblocked product (each entry of C receives the same products in the same order). None where the node-triple kernels do not
     apply (the caller then multiplies unblocked). C is RAP_product's own array."""
     C = RAP_product.C
     transposed = isinstance(R, TransposedTriples)
@@ -914,7 +916,8 @@ class TransposedTriples:
         index_type = np.int32 if max(P.nnz, P.shape[0]) < 2**31 - 1 else np.int64
         self.node = np.empty(m, dtype=index_type)
         self.pos = np.empty(m, dtype=index_type)
-        _transpose_triples_kernel(P.indptr, P.indices, n_groups, True, self.ptr, self.node, self.pos)
+        _transpose_triples_kernel(P.indptr, P.indices, n_groups, True, self.ptr, self.node,
+                                  self.pos)
 
     @staticmethod
     def applies(P: sp.csr_matrix) -> bool:
@@ -1088,8 +1091,9 @@ class ReusedHierarchy:
             P = _index32(P)
             lv = _Level(None, P)
             self.levels.append(lv)
-            if self.max_levels is None and len(self.levels) == 1 and P.shape[1] > THIRD_LEVEL_ABOVE_DOFS:
-                limit = 3          # a coarse level this large costs more to factorize than to smooth
+            if self.max_levels is None and len(self.levels) == 1 \
+                    and P.shape[1] > THIRD_LEVEL_ABOVE_DOFS:
+                limit = 3      # a coarse level this large costs more to factorize than to smooth
             if len(self.levels) == limit - 1 or P.shape[1] == 0:
                 break
             # the next level's operator through the refresh's own products (kept for it)
@@ -1191,7 +1195,8 @@ class ReusedHierarchy:
         if self.coarse_factor is None or self.coarse_factor[0] != "sparse":
             self.coarse_factor = ("sparse", make_solver("direct", check_residuals=False,
                                                         single=COARSE_SINGLE))
-        if self.levels[-1].upper and not getattr(self.coarse_factor[1], "reads_upper_triangle", False):
+        if self.levels[-1].upper and \
+                not getattr(self.coarse_factor[1], "reads_upper_triangle", False):
             coarsest = symmetric_from_upper(coarsest)      # SuperLU, CHOLMOD: the whole matrix
         try:
             self.coarse_factor[1].factorize(coarsest)
