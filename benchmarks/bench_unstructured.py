@@ -164,10 +164,13 @@ def triple_kernels_vs_rows(size: float, rounds: int = 3) -> dict:
     solver = make_solver("amg-reuse", points=system.matrix_points, pattern=system.pattern)
     solver.factorize(K)
     level = solver._hierarchy.levels[0]
-    P, R = level.P, level.R
+    P, R = level.P, level.R            # R = P^T formed explicitly here (the hierarchy keeps none)
     X = np.random.default_rng(0).standard_normal((K.shape[0], 3))
     Y = np.empty_like(X)
-    AP_product, RAP_product = level.AP_product, level.RAP_product
+    # the full, mirrored Galerkin product of uncompressed patterns, as the row kernels take them
+    # (the hierarchy's own coarsest product keeps an upper triangle, its A P a compressed pattern)
+    AP_product = amg._Product(K, P, keep_values=False)
+    RAP_product = amg._Product(R, AP_product.C, symmetric=True)
     AP_rows = AP_product(K, P).copy()
     RAP_rows = RAP_product.C.copy()
 
