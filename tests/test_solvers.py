@@ -593,6 +593,17 @@ def test_unknown_solver_option_is_named():
     assert make_solver("superlu", check_pivots=False).name == "superlu"
 
 
+@pytest.mark.parametrize("levels", ["three", 0, 2.5, True])
+def test_amg_reuse_refuses_a_bad_level_count(levels):
+    """max_levels: None (two, three for a large coarse level) or a whole number >= 1."""
+    from lightweight.errors import LightweightError
+    from lightweight.fem.solvers import make_solver
+    with pytest.raises(LightweightError, match="max_levels must be None"):
+        make_solver("amg-reuse", max_levels=levels)
+    assert make_solver("amg-reuse", max_levels=3).max_levels == 3
+    assert make_solver("amg-reuse").max_levels is None
+
+
 def test_unknown_solver_name_lists_every_solver():
     """A misspelt solver name: the error lists the names a user can pass, amg-reuse included."""
     from lightweight.errors import LightweightError

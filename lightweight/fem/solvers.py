@@ -1018,6 +1018,10 @@ class ReusedAMGSolver(AMGSolver):
         self.degree = int(degree)
         self.max_coarse = int(max_coarse)
         # None: two levels, three for a large first coarse level (amg.THIRD_LEVEL_ABOVE_DOFS)
+        if max_levels is not None and (isinstance(max_levels, bool) or not isinstance(max_levels, (int, np.integer))
+                                       or max_levels < 1):
+            raise SolverError(f"amg-reuse: max_levels must be None (two levels, three for a large "
+                              f"coarse level) or a whole number >= 1, got {max_levels!r}")
         self.max_levels = None if max_levels is None else int(max_levels)
         self.rebuild_factor = float(rebuild_factor)
         # the nodes' visiting order of the finest aggregation (None: K's row order); the system
