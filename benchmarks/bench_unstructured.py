@@ -242,15 +242,15 @@ def node_order_vs_mesh_order(size: float, rounds: int = 3) -> dict:
     X = np.random.default_rng(0).standard_normal((system.n_dofs, 3))
     Y = np.empty_like(X)
     best = {"matrix": np.inf, "mesh": np.inf}
-    for r in range(rounds):
+    inputs = {"matrix": order.to_matrix(X.T).T.copy(), "mesh": X}
+    for name in best:
+        amg.spmm(pair[name][1], inputs[name], Y)
+    # alternated product by product (the VM's speed drifts over a round of 15), best of 15 x rounds
+    for r in range(15 * rounds):
         for name in (("matrix", "mesh") if r % 2 == 0 else ("mesh", "matrix")):
-            K = pair[name][1]
-            Xn = order.to_matrix(X.T).T.copy() if name == "matrix" else X
-            amg.spmm(K, Xn, Y)
-            for _ in range(15):
-                t0 = time.perf_counter()
-                amg.spmm(K, Xn, Y)
-                best[name] = min(best[name], time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            amg.spmm(pair[name][1], inputs[name], Y)
+            best[name] = min(best[name], time.perf_counter() - t0)
     solve = {}
     for name in ("matrix", "mesh"):
         sys_, K, F = pair[name]
@@ -268,9 +268,10 @@ def node_order_vs_mesh_order(size: float, rounds: int = 3) -> dict:
 
 
 def test_node_order_vs_mesh_order_small():
-    result = node_order_vs_mesh_order(size=5.0)
+    # 63k tets: at 23k K nearly fits the caches and the ratio drifted between 0.87 and 1.35
+    result = node_order_vs_mesh_order(size=3.5)
     print(json.dumps(result, indent=1))
-    limits = THRESHOLDS["node_order_vs_mesh_order:bracket_23k"]
+    limits = THRESHOLDS["node_order_vs_mesh_order:bracket_63k"]
     assert result["solve"]["matrix"]["coarse_dofs"] == result["solve"]["mesh"]["coarse_dofs"]
     its_matrix, its_mesh = result["solve"]["matrix"]["iterations"], result["solve"]["mesh"]["iterations"]
     assert all(abs(a - b) <= 1 for a, b in zip(its_matrix, its_mesh)), result
