@@ -1000,7 +1000,8 @@ class ReusedAMGSolver(AMGSolver):
     compliances as PARDISO to 3e-13, like 1e-8, in 5 - 20 % fewer iterations) plus
     ``single`` (V-cycle in float32), ``degree`` (Chebyshev degree), ``max_coarse``,
     ``max_levels`` (None: two, or three when the first coarse level exceeds
-    :data:`~lightweight.fem.amg.THIRD_LEVEL_ABOVE_DOFS` DOFs) and ``rebuild_factor``: a solve needing more than ``rebuild_factor`` times the iterations of
+    :data:`~lightweight.fem.amg.THIRD_LEVEL_ABOVE_DOFS` DOFs) and ``rebuild_factor``: a solve
+    needing more than ``rebuild_factor`` times the iterations of
     the freshly built hierarchy (plus 10) rebuilds the aggregates on the current matrix and
     continues from where it stopped (the SIMP contrast moved the strong connections too far).
     Other keyword arguments go to ``pyamg.smoothed_aggregation_solver``.
@@ -1018,8 +1019,8 @@ class ReusedAMGSolver(AMGSolver):
         self.degree = int(degree)
         self.max_coarse = int(max_coarse)
         # None: two levels, three for a large first coarse level (amg.THIRD_LEVEL_ABOVE_DOFS)
-        if max_levels is not None and (isinstance(max_levels, bool) or not isinstance(max_levels, (int, np.integer))
-                                       or max_levels < 1):
+        whole = isinstance(max_levels, (int, np.integer)) and not isinstance(max_levels, bool)
+        if max_levels is not None and not (whole and max_levels >= 1):
             raise SolverError(f"amg-reuse: max_levels must be None (two levels, three for a large "
                               f"coarse level) or a whole number >= 1, got {max_levels!r}")
         self.max_levels = None if max_levels is None else int(max_levels)
