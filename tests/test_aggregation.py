@@ -187,3 +187,113 @@ def test_hierarchy_setup_option():
     assert ReusedHierarchy(strength="symmetric").setup == "pyamg"     # pyamg options -> pyamg
     with pytest.raises(ValueError):
         ReusedHierarchy(setup="other")
+
+
+def _graph(n, edges):
+    rows = np.r_[[a for a, b in edges], [b for a, b in edges]]
+    cols = np.r_[[b for a, b in edges], [a for a, b in edges]]
+    G = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, n))
+    G.sum_duplicates()
+    G.sort_indices()
+    return G.indptr.astype(np.int64), G.indices.astype(np.int32)
+
+
+def test_pairing_on_a_path_of_aggregates():
+    # aggregates {0,1} {2,3} {4,5} {6,7} {8,9} on a path: 0 takes 1, 2 takes 3, 4 stays alone;
+    # pairs are numbered by their lower aggregate; a node without an aggregate keeps none
+    g_ptr, g_idx = _graph(11, [(i, i + 1) for i in range(9)])
+    agg = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, -1], dtype=np.int32)
+    merged, n = aggregation.pair_aggregates(g_ptr, g_idx, agg, 5)
+    assert n == 3
+    assert merged.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, -1]
+
+
+def test_pairing_takes_the_neighbour_with_the_most_shared_edges():
+    # aggregate 0 = {0, 1} touches aggregate 1 = {2} by one edge and aggregate 2 = {3, 4} by
+    # three: it pairs with 2; aggregate 1 then has no free neighbour left and stays alone
+    g_ptr, g_idx = _graph(5, [(0, 2), (0, 3), (1, 3), (1, 4), (3, 4)])
+    agg = np.array([0, 0, 1, 2, 2], dtype=np.int32)
+    merged, n = aggregation.pair_aggregates(g_ptr, g_idx, agg, 3)
+    assert n == 2
+    assert merged.tolist() == [0, 0, 1, 0, 0]
+    # equal edge counts: the lowest-numbered neighbour
+    g_ptr, g_idx = _graph(3, [(0, 1), (0, 2)])
+    merged, n = aggregation.pair_aggregates(g_ptr, g_idx, np.arange(3, dtype=np.int32), 3)
+    assert (n, merged.tolist()) == (2, [0, 0, 1])
+
+
+def test_paired_aggregates_are_unions_of_neighbouring_pairs(system, setup):
+    K, modes, P, coarse, info = setup
+    agg, n_agg = info["agg"], info["n_aggregates"]
+    g_ptr, g_idx = info["graph"]
+    merged, n = aggregation.pair_aggregates(g_ptr, g_idx, agg, n_agg)
+    assert n_agg / 2 <= n < 0.6 * n_agg
+    assert np.array_equal(merged < 0, agg < 0)
+    inside = agg >= 0
+    # each old aggregate lies inside one new one, each new one holds one or two old ones
+    members = sp.csr_matrix((np.ones(inside.sum()), (agg[inside], merged[inside])),
+                            shape=(n_agg, n)).tocsr()
+    members.data[:] = 1
+    members.sum_duplicates()
+    assert np.all(np.diff(members.indptr) == 1)
+    parts = np.bincount(members.indices, minlength=n)
+    assert parts.min() >= 1 and parts.max() <= 2
+    # the two halves of a pair are neighbours in the node graph
+    owner = np.repeat(np.arange(agg.size), np.diff(g_ptr))
+    touching = set(zip(agg[owner].tolist(), agg[g_idx].tolist()))
+    old_of = [[] for _ in range(n)]
+    for a, new in zip(members.tocoo().row, members.tocoo().col):
+        old_of[new].append(a)
+    for pair in old_of:
+        if len(pair) == 2:
+            assert (pair[0], pair[1]) in touching
+    # numbered by their lower old aggregate: aggregates numbered by their lowest node (the
+    # mesh-ordered setup's) stay so
+    lower = np.full(n, n_agg)
+    np.minimum.at(lower, merged[inside], agg[inside])
+    assert np.all(np.diff(lower) > 0)
+    ordered, n_ordered = aggregation.standard_aggregation(g_ptr, g_idx, np.arange(agg.size)[::-1].copy())
+    merged, n = aggregation.pair_aggregates(g_ptr, g_idx, ordered, n_ordered)
+    first = np.full(n, agg.size)
+    np.minimum.at(first, merged[inside], np.flatnonzero(inside))
+    assert np.all(np.diff(first) > 0)
+
+
+def test_paired_hierarchy_halves_the_coarse_level_and_solves(system):
+    """pair_above below the coarse level's size: one pairing, about half the coarse DOFs, the
+    prolongator still one Jacobi step of a tentative one that fits the rigid modes, and PCG
+    gives the direct solver's compliance."""
+    F = system.to_matrix_order(system.load_vectors()).T.copy()
+    F[system.dirichlet.fixed_dofs] = 0.0
+    K = _matrix(system)
+    plain = make_solver("amg-reuse", points=system.matrix_points, pair_above=None)
+    plain.factorize(K)
+    n_plain = plain._hierarchy.levels[1].A.shape[0]
+    paired = make_solver("amg-reuse", points=system.matrix_points, pair_above=n_plain - 1,
+                         rtol=1e-10)
+    paired.factorize(K)
+    assert paired._hierarchy.pairings == 1
+    n_paired = paired._hierarchy.levels[1].A.shape[0]
+    assert 0.45 * n_plain <= n_paired <= 0.6 * n_plain
+    U = paired.solve(F)
+    assert paired.info["aggregate_pairings"] == 1
+    direct = make_solver("superlu")
+    direct.factorize(K)
+    U_ref = direct.solve(F)
+    compliance = np.einsum("ij,ij->j", F, U)
+    reference = np.einsum("ij,ij->j", F, U_ref)
+    assert np.allclose(compliance, reference, rtol=1e-8)
+    # the auto threshold leaves this 12k-tet part's coarse level alone
+    from lightweight.fem import amg
+    assert n_plain < amg.PAIR_AGGREGATES_ABOVE_DOFS
+    auto = make_solver("amg-reuse", points=system.matrix_points)
+    auto.factorize(K)
+    assert auto._hierarchy.pairings == 0
+
+
+def test_pair_above_must_be_a_number_auto_or_none():
+    from lightweight.fem.solvers import SolverError
+    for bad in ("half", -1, 2.5, True):
+        with pytest.raises(SolverError, match="pair_above"):
+            make_solver("amg-reuse", pair_above=bad)
+    assert make_solver("amg-reuse", pair_above=np.int64(5000)).pair_above == 5000

@@ -35,6 +35,19 @@ What (defaults chosen to match pyamg 5.4's for ``smoothed_aggregation_solver``):
    by node in two Numba passes (count, fill) from A's rows and T's node blocks, so D^-1 A and
    A T never exist; P's pattern is that of |A| |T| (stored zeros only in rows of fixed DOFs of
    partly fixed nodes).
+5. on large parts, aggregates matched in pairs (``pair_above``, :func:`pair_aggregates`): the
+   two-level hierarchy's coarse level is solved directly, and its factor grows faster than its
+   size (3D nested dissection: flops ~ n^2). Each aggregate, in turn, joins the unmatched
+   neighbouring aggregate it shares the most node-graph edges with, as in the pairwise
+   aggregation of Notay's AGMG (there on single unknowns with strength weights; here on the
+   standard aggregates, so the rigid modes still fit each aggregate). Chosen over a
+   second aggregation pass on the aggregate graph (which divides the count by ~10, too coarse
+   for two levels) and over a third level (whose smoothing of a 250-entries-per-row operator
+   cost more than the factor it saved at 422k tets). Measured on the 422k-tet bracket's
+   optimizer iterate: coarse DOFs 22 824 -> 11 424, factor 22.7M -> 7.4M entries (30 -> 6
+   GFlop), refresh 1.35 -> 0.69 s, V-cycle 164 -> 116 ms, PCG 15 -> 19 iterations (2.95 ->
+   2.81 s); at 222k tets a wash (1.76 s both), at 63k a loss, hence a threshold on the coarse
+   size (:data:`lightweight.fem.amg.PAIR_AGGREGATES_ABOVE_DOFS`).
 
 Measured (docs/performance.md, "2026-12-02, fourth pass"): on the 63k-tet bracket the same
 aggregates and coarse size as pyamg's, P equal to pyamg's up to the spectral estimate (0.3 %
@@ -246,6 +259,77 @@ def standard_aggregation(g_ptr: np.ndarray, g_idx: np.ndarray,
     return agg, n_agg
 
 
+@numba.njit(cache=True)
+def _pair_aggregates(g_ptr, g_idx, agg, n_agg, merged):
+    """One greedy pairwise matching of the aggregates ``agg`` (per node, -1 for none) of the
+    node graph (g_ptr, g_idx): each aggregate, in increasing number, joins the unmatched
+    neighbouring aggregate it shares the most graph edges with (ties: the lowest number), or
+    stays alone when none is left. merged[i] = the new aggregate of node i; pairs are
+    numbered by their lower aggregate. Returns the number of new aggregates."""
+    n = agg.shape[0]
+    counts = np.zeros(n_agg + 1, dtype=np.int64)
+    for i in range(n):
+        if agg[i] >= 0:
+            counts[agg[i] + 1] += 1
+    for a in range(n_agg):
+        counts[a + 1] += counts[a]
+    members = np.empty(counts[n_agg], dtype=np.int64)
+    fill = counts[:-1].copy()
+    for i in range(n):
+        a = agg[i]
+        if a >= 0:
+            members[fill[a]] = i
+            fill[a] += 1
+    mate = np.full(n_agg, -1, dtype=np.int64)
+    shared = np.zeros(n_agg, dtype=np.int64)     # edges to each neighbour (reset after use)
+    touched = np.empty(n_agg, dtype=np.int64)
+    for a in range(n_agg):
+        if mate[a] >= 0:
+            continue
+        n_touched = 0
+        for q in range(counts[a], counts[a + 1]):
+            i = members[q]
+            for p in range(g_ptr[i], g_ptr[i + 1]):
+                b = agg[g_idx[p]]
+                if b < 0 or b == a or mate[b] >= 0:
+                    continue
+                if shared[b] == 0:
+                    touched[n_touched] = b
+                    n_touched += 1
+                shared[b] += 1
+        best = -1
+        for t in range(n_touched):
+            b = touched[t]
+            if best < 0 or shared[b] > shared[best] or (shared[b] == shared[best] and b < best):
+                best = b
+        for t in range(n_touched):
+            shared[touched[t]] = 0
+        if best >= 0:
+            mate[a] = best
+            mate[best] = a
+        else:
+            mate[a] = a
+    number = np.full(n_agg, -1, dtype=np.int64)
+    n_new = 0
+    for a in range(n_agg):
+        if number[a] < 0:
+            number[a] = n_new
+            number[mate[a]] = n_new
+            n_new += 1
+    for i in range(n):
+        merged[i] = number[agg[i]] if agg[i] >= 0 else -1
+    return n_new
+
+
+def pair_aggregates(g_ptr: np.ndarray, g_idx: np.ndarray, agg: np.ndarray,
+                    n_agg: int) -> tuple[np.ndarray, int]:
+    """Aggregates twice the size: neighbouring aggregates matched in pairs by the number of
+    node-graph edges between them (:func:`_pair_aggregates`). (aggregate per node, count)."""
+    merged = np.empty(agg.shape[0], dtype=np.int32)
+    n_new = int(_pair_aggregates(g_ptr, g_idx, np.asarray(agg, dtype=np.int32), int(n_agg), merged))
+    return merged, n_new
+
+
 # ---------------------------------------------------------------- near-null space
 @numba.njit(cache=True)
 def _symmetric_gauss_seidel_zero_rhs(indptr, indices, data, rows, X, sweeps):
@@ -450,7 +534,8 @@ def _prolongator_pass(indptr, indices, data, b, agg, col_start, col_count, Q, co
 
 def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: float = THETA,
                          omega: float = OMEGA, improve_sweeps: int = IMPROVE_SWEEPS,
-                         spectral_steps: int = SPECTRAL_STEPS, graph=None, order=None):
+                         spectral_steps: int = SPECTRAL_STEPS, graph=None, order=None,
+                         pair_above: int | None = None):
     """Smoothed-aggregation prolongator of A (n, n) CSR, node-major with b DOFs per node, for
     the near-null space ``modes`` (n, k).
 
@@ -458,7 +543,10 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     coarse_modes (n_coarse, k) (T coarse_modes = improved modes on aggregated nodes), info a
     dict (aggregates ``agg`` per node, ``n_aggregates``, ``rho`` = the estimate of
     rho(D^-1 A), ``eigvec`` its Ritz vector of D^-1/2 A D^-1/2, ``uniform``: every aggregate
-    kept all k columns, ``improved_modes``, ``graph`` the node graph (g_ptr, g_idx))."""
+    kept all k columns, ``improved_modes``, ``graph`` the node graph (g_ptr, g_idx),
+    ``pairings`` the pairwise matchings done). ``pair_above``: while the coarse level would
+    have more than this many DOFs (k per aggregate), neighbouring aggregates are matched in
+    pairs (:func:`pair_aggregates`): a smaller coarse level for its direct solver."""
     from .amg import POWER_STEPS_BUILD, _lanczos_max, random_start
     n = A.shape[0]
     if n % b:
@@ -467,6 +555,13 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     k = modes.shape[1]
     g_ptr, g_idx = node_graph(A, b, theta) if graph is None else graph
     agg, n_agg = standard_aggregation(g_ptr, g_idx, order)
+    pairings = 0
+    while pair_above is not None and n_agg * k > pair_above:
+        merged, n_merged = pair_aggregates(g_ptr, g_idx, agg, n_agg)
+        if n_merged >= n_agg:           # no neighbouring aggregates left to match
+            break
+        agg, n_agg = merged, n_merged
+        pairings += 1
     improved = improve_modes(A, modes, improve_sweeps, order, b)
     Q, R, keep = tentative(agg, n_agg, improved, b)
     coarse_modes = R[keep]                               # (n_coarse, k): kept rows of each R
@@ -481,7 +576,7 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     P = _smoothed(A, b, agg, n_agg, Q, keep, (g_ptr, g_idx), (omega / rho) * dinv)
     info = {"agg": agg, "n_aggregates": n_agg, "rho": rho, "eigvec": eigvec,
             "uniform": bool(np.all(keep)), "improved_modes": improved, "Q": Q,
-            "keep": keep, "graph": (g_ptr, g_idx)}
+            "keep": keep, "graph": (g_ptr, g_idx), "pairings": pairings}
     return P, coarse_modes, info
 
 

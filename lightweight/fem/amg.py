@@ -82,6 +82,12 @@ DENSE_COARSE_MAX = 1500
 # 422k tets (23k coarse DOFs) stays at two, where a third level cost 19 PCG iterations
 # against 12-13.
 THIRD_LEVEL_ABOVE_DOFS = 40_000
+# The lean setup matches neighbouring finest aggregates in pairs while the coarse level would
+# have more DOFs than this (ReusedHierarchy's ``pair_above="auto"``; aggregation.py, item 5):
+# its direct factor costs ~n^2 flops. 422k-tet bracket (22 824 -> 11 424 coarse DOFs): refresh
+# 1.35 -> 0.69 s, PCG 2.95 -> 2.81 s (15 -> 19 iterations of a cheaper V-cycle); 222k (12 834):
+# a wash, 63k: a loss.
+PAIR_AGGREGATES_ABOVE_DOFS = 16_000
 # Galerkin products R A P computed as symmetric (upper triangle multiplied out, lower mirrored)
 SYMMETRIC_GALERKIN = True
 # The coarse level's sparse factor in single precision (PARDISO's iparm(28)): 1.4x faster to
@@ -992,11 +998,18 @@ class ReusedHierarchy:
     for a new matrix on the same pattern. ``cycle(B)``: one V-cycle applied to B (n, k).
     ``single``: run the cycle in float32. ``setup``: "lean" (lightweight.fem.aggregation) or
     "pyamg"; default :data:`DEFAULT_SETUP`; pyamg options (``**pyamg_options``) imply "pyamg".
+    ``pair_above`` (lean setup): match the finest aggregates in pairs while the coarse level
+    would have more DOFs than this; "auto": :data:`PAIR_AGGREGATES_ABOVE_DOFS`; None: never.
     """
 
     def __init__(self, max_coarse: int = 500, max_levels: int | None = 2, single: bool = False,
-                 degree: int = CHEBYSHEV_DEGREE, setup: str | None = None, **pyamg_options):
+                 degree: int = CHEBYSHEV_DEGREE, setup: str | None = None,
+                 pair_above: int | str | None = None, **pyamg_options):
         self.max_coarse = int(max_coarse)
+        # the lean setup's pairing of the finest aggregates: "auto" (above
+        # PAIR_AGGREGATES_ABOVE_DOFS coarse DOFs), a number of DOFs, or None (never)
+        self.pair_above = pair_above
+        self.pairings = 0
         # None: two levels, three when the first coarse level has more than
         # THIRD_LEVEL_ABOVE_DOFS DOFs (the lean setup; pyamg's takes two)
         self.max_levels = None if max_levels is None else int(max_levels)
@@ -1079,11 +1092,16 @@ class ReusedHierarchy:
             order = self.aggregation_order
             if self.levels or order is None or np.shape(order) != (A_l.shape[0] // block,):
                 order = None          # node orders of the finest level only
+            pair_above = None
+            if not self.levels:
+                pair_above = PAIR_AGGREGATES_ABOVE_DOFS if self.pair_above == "auto" \
+                    else self.pair_above
             P, modes, info = aggregation.smoothed_prolongator(
                 A_l, modes, block, improve_sweeps=aggregation.IMPROVE_SWEEPS if not self.levels else 0,
-                order=order)
+                order=order, pair_above=pair_above)
             uniform = info["uniform"]
             if not self.levels:
+                self.pairings = int(info["pairings"])
                 self.fine_aggregates = (info["agg"], int(info["n_aggregates"]))
                 self.fine_graph = info["graph"]
                 self.fine_block = block

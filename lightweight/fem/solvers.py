@@ -1000,7 +1000,10 @@ class ReusedAMGSolver(AMGSolver):
     compliances as PARDISO to 3e-13, like 1e-8, in 5 - 20 % fewer iterations) plus
     ``single`` (V-cycle in float32), ``degree`` (Chebyshev degree), ``max_coarse``,
     ``max_levels`` (None: two, or three when the first coarse level exceeds
-    :data:`~lightweight.fem.amg.THIRD_LEVEL_ABOVE_DOFS` DOFs) and ``rebuild_factor``: a solve
+    :data:`~lightweight.fem.amg.THIRD_LEVEL_ABOVE_DOFS` DOFs), ``pair_above`` ("auto": the
+    finest aggregates are matched in pairs while the coarse level would exceed
+    :data:`~lightweight.fem.amg.PAIR_AGGREGATES_ABOVE_DOFS` DOFs; a number of DOFs; None:
+    never) and ``rebuild_factor``: a solve
     needing more than ``rebuild_factor`` times the iterations of
     the freshly built hierarchy (plus 10) rebuilds the aggregates on the current matrix and
     continues from where it stopped (the SIMP contrast moved the strong connections too far).
@@ -1012,7 +1015,8 @@ class ReusedAMGSolver(AMGSolver):
     def __init__(self, points: np.ndarray | None = None, dim: int | None = None, rtol: float = 1e-6,
                  maxiter: int = 500, single: bool = False, degree: int = 2, max_coarse: int = 500,
                  max_levels: int | None = None, rebuild_factor: float = 3.0,
-                 zero_fixed_modes: bool = True, **amg_options):
+                 zero_fixed_modes: bool = True, pair_above: int | str | None = "auto",
+                 **amg_options):
         super().__init__(points=points, dim=dim, rtol=rtol, maxiter=maxiter,
                          zero_fixed_modes=zero_fixed_modes, **amg_options)
         self.single = bool(single)
@@ -1024,6 +1028,11 @@ class ReusedAMGSolver(AMGSolver):
             raise SolverError(f"amg-reuse: max_levels must be None (two levels, three for a large "
                               f"coarse level) or a whole number >= 1, got {max_levels!r}")
         self.max_levels = None if max_levels is None else int(max_levels)
+        whole = isinstance(pair_above, (int, np.integer)) and not isinstance(pair_above, bool)
+        if not (pair_above is None or pair_above == "auto" or (whole and pair_above >= 0)):
+            raise SolverError(f"amg-reuse: pair_above must be 'auto', None (never pair the "
+                              f"aggregates) or a number of coarse DOFs >= 0, got {pair_above!r}")
+        self.pair_above = pair_above if pair_above is None or pair_above == "auto" else int(pair_above)
         self.rebuild_factor = float(rebuild_factor)
         # the nodes' visiting order of the finest aggregation (None: K's row order); the system
         # sets the mesh's order when K's rows are renumbered (fem/assembly.py, NodeOrder)
@@ -1045,7 +1054,7 @@ class ReusedAMGSolver(AMGSolver):
         from .amg import ReusedHierarchy
         B = self._supported_modes(K)
         hierarchy = ReusedHierarchy(max_coarse=self.max_coarse, max_levels=self.max_levels,
-                                    single=self.single,
+                                    single=self.single, pair_above=self.pair_above,
                                     degree=self.degree, **self.amg_options)
         hierarchy.aggregation_order = self.aggregation_order
         # pyamg aggregates K without its explicit zeros (those of the eliminated DOFs would join
@@ -1124,6 +1133,7 @@ class ReusedAMGSolver(AMGSolver):
         self._last_iterations = int(iters.max()) if iters.size else 0
         self.info["iterations"] = iters.tolist()
         self.info["hierarchies_built"] = self.hierarchies_built
+        self.info["aggregate_pairings"] = int(getattr(self._hierarchy, "pairings", 0))
         self.info["prolongator_resmoothed"] = bool(getattr(self, "_resmoothed", False))
         self.info["pcg_seconds"] = time.perf_counter() - t0
         _check_pcg("amg-reuse", X, res, iters, broke, self.rtol, self.maxiter)
