@@ -323,7 +323,8 @@ def test_memory_per_hex_of_solve_and_design_iteration():
     model, filter, design map, MMA, multigrid hierarchy, U), after two iterations. Allocation
     sizes do not depend on the machine's load, so these ceilings are exact checks: a new
     (n_dofs,) float64 vector adds 28 B/hex at this size (3.5 DOFs per hex), a per-cell float64
-    vector 8."""
+    vector 8. Also what a hierarchy with two intermediate levels keeps (their symmetric half
+    storage: 424 B/hex with full rows before 2026-12-03)."""
     import gc
     import tracemalloc
     warm_model = petsc_model(4)                       # compiles every kernel untraced
@@ -345,11 +346,26 @@ def test_memory_per_hex_of_solve_and_design_iteration():
     F = system.load_vectors()
     solve = _traced_peak_bytes(lambda: mg.solve(F)) / n_cells     # from zero: ~12 PCG iterations
     iteration = _traced_peak_bytes(loop.step) / n_cells
+    del loop, system, mg, F
+    gc.collect()
+    # the hierarchy alone with two intermediate levels (the default coarse_max_dofs leaves none
+    # at this size): what GridMultigrid keeps after an update, per fine hex
+    shape, Ke, fixed, _ = petsc_cantilever(16)
+    scale = design_scale(n_cells, "random")
+    tracemalloc.start()
+    hierarchy = GridMultigrid(shape, None, Ke, fixed, coarse_max_dofs=2000)
+    hierarchy.update(scale)
+    gc.collect()
+    kept = tracemalloc.get_traced_memory()[0] / n_cells
+    tracemalloc.stop()
+    assert len(hierarchy.levels) == 3
     entry = THRESHOLDS["multigrid_bytes_per_hex_32x16x16"]
     print(f"32x16x16 PETSc problem: MG-PCG solve allocates {solve:.0f} B/hex, a design iteration "
           f"{iteration:.0f} B/hex above what is alive; resident after two iterations (traced from "
-          f"the model's build) {resident:.0f} B/hex (recorded {entry['measured']}, ceilings "
-          f"{entry['max_solve']} / {entry['max_iteration']} / {entry['max_resident']})")
+          f"the model's build) {resident:.0f} B/hex; a 3-level hierarchy keeps {kept:.0f} B/hex "
+          f"(recorded {entry['measured']}, ceilings {entry['max_solve']} / "
+          f"{entry['max_iteration']} / {entry['max_resident']} / {entry['max_hierarchy']})")
     assert solve <= entry["max_solve"]
     assert iteration <= entry["max_iteration"]
     assert resident <= entry["max_resident"]
+    assert kept <= entry["max_hierarchy"]

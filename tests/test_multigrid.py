@@ -342,19 +342,86 @@ def test_bad_vcycle_dtype_raises():
         GridMultigrid((4, 2, 2), None, Ke, fixed, vcycle_dtype=np.float16)
 
 
-@pytest.mark.parametrize("shape, spacing", [((12, 8, 8), SPACING_3D), ((16, 12), SPACING_2D)])
-def test_index_free_stencil_apply_equals_csr(shape, spacing):
-    """The index-free level operator (interior fast path and boundary rows) is its CSR matrix."""
-    from lightweight.fem.multigrid import _grid_pattern, _stencil_apply
+@pytest.mark.parametrize("shape, spacing, n_levels", [((12, 8, 8), SPACING_3D, 3),
+                                                     ((16, 8, 8), SPACING_3D, 4),
+                                                     ((24, 16), SPACING_2D, 4)])
+@pytest.mark.parametrize("coarse_dtype", [np.float64, np.float32])
+def test_half_stencil_levels_are_the_galerkin_product(shape, spacing, n_levels, coarse_dtype):
+    """Each intermediate level, stored as its upper half, applies (D P)^T K (D P) of the
+    assembled fine K (scipy), P the composed interpolation, D the free mask, dead DOFs zeroed."""
     mesh, Ke, fixed, _ = _setup(shape, spacing)
-    mg = GridMultigrid(shape, spacing, Ke, fixed, n_levels=3)
-    mg.update(np.random.default_rng(6).uniform(1e-3, 1.0, mesh.n_cells))
-    lev = mg.levels[1]
-    assert lev.indices is None                       # an intermediate, index-free level
-    indptr, indices = _grid_pattern(lev.nodes, mg.dim, np.int64)
-    A = sp.csr_matrix((lev.data.astype(np.float64), indices, indptr), shape=(lev.n_dofs,) * 2)
-    X = np.random.default_rng(8).standard_normal((2, lev.n_dofs))
-    out = np.empty_like(X)
-    _stencil_apply(lev.nodes, mg.dim, lev.indptr, lev.data, X, out)
-    expected = (A @ X.T).T
-    assert np.allclose(out, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+    scale = np.random.default_rng(6).uniform(1e-3, 1.0, mesh.n_cells)
+    mg = GridMultigrid(shape, spacing, Ke, fixed, n_levels=n_levels, coarse_dtype=coarse_dtype)
+    mg.update(scale)
+    _, K = _assembled(mesh, Ke, scale)
+    DP = sp.diags((~fixed).astype(float)).tocsr()
+    tol = 1e-12 if coarse_dtype == np.float64 else 1e-6
+    assert len(mg.levels) == n_levels
+    for level in range(1, n_levels - 1):
+        lev, finer = mg.levels[level], mg.levels[level - 1]
+        assert lev.indices is None and lev.data.dtype == coarse_dtype
+        DP = DP @ sp.csr_matrix(_interpolation_matrix(lev.nodes, finer.nodes, mg.dim))
+        alive = sp.diags(lev.alive)
+        A = alive @ (DP.T @ K @ DP) @ alive
+        X = np.random.default_rng(level).standard_normal((2, lev.n_dofs))
+        out = mg._apply_level(lev, X, np.empty_like(X))
+        expected = (A @ X.T).T
+        assert np.abs(out - expected).max() <= tol * np.abs(expected).max()
+        np.testing.assert_allclose(1.0 / lev.inv_diag[lev.alive > 0], A.diagonal()[lev.alive > 0],
+                                   rtol=tol)
+
+
+def _half_layout_matrix(nodes, dim, data):
+    """The full symmetric matrix (scipy CSR) of half-layout values, decoded entry by entry."""
+    px, py, pz = nodes
+    if dim == 3:
+        lines = ((1, 0), (-1, 1), (0, 1), (1, 1))
+        neighbours = [(0, 0, 0), (1, 0, 0)] + [(di, dj, dk) for dj, dk in lines for di in (-1, 0, 1)]
+    else:
+        neighbours = [(0, 0, 0), (1, 0, 0), (-1, 1, 0), (0, 1, 0), (1, 1, 0)]
+    half = len(neighbours) * dim
+    rows, cols, vals = [], [], []
+    for n in range(px * py * pz):
+        i, j, k = n % px, (n // px) % py, n // (px * py)
+        for p in range(dim):
+            for slot, (di, dj, dk) in enumerate(neighbours):
+                ii, jj, kk = i + di, j + dj, k + dk
+                if not (0 <= ii < px and 0 <= jj < py and 0 <= kk < pz):
+                    continue                      # padding: never read as a coefficient
+                m = ii + px * (jj + py * kk)
+                for q in range(dim):
+                    value = float(data[(n * dim + p) * half + slot * dim + q])
+                    rows.append(n * dim + p)
+                    cols.append(m * dim + q)
+                    vals.append(value)
+                    if m != n:
+                        rows.append(m * dim + q)
+                        cols.append(n * dim + p)
+                        vals.append(value)
+    n_dofs = px * py * pz * dim                # (the own block is stored whole: not mirrored)
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n_dofs, n_dofs))
+
+
+@pytest.mark.parametrize("nodes, dim", [((5, 4, 4), 3), ((4, 3, 5), 3), ((3, 3, 2), 3),
+                                        ((2, 2, 1), 3), ((6, 5, 1), 2), ((5, 6, 1), 2), ((2, 3, 1), 2)])
+def test_half_stencil_apply_equals_the_full_matrix(nodes, dim):
+    """The half-layout kernel (U X plus the scatter of U^T X, even then odd slabs, the
+    constant-length interior path and the checked boundary path) is the full symmetric
+    matrix, for odd and even slab counts, with garbage in the padding slots."""
+    from lightweight.fem.multigrid import _half_row_length, _half_stencil_apply
+    rng = np.random.default_rng(17)
+    n_nodes = nodes[0] * nodes[1] * nodes[2]
+    half = _half_row_length(dim)
+    data = rng.standard_normal(n_nodes * dim * half)
+    for n in range(n_nodes):                     # a symmetric own block
+        block = data[n * dim * half:(n + 1) * dim * half].reshape(dim, half)
+        block[:, :dim] = 0.5 * (block[:, :dim] + block[:, :dim].T)
+    A = _half_layout_matrix(nodes, dim, data)
+    assert abs(A - A.T).max() == 0.0
+    X = rng.standard_normal((2, A.shape[0]))
+    for dtype in (np.float64, np.float32):
+        stored = data.astype(dtype)
+        expected = (_half_layout_matrix(nodes, dim, stored) @ X.T).T
+        out = np.full_like(X, np.nan)
+        _half_stencil_apply(nodes, dim, stored, X, out)
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())

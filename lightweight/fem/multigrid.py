@@ -28,9 +28,17 @@ How each piece is built, and why:
   preconditioner is then symmetric only to single rounding (~1e-7 relative), which CG
   tolerates: iteration counts were identical on the PETSc problem's iterates at 64x32x32 and
   128x64x64.
-* Intermediate levels (index-free stencil): per node, the X values of its neighbourhood are
-  gathered once for its dim rows; interior rows have a constant length (81 in 3D), which
-  LLVM vectorises.
+* Intermediate levels (symmetric half storage, no indices): each node keeps only its blocks
+  with the neighbours that follow it in node order (3D: itself and 13 of its 26 neighbours,
+  42 values per row instead of 81; :func:`_half_stencil_apply`), since the Galerkin operator
+  is symmetric. The matvec is out = U X (per node, a gather of 42 X values and constant-length
+  dot products, which LLVM vectorises) plus U^T X, accumulated in the same pass over the
+  row's values and scattered to the neighbours, which lie in the node's own k-plane or the
+  next one: even k-planes run in parallel, then odd ones. Half the bytes of the largest item
+  of the hierarchy (level 1 of 128x64x64: 131 -> 68 B per fine hex) and of its matvec's
+  traffic; a gather of the transposed blocks instead would have broken the constant-length
+  rows. Level 1 of 128x64x64 (1 or 2 threads): 0.6-0.9x the time of the full-row kernel; at
+  64x32x32, where it fits in the cache, about the same; V-cycles within noise of before.
 * Coarse element matrices straight from the fine scales: a level-l coarse cell covers
   f^dim fine cells (f = 2^l), and for nested grids trilinear interpolation restricted to one
   coarse cell maps its nodal values to each fine cell's nodal values through a fixed matrix
@@ -39,12 +47,12 @@ How each piece is built, and why:
   (n_l, f^dim) @ (f^dim, n_e^2) matrix product with the tables G_pos = Q_pos^T Ke Q_pos
   precomputed once. Coarse cells are processed in slabs and scattered into a CSR matrix whose
   structured 27-point (9-point) pattern we compute directly, so no (n_cells, 24, 24) array or
-  element->CSR map is ever held for the whole grid. Intermediate levels keep only the CSR
-  values (columns are implied by the grid, :func:`_stencil_apply`) and store them in float32
-  (``coarse_dtype``; arithmetic stays float64): the first coarse level is the largest item of
-  the hierarchy (~140 B per fine hex so stored, ~400 B as float64 CSR), and PCG iteration
-  counts on optimizer iterates were the same as with float64. The coarsest level is float64
-  CSR with indices (the direct solver needs them).
+  element->CSR map is ever held for the whole grid. Intermediate levels keep only the upper
+  half's values (columns are implied by the grid, :func:`_half_stencil_apply`) and store them
+  in float32 (``coarse_dtype``; arithmetic stays float64): the first coarse level is the
+  largest item of the hierarchy (~70 B per fine hex so stored, ~400 B as float64 CSR), and
+  PCG iteration counts on optimizer iterates were the same as with float64. The coarsest
+  level is float64 CSR with indices (the direct solver needs them).
 * Supports: we take Galerkin of the *constrained* fine operator, A_1 = (D P)^T A (D P) with D
   zeroing fixed fine DOFs. Element-wise this means fine cells touching a fixed DOF use
   D_e Ke D_e; their (few, boundary) corrections s_c Q^T (D_e Ke D_e - Ke) Q are added on top.
@@ -547,104 +555,91 @@ def _csr_apply(indptr, indices, data, X, out):
             out[c, r] = t
 
 
-@numba.njit(cache=True)
-def _grid_indptr(nodes, dim):
-    """CSR row pointers (n_dofs + 1,) of a grid operator with the 3^dim node stencil."""
-    px, py, pz = nodes
-    n_nodes = px * py * pz
-    indptr = np.zeros(n_nodes * dim + 1, dtype=np.int64)
-    for n in range(n_nodes):
-        i = n % px
-        j = (n // px) % py
-        k = n // (px * py)
-        cnt = ((min(i + 1, px - 1) - max(i - 1, 0) + 1) * (min(j + 1, py - 1) - max(j - 1, 0) + 1)
-               * (min(k + 1, pz - 1) - max(k - 1, 0) + 1))
-        for p in range(dim):
-            indptr[n * dim + p + 1] = indptr[n * dim + p] + cnt * dim
-    return indptr
+# ---------------------------------------------------------------------------- intermediate levels
+# Symmetric half storage of the intermediate Galerkin levels. Row (n, p) of node n keeps its
+# coefficients with the nodes m >= n of its 3^dim neighbourhood only, in a fixed layout of
+# HALF_ROW values (no column indices, every node padded to the same length):
+#   * run 0: node n itself and node n + 1 (the i + 1 neighbour): 2 * dim values; node n's own
+#     block is kept whole (its dim x dim values), so the gather below needs no special case;
+#   * then the lines of 3 nodes (i - 1, i, i + 1) at (j + dj, k + dk) for the (dj, dk) above
+#     n in node order: (1, 0) in 2D; (1, 0), (-1, 1), (0, 1), (1, 1) in 3D: 3 * dim values each.
+# 3D: 42 values per row (14 blocks of 3 x 3) instead of 81 (27 blocks): 131 -> 68 B per fine
+# hex for the first coarse level of a 128x64x64 grid. Neighbours outside the grid keep zeros.
+# The blocks K_mn with m < n are the transposes of stored ones (the operator is symmetric).
 
 
-def _make_stencil_apply(dim: int):
-    """Numba kernel of :func:`_stencil_apply` for one dimension (stencil sizes compile-time constants)."""
-    DIM = dim
-    NB = 3 ** dim * dim                 # values in a row of an interior node
-
-    # Per node: gather its neighbourhood's X values once (3^(dim-1) contiguous runs) for its
-    # dim rows, then one dot product per row; interior rows have the constant length NB, which
-    # LLVM vectorises (level 1 at 64x32x32, one thread: 1.8 ms -> 1.4 ms per apply).
-    @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
-    def stencil_apply(nodes, indptr, data, X, out):
-        px, py, pz = nodes
-        n_cases = X.shape[0]
-        for row in numba.prange(py * pz):
-            j = row % py
-            k = row // py
-            k0, k1 = max(k - 1, 0), min(k + 1, pz - 1)
-            j0, j1 = max(j - 1, 0), min(j + 1, py - 1)
-            xb = np.empty(NB)
-            for i in range(px):
-                i0, i1 = max(i - 1, 0), min(i + 1, px - 1)
-                width = (i1 - i0 + 1) * DIM     # DOFs of one (jj, kk) line of neighbours
-                r0 = (i + px * row) * DIM
-                length = indptr[r0 + 1] - indptr[r0]    # the node's dim rows are equally long
-                for c in range(n_cases):
-                    Xc = X[c]
-                    m = 0
-                    if length == NB:
-                        # an interior node: 3^(dim-1) lines of 3 * dim values, a constant
-                        # length LLVM unrolls (14.9 -> 10.0 ms on level 1 of 128x64x64)
-                        for kk in range(k0, k1 + 1):
-                            for jj in range(j0, j1 + 1):
-                                col = (i0 + px * (jj + py * kk)) * DIM
-                                for q in range(3 * DIM):
-                                    xb[m + q] = Xc[col + q]
-                                m += 3 * DIM
-                    else:
-                        for kk in range(k0, k1 + 1):
-                            for jj in range(j0, j1 + 1):
-                                col = (i0 + px * (jj + py * kk)) * DIM
-                                for q in range(width):
-                                    xb[m + q] = Xc[col + q]
-                                m += width
-                    for p in range(DIM):
-                        pos = indptr[r0 + p]
-                        if length == NB:
-                            # a contiguous slice and an accumulator of this branch alone: with
-                            # one accumulator shared by both branches (and data[pos + q]) the
-                            # loop stayed half as fast (level 1 of 128x64x64: 41 -> 15 ms,
-                            # the same sums bit for bit)
-                            row_data = data[pos:pos + NB]
-                            interior = 0.0
-                            for q in range(NB):
-                                interior += row_data[q] * xb[q]
-                            out[c, r0 + p] = interior
-                        else:
-                            t = 0.0
-                            for q in range(length):
-                                t += data[pos + q] * xb[q]
-                            out[c, r0 + p] = t
-
-    return stencil_apply
+def _half_stencil_lines(dim: int) -> int:
+    """Lines of 3 nodes above a node in node order: (3^(dim-1) - 1) / 2 (1 in 2D, 4 in 3D)."""
+    return (3 ** (dim - 1) - 1) // 2
 
 
-_STENCIL_APPLY = {2: _make_stencil_apply(2), 3: _make_stencil_apply(3)}
+def _half_row_length(dim: int) -> int:
+    """Values stored per row of the half layout: 2 dim + lines * 3 dim (10 in 2D, 42 in 3D)."""
+    return 2 * dim + _half_stencil_lines(dim) * 3 * dim
 
 
-def _stencil_apply(nodes, dim, indptr, data, X, out):
-    """out = A X for a grid operator stored as CSR values without column indices.
+@numba.njit(cache=True, inline="always")
+def _half_line_offset(line):
+    """(dj, dk) of line ``line`` of the half layout: (1, 0), then (-1, 1), (0, 1), (1, 1)."""
+    if line == 0:
+        return 1, 0
+    return line - 2, 1
 
-    The columns of row (node n, component p) are implied by the grid: the in-grid nodes of the
-    3^dim neighbourhood of n in increasing id order, each with its dim components (the layout
-    of :func:`_grid_pattern`). Saves the 4-byte index per stored value (~120 B per fine hex
-    on the first coarse level). X, out: (n_cases, n_dofs).
-    """
-    _STENCIL_APPLY[dim](nodes, indptr, data, X, out)
+
+@numba.njit(cache=True, inline="always")
+def _half_column(t, i, j, k, px, py, pz, dim):
+    """DOF of value t of a half-layout row of node (i, j, k), or -1 if outside the grid."""
+    if t < 2 * dim:
+        ii, jj, kk, q = i + t // dim, j, k, t % dim
+    else:
+        u = t - 2 * dim
+        dj, dk = _half_line_offset(u // (3 * dim))
+        u = u % (3 * dim)
+        ii, jj, kk, q = i - 1 + u // dim, j + dj, k + dk, u % dim
+    if ii < 0 or ii >= px or jj < 0 or jj >= py or kk >= pz:
+        return -1
+    return (ii + px * (jj + py * kk)) * dim + q
 
 
 @numba.njit(cache=True)
-def _zero_dead_stencil(nodes, dim, indptr, data, alive, diag_out):
-    """_zero_dead for the index-free grid layout of :func:`_stencil_apply`."""
+def _scatter_cells_half(Ke_chunk, first_cell, cells, nodes, offsets, dim, data):
+    """data += the blocks (n, m >= n) of element matrices Ke_chunk (m, nd, nd) of cells
+    first_cell.. in the half layout (each entry gets the same additions in the same order as
+    in the full CSR layout, so the stored values are those of its upper half)."""
+    cx, cy, cz = cells
     px, py, pz = nodes
+    npc = offsets.shape[0]
+    line = 3 * dim
+    half = 2 * dim + ((3 ** (dim - 1) - 1) // 2) * line
+    for m in range(Ke_chunk.shape[0]):
+        e = first_cell + m
+        ci = e % cx
+        cj = (e // cx) % cy
+        ck = e // (cx * cy)
+        for a in range(npc):
+            na = (ci + offsets[a, 0]) + px * ((cj + offsets[a, 1]) + py * (ck + offsets[a, 2]))
+            for b in range(npc):
+                di = offsets[b, 0] - offsets[a, 0]
+                dj = offsets[b, 1] - offsets[a, 1]
+                dk = offsets[b, 2] - offsets[a, 2]
+                if dk < 0 or (dk == 0 and (dj < 0 or (dj == 0 and di < 0))):
+                    continue                          # m < n: the transpose of a stored block
+                if dj == 0 and dk == 0:
+                    slot = di * dim
+                else:
+                    slot = 2 * dim + (0 if dk == 0 else 2 + dj) * line + (di + 1) * dim
+                for p in range(dim):
+                    start = (na * dim + p) * half + slot
+                    for q in range(dim):
+                        data[start + q] += Ke_chunk[m, a * dim + p, b * dim + q]
+
+
+@numba.njit(cache=True)
+def _zero_dead_half(nodes, dim, data, alive, diag_out):
+    """_zero_dead for the half layout: zero the values whose row or column DOF is dead (or
+    outside the grid) and write the diagonal into diag_out."""
+    px, py, pz = nodes
+    half = data.shape[0] // (px * py * pz * dim)
     for n in range(px * py * pz):
         i = n % px
         j = (n // px) % py
@@ -652,18 +647,108 @@ def _zero_dead_stencil(nodes, dim, indptr, data, alive, diag_out):
         for p in range(dim):
             r = n * dim + p
             diag_out[r] = 0.0
-            pos = indptr[r]
-            for kk in range(max(k - 1, 0), min(k + 1, pz - 1) + 1):
-                for jj in range(max(j - 1, 0), min(j + 1, py - 1) + 1):
-                    for ii in range(max(i - 1, 0), min(i + 1, px - 1) + 1):
-                        col0 = (ii + px * (jj + py * kk)) * dim
-                        for q in range(dim):
-                            col = col0 + q
-                            if alive[r] == 0.0 or alive[col] == 0.0:
-                                data[pos] = 0.0
-                            elif col == r:
-                                diag_out[r] = data[pos]
-                            pos += 1
+            for t in range(half):
+                col = _half_column(t, i, j, k, px, py, pz, dim)
+                pos = r * half + t
+                if col < 0 or alive[r] == 0.0 or alive[col] == 0.0:
+                    data[pos] = 0.0
+                elif col == r:
+                    diag_out[r] = data[pos]
+
+
+def _make_half_stencil_apply(dim: int):
+    """Numba kernel of :func:`_half_stencil_apply` for one dimension (lengths compile-time)."""
+    DIM = dim
+    LINE = 3 * dim
+    N_LINES = _half_stencil_lines(dim)
+    HALF = _half_row_length(dim)
+
+    # out = U X + U^T X - D X with U the stored upper half (D: the diagonal blocks): per node,
+    # gather its HALF X values (run 0 and the lines) once, then per row one pass over the row's
+    # values that both sums the row's dot product (U X) and accumulates row value * X[n, p]
+    # into a buffer (U^T X), which is added to the neighbours' entries afterwards. Both loops
+    # have the constant length HALF, so LLVM vectorises them. The scatter writes into the
+    # node's own slab (k-plane in 3D, j-row in 2D) and the next one: even slabs run in
+    # parallel, then odd ones; an even slab first zeroes out on itself and the next slab.
+    @numba.njit(cache=True, parallel=True, fastmath={"reassoc", "contract"})
+    def half_stencil_apply(nodes, data, X, out):
+        px, py, pz = nodes
+        n_cases, n_dofs = X.shape
+        plane = px * py
+        n_slabs = pz if DIM == 3 else py
+        rows_per_slab = py if DIM == 3 else 1
+        slab_dofs = rows_per_slab * px * DIM
+        for parity in range(2):
+            for s in numba.prange((n_slabs - parity + 1) // 2):
+                slab = parity + 2 * s
+                if parity == 0:
+                    for c in range(n_cases):
+                        for d in range(slab * slab_dofs, min((slab + 2) * slab_dofs, n_dofs)):
+                            out[c, d] = 0.0
+                xb = np.empty(HALF)           # X of the row's columns
+                yb = np.empty(HALF)           # U^T X contributions to those columns
+                for row in range(slab * rows_per_slab, (slab + 1) * rows_per_slab):
+                    j = row % py
+                    k = row // py
+                    lines_inside = j + 1 < py and (DIM == 2 or (j > 0 and k + 1 < pz))
+                    for i in range(px):
+                        n = i + px * row
+                        inside = lines_inside and i > 0 and i + 1 < px
+                        for c in range(n_cases):
+                            Xc = X[c]
+                            Oc = out[c]
+                            if inside:
+                                for q in range(2 * DIM):
+                                    xb[q] = Xc[n * DIM + q]
+                                for L in range(N_LINES):
+                                    dj, dk = _half_line_offset(L)
+                                    col = (n - 1 + px * dj + plane * dk) * DIM
+                                    for q in range(LINE):
+                                        xb[2 * DIM + L * LINE + q] = Xc[col + q]
+                            else:
+                                for t in range(HALF):
+                                    col = _half_column(t, i, j, k, px, py, pz, DIM)
+                                    xb[t] = Xc[col] if col >= 0 else 0.0
+                            for t in range(HALF):
+                                yb[t] = 0.0
+                            for p in range(DIM):
+                                r = n * DIM + p
+                                row_data = data[r * HALF:(r + 1) * HALF]
+                                xp = xb[p]
+                                acc = 0.0
+                                for t in range(HALF):
+                                    v = row_data[t]
+                                    acc += v * xb[t]
+                                    yb[t] += v * xp
+                                Oc[r] += acc
+                            # U^T X: every stored column except node n's own block
+                            if inside:
+                                for q in range(DIM):
+                                    Oc[(n + 1) * DIM + q] += yb[DIM + q]
+                                for L in range(N_LINES):
+                                    dj, dk = _half_line_offset(L)
+                                    col = (n - 1 + px * dj + plane * dk) * DIM
+                                    for q in range(LINE):
+                                        Oc[col + q] += yb[2 * DIM + L * LINE + q]
+                            else:
+                                for t in range(DIM, HALF):
+                                    col = _half_column(t, i, j, k, px, py, pz, DIM)
+                                    if col >= 0:
+                                        Oc[col] += yb[t]
+
+    return half_stencil_apply
+
+
+_HALF_STENCIL_APPLY = {2: _make_half_stencil_apply(2), 3: _make_half_stencil_apply(3)}
+
+
+def _half_stencil_apply(nodes, dim, data, X, out):
+    """out = A X for a symmetric grid operator stored in the half layout above.
+
+    data: (n_nodes * dim * HALF_ROW,) float32 or float64 (arithmetic in float64);
+    X, out: (n_cases, n_dofs) float64. Sums in another order than a full-row product.
+    """
+    _HALF_STENCIL_APPLY[dim](nodes, data, X, out)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -853,8 +938,7 @@ class GridMultigrid:
         self.scale = None
         self.levels = self._build_levels(cells, nodes, n_levels)
         self._setup_boundary_corrections()
-        for lev in self.levels[1:-1]:
-            lev.indptr = _grid_indptr(lev.nodes, dim)      # intermediate levels: no column indices
+        # intermediate levels: the half layout (no row pointers, no column indices)
         coarsest = self.levels[-1]
         # the direct solver needs column indices (int32 when they fit: half the memory)
         small = coarsest.n_dofs * 3 ** dim * dim < np.iinfo(np.int32).max
@@ -966,20 +1050,26 @@ class GridMultigrid:
         n_slabs = lev.cells[2] if self.dim == 3 else lev.cells[1]
         per_slab = lev.cells[0] * (lev.cells[1] if self.dim == 3 else 1)
         step = max(1, int(500_000 // max(1, per_slab * nd * nd)))      # ~4 MB chunks
+        half = lev.indices is None              # an intermediate level: the half layout
         if lev.data is None:
-            # intermediate levels store float32 values (computed in float64): half the memory of
-            # the largest item of the hierarchy (the first coarse level, ~280 -> 140 B per fine
-            # hex) and of the bandwidth of its matvec; only the smoother sees them
-            dtype = np.float64 if lev.indices is not None else self.coarse_dtype
-            lev.data = np.zeros(lev.indptr[-1], dtype=dtype)
+            # intermediate levels store float32 values (computed in float64) of their upper
+            # half: a quarter of the memory of the full float64 rows of the largest item of the
+            # hierarchy (the first coarse level, ~280 -> ~70 B per fine hex) and of the
+            # bandwidth of its matvec; only the smoother sees them
+            size = lev.n_dofs * _half_row_length(self.dim) if half else lev.indptr[-1]
+            lev.data = np.zeros(size, dtype=self.coarse_dtype if half else np.float64)
         data = lev.data                                     # refilled in place: no second copy
         data[:] = 0.0
         for first in range(0, n_slabs, step):
             Ke, lo = self._level_element_matrices(lev, first, min(n_slabs, first + step))
-            _scatter_cells(Ke, lo, lev.cells, lev.nodes, self.offsets, self.dim, lev.indptr, data)
+            if half:
+                _scatter_cells_half(Ke, lo, lev.cells, lev.nodes, self.offsets, self.dim, data)
+            else:
+                _scatter_cells(Ke, lo, lev.cells, lev.nodes, self.offsets, self.dim, lev.indptr,
+                               data)
         diag = np.empty(lev.n_dofs)
-        if lev.indices is None:
-            _zero_dead_stencil(lev.nodes, self.dim, lev.indptr, data, lev.alive, diag)
+        if half:
+            _zero_dead_half(lev.nodes, self.dim, data, lev.alive, diag)
         else:
             _zero_dead(lev.indptr, lev.indices, data, lev.alive, diag)
         return diag
@@ -1048,7 +1138,7 @@ class GridMultigrid:
             _fine_apply(nodes, cells, self.dim, self.offsets, Ke, scale, free, X, out, 0.0)
         else:
             if lev.indices is None:
-                _stencil_apply(lev.nodes, self.dim, lev.indptr, lev.data, X, out)
+                _half_stencil_apply(lev.nodes, self.dim, lev.data, X, out)
             else:
                 _csr_apply(lev.indptr, lev.indices, lev.data, X, out)
         return out
