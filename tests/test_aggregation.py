@@ -283,8 +283,13 @@ def test_paired_hierarchy_halves_the_coarse_level_and_solves(system):
     compliance = np.einsum("ij,ij->j", F, U)
     reference = np.einsum("ij,ij->j", F, U_ref)
     assert np.allclose(compliance, reference, rtol=1e-8)
-    # the auto threshold leaves this 12k-tet part's coarse level alone
+    # pair_above=0: paired as often as allowed (PAIRINGS_AT_MOST), not down to one aggregate
     from lightweight.fem import amg
+    most = make_solver("amg-reuse", points=system.matrix_points, pair_above=0)
+    most.factorize(K)
+    assert most._hierarchy.pairings == amg.PAIRINGS_AT_MOST == 2
+    assert most._hierarchy.levels[1].A.shape[0] <= 0.35 * n_plain
+    # the auto threshold leaves this 12k-tet part's coarse level alone
     assert n_plain < amg.PAIR_AGGREGATES_ABOVE_DOFS
     auto = make_solver("amg-reuse", points=system.matrix_points)
     auto.factorize(K)

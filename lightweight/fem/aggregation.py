@@ -535,7 +535,7 @@ def _prolongator_pass(indptr, indices, data, b, agg, col_start, col_count, Q, co
 def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: float = THETA,
                          omega: float = OMEGA, improve_sweeps: int = IMPROVE_SWEEPS,
                          spectral_steps: int = SPECTRAL_STEPS, graph=None, order=None,
-                         pair_above: int | None = None):
+                         pair_above: int | None = None, max_pairings: int = 2):
     """Smoothed-aggregation prolongator of A (n, n) CSR, node-major with b DOFs per node, for
     the near-null space ``modes`` (n, k).
 
@@ -546,7 +546,8 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     kept all k columns, ``improved_modes``, ``graph`` the node graph (g_ptr, g_idx),
     ``pairings`` the pairwise matchings done). ``pair_above``: while the coarse level would
     have more than this many DOFs (k per aggregate), neighbouring aggregates are matched in
-    pairs (:func:`pair_aggregates`): a smaller coarse level for its direct solver."""
+    pairs (:func:`pair_aggregates`), at most ``max_pairings`` times: a smaller coarse level for
+    its direct solver."""
     from .amg import POWER_STEPS_BUILD, _lanczos_max, random_start
     n = A.shape[0]
     if n % b:
@@ -556,7 +557,7 @@ def smoothed_prolongator(A: sp.csr_matrix, modes: np.ndarray, b: int, theta: flo
     g_ptr, g_idx = node_graph(A, b, theta) if graph is None else graph
     agg, n_agg = standard_aggregation(g_ptr, g_idx, order)
     pairings = 0
-    while pair_above is not None and n_agg * k > pair_above:
+    while pair_above is not None and n_agg * k > pair_above and pairings < max_pairings:
         merged, n_merged = pair_aggregates(g_ptr, g_idx, agg, n_agg)
         if n_merged >= n_agg:           # no neighbouring aggregates left to match
             break

@@ -75,19 +75,22 @@ CHEBYSHEV_DEGREE = 2
 # Coarsest levels up to this many DOFs are solved by a dense Cholesky factor, larger ones by the
 # fastest installed sparse direct solver.
 DENSE_COARSE_MAX = 1500
-# max_levels=None (amg-reuse's default): a third level when the first coarse level has more
-# DOFs than this. 1.02M tets (49k coarse DOFs at two levels, 1k at three): per design
-# iteration solver setup 2.6 s against 6.1 s (the coarse factorization), PCG 8.0 against 7.9 s
-# (20 against 15 iterations, each with a cheaper coarse solve), 1 805 against 2 042 B per tet;
-# 422k tets (23k coarse DOFs) stays at two, where a third level cost 19 PCG iterations
-# against 12-13.
+# max_levels=None (amg-reuse's default): a third level when the first coarse level (after the
+# pairings below) has more DOFs than this. 1.02M tets without pairing (49k coarse DOFs at two
+# levels, 1k at three): per design iteration solver setup 2.6 s against 6.1 s (the coarse
+# factorization), PCG 8.0 against 7.9 s (20 against 15 iterations, each with a cheaper coarse
+# solve), 1 805 against 2 042 B per tet. With pairing, parts up to ~2M tets stay at two levels.
 THIRD_LEVEL_ABOVE_DOFS = 40_000
 # The lean setup matches neighbouring finest aggregates in pairs while the coarse level would
-# have more DOFs than this (ReusedHierarchy's ``pair_above="auto"``; aggregation.py, item 5):
-# its direct factor costs ~n^2 flops. 422k-tet bracket (22 824 -> 11 424 coarse DOFs): refresh
-# 1.35 -> 0.69 s, PCG 2.95 -> 2.81 s (15 -> 19 iterations of a cheaper V-cycle); 222k (12 834):
-# a wash, 63k: a loss.
+# have more DOFs than this, at most PAIRINGS_AT_MOST times (ReusedHierarchy's
+# ``pair_above="auto"``; aggregation.py, item 5): its direct factor costs ~n^2 flops.
+# 422k-tet bracket (22 824 -> 11 424 coarse DOFs): refresh 1.35 -> 0.69 s, PCG 2.95 -> 2.81 s
+# (15 -> 19 iterations of a cheaper V-cycle; a second pairing, 5 736 DOFs: 25 iterations, 3.13 s);
+# 222k (12 834): a wash, 63k: a loss. 1.02M (49 158 -> 12 288 by two pairings, two levels):
+# 14.5 s per design iteration against 23.1 s with three levels and 19.7 s with one pairing
+# (one loaded-machine run each, docs/performance.md).
 PAIR_AGGREGATES_ABOVE_DOFS = 16_000
+PAIRINGS_AT_MOST = 2
 # Galerkin products R A P computed as symmetric (upper triangle multiplied out, lower mirrored)
 SYMMETRIC_GALERKIN = True
 # The coarse level's sparse factor in single precision (PARDISO's iparm(28)): 1.4x faster to
@@ -1098,7 +1101,7 @@ class ReusedHierarchy:
                     else self.pair_above
             P, modes, info = aggregation.smoothed_prolongator(
                 A_l, modes, block, improve_sweeps=aggregation.IMPROVE_SWEEPS if not self.levels else 0,
-                order=order, pair_above=pair_above)
+                order=order, pair_above=pair_above, max_pairings=PAIRINGS_AT_MOST)
             uniform = info["uniform"]
             if not self.levels:
                 self.pairings = int(info["pairings"])
