@@ -210,3 +210,47 @@ def test_grid_stresses_equal_the_general_path(shape):
     general = element_stress(model.mesh.cell_type, model.mesh.points[model.mesh.cells], system.D,
                              system.cell_displacements(U))
     assert np.allclose(fast, general, rtol=1e-12, atol=1e-12 * np.abs(general).max())
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 2)])
+def test_grid_volumes_are_one_number_with_the_same_values(shape):
+    """On a grid, Analysis.cell_volumes and the volume/mass coefficients are read-only stride-0
+    views of one number: the same entries as the general path's vectors, the same values."""
+    from lightweight.fem.interpolation import Interpolation
+    from lightweight.mesh.mesh import Mesh
+    from lightweight.optimize.analysis import Analysis
+    from lightweight.optimize.responses import Mass, VolumeFraction
+    mesh = lw.structured_grid(shape, size=[0.5 * n + 0.1 for n in shape])
+    material = lw.Material(E=1.0, nu=0.3, density=2.5)
+    supports = {"xmin": "xyz"[:len(shape)]}
+    grid = lw.Model(mesh, material, supports=supports, loads={}, thickness=1.7)
+    plain = Mesh(mesh.points, mesh.cells, mesh.cell_type)       # same cells, no grid attribute
+    plain.node_sets.update(mesh.node_sets)
+    general = lw.Model(plain, material, supports=supports, loads={}, thickness=1.7)
+    rho = np.random.default_rng(3).uniform(0.0, 1.0, mesh.n_cells)
+    for response in (VolumeFraction, Mass):
+        fast, slow = response(grid), response(general)
+        assert fast.coefficients.strides == (0,) and slow.coefficients.strides != (0,)
+        assert np.allclose(fast.coefficients, slow.coefficients, rtol=1e-14, atol=0)
+        (value, grad), (value_slow, grad_slow) = fast.evaluate(grid_state(grid, rho)), \
+            slow.evaluate(grid_state(general, rho))
+        assert value == pytest.approx(value_slow, rel=1e-14)
+        assert grad.shape == grad_slow.shape == (1, mesh.n_cells)
+        with pytest.raises(ValueError):
+            fast.coefficients[0] = 1.0                  # a write fails loudly
+    law = Interpolation()
+    fast, slow = Analysis(grid, law, "direct"), Analysis(general, law, "direct")
+    assert fast.cell_volumes.strides == (0,)
+    assert np.allclose(fast.cell_volumes, slow.cell_volumes, rtol=1e-14, atol=0)
+    assert fast.total_volume == pytest.approx(slow.total_volume, rel=1e-14)
+    assert fast.volume_fraction(rho) == pytest.approx(slow.volume_fraction(rho), rel=1e-14)
+    assert mesh.uniform_cell_volume() == pytest.approx(float(np.prod(mesh.grid_spacing)))
+    assert general.mesh.uniform_cell_volume() is None
+
+
+def grid_state(model, rho):
+    class State:                              # what the linear responses read of a design state
+        pass
+    state = State()
+    state.rho = rho
+    return state

@@ -238,14 +238,24 @@ class Mesh:
         J = np.einsum("ead,qar->eqdr", coords, dN)             # (e, q, d, r)
         return np.linalg.det(J)
 
+    def uniform_cell_volume(self) -> float | None:
+        """The volume (area in 2D) every cell has on a structured quad/hex grid (the product of
+        the spacings), else None. Lets callers that keep per-cell volumes hold one number (or a
+        stride-0 view) instead of an (n_cells,) vector: 8 B per cell each."""
+        if self.grid is not None and self.cell_type in ("quad", "hexahedron") and self.grid_spacing:
+            return float(np.prod(self.grid_spacing))
+        return None
+
     def cell_volumes(self) -> np.ndarray:
         """Volume (3D) or area (2D) of each cell, (n_cells,), by Gauss quadrature.
 
         Structured quad/hex grids: every cell is the same box, the product of the spacings
-        (no (n_cells, n_quadrature, dim, dim) Jacobians, ~0.8 kB per hex).
+        (no (n_cells, n_quadrature, dim, dim) Jacobians, ~0.8 kB per hex). Always a new,
+        writable array (see :meth:`uniform_cell_volume` for the one number).
         """
-        if self.grid is not None and self.cell_type in ("quad", "hexahedron") and self.grid_spacing:
-            return np.full(self.n_cells, float(np.prod(self.grid_spacing)))
+        uniform = self.uniform_cell_volume()
+        if uniform is not None:
+            return np.full(self.n_cells, uniform)
         _, w = quadrature(self.cell_type)
         return self.jacobian_determinants() @ w
 

@@ -8,6 +8,10 @@ the static solve runs the first time a response asks for ``state.static`` (a
 responses need no static solve never pays for one, and one solve serves every response of
 the iteration. Other analyses (e.g. modes) are cached per state in ``state.cache`` by the
 responses that need them.
+
+On a structured grid every cell has the same volume, so ``Analysis.cell_volumes`` is a
+read-only stride-0 view of that one number (8 B per cell less for the whole run; its readers
+only read it, and a write would raise instead of passing silently).
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ class Analysis:
         self.system = model.system()
         self.interpolation = interpolation
         self.solver = solver
-        volumes = model.mesh.cell_volumes() * (model.thickness if model.dim == 2 else 1.0)
+        thickness = model.thickness if model.dim == 2 else 1.0
+        uniform = model.mesh.uniform_cell_volume()
+        if uniform is None:
+            volumes = model.mesh.cell_volumes() * thickness
+        else:
+            # a structured grid: one number for every cell, held as a read-only stride-0 view
+            # (the same entries as the full vector, 8 B per cell less for the whole run)
+            volumes = np.broadcast_to(np.float64(uniform * thickness), (model.mesh.n_cells,))
         self.cell_volumes = volumes               # (n_cells,) in the user's units (area x thickness in 2D)
         self.total_volume = float(volumes.sum())
         self.case_names = list(self.system.case_names)
@@ -35,7 +46,10 @@ class Analysis:
         return DesignState(self, np.asarray(rho, dtype=float))
 
     def volume_fraction(self, rho: np.ndarray) -> float:
-        return float(self.cell_volumes @ rho / self.total_volume)
+        volumes = self.cell_volumes
+        if volumes.size and volumes.strides[0] == 0:        # a uniform grid (see __init__)
+            return float(volumes[0] * np.sum(rho) / self.total_volume)
+        return float(volumes @ rho / self.total_volume)
 
 
 class DesignState:
