@@ -254,3 +254,27 @@ def grid_state(model, rho):
     state = State()
     state.rho = rho
     return state
+
+
+@pytest.mark.parametrize("solver", ["multigrid", "direct"])
+def test_analyses_share_the_fixed_loads_without_copies(solver):
+    """Without body loads every analysis reads one read-only view of the fixed loads as F (no
+    copy per analysis); load_vectors() and solve() still give the caller a writable copy."""
+    model = multigrid_model(shape=(8, 4, 4), two_cases=True)
+    system = model.system()
+    first = system.analyse(np.full(model.mesh.n_cells, 0.5), solver=solver)
+    second = system.analyse(np.full(model.mesh.n_cells, 0.7), solver=solver)
+    assert first.F is second.F and not first.F.flags.writeable
+    assert np.shares_memory(first.F, system.fixed_loads)
+    np.testing.assert_array_equal(first.F, system.load_vectors())
+    loads = system.load_vectors()
+    U, F = system.solve(np.full(model.mesh.n_cells, 0.7), solver=solver)
+    for mine in (loads, F):
+        assert mine.flags.writeable and not np.shares_memory(mine, system.fixed_loads)
+    np.testing.assert_allclose(U, second.U, rtol=1e-6, atol=1e-9 * np.abs(U).max())
+    # self-weight: the loads depend on the design, a new array per analysis
+    heavy = lw.Model(model.mesh, lw.Material(E=1.0, nu=0.3, density=1.0), supports={"xmin": "xyz"},
+                     loads={"weight": [lw.Gravity((0.0, 0.0, -1.0))]})
+    state = heavy.system().analyse(np.full(model.mesh.n_cells, 0.5), np.full(model.mesh.n_cells, 0.5),
+                                   solver=solver)
+    assert state.F.flags.writeable and not np.shares_memory(state.F, heavy.system().fixed_loads)

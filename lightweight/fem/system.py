@@ -22,6 +22,12 @@ K_c u replaced (:meth:`StaticState.internal_forces`). The fixed rows, hence reac
 compliance, come out bit for bit as K u of the full matrix; free rows too whenever u vanishes on
 the free or on the fixed DOFs (the solve's own u, a reaction selector), and to round-off otherwise.
 
+Loads: without body loads the loads do not depend on the design, so every analysis shares
+one read-only view of the fixed loads as its ``F`` (the solves only read it) instead of a
+copy per analysis (one (n_cases, n_dofs) vector, 25 B per hex of a 3D grid, kept as long as
+the state); :meth:`LinearElasticSystem.load_vectors` and :meth:`LinearElasticSystem.solve`
+still hand their callers a new, writable array.
+
 Arrays: displacements ``U`` are (n_cases, n_dofs) with node-major DOFs; per-cell results are
 (n_cases, n_cells). Nothing here knows about design variables.
 """
@@ -309,6 +315,9 @@ class LinearElasticSystem:
                     self.fixed_loads[c] += nodal_forces(mesh, load, model.thickness).reshape(-1)
         if any(self.body_loads):
             self._shape_integrals = cell_shape_integrals(mesh, model.thickness)
+        # what analyses read as F without body loads: never written, so shared, not copied
+        self._fixed_loads_read_only = self.fixed_loads.view()
+        self._fixed_loads_read_only.flags.writeable = False
 
     @property
     def has_body_loads(self) -> bool:
@@ -326,6 +335,13 @@ class LinearElasticSystem:
                 contrib = cell_nodal[:, :, None] * vec[None, None, :]               # (e, a, d)
                 np.add.at(F[c], self.cell_dofs.ravel(), contrib.ravel())
         return F
+
+    def _analysis_loads(self, mass_scale) -> np.ndarray:
+        """The loads an analysis reads (n_cases, n_dofs): without body loads the shared
+        read-only view of the fixed loads (no copy), else :meth:`load_vectors`."""
+        if not self.has_body_loads:
+            return self._fixed_loads_read_only
+        return self.load_vectors(mass_scale)
 
     def body_load_gradient(self, U: np.ndarray) -> np.ndarray:
         """d(F_c . u_c)/d mass_scale_e at fixed u: (n_cases, n_cells)."""
@@ -448,7 +464,7 @@ class LinearElasticSystem:
         Shorthand for :meth:`analyse` when no adjoint solve follows.
         """
         state = self.analyse(stiffness_scale, mass_scale, solver=solver, x0=x0)
-        return state.U, state.F
+        return state.U, np.array(state.F)          # the caller's own, writable loads
 
     def analyse(self, stiffness_scale: np.ndarray | None = None, mass_scale: np.ndarray | None = None,
                 solver: str = "auto", x0: np.ndarray | None = None) -> "StaticState":
@@ -474,7 +490,7 @@ class LinearElasticSystem:
         data = self.stiffness_data(stiffness_scale)
         coupling = self.support_coupling
         support_values = coupling.values(data)
-        F = self.load_vectors(mass_scale)
+        F = self._analysis_loads(mass_scale)
         # constrained in place: the unconstrained values are not kept (reactions need only
         # support_values, taken above)
         constrained, diag_value = self.dirichlet.apply(data, in_place=True)
@@ -512,7 +528,7 @@ class LinearElasticSystem:
         from .multigrid import grid_matvec
         t0 = time.perf_counter()
         mg = self._get_multigrid()
-        F = self.load_vectors(mass_scale)
+        F = self._analysis_loads(mass_scale)
         mg.update(scale)
         t1 = time.perf_counter()
         # The solver ignores the fixed rows of the rhs except to set x[fixed], which is
