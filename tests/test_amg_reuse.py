@@ -102,6 +102,35 @@ def test_float32_cycle_keeps_float64_accuracy(bracket):
     np.testing.assert_allclose(X, double.solve(F), rtol=1e-6, atol=1e-8 * np.abs(X).max())
     # float32 products cost at most a few extra iterations
     assert max(single.info["iterations"]) <= max(double.info["iterations"]) + 5
+    # the float32 cycle's matrix shares A's index arrays (a float32 copy of the values only),
+    # its prolongators hold float32 values, and a refresh refills the copy in place
+    level = single._hierarchy.levels[0]
+    assert level.A_cycle.dtype == np.float32 and level.P.dtype == np.float32
+    assert np.shares_memory(level.A_cycle.indices, level.A.indices)
+    assert np.shares_memory(level.A_cycle.indptr, level.A.indptr)
+    values = level.A_cycle.data
+    single._hierarchy.refresh(level.A)
+    assert level.A_cycle.data is values
+    np.testing.assert_array_equal(values, level.A.data.astype(np.float32))
+
+
+def test_float32_kernels_sum_in_float32():
+    """The three-row kernels sum float32 operands in float32 (no per-product conversion): the
+    result is float32 and within float32 rounding of the float64 product; float64 operands
+    still give SciPy's numbers."""
+    from lightweight.fem.amg import _index32
+    rng = np.random.default_rng(5)
+    blocks = sp.random(40, 40, density=0.2, random_state=5, format="csr")
+    A = _index32(sp.kron(blocks + blocks.T + 10 * sp.eye(40), np.ones((3, 3)), format="csr"))
+    A.sort_indices()
+    X = rng.standard_normal((120, 3))
+    exact = A @ X
+    Y64 = spmm(A, X)
+    np.testing.assert_allclose(Y64, exact, rtol=1e-13, atol=1e-12)
+    A32 = sp.csr_matrix((A.data.astype(np.float32), A.indices, A.indptr), shape=A.shape)
+    Y32 = spmm(A32, X.astype(np.float32))
+    assert Y32.dtype == np.float32
+    np.testing.assert_allclose(Y32, exact, rtol=1e-5, atol=1e-5 * np.abs(exact).max())
 
 
 def test_warm_start_needs_fewer_iterations(bracket):

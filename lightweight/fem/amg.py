@@ -64,6 +64,7 @@ import warnings
 import weakref
 
 import numba
+from numba.extending import overload
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
@@ -165,6 +166,22 @@ def _csr_block(indptr, indices, data, X, B, Y, mode):
 
 
 _NINE_ZEROS = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+_F32 = np.float32(0.0)
+_NINE_ZEROS_F32 = (_F32, _F32, _F32, _F32, _F32, _F32, _F32, _F32, _F32)
+
+
+def _nine_zeros(values, X):
+    """The three-row kernels' nine zero sums: float32 where both the matrix values and the
+    block are float32 (the single-precision V-cycle: float64 sums there made every product a
+    conversion, and the kernel no faster than in float64), else float64."""
+    return _NINE_ZEROS
+
+
+@overload(_nine_zeros, inline="always")
+def _nine_zeros_typed(values, X):
+    if values.dtype == numba.types.float32 and X.dtype == numba.types.float32:
+        return lambda values, X: _NINE_ZEROS_F32
+    return lambda values, X: _NINE_ZEROS
 
 
 @numba.njit(cache=True, inline="always")
@@ -206,7 +223,7 @@ def _csr_block_triples(indptr, indices, data, X, B, Y, mode):
         p0 = indptr[i]
         p1 = indptr[i + 1]
         p2 = indptr[i + 2]
-        s = _NINE_ZEROS
+        s = _nine_zeros(data, X)
         for q in range(p1 - p0):
             s = _add_row_times(s, data[p0 + q], data[p1 + q], data[p2 + q], X, indices[p0 + q], k)
         _store_row(Y, B, i, mode, k, s[0], s[1], s[2])
@@ -875,7 +892,7 @@ def _restrict_triples(t_ptr, t_node, t_pos, p_ptr, p_val, X, Y):
     for g in numba.prange(n_groups):
         i = 3 * g
         if k <= 3:
-            s = _NINE_ZEROS
+            s = _nine_zeros(p_val, X)
             for q in range(t_ptr[g], t_ptr[g + 1]):
                 node = t_node[q]
                 pos = t_pos[q]
@@ -946,6 +963,11 @@ class TransposedTriples:
         R = P.T.tocsr()
         R.sort_indices()
         return _index32(R)
+
+
+def _same_buffer(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays are the same memory (SciPy wraps its index arrays in new views)."""
+    return a.shape == b.shape and a.dtype == b.dtype and a.ctypes.data == b.ctypes.data
 
 
 class _Level:
@@ -1071,6 +1093,7 @@ class ReusedHierarchy:
                 P = _index32(P)
             self.levels.append(_Level(None, P))
         del ml
+        self._single_prolongators()
         self.refresh(operator, galerkin=True, power_steps=POWER_STEPS_BUILD)
 
     def _build_lean(self, A: sp.csr_matrix, modes: np.ndarray | None) -> None:
@@ -1134,6 +1157,7 @@ class ReusedHierarchy:
         # the smoother's bound from a fresh random start, as after pyamg's setup: starting it
         # from the prolongator's converged Ritz vector changed the later warm-started bounds
         # and took PCG on the 63k bracket's third iterate from 21 to 35 iterations
+        self._single_prolongators()
         self.refresh(A, galerkin=True, power_steps=POWER_STEPS_BUILD)
 
     def _mesh_ordered_start(self, n: int) -> np.ndarray | None:
@@ -1264,9 +1288,35 @@ class ReusedHierarchy:
         self.resmoothed += 1
         return True
 
+    def _single_prolongators(self) -> None:
+        """In a float32 cycle the prolongators' values are kept in float32 (half their bytes,
+        and the transfers run float32 sums): the Galerkin products are then those of the
+        rounded P, exact for it, so the coarse operators stay SPD and consistent."""
+        if not self.single:
+            return
+        for lv in self.levels:
+            if lv.P is not None and lv.P.dtype != np.float32:
+                lv.P.data = lv.P.data.astype(np.float32)
+                if lv._R is not None:
+                    lv._R.data = lv._R.data.astype(np.float32)
+
     def _smoother_data(self, lv: _Level, power_steps: int, block: int = 1) -> None:
         A = lv.A
-        lv.A_cycle = _index32(A.astype(np.float32)) if self.single else A
+        if self.single:
+            # a float32 copy of the values on A's own index arrays (A.astype would copy those
+            # too: ~100 B per tet4), refilled in place at every refresh
+            kept = lv.A_cycle if lv.A_cycle is not None and lv.A_cycle is not A else None
+            if kept is not None and kept.data.dtype == np.float32 and kept.nnz == A.nnz \
+                    and _same_buffer(kept.indices, A.indices) and _same_buffer(kept.indptr, A.indptr):
+                np.copyto(kept.data, A.data, casting="same_kind")
+            else:
+                lv.A_cycle = None
+                kept = sp.csr_matrix((A.data.astype(np.float32), A.indices, A.indptr),
+                                     shape=A.shape, copy=False)
+                kept.has_sorted_indices = A.has_sorted_indices
+                lv.A_cycle = kept
+        else:
+            lv.A_cycle = A
         lv.block_inverse = None
         if block > 1 and A.shape[0] % block == 0:
             blocks = _diagonal_blocks(A, block)
@@ -1338,7 +1388,8 @@ class ReusedHierarchy:
         def preconditioned(R):
             return R if lv.block_inverse is None else spmm(lv.block_inverse, R).astype(R.dtype, copy=False)
 
-        _cheb_step(lv.dinv, preconditioned(Rr), D, X, 0.0, 1.0 / theta)
+        scalar = X.dtype.type            # float32 coefficients in a float32 cycle
+        _cheb_step(lv.dinv, preconditioned(Rr), D, X, scalar(0.0), scalar(1.0 / theta))
         for step in range(1, self.degree + 1):
             if step == self.degree and not last_residual:
                 break
@@ -1346,7 +1397,8 @@ class ReusedHierarchy:
             if step == self.degree:
                 break
             rho_new = 1.0 / (2.0 * sigma - rho)
-            _cheb_step(lv.dinv, preconditioned(Rr), D, X, rho_new * rho, 2.0 * rho_new / delta)
+            _cheb_step(lv.dinv, preconditioned(Rr), D, X, scalar(rho_new * rho),
+                       scalar(2.0 * rho_new / delta))
             rho = rho_new
 
 
