@@ -496,6 +496,12 @@ def _grid_pattern(nodes, dim, index_dtype):
     return indptr, indices
 
 
+@numba.njit(cache=True, inline="always")
+def _cell_ijk(e, cx, cy):
+    """(i, j, k) of cell e of a grid with cx x cy cells per layer (i fastest)."""
+    return e % cx, (e // cx) % cy, e // (cx * cy)
+
+
 @numba.njit(cache=True)
 def _scatter_cells(Ke_chunk, first_cell, cells, nodes, offsets, dim, indptr, data):
     """data += element matrices Ke_chunk (m, nd, nd) of cells first_cell.. first_cell+m-1."""
@@ -503,10 +509,7 @@ def _scatter_cells(Ke_chunk, first_cell, cells, nodes, offsets, dim, indptr, dat
     px, py, pz = nodes
     npc = offsets.shape[0]
     for m in range(Ke_chunk.shape[0]):
-        e = first_cell + m
-        ci = e % cx
-        cj = (e // cx) % cy
-        ck = e // (cx * cy)
+        ci, cj, ck = _cell_ijk(first_cell + m, cx, cy)
         for a in range(npc):
             ia = ci + offsets[a, 0]
             ja = cj + offsets[a, 1]
@@ -612,10 +615,7 @@ def _scatter_cells_half(Ke_chunk, first_cell, cells, nodes, offsets, dim, data):
     line = 3 * dim
     half = 2 * dim + ((3 ** (dim - 1) - 1) // 2) * line
     for m in range(Ke_chunk.shape[0]):
-        e = first_cell + m
-        ci = e % cx
-        cj = (e // cx) % cy
-        ck = e // (cx * cy)
+        ci, cj, ck = _cell_ijk(first_cell + m, cx, cy)
         for a in range(npc):
             na = (ci + offsets[a, 0]) + px * ((cj + offsets[a, 1]) + py * (ck + offsets[a, 2]))
             for b in range(npc):
