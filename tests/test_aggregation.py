@@ -287,8 +287,8 @@ def test_paired_hierarchy_halves_the_coarse_level_and_solves(system):
     from lightweight.fem import amg
     most = make_solver("amg-reuse", points=system.matrix_points, pair_above=0)
     most.factorize(K)
-    assert most._hierarchy.pairings == amg.PAIRINGS_AT_MOST == 2
-    assert most._hierarchy.levels[1].A.shape[0] <= 0.35 * n_plain
+    assert most._hierarchy.pairings == amg.PAIRINGS_AT_MOST == 1
+    assert most._hierarchy.levels[1].A.shape[0] == n_paired
     # the auto threshold leaves this 12k-tet part's coarse level alone
     assert n_plain < amg.PAIR_AGGREGATES_ABOVE_DOFS
     auto = make_solver("amg-reuse", points=system.matrix_points)
@@ -302,3 +302,31 @@ def test_pair_above_must_be_a_number_auto_or_none():
         with pytest.raises(SolverError, match="pair_above"):
             make_solver("amg-reuse", pair_above=bad)
     assert make_solver("amg-reuse", pair_above=np.int64(5000)).pair_above == 5000
+
+
+def test_a_stalled_solve_rebuilds_without_the_pairing(system):
+    """When PCG runs out of its budget on a later matrix (rebuild_factor), the hierarchy is
+    rebuilt on the current matrix from standard aggregates (the paired coarse space is the
+    less robust one) and the solve still gives the direct solver's compliance."""
+    F = system.to_matrix_order(system.load_vectors()).T.copy()
+    F[system.dirichlet.fixed_dofs] = 0.0
+    K = _matrix(system)
+    plain = make_solver("amg-reuse", points=system.matrix_points, pair_above=None)
+    plain.factorize(K)
+    n_plain = plain._hierarchy.levels[1].A.shape[0]
+    solver = make_solver("amg-reuse", points=system.matrix_points, pair_above=n_plain - 1,
+                         rtol=1e-10, rebuild_factor=0.0)          # budget: 10 iterations
+    solver.factorize(K)
+    solver.solve(F)
+    assert solver._hierarchy.pairings == 1
+    rng = np.random.default_rng(11)
+    hard = _matrix(system, 1e-9 + (1 - 1e-9) * rng.uniform(0.0, 1.0, system.n_cells) ** 3)
+    solver.factorize(hard)
+    U = solver.solve(F)
+    assert solver.info["hierarchy_rebuilt"]
+    assert solver._hierarchy.pairings == 0 and solver.info["aggregate_pairings"] == 0
+    assert solver._hierarchy.levels[1].A.shape[0] == n_plain
+    direct = make_solver("superlu")
+    direct.factorize(hard)
+    np.testing.assert_allclose(np.einsum("ij,ij->j", F, U),
+                               np.einsum("ij,ij->j", F, direct.solve(F)), rtol=1e-8)

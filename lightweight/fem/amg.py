@@ -80,18 +80,20 @@ DENSE_COARSE_MAX = 1500
 # pairings below) has more DOFs than this. 1.02M tets without pairing (49k coarse DOFs at two
 # levels, 1k at three): per design iteration solver setup 2.6 s against 6.1 s (the coarse
 # factorization), PCG 8.0 against 7.9 s (20 against 15 iterations, each with a cheaper coarse
-# solve), 1 805 against 2 042 B per tet. With pairing, parts up to ~2M tets stay at two levels.
+# solve), 1 805 against 2 042 B per tet. With one pairing, parts up to ~1.6M tets stay at two levels.
 THIRD_LEVEL_ABOVE_DOFS = 40_000
 # The lean setup matches neighbouring finest aggregates in pairs while the coarse level would
 # have more DOFs than this, at most PAIRINGS_AT_MOST times (ReusedHierarchy's
 # ``pair_above="auto"``; aggregation.py, item 5): its direct factor costs ~n^2 flops.
 # 422k-tet bracket (22 824 -> 11 424 coarse DOFs): refresh 1.35 -> 0.69 s, PCG 2.95 -> 2.81 s
 # (15 -> 19 iterations of a cheaper V-cycle; a second pairing, 5 736 DOFs: 25 iterations, 3.13 s);
-# 222k (12 834): a wash, 63k: a loss. 1.02M (49 158 -> 12 288 by two pairings, two levels):
-# 14.5 s per design iteration against 23.1 s with three levels and 19.7 s with one pairing
-# (one loaded-machine run each, docs/performance.md).
+# 222k (12 834): a wash, 63k: a loss. 1.02M (49 158 -> 24 576, two levels): 12.9 s per design
+# iteration on a quiet machine (19.7 s against 23.1 s with three levels, loaded). A second pairing (aggregates of
+# ~84 nodes) was faster at 1M in the first iterations (14.5 s) but not robust: on the 63k
+# bracket's hard fourth iterate PCG took 202 iterations against 51 with one pairing and 25
+# with none, so one pairing at most (docs/performance.md).
 PAIR_AGGREGATES_ABOVE_DOFS = 16_000
-PAIRINGS_AT_MOST = 2
+PAIRINGS_AT_MOST = 1
 # Galerkin products R A P computed as symmetric (upper triangle multiplied out, lower mirrored)
 SYMMETRIC_GALERKIN = True
 # The coarse level's sparse factor in single precision (PARDISO's iparm(28)): 1.4x faster to

@@ -1003,7 +1003,7 @@ class ReusedAMGSolver(AMGSolver):
     :data:`~lightweight.fem.amg.THIRD_LEVEL_ABOVE_DOFS` DOFs), ``pair_above`` ("auto": the
     finest aggregates are matched in pairs while the coarse level would exceed
     :data:`~lightweight.fem.amg.PAIR_AGGREGATES_ABOVE_DOFS` DOFs; a number of DOFs; None:
-    never) and ``rebuild_factor``: a solve
+    never; a rebuild after a stalled solve drops the pairing) and ``rebuild_factor``: a solve
     needing more than ``rebuild_factor`` times the iterations of
     the freshly built hierarchy (plus 10) rebuilds the aggregates on the current matrix and
     continues from where it stopped (the SIMP contrast moved the strong connections too far).
@@ -1033,6 +1033,7 @@ class ReusedAMGSolver(AMGSolver):
             raise SolverError(f"amg-reuse: pair_above must be 'auto', None (never pair the "
                               f"aggregates) or a number of coarse DOFs >= 0, got {pair_above!r}")
         self.pair_above = pair_above if pair_above is None or pair_above == "auto" else int(pair_above)
+        self._unpaired = False          # set when a stalled solve rebuilt the hierarchy
         self.rebuild_factor = float(rebuild_factor)
         # the nodes' visiting order of the finest aggregation (None: K's row order); the system
         # sets the mesh's order when K's rows are renumbered (fem/assembly.py, NodeOrder)
@@ -1053,8 +1054,11 @@ class ReusedAMGSolver(AMGSolver):
     def _build(self, K: sp.csr_matrix) -> None:
         from .amg import ReusedHierarchy
         B = self._supported_modes(K)
+        # after a stalled solve the aggregates are rebuilt unpaired: the coarser coarse space
+        # of paired aggregates is the less robust one on hard SIMP iterates
+        pair_above = None if self._unpaired else self.pair_above
         hierarchy = ReusedHierarchy(max_coarse=self.max_coarse, max_levels=self.max_levels,
-                                    single=self.single, pair_above=self.pair_above,
+                                    single=self.single, pair_above=pair_above,
                                     degree=self.degree, **self.amg_options)
         hierarchy.aggregation_order = self.aggregation_order
         # pyamg aggregates K without its explicit zeros (those of the eliminated DOFs would join
@@ -1124,6 +1128,8 @@ class ReusedAMGSolver(AMGSolver):
                                          min(self.maxiter, self._budget()))
         if np.any(res > self.rtol) and not np.all(broke) and self._fresh_iterations is not None:
             # The aggregates of an earlier design stopped fitting this one: rebuild, go on from X.
+            if getattr(self._hierarchy, "pairings", 0):
+                self._unpaired = True
             self._build(self.K)
             self.info["hierarchy_rebuilt"] = True
             X, more, res, broke = block_pcg(self.K, B, X, self._hierarchy.cycle, self.rtol, self.maxiter)
