@@ -13,6 +13,7 @@ to 1e-6 in compliance on every field.
     python benchmarks/bench_unstructured.py --triples 1.75   # node-triple kernels vs row kernels
     python benchmarks/bench_unstructured.py --node-order 1.75   # K's rows renumbered vs mesh order
     python benchmarks/bench_unstructured.py --pairing 1.75   # paired vs standard aggregates
+    python benchmarks/bench_unstructured.py --tolerance 1.75   # design loops at 1e-4 vs 1e-6
 """
 
 from __future__ import annotations
@@ -266,9 +267,26 @@ def node_order_vs_mesh_order(size: float, rounds: int = 3) -> dict:
         solver.solve(F)
         solve[name] = {"seconds": time.perf_counter() - t0, "iterations": solver.info["iterations"],
                        "coarse_dofs": solver._hierarchy.levels[-1].A.shape[0]}
-    return {"n_cells": system.n_cells, "n_dofs": system.n_dofs, "spmm_ms": {k: v * 1e3 for k, v in best.items()},
+    K = pair["matrix"][1]
+    return {"n_cells": system.n_cells, "n_dofs": system.n_dofs,
+            "matrix_bytes": int(K.data.nbytes + K.indices.size * 4 + K.indptr.size * 4),
+            "spmm_ms": {k: v * 1e3 for k, v in best.items()},
             "ratio_spmm": best["mesh"] / best["matrix"], "solve": solve,
             "ratio_solve": solve["mesh"]["seconds"] / solve["matrix"]["seconds"]}
+
+
+def last_level_cache_bytes() -> int | None:
+    """Size of the CPU's last-level cache in bytes (Linux sysfs), None where it is not told."""
+    best = None
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            text = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        scale = {"K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}.get(text[-1:], 1)
+        value = int(text.rstrip("KMG")) * scale
+        best = value if best is None else max(best, value)
+    return best
 
 
 def test_node_order_vs_mesh_order_small():
@@ -279,7 +297,14 @@ def test_node_order_vs_mesh_order_small():
     assert result["solve"]["matrix"]["coarse_dofs"] == result["solve"]["mesh"]["coarse_dofs"]
     its_matrix, its_mesh = result["solve"]["matrix"]["iterations"], result["solve"]["mesh"]["iterations"]
     assert all(abs(a - b) <= 1 for a, b in zip(its_matrix, its_mesh)), result
-    assert result["ratio_spmm"] >= limits["min_ratio_spmm"], result
+    # The order saves cache misses: where K (values and int32 indices) fits twice into the
+    # last-level cache (a 105 MB L3 holds the 63k bracket's 20 MB), there are none to save and
+    # the floor only asks that the order not cost time
+    cache = last_level_cache_bytes()
+    floor = limits["min_ratio_spmm"]
+    if cache is not None and 2 * result["matrix_bytes"] <= cache:
+        floor = limits["min_ratio_spmm_in_cache"]
+    assert result["ratio_spmm"] >= floor, (floor, cache, result)
 
 
 def paired_vs_standard_aggregates(size: float, n_fields: int = 3, rounds: int = 3,
@@ -368,6 +393,147 @@ def test_paired_vs_standard_aggregates_400k():
     assert result["ratio_refresh_and_solve"] >= floor, result
 
 
+def _bracket_loop(size: float, mesh, iterations: int):
+    """minimize_compliance on the bracket (volume fraction 0.3, density filter of 1.5 edges,
+    MMA, three load cases, amg-reuse, a fixed number of iterations)."""
+    import lightweight as lw
+    from tet_parts import part_model
+    return lw.minimize_compliance(part_model(size, mesh=mesh), volume_fraction=0.3,
+                                  filter="density", filter_radius=1.5 * size, optimizer="mma",
+                                  max_iterations=iterations, tolerance=0.0, solver="amg-reuse",
+                                  verbose=False)
+
+
+def design_tolerance_vs_tight(size: float, iterations: int = 10, rounds: int = 1) -> dict:
+    """Whole design loops (minimize_compliance, MMA, the bracket's three load cases, amg-reuse)
+    at the loop's tolerance (DESIGN_SOLVER_RTOL) against the solvers' own 1e-6, alternated:
+    PCG iterations summed over the run (a count), the median seconds per design iteration after
+    the first (best of ``rounds``, same run) and how far the objective histories and the final
+    densities lie apart."""
+    import lightweight.optimize.analysis as analysis_module
+    from tet_parts import part_mesh
+    mesh = part_mesh(size)
+    loose_rtol = analysis_module.DESIGN_SOLVER_RTOL
+    runs: dict = {}
+    for r in range(rounds):
+        for name in (("tight", "loose") if r % 2 == 0 else ("loose", "tight")):
+            analysis_module.DESIGN_SOLVER_RTOL = 1e-6 if name == "tight" else loose_rtol
+            try:
+                res = _bracket_loop(size, mesh, iterations)
+            finally:
+                analysis_module.DESIGN_SOLVER_RTOL = loose_rtol
+            seconds = float(np.median([h["seconds"] for h in res.history[1:]]))
+            if name not in runs or seconds < runs[name]["seconds"]:
+                runs[name] = {"seconds": seconds, "result": res}
+    hist = {name: np.array([h["objective"] for h in run["result"].history]) for name, run in runs.items()}
+    its = {name: [h["solver_iterations"] for h in run["result"].history] for name, run in runs.items()}
+    return {"n_cells": int(mesh.n_cells), "iterations": iterations, "rtol": loose_rtol,
+            "pcg_iterations": its,
+            "pcg_ratio": sum(its["tight"]) / sum(its["loose"]),
+            "seconds_per_iteration": {name: run["seconds"] for name, run in runs.items()},
+            "ratio": runs["tight"]["seconds"] / runs["loose"]["seconds"],
+            "history_rel_difference": float(np.max(np.abs(hist["loose"] - hist["tight"]) / np.abs(hist["tight"]))),
+            "density_max_difference": float(np.abs(runs["loose"]["result"].density
+                                                   - runs["tight"]["result"].density).max())}
+
+
+def test_design_tolerance_vs_tight_small():
+    # 63k tets, 12 design iterations each: PCG counts (independent of the machine), the
+    # histories' agreement, and the same-run time ratio
+    result = design_tolerance_vs_tight(size=3.5, iterations=12)
+    print(json.dumps(result, indent=1))
+    limits = THRESHOLDS["design_tolerance_vs_tight:bracket_63k"]
+    assert result["history_rel_difference"] <= 1e-6, result
+    assert result["density_max_difference"] <= 1e-4, result
+    assert result["pcg_ratio"] >= limits["min_pcg_ratio"], result
+    assert result["ratio"] >= limits["min_ratio"], result
+
+
+@pytest.mark.slow
+def test_design_tolerance_vs_tight_400k():
+    result = design_tolerance_vs_tight(size=1.75, iterations=6, rounds=2)
+    print(json.dumps(result, indent=1))
+    limits = THRESHOLDS["design_tolerance_vs_tight:bracket_422k"]
+    assert result["history_rel_difference"] <= 1e-6, result
+    assert result["pcg_ratio"] >= limits["min_pcg_ratio"], result
+    assert result["ratio"] >= limits["min_ratio"], result
+
+
+def start_space_vs_warm_start(size: float, iterations: int = 10) -> dict:
+    """Whole design loops (as :func:`design_tolerance_vs_tight`) with amg-reuse starting PCG
+    from the projection on its last two solutions (START_SPACE = 2) against the warm start
+    alone (0): PCG iterations summed over the run (a count), the median seconds per design
+    iteration after the first (same run) and how far the objective histories lie apart."""
+    import lightweight.fem.solvers as solvers_module
+    from tet_parts import part_mesh
+    mesh = part_mesh(size)
+    default = solvers_module.START_SPACE
+    runs = {}
+    for name, space in (("warm", 0), ("projected", default)):
+        solvers_module.START_SPACE = space
+        try:
+            res = _bracket_loop(size, mesh, iterations)
+        finally:
+            solvers_module.START_SPACE = default
+        runs[name] = res
+    its = {name: [h["solver_iterations"] for h in res.history] for name, res in runs.items()}
+    seconds = {name: float(np.median([h["seconds"] for h in res.history[1:]]))
+               for name, res in runs.items()}
+    hist = {name: np.array([h["objective"] for h in res.history]) for name, res in runs.items()}
+    return {"n_cells": int(mesh.n_cells), "iterations": iterations, "pcg_iterations": its,
+            "pcg_ratio": sum(its["warm"]) / sum(its["projected"]),
+            "seconds_per_iteration": seconds, "ratio": seconds["warm"] / seconds["projected"],
+            "history_rel_difference": float(np.max(np.abs(hist["projected"] - hist["warm"])
+                                                   / np.abs(hist["warm"])))}
+
+
+def test_start_space_vs_warm_start_small():
+    # 63k tets, 12 design iterations each: PCG counts (independent of the machine) and the
+    # histories' agreement; the time ratio is printed, not asserted (one run each)
+    result = start_space_vs_warm_start(size=3.5, iterations=12)
+    print(json.dumps(result, indent=1))
+    limits = THRESHOLDS["start_space_vs_warm_start:bracket_63k"]
+    assert result["history_rel_difference"] <= 1e-6, result
+    assert result["pcg_ratio"] >= limits["min_pcg_ratio"], result
+
+
+def refill_compact_vs_mesh_order(size: float, rounds: int = 5) -> dict:
+    """The tet4 refill (K's values from the geometry) with the pattern's cell order (blocks of
+    cells by first node: they colour, so the scatter runs in parallel) against the mesher's
+    cell order (the same pattern, blocks of consecutive cells), best of ``rounds``, alternated."""
+    import copy
+    from lightweight.fem import assembly
+    system = _system(size)
+    pattern = system.pattern
+    mesh_order = copy.copy(pattern)
+    mesh_order.cell_order = np.empty(0, dtype=np.int32)
+    mesh_order.colour_ptr, mesh_order.colour_order = assembly._colour_blocks(
+        pattern.cells, system.mesh.n_nodes, assembly.BLOCK_CELLS, mesh_order.cell_order)
+    scale = np.random.default_rng(0).uniform(1e-3, 1.0, system.n_cells)
+    data = {}
+    best = {"compact": np.inf, "mesh": np.inf}
+    for r in range(rounds + 1):
+        for name, p in (("compact", pattern), ("mesh", mesh_order)):
+            t0 = time.perf_counter()
+            data[name] = assembly.refill_from_geometry(p, system.mesh.cell_type, system.mesh.points,
+                                                       system.D, 1.0, scale)
+            if r:                                   # the first round compiles
+                best[name] = min(best[name], time.perf_counter() - t0)
+    difference = float(np.abs(data["compact"] - data["mesh"]).max() / np.abs(data["mesh"]).max())
+    return {"n_cells": system.n_cells, "colours": {"compact": int(pattern.colour_ptr.shape[0] - 1),
+                                                   "mesh": int(mesh_order.colour_ptr.shape[0] - 1)},
+            "ms": {k: v * 1e3 for k, v in best.items()}, "ratio": best["mesh"] / best["compact"],
+            "rel_difference": difference}
+
+
+def test_refill_compact_blocks_vs_mesh_order_small():
+    result = refill_compact_vs_mesh_order(size=3.5)
+    print(json.dumps(result, indent=1))
+    assert 0 < result["colours"]["compact"] <= 63
+    assert result["rel_difference"] <= 1e-14, result
+    assert result["ratio"] >= THRESHOLDS["refill_compact_vs_mesh_order:bracket_63k"]["min_ratio"], result
+
+
 def one_off(size: float, rounds: int = 2) -> None:
     """Print build/setup + solve seconds of single solves (an evaluation), both AMG solvers."""
     system = _system(size)
@@ -402,8 +568,13 @@ if __name__ == "__main__":
                         help="print K X and one solve with K's rows renumbered vs in the mesh's order")
     parser.add_argument("--pairing", type=float, default=None,
                         help="print amg-reuse with paired aggregates against the standard ones")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="print design loops at the loop's tolerance against 1e-6")
+    parser.add_argument("--iterations", type=int, default=6, help="design iterations (--tolerance)")
     args = parser.parse_args()
-    if args.pairing is not None:
+    if args.tolerance is not None:
+        print(json.dumps(design_tolerance_vs_tight(args.tolerance, args.iterations, rounds=2), indent=1))
+    elif args.pairing is not None:
         print(json.dumps(paired_vs_standard_aggregates(args.pairing), indent=1))
     elif args.node_order is not None:
         print(json.dumps(node_order_vs_mesh_order(args.node_order), indent=1))

@@ -13,7 +13,12 @@ energies and MMA.
     python benchmarks/tet_scaling.py --sizes 3.5 2.2 1.75 1.3 --plot out/tet_scaling.png
     python benchmarks/tet_scaling.py --sizes 1.75 --solver amg --iterations 3
     python benchmarks/tet_scaling.py --sizes 2.2 --memory      # + the arrays kept, B/tet by owner
+    python benchmarks/tet_scaling.py --sizes 1.75 --problem mass   # the issue's trial (below)
     python benchmarks/scaling.py --tets ...                 # the same, through scaling.py
+
+``--problem mass``: the trial of issue 14 instead, ``lw.minimize_mass`` with a compliance limit
+per load case (``max_compliance_factor=3``: three MMA constraints) and Heaviside projection
+(beta 1 -> 8, ``projection={"beta": 1.0, "beta_max": 8.0}``), same filter and solver.
 """
 
 from __future__ import annotations
@@ -37,7 +42,8 @@ sys.path.insert(0, str(HERE))
 # solver setup and PCG come from the system's own timings (LinearElasticSystem.last_solve_info)
 PHASES = {
     "filter": [("filters.py", "forward"), ("filters.py", "backward")],
-    "energies": [("kernels.py", "element_quadratic_forms")],
+    "energies": [("kernels.py", "element_quadratic_forms"), ("kernels.py", "packed_element_forms"),
+                 ("kernels.py", "tet4_element_bilinear_forms")],
     "mma": [("mma.py", "update")],
 }
 
@@ -93,13 +99,24 @@ def memory_inventory(system, n_cells: int) -> dict:
     return {k: round(v / n_cells, 1) for k, v in out.items() if v}
 
 
-def run_one(size: float, solver: str, iterations: int, profile: bool, memory: bool = False) -> dict:
+def optimize(model, problem: str, radius: float, iterations: int, solver: str):
+    """The benchmark's run: minimize_compliance (volume 0.3) or the min-mass trial."""
+    import lightweight as lw
+    common = dict(filter="density", filter_radius=radius, max_iterations=iterations,
+                  tolerance=0.0, solver=solver, verbose=False)
+    if problem == "mass":
+        return lw.minimize_mass(model, max_compliance_factor=3.0,
+                                projection={"beta": 1.0, "beta_max": 8.0}, **common)
+    return lw.minimize_compliance(model, volume_fraction=0.3, optimizer="mma", **common)
+
+
+def run_one(size: float, solver: str, iterations: int, profile: bool, memory: bool = False,
+            problem: str = "compliance") -> dict:
     """One size in this process: seconds per iteration, solver iterations, memory, phases."""
     import lightweight as lw
     from tet_parts import part_mesh, part_model
     warm = part_model(5.0)          # JIT caches and imports in the baseline, not in the growth
-    lw.minimize_compliance(warm, volume_fraction=0.3, filter="density", filter_radius=7.5,
-                           optimizer="mma", max_iterations=2, solver=solver, verbose=False)
+    optimize(warm, problem, 7.5, 2, solver)
     del warm
     rss0 = _rss_mb()
     mesh = part_mesh(size)
@@ -136,9 +153,7 @@ def run_one(size: float, solver: str, iterations: int, profile: bool, memory: bo
     t0 = time.perf_counter()
     if profiler:
         profiler.enable()
-    res = lw.minimize_compliance(model, volume_fraction=0.3, filter="density", filter_radius=1.5 * size,
-                                 optimizer="mma", max_iterations=iterations, tolerance=0.0,
-                                 solver=solver, verbose=False)
+    res = optimize(model, problem, 1.5 * size, iterations, solver)
     if profiler:
         profiler.disable()
     total = time.perf_counter() - t0
@@ -152,7 +167,8 @@ def run_one(size: float, solver: str, iterations: int, profile: bool, memory: bo
         "pcg": float(np.median([s["solve_seconds"] for s in later])),   # the solver's own solve time
         "first_setup": solves[0].get("setup_seconds", 0.0) if solves else 0.0}
     seconds = [rec["seconds"] for rec in res.history]
-    row = {"size": size, "solver": solver, "n_cells": int(mesh.n_cells), "n_dofs": int(3 * mesh.n_nodes),
+    row = {"size": size, "solver": solver, "problem": problem, "n_cells": int(mesh.n_cells),
+           "n_dofs": int(3 * mesh.n_nodes),
            "seconds_per_iteration": float(np.median(seconds[1:])) if len(seconds) > 1 else seconds[0],
            "first_iteration": seconds[0], "seconds": seconds, "total": total,
            "solver_iterations": [rec.get("solver_iterations") for rec in res.history],
@@ -185,15 +201,19 @@ def main(argv=None) -> int:
                         help="also list the arrays the system and solver keep (B/tet by owner)")
     parser.add_argument("--json", default=None)
     parser.add_argument("--plot", default=None, help="PNG of seconds per iteration against tets")
+    parser.add_argument("--problem", choices=("compliance", "mass"), default="compliance",
+                        help="minimize_compliance (volume 0.3) or the issue's min-mass trial")
     parser.add_argument("--one", type=float, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one is not None:
-        print(json.dumps(run_one(args.one, args.solver, args.iterations, args.profile, args.memory)))
+        print(json.dumps(run_one(args.one, args.solver, args.iterations, args.profile, args.memory,
+                                 args.problem)))
         return 0
     rows = []
     for size in args.sizes:
         cmd = [sys.executable, __file__, "--one", str(size), "--solver", args.solver,
-               "--iterations", str(args.iterations)] + (["--profile"] if args.profile else []) \
+               "--iterations", str(args.iterations), "--problem", args.problem] \
+            + (["--profile"] if args.profile else []) \
             + (["--memory"] if args.memory else [])
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         row = json.loads(out.strip().splitlines()[-1])

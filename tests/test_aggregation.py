@@ -259,16 +259,22 @@ def test_paired_aggregates_are_unions_of_neighbouring_pairs(system, setup):
     assert np.all(np.diff(first) > 0)
 
 
-def test_paired_hierarchy_halves_the_coarse_level_and_solves(system):
-    """pair_above below the coarse level's size: one pairing, about half the coarse DOFs, the
-    prolongator still one Jacobi step of a tentative one that fits the rigid modes, and PCG
-    gives the direct solver's compliance."""
+def _loads_matrix_and_standard_coarse_size(system):
+    """The loads in K's numbering (fixed DOFs zeroed), K, and the coarse DOFs of the standard
+    (unpaired) amg-reuse hierarchy on K."""
     F = system.to_matrix_order(system.load_vectors()).T.copy()
     F[system.dirichlet.fixed_dofs] = 0.0
     K = _matrix(system)
     plain = make_solver("amg-reuse", points=system.matrix_points, pair_above=None)
     plain.factorize(K)
-    n_plain = plain._hierarchy.levels[1].A.shape[0]
+    return F, K, plain._hierarchy.levels[1].A.shape[0]
+
+
+def test_paired_hierarchy_halves_the_coarse_level_and_solves(system):
+    """pair_above below the coarse level's size: one pairing, about half the coarse DOFs, the
+    prolongator still one Jacobi step of a tentative one that fits the rigid modes, and PCG
+    gives the direct solver's compliance."""
+    F, K, n_plain = _loads_matrix_and_standard_coarse_size(system)
     paired = make_solver("amg-reuse", points=system.matrix_points, pair_above=n_plain - 1,
                          rtol=1e-10)
     paired.factorize(K)
@@ -308,12 +314,7 @@ def test_a_stalled_solve_rebuilds_without_the_pairing(system):
     """When PCG runs out of its budget on a later matrix (rebuild_factor), the hierarchy is
     rebuilt on the current matrix from standard aggregates (the paired coarse space is the
     less robust one) and the solve still gives the direct solver's compliance."""
-    F = system.to_matrix_order(system.load_vectors()).T.copy()
-    F[system.dirichlet.fixed_dofs] = 0.0
-    K = _matrix(system)
-    plain = make_solver("amg-reuse", points=system.matrix_points, pair_above=None)
-    plain.factorize(K)
-    n_plain = plain._hierarchy.levels[1].A.shape[0]
+    F, K, n_plain = _loads_matrix_and_standard_coarse_size(system)
     solver = make_solver("amg-reuse", points=system.matrix_points, pair_above=n_plain - 1,
                          rtol=1e-10, rebuild_factor=0.0)          # budget: 10 iterations
     solver.factorize(K)

@@ -338,7 +338,7 @@ def test_direct_solvers_factorize_an_upper_triangle_as_the_symmetric_matrix(brac
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(amg, "DENSE_COARSE_MAX", 10)
         patch.setattr(solvers, "make_solver", superlu_coarse)
-        solver = ReusedAMGSolver(points=bracket.matrix_points, rtol=1e-10)
+        solver = ReusedAMGSolver(points=bracket.matrix_points, rtol=1e-9)   # 1e-10 is at the attainable floor on this K
         solver.factorize(K)
         assert solver._hierarchy.coarse_factor[1].name == "superlu"
         X = solver.solve(F)

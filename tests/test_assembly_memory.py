@@ -187,3 +187,109 @@ def test_wide_node_degree_uses_wider_ranks():
     Ke, _ = element_stiffness("tetra", points[cells], D)
     assert np.array_equal(refill_from_geometry(pattern, "tetra", points, D, 1.0, scale),
                           refill(pattern, Ke, scale))
+
+
+def _stored_cases():
+    """(name, cells, n_nodes, dim, element matrices) with stored matrices: tet10 (the sample
+    bracket's quadratic mesh), a shared hex8 grid matrix, quad4 and tri3 grids."""
+    tet10 = lw.read_mesh(MESH.parent / "bracket_tet10.msh")
+    assert tet10.cell_type == "tetra10"
+    D3 = _orthotropic_D()
+    D2 = lw.Material(E=1.0, nu=0.3).elasticity_matrix(2, "stress")
+    cases = [("tetra10", tet10.cells, tet10.n_nodes, 3,
+              element_stiffness("tetra10", tet10.points[tet10.cells], D3)[0])]
+    hexes = lw.structured_grid((7, 4, 3))
+    cases.append(("hexahedron shared", hexes.cells, hexes.n_nodes, 3,
+                  element_stiffness("hexahedron", hexes.points[hexes.cells[:1]], D3)[0]))
+    for shape, cell_type in (((9, 5), "quad"), ((6, 4), "triangle")):
+        grid = lw.structured_grid(shape, cell_type=cell_type)
+        cases.append((cell_type, grid.cells, grid.n_nodes, 2,
+                      element_stiffness(cell_type, grid.points[grid.cells], D2)[0]))
+    return cases
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_refill_by_pair_ranks_equals_the_entry_map_refill_bit_for_bit(case):
+    from lightweight.fem.assembly import refill_by_entry_map
+    name, cells, n_nodes, dim, Ke = _stored_cases()[case]
+    rng = np.random.default_rng(case)
+    scale = rng.uniform(1e-9, 1.0, len(cells))
+    for renumber in (False, True):
+        pattern = build_pattern(cells, n_nodes, dim, renumber=renumber)
+        by_ranks = refill(pattern, Ke, scale)
+        assert pattern._entry_map is None, name        # the 4-bytes-per-entry table is not built
+        reference = refill_by_entry_map(pattern, Ke, scale)
+        assert np.array_equal(by_ranks, reference), name
+        # the serial path (no colouring) gives the same sums
+        pattern.colour_ptr = np.zeros(1, dtype=np.int64)
+        assert np.array_equal(refill(pattern, Ke, scale), refill_by_entry_map(pattern, Ke, scale)), name
+    # and the pattern's cells are the mesh's here: against the independent COO->CSR sum
+    pattern = build_pattern(cells, n_nodes, dim)
+    K = pattern.matrix(refill(pattern, Ke, scale))
+    full = Ke if Ke.shape[0] == len(cells) else np.broadcast_to(Ke, (len(cells),) + Ke.shape[1:])
+    K_coo = coo_assembly(cells, n_nodes, dim, np.ascontiguousarray(full), scale)
+    assert abs(K - K_coo).max() <= 1e-12 * abs(K_coo).max(), name
+
+
+def test_tet10_system_keeps_one_byte_per_node_pair():
+    mesh = lw.read_mesh(MESH.parent / "bracket_tet10.msh")
+    model = lw.Model(mesh, material=lw.Material(E=70e3, nu=0.33), supports={"bolt_holes": "xyz"},
+                     loads={"down": [lw.Traction("load_face", (0.0, 0.0, -1.0))]})
+    system = LinearElasticSystem(model)
+    U, F = system.solve(np.full(system.n_cells, 0.5), solver="direct")
+    pattern = system.pattern
+    assert pattern._entry_map is None
+    assert pattern.pair_ranks.dtype == np.uint8 and pattern.pair_ranks.nbytes == 100 * system.n_cells
+
+
+@pytest.mark.parametrize("case", [0, 2, 3])
+def test_packed_element_matrices_give_the_same_numbers_bit_for_bit(case):
+    """Packed upper triangles (half the bytes) refill K and give energies exactly as the full
+    matrices do (element_stiffness makes them exactly symmetric)."""
+    from lightweight.fem.assembly import refill_packed
+    from lightweight.fem.elements import packed_element_stiffness, packed_size, unpack_symmetric
+    from lightweight.fem.kernels import packed_element_forms
+    name, cells, n_nodes, dim, Ke = _stored_cases()[case]
+    n = Ke.shape[1]
+    assert np.array_equal(Ke, Ke.transpose(0, 2, 1)), name
+    rows, cols = np.triu_indices(n)
+    packed = Ke[:, rows, cols]
+    assert packed.shape == (len(cells), packed_size(n))
+    assert np.array_equal(unpack_symmetric(packed, n), Ke)
+    rng = np.random.default_rng(case)
+    scale = rng.uniform(1e-9, 1.0, len(cells))
+    pattern = build_pattern(cells, n_nodes, dim, renumber=True)
+    assert np.array_equal(refill_packed(pattern, packed, n, scale), refill(pattern, Ke, scale)), name
+    dofs = (cells[:, :, None] * dim + np.arange(dim)).reshape(len(cells), n)
+    U = rng.standard_normal((3, n_nodes * dim))
+    V = rng.standard_normal((3, n_nodes * dim))
+    assert np.array_equal(packed_element_forms(packed, dofs, U), element_quadratic_forms(Ke, dofs, U))
+    assert np.array_equal(packed_element_forms(packed, dofs, U, V), element_bilinear_forms(Ke, dofs, U, V))
+
+
+def test_packed_element_stiffness_in_chunks_equals_the_whole():
+    from lightweight.fem.elements import packed_element_stiffness
+    mesh = lw.read_mesh(MESH.parent / "bracket_tet10.msh")
+    D = _orthotropic_D()
+    Ke, _ = element_stiffness("tetra10", mesh.points[mesh.cells], D)
+    rows, cols = np.triu_indices(30)
+    assert np.array_equal(packed_element_stiffness("tetra10", mesh.points, mesh.cells, D, chunk=333),
+                          Ke[:, rows, cols])
+
+
+def test_tet10_system_keeps_packed_matrices_and_solves_as_before():
+    mesh = lw.read_mesh(MESH.parent / "bracket_tet10.msh")
+    model = lw.Model(mesh, material=lw.Material(E=70e3, nu=0.33), supports={"bolt_holes": "xyz"},
+                     loads={"down": [lw.Traction("load_face", (0.0, 0.0, -1.0))]})
+    system = LinearElasticSystem(model)
+    assert system._element_matrices is None
+    assert system._packed_element_matrices.shape == (system.n_cells, 465)
+    scale = np.random.default_rng(5).uniform(1e-3, 1.0, system.n_cells)
+    full = system.element_matrices                                  # unpacked on access
+    assert full.shape == (system.n_cells, 30, 30) and system._element_matrices is None
+    assert np.array_equal(system.stiffness_data(scale), refill(system.pattern, full, scale))
+    U, F = system.solve(scale, solver="direct")
+    assert np.array_equal(system.element_energies(U), element_quadratic_forms(full, system.cell_dofs, U))
+    # compliance = sum of scaled element energies
+    assert np.allclose((system.element_energies(U) * scale).sum(axis=1), np.einsum("ij,ij->i", F, U),
+                       rtol=1e-10)

@@ -49,20 +49,45 @@ def test_demo_small_without_pictures(tmp_path, capsys):
     assert cells["density"].shape == (48,)
 
 
-@pytest.mark.parametrize("argv,message", [
+USER_ERRORS = [
     (["info", "no/such/mesh.msh"], "no/such/mesh.msh"),
     (["demo", "--case", "cantilever3d", "--size", "2", "3", "--no-pictures"], "takes 1 number"),
     (["report", "no_such_result.vtu"], "no_such_result.vtu"),
     (["results", "no/such.sqlite", "--csv", "x.csv"], "results store no/such.sqlite does not exist"),
     (["dashboard", "no/such.sqlite"], "results store no/such.sqlite does not exist"),
     (["evaluate", "no/such/case.toml", "d.vtu"], "case file no/such/case.toml does not exist"),
-])
-def test_user_errors_are_one_line_with_status_1(argv, message, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lightweight", *argv], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1
-    assert "Traceback" not in done.stderr
-    assert done.stderr.startswith(f"lightweight {argv[0]}: error:") and message in done.stderr
+]
+
+
+@pytest.fixture(scope="module")
+def user_error_runs(tmp_path_factory):
+    """`python -m lightweight ARGV` for every ARGV of USER_ERRORS, each in a folder of its own:
+    the processes are started together (each is a Python start, ~2 s of one core; side by side
+    they use both cores). {ARGV joined by spaces: (exit status, stderr)}."""
+    runs = {}
+    try:
+        for argv, _ in USER_ERRORS:
+            folder = tmp_path_factory.mktemp("user_error")
+            runs[" ".join(argv)] = subprocess.Popen([sys.executable, "-m", "lightweight", *argv], cwd=folder,
+                                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        done = {}
+        for key, run in runs.items():
+            stderr = run.communicate(timeout=300)[1]
+            done[key] = (run.returncode, stderr)
+        return done
+    finally:
+        for run in runs.values():
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
+
+
+@pytest.mark.parametrize("argv,message", USER_ERRORS)
+def test_user_errors_are_one_line_with_status_1(argv, message, user_error_runs):
+    returncode, stderr = user_error_runs[" ".join(argv)]
+    assert returncode == 1
+    assert "Traceback" not in stderr
+    assert stderr.startswith(f"lightweight {argv[0]}: error:") and message in stderr
 
 
 def test_usage_error_and_version(capsys):

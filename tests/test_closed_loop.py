@@ -35,19 +35,35 @@ def case_copy(tmp_path, requirements: str | None = None, name="arm.toml") -> Pat
 
 
 @pytest.fixture(scope="module")
-def loop(tmp_path_factory):
-    """`lightweight optimize CASE --export`: the whole loop from the command line."""
+def optimized(tmp_path_factory):
+    """`lightweight optimize CASE --export`: the whole loop from the command line, run in this
+    process; also keeps the OptimizationResult that minimize_mass returned inside the command
+    (the `design` fixture's result: one optimization of the arm for the module, not two)."""
     import contextlib
     import io
+    import lightweight.optimize
     tmp = tmp_path_factory.mktemp("arm")
     out = tmp / "out"
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    results = []
+    run = lightweight.optimize.minimize_mass
+
+    def keep(*args, **kwargs):
+        results.append(run(*args, **kwargs))
+        return results[-1]
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setattr(lightweight.optimize, "minimize_mass", keep)
         code = main(["optimize", str(case_copy(tmp)), "--out", str(out), "--quiet", "--export",
                      "--iterations", str(ITERATIONS)])
-    assert code == 0
+    assert code == 0 and len(results) == 1
     (out / "stdout.txt").write_text(printed.getvalue())
-    return tmp, out, json.loads((out / "arm.json").read_text())
+    return tmp, out, json.loads((out / "arm.json").read_text()), results[0]
+
+
+@pytest.fixture(scope="module")
+def loop(optimized):
+    tmp, out, summary, _ = optimized
+    return tmp, out, summary
 
 
 def test_the_shipped_mesh_is_small_and_names_the_bores():
@@ -98,21 +114,29 @@ def test_lightweight_evaluate_judges_the_exported_part_with_the_same_case_file(l
 
 
 @pytest.fixture(scope="module")
-def design(tmp_path_factory):
-    from lightweight.optimize import minimize_mass
+def design(optimized, tmp_path_factory):
+    """The case's min-mass design (ITERATIONS iterations) and its part exported by export_solid
+    with the defaults: what `lightweight optimize --export` computed in `optimized` (the same
+    minimize_mass call with the case's [optimize] options, the same export_solid call)."""
+    _, _, summary, result = optimized
     tmp = tmp_path_factory.mktemp("arm_design")
     case = lw.read_case(case_copy(tmp))
-    options = {k: v for k, v in case.optimize.items() if k != "problem"}
-    result = minimize_mass(case.model, verbose=False, **{**options, "max_iterations": ITERATIONS})
-    part_path = tmp / "arm_solid.msh"
-    lw.export_solid(result, part_path)
-    return tmp, case, result, part_path
+    assert result.iterations <= ITERATIONS               # the command's --iterations cap
+    return tmp, case, result, Path(summary["part_file"])
 
 
-def test_a_missed_requirement_is_reported_with_margin_mesh_error_and_hot_spots(design):
+@pytest.fixture(scope="module")
+def first_check(design):
+    """verify_export of the design's part against the shipped case, without the refinement
+    (what both tests below start from)."""
+    _, case, result, part_path = design
+    return lw.verify_export(result, part_path, case, refine=False)
+
+
+def test_a_missed_requirement_is_reported_with_margin_mesh_error_and_hot_spots(design, first_check):
     tmp, case, result, part_path = design
     part = lw.read_mesh(part_path)
-    first = lw.verify_export(result, part, case, refine=False)
+    first = first_check
     part_bump = first.part["compliance"]["bump"]
     # a limit 5 % below what the part reaches, and a safety factor it cannot reach
     strict = {**case.requirements, "max_compliance": {**case.requirements["max_compliance"],
@@ -155,9 +179,9 @@ def test_a_missed_requirement_is_reported_with_margin_mesh_error_and_hot_spots(d
     assert "the exported part does NOT meet them" in section and "design mesh error" in section
 
 
-def test_tighten_reruns_with_limits_scaled_by_the_measured_ratio(design, tmp_path):
+def test_tighten_reruns_with_limits_scaled_by_the_measured_ratio(design, first_check, tmp_path):
     tmp, case, result, part_path = design
-    first = lw.verify_export(result, part_path, case, refine=False)
+    first = first_check
     # require 3 % below what the part reaches in bump: the rerun must leave that margin
     limit = 0.97 * first.part["compliance"]["bump"]
     strict_case = lw.read_case(case_copy(tmp_path, requirements=f"max_compliance = {{bump = {limit}}}"))

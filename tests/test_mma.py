@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,7 +215,7 @@ def test_resume_from_state_is_bit_identical():
     _, _, head = run_mma(svanberg_toy, x0, first, max_iterations=5, step_tolerance=0.0)
     saved = first.state()
     # state is plain numpy / python values (what a checkpoint writer can store)
-    assert all(isinstance(v, (np.ndarray, int, float, bool)) for v in saved.values())
+    assert all(isinstance(v, (np.ndarray, int, float, bool, str)) for v in saved.values())
     assert saved["iteration"] == 5
 
     resumed = MMA.from_state(saved)
@@ -473,20 +474,22 @@ def test_bad_inputs_raise_optimization_error():
     assert mma.iteration == 0  # failed calls leave the state untouched
 
 
-def test_non_finite_subproblem_solution_raises_and_keeps_the_state(monkeypatch):
+@pytest.mark.parametrize("subproblem, solver", [("interior-point", "_solve_subproblem"),
+                                                 ("dual", "_solve_single_dual")])
+def test_non_finite_subproblem_solution_raises_and_keeps_the_state(monkeypatch, subproblem, solver):
     import lightweight.optimize.mma as mma_module
-    mma = MMA(4, 1, 0.0, 1.0)
+    mma = MMA(4, 1, 0.0, 1.0, subproblem=subproblem)
     x = np.full(4, 0.5)
     args = (x, 1.0, -np.ones(4), [0.0], np.full((1, 4), 0.25))
     mma.update(*args)
-    solve = mma_module._solve_subproblem
+    solve = getattr(mma_module, solver)
 
     def broken(*a, **k):
         sub = solve(*a, **k)
         sub.x[2] = np.nan
         return sub
 
-    monkeypatch.setattr(mma_module, "_solve_subproblem", broken)
+    monkeypatch.setattr(mma_module, solver, broken)
     with pytest.raises(OptimizationError, match=r"non-finite new design at 1 variable\(s\), first \[2\]"):
         mma.update(*args)
     assert mma.iteration == 1
@@ -509,3 +512,289 @@ def test_a_constraint_violated_by_orders_of_magnitude_still_gives_a_finite_step(
     assert np.abs(x_new - x).max() <= 0.05 + 1e-12                      # the move limit
     assert float(saved["constraint_gradients"][0] @ (x_new - x)) < 0.0
     assert np.all(np.isfinite(optimizer.constraint_multipliers))
+
+
+def _single_constraint_subproblem(n, seed, violated=False):
+    """Random coefficients of a one-constraint MMA subproblem as MMA.update forms them."""
+    from lightweight.optimize import mma as mma_module
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.05, 0.95, n)
+    low, upp = x - rng.uniform(0.1, 0.5, n), x + rng.uniform(0.1, 0.5, n)
+    df0 = rng.standard_normal(n) * rng.uniform(0.01, 10.0, n)
+    dfdx = np.abs(rng.standard_normal((1, n)))
+    alpha, beta, p0, q0 = (np.empty(n) for _ in range(4))
+    P, Q = np.empty((1, n)), np.empty((1, n))
+    value = 0.5 if violated else -0.01
+    b = mma_module._approximations(x, low, upp, np.zeros(n), np.ones(n), df0, 1.0, dfdx, 0.2, 0.1,
+                                   alpha, beta, p0, q0, P, Q) - np.array([value])
+    return p0, q0, P, Q, b, low, upp, alpha, beta
+
+
+@pytest.mark.parametrize("seed, violated, d", [(0, False, 1.0), (1, True, 1.0), (2, True, 0.0),
+                                               (3, False, 0.0), (4, True, 1.0)])
+def test_single_constraint_dual_solves_the_subproblem_of_the_interior_point(seed, violated, d):
+    """The exact dual solution against the interior point's (barrier 1e-12): the same x, y and
+    multiplier to the interior point's accuracy; the dual's point satisfies the KKT conditions
+    of the subproblem: x minimises the Lagrangian in its box, complementarity holds."""
+    from lightweight.optimize import mma as mma_module
+    n = 5000
+    data = _single_constraint_subproblem(n, seed, violated)
+    p0, q0, P, Q, b, low, upp, alpha, beta = data
+    c, dq = np.array([1000.0]), np.array([d])
+    dual = mma_module._solve_single_dual(*data, c, dq, 1e-9)
+    interior = mma_module._solve_subproblem(*data, 1.0, np.zeros(1), c, dq, 1e-9)
+    assert dual.iterations < 80
+    # the interior point stops within ~0.9 eps of its KKT residual: x agrees to a few 1e-7..1e-6
+    np.testing.assert_allclose(dual.x, interior.x, rtol=0, atol=3e-6)
+    np.testing.assert_allclose(dual.lam, interior.lam, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(dual.y, interior.y, rtol=1e-6, atol=1e-7)
+    assert dual.z == 0.0
+    # stationarity in x: a zero gradient of the Lagrangian where its minimiser lies in the box,
+    # and where it lies beyond a face, the barrier's eps / distance (eps 1e-9) balancing the
+    # slope that presses x against it (to the rounding of distances ~1e-9 from faces ~0.5)
+    lam = dual.lam[0]
+    x = dual.x
+    assert np.all((x > alpha) & (x < beta))
+    gradient = (p0 + lam * P[0]) / (upp - x) ** 2 - (q0 + lam * Q[0]) / (x - low) ** 2
+    barrier = gradient - 1e-9 / (x - alpha) + 1e-9 / (beta - x)
+    scale = (p0 + lam * P[0]) / (upp - x) ** 2 + 1e-9 / (x - alpha) + 1e-9 / (beta - x)
+    free = np.abs(gradient) <= 1e-8 * scale
+    pressed = np.abs(barrier) <= 1e-5 * scale
+    assert np.all(free | pressed)
+    assert np.all(np.minimum(x - alpha, beta - x)[~free] < 1e-4)
+    assert np.any(~free) and np.any(free)
+    # the constraint: met with equality when priced, slack when lam = 0
+    g = np.sum(P[0] / (upp - x) + Q[0] / (x - low)) - dual.y[0] - b[0]
+    assert g <= 1e-9 * np.abs(b[0]) + 1e-9
+    if lam > 0:
+        assert abs(g) <= 1e-8 * (np.abs(b[0]) + np.sum(P[0] / (upp - x)))
+    else:
+        assert not violated
+
+
+def test_subproblem_option_is_checked_and_survives_a_checkpoint():
+    with pytest.raises(OptimizationError, match="subproblem must be one of"):
+        MMA(3, 1, 0.0, 1.0, subproblem="newton")
+    with pytest.raises(OptimizationError, match="needs a = 0"):
+        MMA(3, 2, 0.0, 1.0, a=[0.0, 1.0], subproblem="dual")
+    with pytest.raises(OptimizationError, match="needs a = 0"):
+        MMA(3, 1, 0.0, 1.0, a=1.0, subproblem="dual")
+    assert MMA(3, 2, 0.0, 1.0, subproblem="dual").subproblem == "dual"
+    mma = MMA(3, 1, 0.0, 1.0, subproblem="interior-point")
+    assert MMA.from_state(mma.state()).subproblem == "interior-point"
+    old = mma.state()
+    del old["subproblem"]                          # a checkpoint written before the option
+    assert MMA.from_state(old).subproblem == "auto"
+
+
+def test_dual_and_interior_point_runs_reach_the_same_design():
+    """Whole runs of the compliance-like problem: the exact dual and the interior point (1e-9)
+    give the same iterates to the interior point's accuracy."""
+    designs = {}
+    for subproblem in ("dual", "interior-point"):          # 200 variables: "auto" is the latter
+        rng = np.random.default_rng(5)
+        weights = rng.uniform(0.5, 2.0, 200)
+        mma = MMA(200, 1, 0.001, 1.0, subproblem=subproblem)
+        x = np.full(200, 0.5)
+        for _ in range(25):
+            objective = float(np.sum(weights / x))
+            volume = float(np.mean(x) - 0.3)
+            x = mma.update(x, objective, -weights / x ** 2, [volume], np.full((1, 200), 1 / 200))
+        designs[subproblem] = x
+    np.testing.assert_allclose(designs["dual"], designs["interior-point"], rtol=0, atol=1e-6)
+
+
+def test_auto_takes_the_dual_from_dual_from_variables_on(monkeypatch):
+    from lightweight.optimize import mma as mma_module
+    used = []
+    for name in ("_solve_single_dual", "_solve_subproblem"):
+        solve = getattr(mma_module, name)
+        monkeypatch.setattr(mma_module, name, lambda *a, _s=solve, _n=name, **k: (used.append(_n), _s(*a, **k))[1])
+    for n in (mma_module.DUAL_FROM_VARIABLES - 1, mma_module.DUAL_FROM_VARIABLES):
+        for subproblem in ("auto", "dual", "interior-point"):
+            mma = MMA(n, 1, 0.0, 1.0, subproblem=subproblem)
+            mma.update(np.full(n, 0.5), 1.0, np.ones(n), [0.1], np.full((1, n), 1.0 / n))
+    assert used == ["_solve_subproblem", "_solve_single_dual", "_solve_subproblem",
+                    "_solve_single_dual", "_solve_single_dual", "_solve_subproblem"]
+    # several constraints or none: the projected Newton dual; with z in a constraint: the
+    # interior point whatever the size
+    used.clear()
+    monkeypatch.setattr(mma_module, "_solve_multi_dual", lambda *a, _s=mma_module._solve_multi_dual,
+                        **k: (used.append("_solve_multi_dual"), _s(*a, **k))[1])
+    n = mma_module.DUAL_FROM_VARIABLES
+    for m, a in ((2, 0.0), (0, 0.0), (2, 1.0)):
+        mma = MMA(n, m, 0.0, 1.0, a=a)
+        mma.update(np.full(n, 0.5), 1.0, np.ones(n), np.full(m, 0.1), np.full((m, n), 1.0 / n))
+    assert used == ["_solve_multi_dual", "_solve_multi_dual", "_solve_subproblem"]
+
+
+def _constraints_subproblem(n, m, seed, values, scale=1.0):
+    """Random coefficients of an m-constraint MMA subproblem as MMA.update forms them; values:
+    the constraints' values f_i(x) (m,)."""
+    from lightweight.optimize import mma as mma_module
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.05, 0.95, n)
+    low, upp = x - rng.uniform(0.1, 0.5, n), x + rng.uniform(0.1, 0.5, n)
+    df0 = rng.standard_normal(n) * rng.uniform(0.01, 10.0, n)
+    dfdx = (rng.standard_normal((m, n)) + 0.5) * scale
+    alpha, beta, p0, q0 = (np.empty(n) for _ in range(4))
+    P, Q = np.empty((m, n)), np.empty((m, n))
+    b = mma_module._approximations(x, low, upp, np.zeros(n), np.ones(n), df0, 1.0, dfdx, 0.2, 0.1,
+                                   alpha, beta, p0, q0, P, Q) - np.asarray(values, dtype=float)
+    return p0, q0, P, Q, b, low, upp, alpha, beta
+
+
+@pytest.mark.parametrize("m, values, c, d", [
+    (2, [-0.01, 0.3], 1000.0, 1.0),              # both priced
+    (3, [0.01, -2000.0, 0.5], 1000.0, 1.0),      # one far from active: its multiplier 0
+    (2, [5000.0, 0.1], 0.1, 1.0),                # a cheap y: y > 0 with a quadratic price
+    (2, [5000.0, 0.1], 0.1, 0.0),                # linear price: lam at c, y takes the rest
+    (8, np.linspace(-0.1, 1.0, 8), 1000.0, 1.0),
+    (0, [], 1000.0, 1.0),
+])
+def test_multi_constraint_dual_solves_the_subproblem_of_the_interior_point(m, values, c, d):
+    """The dual's projected Newton solution against the interior point's: x, multipliers and y
+    to the interior point's accuracy, the dual's own KKT conditions (stationarity in lam: each
+    priced constraint met with equality, each unpriced one slack) to 1e-10 of its terms, in
+    a few passes over the variables."""
+    from lightweight.optimize import mma as mma_module
+    data = _constraints_subproblem(5000, m, 20 + m, values)
+    p0, q0, P, Q, b, low, upp, alpha, beta = data
+    cs, ds = np.full(m, c), np.full(m, d)
+    dual = mma_module._solve_multi_dual(*data, cs, ds, 1e-9)
+    interior = mma_module._solve_subproblem(*data, 1.0, np.zeros(m), cs, ds, 1e-9)
+    assert dual.iterations <= 15
+    # without constraints the Lagrangian of some variables is flat (terms ~1e-3), where the
+    # interior point stops at its absolute residual a few 1e-6 short; the dual's x is exact
+    np.testing.assert_allclose(dual.x, interior.x, rtol=0, atol=3e-6 if m else 1e-5)
+    slope = (p0 + lam_p(dual.lam, P)) / (upp - dual.x) ** 2 \
+        - (q0 + lam_p(dual.lam, Q)) / (dual.x - low) ** 2
+    # each x_j: a zero slope of the Lagrangian, or a hair inside the face its slope presses it
+    # against (the barrier distance: eps / slope, at most sqrt(eps / curvature))
+    scale = (p0 + lam_p(dual.lam, P)) / (upp - dual.x) ** 2
+    free = np.abs(slope) <= 1e-9 * scale
+    pressed = ((slope > 0) & (dual.x - alpha < 1e-3)) | ((slope < 0) & (beta - dual.x < 1e-3))
+    assert np.all(free | pressed) and np.any(free) and np.any(pressed)
+    np.testing.assert_allclose(dual.lam, interior.lam, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(dual.y, interior.y, rtol=1e-6, atol=1e-7)
+    x, lam = dual.x, dual.lam
+    assert np.all((x > alpha) & (x < beta))
+    terms = P / (upp - x) + Q / (x - low)
+    g = terms.sum(axis=1) - dual.y - b
+    size = np.abs(terms).sum(axis=1) + np.abs(b) + dual.y
+    assert np.all(g <= 1e-10 * size)
+    priced = lam > 0
+    assert np.all(np.abs(g[priced]) <= 1e-10 * size[priced])
+    if m == 3:
+        assert lam[1] == 0.0 and g[1] < -1.0 and np.all(lam[[0, 2]] > 0)
+    if c == 0.1:
+        assert np.all(dual.y > 100.0)
+        if d == 0.0:
+            np.testing.assert_array_equal(lam, [0.1, 0.1])
+
+
+def lam_p(lam, P):
+    """sum_i lam_i P_i (n,), also for m = 0."""
+    return lam @ P if lam.size else np.zeros(P.shape[1])
+
+
+def test_multi_constraint_dual_with_one_constraint_is_the_single_dual():
+    """m = 1 through the projected Newton solver: the regula falsi's multiplier to 1e-9 and its
+    x to 1e-9 away from the faces; within a barrier distance of a face the Newton solver keeps x
+    continuous in lam (clipped at the barrier distance) where the regula falsi's jumps."""
+    from lightweight.optimize import mma as mma_module
+    data = _constraints_subproblem(5000, 1, 3, [0.3])
+    alpha, beta = data[7], data[8]
+    c, d = np.array([1000.0]), np.array([1.0])
+    multi = mma_module._solve_multi_dual(*data, c, d, 1e-9)
+    single = mma_module._solve_single_dual(*data, c, d, 1e-9)
+    np.testing.assert_allclose(multi.lam, single.lam, rtol=1e-9)
+    inside = np.minimum(single.x - alpha, beta - single.x) > 1e-3
+    assert inside.sum() > 1000
+    np.testing.assert_allclose(multi.x[inside], single.x[inside], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(multi.x, single.x, rtol=0, atol=1e-5)
+
+
+def test_multi_constraint_dual_runs_reach_the_interior_points_design():
+    """Whole runs with three constraints (two competing resources, one never active): the dual
+    and the interior point (1e-9) give the same iterates to 1e-6; the dual prices the slack
+    constraint at exactly 0. (Without constraints, the interior point's absolute stopping test
+    leaves x ~1e-4 short where the approximations are flat, p, q ~ raa0, and MMA's iterates
+    amplify that: the subproblem test above compares a single step there.)"""
+    n = 300
+    rng = np.random.default_rng(7)
+    weights = rng.uniform(0.5, 2.0, n)
+    resource = np.vstack([rng.uniform(0.5, 1.5, n), rng.uniform(0.5, 1.5, n), np.ones(n)]) / n
+    limits = np.array([0.3, 0.29, 0.9])
+    designs, multipliers = {}, {}
+    for subproblem in ("dual", "interior-point"):
+        mma = MMA(n, 3, 0.001, 1.0, subproblem=subproblem)
+        x = np.full(n, 0.5)
+        for _ in range(25):
+            x = mma.update(x, float(np.sum(weights / x)), -weights / x ** 2, resource @ x - limits,
+                           resource)
+        designs[subproblem] = x
+        multipliers[subproblem] = mma.constraint_multipliers
+    np.testing.assert_allclose(designs["dual"], designs["interior-point"], rtol=0, atol=1e-6)
+    assert np.all(resource[:2] @ designs["dual"] <= limits[:2] + 1e-9)
+    assert multipliers["dual"][2] == 0.0 and np.all(multipliers["dual"][:2] > 0.0)
+    np.testing.assert_allclose(multipliers["dual"][:2], multipliers["interior-point"][:2],
+                               rtol=1e-5)
+
+
+def test_multi_constraint_dual_on_a_min_mass_run_of_a_tet_part(monkeypatch):
+    """The Gmsh bracket (12k tets), three load cases, minimize_mass with a compliance limit per
+    case (three MMA constraints) and Heaviside projection: the projected Newton dual and the
+    interior point give the same objective history to 1e-3 (they place variables pressed
+    against a face differently, within a barrier distance) and the dual needs at most 22 passes
+    per update. On the 63k-tet version of this run a line search that mixed W and |h| cycled
+    between two points until its pass limit (51 passes, multipliers 0, constraints violated)."""
+    import lightweight as lw
+    from lightweight.optimize import mma as mma_module
+    mesh = lw.read_mesh(Path(__file__).parent.parent / "meshes" / "bracket.msh")
+    loads = {"down": [lw.Traction("load_face", (0.0, 0.0, -10.0))],
+             "side": [lw.Traction("load_face", (0.0, 10.0, 0.0))],
+             "pull": [lw.Traction("load_face", (10.0, 0.0, -5.0))]}
+    model = lw.Model(mesh, lw.Material(E=70e3, nu=0.33, density=2.7e-9),
+                     supports={"bolt_holes": "xyz"}, loads=loads)
+    passes = []
+    solve = mma_module._solve_multi_dual
+
+    def counted(*args, **kwargs):
+        solution = solve(*args, **kwargs)
+        passes.append(solution.iterations)
+        return solution
+
+    monkeypatch.setattr(mma_module, "_solve_multi_dual", counted)
+    histories = {}
+    for name, threshold in (("dual", 0), ("interior-point", 10**12)):
+        monkeypatch.setattr(mma_module, "DUAL_FROM_VARIABLES", threshold)
+        result = lw.minimize_mass(model, max_compliance_factor=3.0, filter_radius=6.0,
+                                  projection={"beta": 1.0, "beta_max": 8.0}, max_iterations=12,
+                                  tolerance=0.0, verbose=False)
+        histories[name] = np.array([record["objective"] for record in result.history])
+    assert len(passes) == 12 and max(passes) <= 22
+    np.testing.assert_allclose(histories["dual"], histories["interior-point"], rtol=1e-3)
+    assert histories["dual"][-1] < 0.9 * histories["dual"][1]          # it did lighten the part
+
+
+def test_multi_constraint_dual_when_every_variable_is_pressed_against_a_face():
+    """Constraints that the move limit cannot meet, every variable at its lower face: the dual
+    has no curvature from x (W linear in lam) until y enters at lam = c. The steps go the whole
+    reach up the gradient (a unit step crawled: 51 passes and multipliers 0.7 and 5.7 instead
+    of c + y); the answer is the interior point's: lam = c + y, y = what each constraint lacks."""
+    n = 30000
+    x0 = np.full(n, 0.5)
+    gradients = np.ones((3, n)) / n
+    results = {}
+    for subproblem in ("dual", "interior-point"):
+        mma = MMA(n, 3, 0.0, 1.0, subproblem=subproblem)
+        x = mma.update(x0, 1.0, np.ones(n), [0.1, 0.2, -0.1], gradients)
+        results[subproblem] = (x, mma.constraint_multipliers, mma.artificial_y,
+                               mma.subproblem_iterations)
+    x, lam, y, passes = results["dual"]
+    assert passes <= 12
+    np.testing.assert_allclose(x, results["interior-point"][0], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(lam[:2], results["interior-point"][1][:2], rtol=1e-7)
+    np.testing.assert_allclose(y[:2], results["interior-point"][2][:2], rtol=1e-5)
+    assert lam[2] == 0.0 and np.all(lam[:2] > 1000.0)

@@ -119,3 +119,53 @@ def test_auto_picks_it_on_large_2d_grids_with_the_direct_answer(monkeypatch):
     assert not odd.uses_multigrid("auto")
     odd.analyse(1e-9 + np.ones(odd.n_cells), solver="multigrid")
     assert type(odd.multigrid) is GridMultigrid
+
+
+def test_adjoint_warm_starts_by_key_and_the_cache_stays_bounded(monkeypatch):
+    """Multigrid adjoints: a keyed right-hand side that changes with the design (a stress
+    response's) starts from the previous design's solution of that key, still solves to the
+    direct answer, and leaves one cache entry; right-hand sides by hash stay at most
+    ADJOINT_GUESSES_KEPT (before the keys, every stress iteration added one: a leak of 0.5 MB
+    per iteration on the 300 x 100 MBB)."""
+    monkeypatch.setitem(fem_system.MULTIGRID_COARSE_MAX_DOFS, 2, 200)
+    model = _mbb(48, 16)
+    rng = np.random.default_rng(5)
+    system = fem_system.LinearElasticSystem(model)
+    rho = rng.uniform(0.2, 1.0, model.mesh.n_cells)
+    for step in range(4):
+        rho = np.clip(rho + 0.02 * rng.standard_normal(rho.size), 0.1, 1.0)
+        scale = 1e-9 + rho ** 3
+        state = system.analyse(scale, solver="multigrid")
+        rhs = state.F * (1.0 + 0.01 * step) + 1e-3 * rng.standard_normal(state.F.shape)
+        lam = state.adjoint(rhs, key="stress-test")
+        direct = fem_system.LinearElasticSystem(model).analyse(scale, solver="direct")
+        np.testing.assert_allclose(lam, direct.adjoint(rhs), rtol=0,
+                                   atol=1e-5 * np.abs(direct.adjoint(rhs)).max())
+    assert list(system._adjoint_guesses) == [("key", "stress-test")]
+    for k in range(fem_system.ADJOINT_GUESSES_KEPT + 3):
+        state.adjoint(state.F * (k + 2.0))                       # a new rhs each: by hash
+    assert len(system._adjoint_guesses) == fem_system.ADJOINT_GUESSES_KEPT
+    assert ("key", "stress-test") not in system._adjoint_guesses      # the oldest went first
+
+
+def test_keyed_adjoint_starts_from_the_previous_solution(monkeypatch):
+    """The start handed to the multigrid solve is the key's last solution, of the right shape;
+    a solution of another shape is not used."""
+    monkeypatch.setitem(fem_system.MULTIGRID_COARSE_MAX_DOFS, 2, 200)
+    model = _mbb(48, 16)
+    system = fem_system.LinearElasticSystem(model)
+    state = system.analyse(1e-9 + np.full(model.mesh.n_cells, 0.5), solver="multigrid")
+    starts = []
+    solve = system.multigrid.solve
+
+    def recorded(b, x0=None, **kwargs):
+        starts.append(None if x0 is None else np.array(x0))
+        return solve(b, x0=x0, **kwargs)
+
+    monkeypatch.setattr(system.multigrid, "solve", recorded)
+    first = state.adjoint(state.F, key="k")
+    state.adjoint(1.01 * state.F, key="k")
+    state.adjoint(np.vstack([state.F, state.F]), key="k")          # two rows: no start
+    assert starts[0] is None
+    np.testing.assert_array_equal(starts[1], first)
+    assert starts[2] is None

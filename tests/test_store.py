@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import lightweight as lw
-from lightweight.batch import evaluate_designs
+from lightweight.batch import evaluate_design, evaluate_designs
 from lightweight.cli import main
 from lightweight.store import SQLiteStore, StoreError, open_store
 
@@ -157,31 +157,52 @@ def test_kill_9_at_random_moments_then_rerun(designs, tmp_path):
     """kill -9 of the evaluator at 10 random moments and a rerun: every design once, same values.
 
     Each killed run recomputes everything (resume=False), so every kill lands in the middle of
-    the work: after a random number of finished rows plus a random delay.
+    the work: after a random number of finished rows plus a random delay. Each evaluator process
+    imports lightweight while the one before it runs and is then told to start (a line on its
+    stdin), so the random moments fall inside evaluate_designs, not in the interpreter's start.
     """
     case, files = designs
-    reference = {r["design"]: r for r in evaluate_designs(case, files, tmp_path / "reference.csv")}
+    # the values of an evaluation that was never killed (in this process: equal to those of a
+    # worker process to round-off, tests/test_batch.py)
+    reference = dict(zip(files, (evaluate_design(str(case), f) for f in files)))
     out = tmp_path / "killed.csv"
     code = EVALUATOR.format(tests=str(Path(__file__).parent), case=str(case), files=files,
                             out=str(out)).replace("progress=", "resume=False, progress=")
+    code = code.replace("done = []", "sys.stdin.readline()                  # the test's go")
+
+    started = []
+
+    def start():
+        started.append(subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True))
     rng = random.Random(12)
     mid_run = 0
-    for _ in range(10):
-        run = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-        for _ in range(rng.randint(0, len(files) - 1)):
-            if not run.stdout.readline():
-                break
-        time.sleep(rng.uniform(0.0, 0.3))
-        mid_run += run.poll() is None
-        run.send_signal(signal.SIGKILL)
-        run.wait()
-        run.stdout.close()
+    start()
+    try:
+        for kill in range(10):
+            run = started[kill]
+            if kill < 9:
+                start()                                              # imports while this one runs
+            run.stdin.write("go\n")
+            run.stdin.flush()
+            for _ in range(rng.randint(0, len(files) - 1)):
+                if not run.stdout.readline():
+                    break
+            time.sleep(rng.uniform(0.0, 0.3))
+            mid_run += run.poll() is None
+            run.send_signal(signal.SIGKILL)
+            run.wait()
+    finally:
+        for run in started:
+            if run.poll() is None:
+                run.kill()
+            run.communicate()
     assert mid_run >= 8                                              # the kills hit running batches
     rows = evaluate_designs(case, files, out)
     store_rows = stored(tmp_path / "killed.sqlite")
     assert sorted(r["design"] for r in store_rows) == sorted(files)  # each exactly once
-    for row in rows:
-        want = reference[row["design"]]
+    for design, row in zip(files, rows):
+        want = reference[design]
         assert row["status"] == want["status"]
         for key in ("mass", "compliance.mbb", "max_von_mises", "safety_factor"):
             if key in want:
@@ -214,16 +235,24 @@ def test_read_only_store_and_folder_out_are_one_line_errors(designs, tmp_path):
     case, files = designs
     read_only = Path("/proc/lightweight-store-test/r.sqlite")
     assert not os.access("/proc", os.W_OK) or not read_only.parent.exists()
-    for argv, message in (
-            (["--store", str(read_only)], "results store /proc/lightweight-store-test/r.sqlite: cannot open it"),
-            (["--out", str(tmp_path)], "is a folder; name a file"),
-            (["--out", "/proc/lightweight-out/r.csv"], "cannot write results beside")):
-        done = subprocess.run([sys.executable, "-m", "lightweight", "evaluate", str(case), files[0],
-                               "--out", str(tmp_path / "x.csv"), *argv],
-                              capture_output=True, text=True, timeout=300)
-        assert done.returncode == 1, done.stderr
-        assert "Traceback" not in done.stderr and message in done.stderr
-        assert done.stderr.count("\n") == 1
+    cases = ((["--store", str(read_only)], "results store /proc/lightweight-store-test/r.sqlite: cannot open it"),
+             (["--out", str(tmp_path)], "is a folder; name a file"),
+             (["--out", "/proc/lightweight-out/r.csv"], "cannot write results beside"))
+    # the three commands start together (a Python start each; side by side on both cores)
+    runs = [subprocess.Popen([sys.executable, "-m", "lightweight", "evaluate", str(case), files[0],
+                              "--out", str(tmp_path / "x.csv"), *argv],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for argv, _ in cases]
+    try:
+        for run, (_, message) in zip(runs, cases):
+            stderr = run.communicate(timeout=300)[1]
+            assert run.returncode == 1, stderr
+            assert "Traceback" not in stderr and message in stderr
+            assert stderr.count("\n") == 1
+    finally:
+        for run in runs:
+            if run.poll() is None:
+                run.kill()
+                run.communicate()
 
 
 def test_jsonl_out_names_the_journal_not_the_csv(designs, tmp_path):
@@ -293,11 +322,13 @@ def test_postgresql_store_is_the_same_store(designs, tmp_path, postgres_url):
         store.release_claims()
     finally:
         store.close()
-    lite = {r["design"]: r for r in evaluate_designs(case, files, tmp_path / "lite.csv")}
-    for row in first:
-        assert row["status"] == lite[row["design"]]["status"]
+    # the same rows as without the server: evaluate_design here (a SQLite batch computes these
+    # very numbers in a worker process, equal to round-off, tests/test_batch.py)
+    lite = dict(zip(files, (evaluate_design(str(case), f) for f in files)))
+    for design, row in zip(files, first):
+        assert row["status"] == lite[design]["status"]
         if row["status"] == "ok":
-            assert row["compliance.mbb"] == pytest.approx(lite[row["design"]]["compliance.mbb"], rel=1e-12)
+            assert row["compliance.mbb"] == pytest.approx(lite[design]["compliance.mbb"], rel=1e-12)
     assert main(["results", postgres_url, "--csv", str(tmp_path / "pg_export.csv")]) == 0
     with open(tmp_path / "pg_export.csv", newline="") as file:
         assert len(list(csv.DictReader(file))) == len(files)
@@ -308,8 +339,12 @@ def test_a_failing_export_leaves_the_previous_file_whole(designs, tmp_path, monk
     from lightweight import batch
     case, files = designs
     out = tmp_path / "r.csv"
-    evaluate_designs(case, files[:2], out)
+    # the previous complete export, written by the function evaluate_designs exports with (the
+    # rows' content does not matter here; an evaluation would cost a worker process)
+    batch.write_jsonl(out.with_suffix(".jsonl"), [{"design": files[0], "status": "ok"},
+                                                  {"design": files[1], "status": "ok"}])
     before = out.with_suffix(".jsonl").read_bytes()
+    assert len(before.splitlines()) == 2
 
     def disk_full(fd):
         raise OSError(28, "No space left on device")

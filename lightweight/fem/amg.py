@@ -69,6 +69,8 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from .indexing import unsigned as _uidx
+
 # Chebyshev interval [LOWER_FRACTION * lambda_max, UPPER_FACTOR * lambda_max] of D^-1 A.
 CHEBYSHEV_LOWER_FRACTION = 1.0 / 30.0
 CHEBYSHEV_UPPER_FACTOR = 1.1
@@ -143,9 +145,9 @@ def _csr_block(indptr, indices, data, X, B, Y, mode):
             s0 = 0.0
             s1 = 0.0
             s2 = 0.0
-            for p in range(indptr[i], indptr[i + 1]):
+            for p in range(_uidx(indptr[i]), _uidx(indptr[i + 1])):
                 a = data[p]
-                c = indices[p]
+                c = _uidx(indices[p])
                 s0 += a * X[c, 0]
                 if k > 1:
                     s1 += a * X[c, 1]
@@ -222,12 +224,13 @@ def _csr_block_triples(indptr, indices, data, X, B, Y, mode):
     k = X.shape[1]
     for g in numba.prange(n_groups):
         i = 3 * g
-        p0 = indptr[i]
-        p1 = indptr[i + 1]
-        p2 = indptr[i + 2]
+        p0 = _uidx(indptr[i])
+        p1 = _uidx(indptr[i + 1])
+        p2 = _uidx(indptr[i + 2])
         s = _nine_zeros(data, X)
         for q in range(p1 - p0):
-            s = _add_row_times(s, data[p0 + q], data[p1 + q], data[p2 + q], X, indices[p0 + q], k)
+            s = _add_row_times(s, data[p0 + q], data[p1 + q], data[p2 + q], X,
+                               _uidx(indices[p0 + q]), k)
         _store_row(Y, B, i, mode, k, s[0], s[1], s[2])
         _store_row(Y, B, i + 1, mode, k, s[3], s[4], s[5])
         _store_row(Y, B, i + 2, mode, k, s[6], s[7], s[8])
@@ -563,28 +566,33 @@ def _spgemm_numeric_triples(a_first, a_last, a_idx, a_val, b_ptr, b_ip, b_idx, b
                     # diagonal of rows i + 1, i + 2 this adds are overwritten by the mirror
                     # (upper: not stored, skipped below)
                     left = _first_at_least(b_idx, left + shift_b, end + shift_b, i) - shift_b
-                d1 = b_ptr[k + 1] - b_ptr[k]
-                d2 = b_ptr[k + 2] - b_ptr[k]
-                for r in range(left, end):
-                    o = offset[b_idx[r + shift_b]]
+                # unsigned positions (lightweight.fem.indexing): every one below is >= 0
+                d1 = _uidx(b_ptr[k + 1] - b_ptr[k])
+                d2 = _uidx(b_ptr[k + 2] - b_ptr[k])
+                first, last = _uidx(left), _uidx(end)
+                at_index = _uidx(left + shift_b)
+                uc0, uc1, uc2 = _uidx(c0), _uidx(c1), _uidx(c2)
+                shift1, shift2 = _uidx(shift), _uidx(2 * shift)
+                for r in range(first, last):
+                    o = _uidx(offset[b_idx[at_index + (r - first)]])
                     b0, b1, b2 = b_val[r], b_val[r + d1], b_val[r + d2]
-                    v = c_val[c0 + o]
+                    v = c_val[uc0 + o]
                     v += u00 * b0
                     v += u01 * b1
                     v += u02 * b2
-                    c_val[c0 + o] = v
-                    if o >= shift:
-                        v = c_val[c1 + o]
+                    c_val[uc0 + o] = v
+                    if o >= shift1:
+                        v = c_val[uc1 + o]
                         v += u10 * b0
                         v += u11 * b1
                         v += u12 * b2
-                        c_val[c1 + o] = v
-                    if o >= 2 * shift:
-                        v = c_val[c2 + o]
+                        c_val[uc1 + o] = v
+                    if o >= shift2:
+                        v = c_val[uc2 + o]
                         v += u20 * b0
                         v += u21 * b1
                         v += u22 * b2
-                        c_val[c2 + o] = v
+                        c_val[uc2 + o] = v
     if symmetric and not upper and not accumulate:
         for q in numba.prange(mirror_from.shape[0]):
             src = mirror_from[q]
@@ -895,14 +903,15 @@ def _restrict_triples(t_ptr, t_node, t_pos, p_ptr, p_val, X, Y):
         i = 3 * g
         if k <= 3:
             s = _nine_zeros(p_val, X)
-            for q in range(t_ptr[g], t_ptr[g + 1]):
-                node = t_node[q]
-                pos = t_pos[q]
-                L = p_ptr[3 * node + 1] - p_ptr[3 * node]
-                for r in range(3):
+            for q in range(_uidx(t_ptr[g]), _uidx(t_ptr[g + 1])):
+                node = _uidx(3 * t_node[q])
+                pos = _uidx(t_pos[q])
+                L = _uidx(p_ptr[node + _uidx(1)] - p_ptr[node])
+                for r in range(_uidx(3)):
                     # P^T[i + c, 3 node + r] = P[3 node + r, i + c] for c = 0, 1, 2
-                    s = _add_row_times(s, p_val[pos + r * L], p_val[pos + r * L + 1],
-                                       p_val[pos + r * L + 2], X, 3 * node + r, k)
+                    at = pos + r * L
+                    s = _add_row_times(s, p_val[at], p_val[at + _uidx(1)], p_val[at + _uidx(2)],
+                                       X, node + r, k)
             _store_row(Y, X, i, 0, k, s[0], s[1], s[2])
             _store_row(Y, X, i + 1, 0, k, s[3], s[4], s[5])
             _store_row(Y, X, i + 2, 0, k, s[6], s[7], s[8])
@@ -1523,16 +1532,17 @@ def _index32(A: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def block_pcg(A: sp.csr_matrix, B: np.ndarray, X0: np.ndarray | None, precondition, rtol: float,
-              maxiter: int, restarts: int = 2):
+              maxiter: int, restarts: int = 2, R0: np.ndarray | None = None):
     """PCG for the columns of B (n, k) at once: one A @ P block product and one preconditioner
     call on the block of active columns per step.
 
     precondition: (n, j) block -> (n, j) block. Returns X (n, k), iterations (k,), relative
     residuals ||b - A x|| / ||b|| (k,) and a mask (k,) of columns that broke down (p^T A p <= 0).
     When the recursive residual says converged but the true one does not (rounding drift, a
-    float32 preconditioner), PCG restarts from X up to ``restarts`` times.
+    float32 preconditioner), PCG restarts from X up to ``restarts`` times. R0: B - A X0 where
+    the caller has it (:func:`projected_start`), which saves the first product.
     """
-    X, iters, res, broke = _block_pcg_run(A, B, X0, precondition, rtol, maxiter)
+    X, iters, res, broke = _block_pcg_run(A, B, X0, precondition, rtol, maxiter, R0)
     for _ in range(restarts):
         again = (res > rtol) & ~broke & np.isfinite(res)
         if not np.any(again) or iters.max() >= maxiter:
@@ -1543,7 +1553,7 @@ def block_pcg(A: sp.csr_matrix, B: np.ndarray, X0: np.ndarray | None, preconditi
     return X, iters, res, broke
 
 
-def _block_pcg_run(A, B, X0, precondition, rtol, maxiter):
+def _block_pcg_run(A, B, X0, precondition, rtol, maxiter, R0=None):
     n, k = B.shape
     A = _index32(A)
     B = np.ascontiguousarray(B, dtype=np.float64)
@@ -1553,6 +1563,8 @@ def _block_pcg_run(A, B, X0, precondition, rtol, maxiter):
     R = np.empty_like(B)
     if X0 is None:
         R[:] = B
+    elif R0 is not None:
+        R[:] = R0
     else:
         _residual(A, X, B, R)
     iters = np.zeros(k, dtype=np.int64)
@@ -1599,3 +1611,39 @@ def _block_pcg_run(A, B, X0, precondition, rtol, maxiter):
     res = np.linalg.norm(R, axis=0) / b_safe
     res[b_norm == 0] = 0.0
     return X, iters, res, broke
+
+
+#: relative size below which a direction of the start space counts as dependent (eigenvalues
+#: of its Gram matrix V^T A V against the largest)
+START_SPACE_DROP = 1e-10
+
+
+def projected_start(A: sp.csr_matrix, B: np.ndarray, blocks: list) -> tuple[np.ndarray, np.ndarray]:
+    """The best start for A X = B in the span of earlier solutions: X0 = V c with c minimising
+    the A-norm error of every column, V = [blocks] (n, sum of their columns).
+
+    Returns X0 (n, k) and its residual R0 = B - A X0 (n, k), formed from A V (one block
+    product per block, k <= 3 columns each) without another product. Directions of V that
+    the others already span (Gram eigenvalue < START_SPACE_DROP of the largest) are dropped.
+    Because the first block (the caller's warm start) lies in the span, X0 is never farther
+    from the solution in the A-norm than that warm start.
+    """
+    A = _index32(A)
+    products = []
+    for block in blocks:
+        block = np.ascontiguousarray(block, dtype=np.float64)
+        products.append(np.empty_like(block))
+        _spmm(A, block, products[-1])
+    V, W = np.hstack(blocks), np.hstack(products)
+    del products
+    gram = V.T @ W
+    gram = 0.5 * (gram + gram.T)
+    values, vectors = np.linalg.eigh(gram)
+    keep = values > START_SPACE_DROP * max(values.max(initial=0.0), 0.0)
+    if not np.any(keep):
+        return np.ascontiguousarray(blocks[0], dtype=float), None
+    basis = vectors[:, keep]
+    coefficients = basis @ ((basis.T @ (V.T @ B)) / values[keep][:, None])
+    X0 = V @ coefficients
+    R0 = B - W @ coefficients
+    return np.ascontiguousarray(X0), np.ascontiguousarray(R0)

@@ -11,10 +11,12 @@ same mesh, so we split assembly into
    in a's ~15 neighbours (tet4);
 2. :func:`refill` (every iteration): ``data[pos(e, p)] += scale[e] * Ke[e].flat[p]`` in a
    Numba kernel, no sorting, no duplicate summation, no allocation but ``data``. With stored
-   element matrices the positions come from ``entry_map`` (n_cells, n_dof_e^2), built on first
-   use; :func:`refill_from_geometry` instead recomputes each element matrix from the node
-   coordinates in the kernel and finds positions by the binary search above, so it keeps
-   nothing per cell.
+   element matrices the positions come from the ranks of each cell's node pairs
+   (``pair_ranks``, one byte per pair where nodes have < 256 neighbours: 100 B per tet10; the
+   entry map of every matrix entry's position, ``entry_map``, was 3.6 kB per tet10 and is
+   built now only for :func:`refill_by_entry_map`, the tests' reference);
+   :func:`refill_from_geometry` recomputes each element matrix from the node coordinates in
+   the kernel and uses the same ranks, so it keeps no matrices per cell.
 
 This is the approach of compiled FE codes (fixed graph, scatter by precomputed positions),
 rather than SciPy's COO->CSR conversion, which sorts and sums duplicates on every call.
@@ -28,7 +30,8 @@ flops, about the cost of streaming those 1.7 kB from memory. Matrix-free FE code
 same trade for low-order elements (e.g. deal.II's and MFEM's partial assembly recompute
 geometric factors on the fly); we keep the assembled CSR (AMG needs it) and drop only the
 per-cell tables. Higher-order and hexahedral elements (4-8 integration points, 10-30x the
-flops) keep stored matrices. The kernel calls the same element routine as
+flops) keep stored matrices, as packed upper triangles (:func:`refill_packed`, half the bytes of
+the full matrices: 3.7 kB per tet10; the same sums, the matrices being exactly symmetric). The kernel calls the same element routine as
 :func:`lightweight.fem.elements.element_stiffness` and scatters in the same cell order, so
 both refills give bit-identical CSR data.
 
@@ -58,7 +61,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .elements import _tet4_stiffness_into, reference_tables
+from .elements import _tet4_stiffness_into, packed_index, reference_tables
+from .indexing import unsigned
 
 
 def element_dofs(cells: np.ndarray, dim: int) -> np.ndarray:
@@ -252,9 +256,16 @@ def _entry_map_kernel(cells, nbr_ptr, nbr, indptr, dim, out):
 BLOCK_CELLS = 256   # consecutive cells scattered by one thread (keeps cache locality)
 
 
+@numba.njit(cache=True, inline="always")
+def _cell_at(cell_order, t):
+    """The t-th cell of the refills' visiting order (``cell_order`` empty: cell t)."""
+    return t if cell_order.shape[0] == 0 else np.int64(cell_order[t])
+
+
 @numba.njit(cache=True)
-def _colour_blocks(cells, n_nodes, block):
-    """Greedy colouring of blocks of consecutive cells: blocks of one colour share no node.
+def _colour_blocks(cells, n_nodes, block, cell_order):
+    """Greedy colouring of blocks of ``block`` cells consecutive in ``cell_order`` (empty: the
+    cells' own order): blocks of one colour share no node.
 
     Returns (colour_ptr (n_colours+1,), block ids ordered by colour); n_colours = 0 if more
     than 63 colours would be needed (refill then runs serially).
@@ -266,7 +277,8 @@ def _colour_blocks(cells, n_nodes, block):
     n_colours = 0
     for b in range(n_blocks):
         used = np.int64(0)
-        for e in range(b * block, min(n_cells, (b + 1) * block)):
+        for t in range(b * block, min(n_cells, (b + 1) * block)):
+            e = _cell_at(cell_order, t)
             for a in range(n_per):
                 used |= used_at_node[cells[e, a]]
         c = 0
@@ -276,7 +288,8 @@ def _colour_blocks(cells, n_nodes, block):
             return np.zeros(1, dtype=np.int64), np.arange(n_blocks)
         colour[b] = c
         bit = np.int64(1) << c
-        for e in range(b * block, min(n_cells, (b + 1) * block)):
+        for t in range(b * block, min(n_cells, (b + 1) * block)):
+            e = _cell_at(cell_order, t)
             for a in range(n_per):
                 used_at_node[cells[e, a]] |= bit
         if c + 1 > n_colours:
@@ -306,6 +319,9 @@ class SparsityPattern:
     (int32 when the node ids fit); cells (n_cells, nodes_per_cell) int64 and dim: what it was
     built from, cells in matrix node numbering. node_order: the :class:`NodeOrder` of the
     matrix's rows when it renumbered the mesh's nodes, else None (rows in mesh order).
+    cell_order: the order in which the refills visit the cells (and form their blocks), a
+    permutation (n_cells,) int32, or an empty array for the cells' own order (see
+    :func:`build_pattern`).
     :attr:`entry_map` (stored element matrices) and :attr:`pair_ranks` (matrices computed in
     the refill) are built on first use.
     """
@@ -321,6 +337,7 @@ class SparsityPattern:
     cells: np.ndarray
     dim: int
     node_order: NodeOrder | None = None
+    cell_order: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int32), repr=False)
     _entry_map: np.ndarray | None = field(default=None, repr=False)
     _pair_ranks: np.ndarray | None = field(default=None, repr=False)
 
@@ -393,9 +410,16 @@ def build_pattern(cells: np.ndarray, n_nodes: int, dim: int, renumber: bool = Fa
     n_dofs = n_nodes * dim
     diag = np.empty(n_dofs, dtype=np.int64)
     _find_diagonal(indptr, indices, diag)
-    colour_ptr, colour_order = _colour_blocks(cells, n_nodes, BLOCK_CELLS)
+    cell_order = np.empty(0, dtype=np.int32)
+    if node_order is not None:
+        # A mesher's cell order (Gmsh's HXT) scatters consecutive cells over the part: blocks of
+        # 256 of them touched nodes everywhere, needed > 63 colours on the 422k-tet bracket and
+        # the refill ran serially over random rows of K. Visited by their first node in the
+        # locality order, a block is a compact patch and its scatter lands in nearby rows.
+        cell_order = np.argsort(cells.min(axis=1), kind="stable").astype(np.int32)
+    colour_ptr, colour_order = _colour_blocks(cells, n_nodes, BLOCK_CELLS, cell_order)
     return SparsityPattern(n_dofs, indptr, indices, diag, colour_ptr, colour_order, nbr_ptr, nbr,
-                           cells, dim, node_order)
+                           cells, dim, node_order, cell_order)
 
 
 @numba.njit(cache=True)
@@ -409,7 +433,8 @@ def _find_diagonal(indptr, indices, out):
 
 
 @numba.njit(cache=True, parallel=True)
-def _refill_kernel(entry_map, element_matrices, scale, colour_ptr, colour_order, block, data):
+def _refill_kernel(entry_map, element_matrices, scale, colour_ptr, colour_order, cell_order,
+                   block, data):
     # Blocks of one colour share no node, so their scatters hit disjoint entries: each colour
     # is a race-free parallel loop. Without a colouring (too many colours) run serially.
     n_data = data.shape[0]
@@ -419,7 +444,8 @@ def _refill_kernel(entry_map, element_matrices, scale, colour_ptr, colour_order,
     shared = element_matrices.shape[0] == 1
     n_colours = colour_ptr.shape[0] - 1
     if n_colours == 0:
-        for e in range(entry_map.shape[0]):
+        for t in range(entry_map.shape[0]):
+            e = _cell_at(cell_order, t)
             s = scale[e]
             Ke = element_matrices[0] if shared else element_matrices[e]
             flat = Ke.ravel()
@@ -430,12 +456,70 @@ def _refill_kernel(entry_map, element_matrices, scale, colour_ptr, colour_order,
     for c in range(n_colours):
         for i in numba.prange(colour_ptr[c], colour_ptr[c + 1]):
             b = colour_order[i]
-            for e in range(b * block, min(n_cells, (b + 1) * block)):
+            for t in range(b * block, min(n_cells, (b + 1) * block)):
+                e = _cell_at(cell_order, t)
                 s = scale[e]
                 Ke = element_matrices[0] if shared else element_matrices[e]
                 flat = Ke.ravel()
                 for p in range(n_entries):
                     data[entry_map[e, p]] += s * flat[p]
+
+
+@numba.njit(cache=True, inline="always")
+def _scatter_by_ranks(e, values, packed, start, s, cells, ranks, indptr, dim, data):
+    # data[pos] += s * K_e entry by entry, in the entry map's order (row-major over K_e: node a,
+    # component i, node b, component j), so the sums equal _refill_kernel's bit for bit. K_e is
+    # values[e] (values[0] if shared): row-major (start[r] = r n) or, if packed, its upper
+    # triangle (start[r] + c is entry (r, c) for c >= r; (c, r) below the diagonal)
+    n_per = cells.shape[1]
+    Ke = values[0] if values.shape[0] == 1 else values[e]
+    for a in range(n_per):
+        for i in range(dim):
+            row = unsigned(indptr[cells[e, a] * dim + i])      # lightweight.fem.indexing
+            r = a * dim + i
+            for b in range(n_per):
+                offset = row + unsigned(dim) * unsigned(ranks[e, a * n_per + b])
+                for j in range(dim):
+                    c = b * dim + j
+                    value = Ke[start[c] + r] if packed and c < r else Ke[start[r] + c]
+                    # uint64 + int64 is int64 in Numba: j made unsigned keeps the sum unsigned
+                    data[offset + unsigned(j)] += s * value
+
+
+@numba.njit(cache=True, parallel=True)
+def _refill_ranks_kernel(cells, ranks, indptr, dim, values, packed, n_dof, scale, colour_ptr,
+                         colour_order, cell_order, block, data):
+    # _refill_kernel with positions from the node pairs' ranks instead of the entry map
+    n_data = data.shape[0]
+    for k in numba.prange(n_data):
+        data[k] = 0.0
+    start = np.empty(n_dof, dtype=np.int64)
+    for r in range(n_dof):
+        start[r] = packed_index(r, r, n_dof) - r if packed else r * n_dof
+    n_cells = cells.shape[0]
+    n_colours = colour_ptr.shape[0] - 1
+    if n_colours == 0:
+        for t in range(n_cells):
+            e = _cell_at(cell_order, t)
+            _scatter_by_ranks(e, values, packed, start, scale[e], cells, ranks, indptr, dim, data)
+        return
+    for c in range(n_colours):
+        for i in numba.prange(colour_ptr[c], colour_ptr[c + 1]):
+            b = colour_order[i]
+            for t in range(b * block, min(n_cells, (b + 1) * block)):
+                e = _cell_at(cell_order, t)
+                _scatter_by_ranks(e, values, packed, start, scale[e], cells, ranks, indptr, dim, data)
+
+
+def _refill_by_ranks(pattern: SparsityPattern, values: np.ndarray, packed: bool, n_dof_e: int,
+                     scale: np.ndarray, data: np.ndarray | None) -> np.ndarray:
+    if data is None:
+        data = np.empty(pattern.nnz)
+    _refill_ranks_kernel(pattern.cells, pattern.pair_ranks, pattern.indptr, pattern.dim,
+                         np.ascontiguousarray(values, dtype=np.float64), packed, int(n_dof_e),
+                         np.ascontiguousarray(scale, dtype=np.float64), pattern.colour_ptr,
+                         pattern.colour_order, pattern.cell_order, BLOCK_CELLS, data)
+    return data
 
 
 def refill(pattern: SparsityPattern, element_matrices: np.ndarray, scale: np.ndarray,
@@ -444,12 +528,34 @@ def refill(pattern: SparsityPattern, element_matrices: np.ndarray, scale: np.nda
 
     element_matrices: (n_cells, n, n), or (1, n, n) shared by all cells (structured grids).
     scale: (n_cells,) multipliers. data: optional output array (nnz,) to reuse.
+
+    Positions come from the node pairs' ranks (:attr:`SparsityPattern.pair_ranks`, one byte
+    per node pair: 100 B per tet10) rather than the entry map (4 B per matrix entry: 3.6 kB
+    per tet10, 2.3 kB per hex8), with the same sums bit for bit.
     """
+    k, n, _ = element_matrices.shape
+    return _refill_by_ranks(pattern, np.ascontiguousarray(element_matrices).reshape(k, n * n),
+                            False, n, scale, data)
+
+
+def refill_packed(pattern: SparsityPattern, packed: np.ndarray, n_dof_e: int, scale: np.ndarray,
+                  data: np.ndarray | None = None) -> np.ndarray:
+    """:func:`refill` from packed symmetric element matrices (n_cells, n_dof_e (n_dof_e + 1) / 2),
+    :func:`lightweight.fem.elements.packed_element_stiffness`: the same sums bit for bit as the
+    full matrices give (they are exactly symmetric)."""
+    return _refill_by_ranks(pattern, packed, True, n_dof_e, scale, data)
+
+
+def refill_by_entry_map(pattern: SparsityPattern, element_matrices: np.ndarray, scale: np.ndarray,
+                        data: np.ndarray | None = None) -> np.ndarray:
+    """:func:`refill` through the entry map (n_cells, n_dof_e^2) positions: the reference the
+    rank-based refill is tested against (and the faster of the two where memory is no
+    concern: no rank lookups)."""
     if data is None:
         data = np.empty(pattern.nnz)
     _refill_kernel(pattern.entry_map, np.ascontiguousarray(element_matrices),
                    np.ascontiguousarray(scale, dtype=np.float64), pattern.colour_ptr,
-                   pattern.colour_order, BLOCK_CELLS, data)
+                   pattern.colour_order, pattern.cell_order, BLOCK_CELLS, data)
     return data
 
 
@@ -476,22 +582,24 @@ def _scatter_tet4(e, points, cells, dN_ref, weight, D, thickness, s, ranks, indp
             coords[a, i] = points[cells[e, a], i]
     _tet4_stiffness_into(coords, dN_ref, weight, D, thickness, J, inv, grad, DB, Ke)
     for a in range(4):
-        na = cells[e, a]
-        # the three rows of node a: hoisted out of the pair loop (one random read each, not 4)
-        row0, row1, row2 = np.int64(indptr[na * 3]), np.int64(indptr[na * 3 + 1]), np.int64(indptr[na * 3 + 2])
+        na = unsigned(3 * cells[e, a])
+        # the three rows of node a: hoisted out of the pair loop (one random read each, not 4);
+        # unsigned positions (lightweight.fem.indexing)
+        row0, row1, row2 = unsigned(indptr[na]), unsigned(indptr[na + 1]), unsigned(indptr[na + 2])
         for b in range(4):
-            offset = 3 * np.int64(ranks[e, 4 * a + b])
-            for j in range(3):
+            offset = unsigned(3) * unsigned(ranks[e, 4 * a + b])
+            # j unsigned: uint64 + int64 is int64 in Numba (the guard would come back)
+            for j in range(unsigned(3)):
                 data[row0 + offset + j] += s * Ke[a * 3, b * 3 + j]
-            for j in range(3):
+            for j in range(unsigned(3)):
                 data[row1 + offset + j] += s * Ke[a * 3 + 1, b * 3 + j]
-            for j in range(3):
+            for j in range(unsigned(3)):
                 data[row2 + offset + j] += s * Ke[a * 3 + 2, b * 3 + j]
 
 
 @numba.njit(cache=True, parallel=True)
 def _refill_tet4_kernel(points, cells, dN_ref, weight, D, thickness, scale, ranks, indptr,
-                        colour_ptr, colour_order, block, data):
+                        colour_ptr, colour_order, cell_order, block, data):
     # Same colouring and cell order as _refill_kernel, so the sums are bit-identical to it.
     n_data = data.shape[0]
     for k in numba.prange(n_data):
@@ -501,7 +609,8 @@ def _refill_tet4_kernel(points, cells, dN_ref, weight, D, thickness, scale, rank
     if n_colours == 0:
         coords, J, inv, grad = np.empty((4, 3)), np.empty((3, 3)), np.empty((3, 3)), np.empty((4, 3))
         DB, Ke = np.empty((6, 12)), np.empty((12, 12))
-        for e in range(n_cells):
+        for t in range(n_cells):
+            e = _cell_at(cell_order, t)
             _scatter_tet4(e, points, cells, dN_ref, weight, D, thickness, scale[e], ranks, indptr,
                           coords, J, inv, grad, DB, Ke, data)
         return
@@ -510,7 +619,8 @@ def _refill_tet4_kernel(points, cells, dN_ref, weight, D, thickness, scale, rank
             b = colour_order[i]
             coords, J, inv, grad = np.empty((4, 3)), np.empty((3, 3)), np.empty((3, 3)), np.empty((4, 3))
             DB, Ke = np.empty((6, 12)), np.empty((12, 12))
-            for e in range(b * block, min(n_cells, (b + 1) * block)):
+            for t in range(b * block, min(n_cells, (b + 1) * block)):
+                e = _cell_at(cell_order, t)
                 _scatter_tet4(e, points, cells, dN_ref, weight, D, thickness, scale[e], ranks,
                               indptr, coords, J, inv, grad, DB, Ke, data)
 
@@ -538,7 +648,7 @@ def refill_from_geometry(pattern: SparsityPattern, cell_type: str, points: np.nd
                         float(weights[0]), np.ascontiguousarray(D, dtype=np.float64),
                         float(thickness), np.ascontiguousarray(scale, dtype=np.float64),
                         pattern.pair_ranks, pattern.indptr, pattern.colour_ptr,
-                        pattern.colour_order, BLOCK_CELLS, data)
+                        pattern.colour_order, pattern.cell_order, BLOCK_CELLS, data)
     return data
 
 

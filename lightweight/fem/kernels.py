@@ -15,16 +15,23 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .elements import _tet4_gradients_into
+from .elements import _tet4_gradients_into, packed_index
 
 
 @numba.njit(cache=True, parallel=True)
-def _quadratic_forms(element_matrices, cell_dofs, U, out):
+def _element_forms(values, packed, n_dof_e, cell_dofs, U, V, out):
+    # v_e^T K_e u_e per case and cell. K_e is values[e] (values[0] if shared by all cells):
+    # row-major (start[i] + j = i n + j) or, if packed, its upper triangle (start[i] + j is entry
+    # (i, j) for j >= i, row i contiguous; (j, i) below the diagonal): both read in the same
+    # order, so exactly symmetric matrices give the same numbers either way
     n_cases = U.shape[0]
-    n_cells, n_dof_e = cell_dofs.shape
-    shared = element_matrices.shape[0] == 1
+    n_cells = cell_dofs.shape[0]
+    start = np.empty(n_dof_e, dtype=np.int64)
+    for i in range(n_dof_e):
+        start[i] = packed_index(i, i, n_dof_e) - i if packed else i * n_dof_e
+    shared = values.shape[0] == 1
     for e in numba.prange(n_cells):
-        Ke = element_matrices[0] if shared else element_matrices[e]
+        Ke = values[0] if shared else values[e]
         ue = np.empty(n_dof_e)
         for c in range(n_cases):
             for i in range(n_dof_e):
@@ -32,49 +39,47 @@ def _quadratic_forms(element_matrices, cell_dofs, U, out):
             total = 0.0
             for i in range(n_dof_e):
                 row = 0.0
-                for j in range(n_dof_e):
-                    row += Ke[i, j] * ue[j]
-                total += ue[i] * row
+                if packed:
+                    for j in range(i):
+                        row += Ke[start[j] + i] * ue[j]
+                    for j in range(i, n_dof_e):
+                        row += Ke[start[i] + j] * ue[j]
+                else:
+                    for j in range(n_dof_e):
+                        row += Ke[start[i] + j] * ue[j]
+                total += V[c, cell_dofs[e, i]] * row
             out[c, e] = total
+
+
+def _forms(values: np.ndarray, packed: bool, n_dof_e: int, cell_dofs: np.ndarray, U: np.ndarray,
+           V: np.ndarray | None) -> np.ndarray:
+    U = np.ascontiguousarray(np.atleast_2d(U), dtype=np.float64)
+    V = U if V is None else np.ascontiguousarray(np.atleast_2d(V), dtype=np.float64)
+    out = np.empty((U.shape[0], cell_dofs.shape[0]))
+    _element_forms(np.ascontiguousarray(values, dtype=np.float64), packed, int(n_dof_e),
+                   np.ascontiguousarray(cell_dofs), U, V, out)
+    return out
 
 
 def element_quadratic_forms(element_matrices: np.ndarray, cell_dofs: np.ndarray,
                             U: np.ndarray) -> np.ndarray:
     """u_e^T K_e u_e, (n_cases, n_cells); element_matrices (n_cells|1, n, n), U (n_cases, n_dofs)."""
-    U = np.ascontiguousarray(np.atleast_2d(U), dtype=np.float64)
-    out = np.empty((U.shape[0], cell_dofs.shape[0]))
-    _quadratic_forms(np.ascontiguousarray(element_matrices), np.ascontiguousarray(cell_dofs), U, out)
-    return out
-
-
-@numba.njit(cache=True, parallel=True)
-def _bilinear_forms(element_matrices, cell_dofs, U, V, out):
-    n_cases = U.shape[0]
-    n_cells, n_dof_e = cell_dofs.shape
-    shared = element_matrices.shape[0] == 1
-    for e in numba.prange(n_cells):
-        Ke = element_matrices[0] if shared else element_matrices[e]
-        ue = np.empty(n_dof_e)
-        for c in range(n_cases):
-            for i in range(n_dof_e):
-                ue[i] = U[c, cell_dofs[e, i]]
-            total = 0.0
-            for i in range(n_dof_e):
-                row = 0.0
-                for j in range(n_dof_e):
-                    row += Ke[i, j] * ue[j]
-                total += V[c, cell_dofs[e, i]] * row
-            out[c, e] = total
+    k, n, _ = element_matrices.shape
+    return _forms(np.ascontiguousarray(element_matrices).reshape(k, n * n), False, n, cell_dofs, U, None)
 
 
 def element_bilinear_forms(element_matrices: np.ndarray, cell_dofs: np.ndarray,
                            U: np.ndarray, V: np.ndarray) -> np.ndarray:
     """v_e^T K_e u_e, (n_cases, n_cells), for U and V of shape (n_cases, n_dofs)."""
-    U = np.ascontiguousarray(np.atleast_2d(U), dtype=np.float64)
-    V = np.ascontiguousarray(np.atleast_2d(V), dtype=np.float64)
-    out = np.empty((U.shape[0], cell_dofs.shape[0]))
-    _bilinear_forms(np.ascontiguousarray(element_matrices), np.ascontiguousarray(cell_dofs), U, V, out)
-    return out
+    k, n, _ = element_matrices.shape
+    return _forms(np.ascontiguousarray(element_matrices).reshape(k, n * n), False, n, cell_dofs, U, V)
+
+
+def packed_element_forms(packed: np.ndarray, cell_dofs: np.ndarray, U: np.ndarray,
+                         V: np.ndarray | None = None) -> np.ndarray:
+    """v_e^T K_e u_e (u_e^T K_e u_e without V), (n_cases, n_cells), from packed symmetric element
+    matrices (n_cells, n_dof_e (n_dof_e + 1) / 2) and U, V (n_cases, n_dofs)."""
+    return _forms(packed, True, cell_dofs.shape[1], cell_dofs, U, V)
 
 
 @numba.njit(cache=True, parallel=True)

@@ -276,14 +276,21 @@ class LinearSolver:
         analysis stay; :meth:`solve` needs a :meth:`factorize` first."""
         self.K = None
 
-    def solve(self, B: np.ndarray, x0: np.ndarray | None = None) -> np.ndarray:
-        """Solution X of K X = B; B (n,) or (n, k) -> same shape. ``x0``: warm start (iterative)."""
+    def solve(self, B: np.ndarray, x0: np.ndarray | None = None,
+              remember: bool = True) -> np.ndarray:
+        """Solution X of K X = B; B (n,) or (n, k) -> same shape. ``x0``: warm start (iterative).
+        ``remember=False``: not a solve of the sequence the solver learns its next starts from
+        (an adjoint between static solves; only ``amg-reuse`` keeps such a history)."""
         if self.K is None:
             raise SolverError(f"{self.name}: solve() called before factorize(K)")
         t0 = time.perf_counter()
         B = _check_rhs(B, self.K.shape[0])
         B2 = B.reshape(B.shape[0], -1)
-        X = self._solve(B2, x0)
+        self._remember = bool(remember)
+        try:
+            X = self._solve(B2, x0)
+        finally:
+            self._remember = True
         if self.direct and self.check_residuals:
             X, residuals = self._refine(B2, X)
         elif not self.direct:
@@ -933,6 +940,21 @@ class AMGSolver(LinearSolver):
         self._fresh_iterations = None
         self.hierarchies_built += 1
 
+    def set_rtol(self, rtol: float) -> None:
+        """Stop at the relative residual ``rtol`` from the next solve on (0 < rtol < 1).
+
+        The iteration counts seen at the old tolerance no longer measure the hierarchy (they
+        decide rebuilds and re-smoothing), so they are forgotten: the next solve's count is
+        the new reference.
+        """
+        rtol = float(rtol)
+        if not 0.0 < rtol < 1.0:
+            raise SolverError(f"{self.name}: rtol must lie in (0, 1), got {rtol!r}")
+        if rtol != self.rtol:
+            self.rtol = rtol
+            self._fresh_iterations = None
+            self._last_iterations = 0
+
     def _numeric(self, K: sp.csr_matrix) -> None:
         self._check_rigid_modes(K)
         reuse = (self._hierarchy is not None and self._refills_on_hierarchy < self.reuse_hierarchy_for
@@ -986,6 +1008,11 @@ class AMGSolver(LinearSolver):
 RESMOOTH_GROWTH = 1.25
 
 
+#: amg-reuse keeps this many of its last solutions per number of right-hand sides and starts
+#: PCG from the energy-best combination of them and the warm start (``start_space``)
+START_SPACE = 2
+
+
 class ReusedAMGSolver(AMGSolver):
     """Smoothed-aggregation PCG whose aggregates and prolongators are built once per mesh.
 
@@ -999,6 +1026,11 @@ class ReusedAMGSolver(AMGSolver):
     the geometric multigrid's: on optimizer iterates of a 63k-tet bracket it gave the same
     compliances as PARDISO to 3e-13, like 1e-8, in 5 - 20 % fewer iterations) plus
     ``single`` (V-cycle in float32), ``degree`` (Chebyshev degree), ``max_coarse``,
+    ``start_space`` (the solver keeps the last ``start_space`` solutions it returned for each
+    number of right-hand sides (None: :data:`START_SPACE`), one of which is usually the next
+    warm start; PCG starts from the best combination, in the energy norm, of the warm start
+    and the others: :func:`~lightweight.fem.amg.projected_start`; 0 or 1: from the warm start
+    alone, and nothing is kept),
     ``max_levels`` (None: two, or three when the first coarse level exceeds
     :data:`~lightweight.fem.amg.THIRD_LEVEL_ABOVE_DOFS` DOFs), ``pair_above`` ("auto": the
     finest aggregates are matched in pairs while the coarse level would exceed
@@ -1016,9 +1048,17 @@ class ReusedAMGSolver(AMGSolver):
                  maxiter: int = 500, single: bool = False, degree: int = 2, max_coarse: int = 500,
                  max_levels: int | None = None, rebuild_factor: float = 3.0,
                  zero_fixed_modes: bool = True, pair_above: int | str | None = "auto",
-                 **amg_options):
+                 start_space: int | None = None, **amg_options):
         super().__init__(points=points, dim=dim, rtol=rtol, maxiter=maxiter,
                          zero_fixed_modes=zero_fixed_modes, **amg_options)
+        start_space = START_SPACE if start_space is None else start_space
+        whole = isinstance(start_space, (int, np.integer)) and not isinstance(start_space, bool)
+        if not (whole and 0 <= start_space <= 8):
+            raise SolverError(f"amg-reuse: start_space must be a whole number of earlier solutions "
+                              f"from 0 to 8, got {start_space!r}")
+        self.start_space = int(start_space)
+        # the last start_space solutions per number of right-hand sides (copies)
+        self._earlier_solutions: dict[int, list[np.ndarray]] = {}
         self.single = bool(single)
         self.degree = int(degree)
         self.max_coarse = int(max_coarse)
@@ -1102,6 +1142,7 @@ class ReusedAMGSolver(AMGSolver):
         self._fresh_iterations = None
         self._last_iterations = None
         self._indptr = self._indices = None
+        self._earlier_solutions = {}
         return freed
 
     def drop_matrix(self) -> None:
@@ -1117,15 +1158,27 @@ class ReusedAMGSolver(AMGSolver):
         return self.maxiter if fresh is None else int(self.rebuild_factor * fresh) + 10
 
     def _solve(self, B: np.ndarray, x0) -> np.ndarray:
-        from .amg import block_pcg
+        from .amg import block_pcg, projected_start
         X0 = None
         if x0 is not None:
             X0 = np.asarray(x0, dtype=float).reshape(B.shape[0], -1)
             if X0.shape != B.shape or not np.all(np.isfinite(X0)):
                 X0 = None
         t0 = time.perf_counter()
+        R0 = None
+        remember = getattr(self, "_remember", True)      # False: an adjoint, no projection
+        earlier = [E for E in self._earlier_solutions.get(B.shape[1], [])
+                   if remember and E.shape == B.shape and X0 is not None
+                   and not np.array_equal(E, X0)]
+        if earlier:
+            # Successive SIMP designs change gradually: the energy-norm best combination of the
+            # warm start and the solutions before it starts PCG closer than the warm start alone
+            # (Fischer 1998). 63k-tet bracket, 30 MMA iterations at rtol 1e-4: 1-2 fewer PCG
+            # iterations from the third on (9 -> 8, 13 -> 11), for one block product more.
+            X0, R0 = projected_start(self.K, B, [X0] + earlier[::-1])
+        self.info["start_space"] = 1 + len(earlier) if X0 is not None else 0
         X, iters, res, broke = block_pcg(self.K, B, X0, self._hierarchy.cycle, self.rtol,
-                                         min(self.maxiter, self._budget()))
+                                         min(self.maxiter, self._budget()), R0=R0)
         if np.any(res > self.rtol) and not np.all(broke) and self._fresh_iterations is not None:
             # The aggregates of an earlier design stopped fitting this one: rebuild, go on from X.
             if getattr(self._hierarchy, "pairings", 0):
@@ -1137,6 +1190,11 @@ class ReusedAMGSolver(AMGSolver):
         if self._fresh_iterations is None:
             self._fresh_iterations = int(iters.max()) if iters.size else 0
         self._last_iterations = int(iters.max()) if iters.size else 0
+        if self.start_space > 1 and remember:
+            # one kept solution would only repeat the warm start; adjoints are not kept
+            kept = self._earlier_solutions.setdefault(B.shape[1], [])
+            kept.append(np.array(X, dtype=float, order="C"))
+            del kept[:-self.start_space]
         self.info["iterations"] = iters.tolist()
         self.info["hierarchies_built"] = self.hierarchies_built
         self.info["aggregate_pairings"] = int(getattr(self._hierarchy, "pairings", 0))

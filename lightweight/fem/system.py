@@ -45,8 +45,9 @@ import scipy.sparse as sp
 from ..errors import BoundaryConditionError, SingularStiffnessError, SolverError
 from ..mesh.cell_types import CELL_TYPES
 from .assembly import (COMPUTED_CELL_TYPES, DirichletMask, add_to_diagonal, build_pattern,
-                       element_dofs, refill, refill_from_geometry)
-from .elements import element_stiffness, element_stress, von_mises
+                       element_dofs, refill, refill_from_geometry, refill_packed)
+from .elements import (element_stiffness, element_stress, packed_element_stiffness,
+                       unpack_symmetric, von_mises)
 from .solvers import rigid_body_modes
 from .loads import (COMPONENTS, BodyForce, Gravity, body_force_density, cell_shape_integrals,
                     nodal_forces)
@@ -64,6 +65,18 @@ MULTIGRID_2D_SERIAL_AUTO_MIN_DOFS = 20_000
 MULTIGRID_COARSE_MAX_DOFS = {2: 5_000, 3: 20_000}
 # Relative residual ||r_free|| / ||f_free|| at which multigrid-PCG stops.
 MULTIGRID_RTOL = 1e-6
+#: multigrid adjoint solutions kept as warm starts (one per response key or constant
+#: right-hand side; a run has a handful), the oldest dropped beyond this
+ADJOINT_GUESSES_KEPT = 8
+
+
+def _keep_guess(guesses: dict, key, solution: np.ndarray) -> None:
+    """Store an adjoint solution as the newest warm start; keep at most ADJOINT_GUESSES_KEPT."""
+    guesses.pop(key, None)
+    guesses[key] = solution
+    while len(guesses) > ADJOINT_GUESSES_KEPT:
+        guesses.pop(next(iter(guesses)))
+
 
 _MODE_NAMES_2D = ("translation in x", "translation in y", "rotation about z")
 _MODE_NAMES_3D = ("translation in x", "translation in y", "translation in z",
@@ -93,10 +106,15 @@ class LinearElasticSystem:
         self.computes_element_matrices = (not self.shared_element_matrix
                                           and mesh.cell_type in COMPUTED_CELL_TYPES)
         self._element_matrices = None
-        if not self.computes_element_matrices:
-            cells = mesh.cells[:1] if self.shared_element_matrix else mesh.cells
-            self._element_matrices, _ = element_stiffness(mesh.cell_type, mesh.points[cells],
+        # other unstructured cells (tet10, hex8, quadratic triangles...) keep their matrices as
+        # packed upper triangles: half the bytes (3.7 instead of 7.2 kB per tet10), same numbers
+        self._packed_element_matrices = None
+        if self.shared_element_matrix:
+            self._element_matrices, _ = element_stiffness(mesh.cell_type, mesh.points[mesh.cells[:1]],
                                                           self.D, model.thickness)
+        elif not self.computes_element_matrices:
+            self._packed_element_matrices = packed_element_stiffness(
+                mesh.cell_type, mesh.points, mesh.cells, self.D, model.thickness)
         self.is_grid = mesh.grid is not None and mesh.cell_type in ("quad", "hexahedron")
         self._cell_dofs = None
         self._pattern = None
@@ -106,11 +124,14 @@ class LinearElasticSystem:
         self._setup_loads()
         self.solver = None
         self.solver_name = None
+        self._solver_default_rtol = None     # the iterative solver's own rtol (made here), else None
         self.multigrid = None
+        self._multigrid_default_rtol = MULTIGRID_RTOL
         # keyword arguments of GridMultigrid (e.g. coarse_max_dofs, n_levels), read when it is built
         self.multigrid_options: dict = {}
-        # multigrid adjoint solutions by right-hand side: warm starts for the next design's
-        # adjoints of the same right-hand side (a cache, not call-order state)
+        # multigrid adjoint solutions by right-hand side (its hash, or the caller's key): warm
+        # starts for the next design's adjoints of the same right-hand side (a cache, not
+        # call-order state); at most ADJOINT_GUESSES_KEPT, the oldest dropped first
         self._adjoint_guesses: dict = {}
         # counts analyses: a StaticState answers adjoint solves only while its factorization
         # (or multigrid hierarchy) is still the system's current one
@@ -127,9 +148,16 @@ class LinearElasticSystem:
         """
         if self._element_matrices is not None:
             return self._element_matrices
+        if self._packed_element_matrices is not None:
+            return unpack_symmetric(self._packed_element_matrices, self.n_dof_e)
         mesh = self.mesh
         return element_stiffness(mesh.cell_type, mesh.points[mesh.cells], self.D,
                                  self.model.thickness)[0]
+
+    @property
+    def n_dof_e(self) -> int:
+        """DOFs per cell (nodes per cell x dim)."""
+        return int(self.mesh.cells.shape[1] * self.dim)
 
     @property
     def cell_dofs(self) -> np.ndarray:
@@ -362,7 +390,9 @@ class LinearElasticSystem:
             data = refill_from_geometry(self.pattern, self.mesh.cell_type, self.mesh.points, self.D,
                                         self.model.thickness, scale)
         else:
-            data = refill(self.pattern, self._element_matrices, scale)
+            data = (refill(self.pattern, self._element_matrices, scale)
+                    if self._packed_element_matrices is None else
+                    refill_packed(self.pattern, self._packed_element_matrices, self.n_dof_e, scale))
         if self.spring_dofs.size:
             add_to_diagonal(self.pattern, data, self.matrix_dofs(self.spring_dofs),
                             self.spring_stiffness)
@@ -374,6 +404,9 @@ class LinearElasticSystem:
 
     def _get_solver(self, method):
         """The linear solver for ``method`` (a name or a LinearSolver instance), kept while it stays.
+
+        An AMG instance made without ``points`` gets this system's node coordinates (in K's
+        numbering) for its rigid-body modes.
 
         "auto" weighs factor flops and memory against AMG from K's pattern, nonzeros per row,
         element order and the number of load cases (:func:`~lightweight.fem.solvers.make_solver`).
@@ -389,6 +422,18 @@ class LinearElasticSystem:
                                       element_order=2 if cell.n_nodes > cell.n_corners else 1,
                                       pattern=pattern)
             self.solver_name = method
+            # an iterative solver made here takes each analysis' tolerance (analyse's rtol,
+            # else this default); one passed in as an instance keeps the caller's
+            from .solvers import LinearSolver
+            made_here = not isinstance(method, LinearSolver)
+            if not made_here and getattr(self.solver, "points", False) is None:
+                # an AMG instance made without the nodes (make_solver("amg-reuse", rtol=...))
+                # would build its hierarchy on translations alone: 160-220 PCG iterations on
+                # the 12k-tet bracket instead of 12-16 with the rigid-body modes of the nodes
+                self.solver.points = np.asarray(self.matrix_points, dtype=float)
+                self.solver.dim = self.dim
+            self._solver_default_rtol = (float(self.solver.rtol) if made_here and not self.solver.direct
+                                         and hasattr(self.solver, "set_rtol") else None)
         return self.solver
 
     def release_solver(self) -> bool:
@@ -449,6 +494,7 @@ class LinearElasticSystem:
                     self.multigrid = None
             if self.multigrid is None:
                 self.multigrid = GridMultigrid(*args, **options)
+            self._multigrid_default_rtol = float(self.multigrid.rtol)
         return self.multigrid
 
     def _check_scale(self, stiffness_scale) -> np.ndarray:
@@ -467,21 +513,29 @@ class LinearElasticSystem:
         return state.U, np.array(state.F)          # the caller's own, writable loads
 
     def analyse(self, stiffness_scale: np.ndarray | None = None, mass_scale: np.ndarray | None = None,
-                solver: str = "auto", x0: np.ndarray | None = None) -> "StaticState":
+                solver: str = "auto", x0: np.ndarray | None = None,
+                rtol: float | None = None) -> "StaticState":
         """Solve all load cases -> :class:`StaticState` (U, F, scales, adjoint solves).
 
         stiffness_scale / mass_scale: per-cell multipliers (n_cells,) of E and of the
         self-weight (None: 1); solver: "auto", "multigrid" (structured grids) or a name or
         instance of :func:`~lightweight.fem.solvers.make_solver`; x0 (n_cases, n_dofs): initial
-        guess for the iterative solvers (e.g. the previous design iteration's displacements).
+        guess for the iterative solvers (e.g. the previous design iteration's displacements);
+        rtol: the relative residual ||K u - f|| / ||f|| at which an iterative solver made here
+        stops for this analysis and its adjoint solves (None: its own default, 1e-6 for
+        amg-reuse and the grid multigrid; the design loop passes a looser one to AMG, see
+        :data:`lightweight.optimize.analysis.DESIGN_SOLVER_RTOL`). Direct solvers and a solver
+        instance passed in keep their own accuracy.
         """
+        if rtol is not None and not (np.isfinite(rtol) and 0.0 < rtol < 1.0):
+            raise SolverError(f"analysis rtol must lie in (0, 1), got {rtol!r}")
         self._generation += 1
         if not self.case_names:
             raise BoundaryConditionError(
                 "the model has no load case: give loads={'case': [lw.PointLoad(...)]} "
                 "(a model without loads serves modal analysis only: lw.modes)")
         if self.uses_multigrid(solver):
-            return self._solve_multigrid(self._check_scale(stiffness_scale), mass_scale, x0)
+            return self._solve_multigrid(self._check_scale(stiffness_scale), mass_scale, x0, rtol)
         t0 = time.perf_counter()
         if self.solver is not None:
             # the last analysis' K goes before this one is assembled (the two together were
@@ -509,6 +563,8 @@ class LinearElasticSystem:
         rhs[:, fixed] = diag_value * self.fixed_values[None, :]
         t1 = time.perf_counter()
         lin = self._get_solver(solver)
+        if self._solver_default_rtol is not None:
+            lin.set_rtol(self._solver_default_rtol if rtol is None else rtol)
         lin.factorize(K)
         guess = None if x0 is None else np.ascontiguousarray(self.to_matrix_order(x0).T)
         U = lin.solve(np.ascontiguousarray(rhs.T), x0=guess)
@@ -519,15 +575,18 @@ class LinearElasticSystem:
         U[:, self.fixed_dofs] = self.fixed_values[None, :]
         self.last_solve_info = {"solver": getattr(lin, "name", solver), "assembly_seconds": t1 - t0,
                                 "solve_seconds": time.perf_counter() - t1, **getattr(lin, "info", {})}
+        if not lin.direct and hasattr(lin, "rtol"):
+            self.last_solve_info["rtol"] = float(lin.rtol)
         return StaticState(self, U, F, self._check_scale(stiffness_scale), mass_scale, "direct",
                            dict(self.last_solve_info), self._generation, solver=lin,
                            constrained=K, support_values=support_values)
 
-    def _solve_multigrid(self, scale: np.ndarray, mass_scale, x0):
+    def _solve_multigrid(self, scale: np.ndarray, mass_scale, x0, rtol: float | None = None):
         """The multigrid path of :meth:`solve` (no assembled matrix), same returns."""
         from .multigrid import grid_matvec
         t0 = time.perf_counter()
         mg = self._get_multigrid()
+        mg.rtol = self._multigrid_default_rtol if rtol is None else float(rtol)
         F = self._analysis_loads(mass_scale)
         mg.update(scale)
         t1 = time.perf_counter()
@@ -547,7 +606,8 @@ class LinearElasticSystem:
         self._check_multigrid(U, info, "displacements")
         U[:, self.fixed_dofs] = self.fixed_values[None, :]
         self.last_solve_info = {"solver": "multigrid", "assembly_seconds": t1 - t0,
-                                "solve_seconds": time.perf_counter() - t1, **info}
+                                "solve_seconds": time.perf_counter() - t1, "rtol": float(mg.rtol),
+                                **info}
         return StaticState(self, U, F, scale, mass_scale, "multigrid", dict(self.last_solve_info),
                            self._generation)
 
@@ -577,8 +637,8 @@ class LinearElasticSystem:
             from .kernels import tet4_element_bilinear_forms
             return tet4_element_bilinear_forms(self.mesh.points, self.mesh.cells, self.D,
                                                self.model.thickness, U)
-        from .kernels import element_quadratic_forms
-        return element_quadratic_forms(self._element_matrices, self.cell_dofs, U)
+        from .kernels import packed_element_forms
+        return packed_element_forms(self._packed_element_matrices, self.cell_dofs, U)
 
     def element_cross_energies(self, U: np.ndarray, V: np.ndarray) -> np.ndarray:
         """v_e^T K_e u_e of the unscaled element matrices, (n_cases, n_cells)."""
@@ -589,8 +649,8 @@ class LinearElasticSystem:
             from .kernels import tet4_element_bilinear_forms
             return tet4_element_bilinear_forms(self.mesh.points, self.mesh.cells, self.D,
                                                self.model.thickness, U, V)
-        from .kernels import element_bilinear_forms
-        return element_bilinear_forms(self._element_matrices, self.cell_dofs, U, V)
+        from .kernels import packed_element_forms
+        return packed_element_forms(self._packed_element_matrices, self.cell_dofs, U, V)
 
     def reactions(self, internal: np.ndarray, F: np.ndarray) -> list[dict[str, np.ndarray]]:
         """Support forces per case and support set: sum of (K u - f) over the set's nodes.
@@ -693,8 +753,13 @@ class StaticState:
         """True while the system's solver still holds this analysis' operator."""
         return self._generation == self.system._generation
 
-    def adjoint(self, rhs: np.ndarray) -> np.ndarray:
-        """Solve K lam = rhs with this analysis' K (homogeneous supports), (k, n_dofs)."""
+    def adjoint(self, rhs: np.ndarray, key: str | None = None) -> np.ndarray:
+        """Solve K lam = rhs with this analysis' K (homogeneous supports), (k, n_dofs).
+
+        key: names where rhs comes from (e.g. a stress response), so that a multigrid solve
+        starts from the solution for the same key in the previous design; without it the
+        start is the solution for an identical rhs (a displacement's selector), if any.
+        """
         system = self.system
         if not self.is_current:
             raise RuntimeError("this StaticState's operator was replaced by a later analysis; "
@@ -702,16 +767,26 @@ class StaticState:
         b = np.array(np.atleast_2d(rhs), dtype=float)
         b[:, system.fixed_dofs] = 0.0
         if self.method == "multigrid":
-            # warm start from the adjoint of the same right-hand side in the previous design
-            key = hashlib.sha1(b.tobytes()).hexdigest()
-            lam, info = system.multigrid.solve(b, x0=system._adjoint_guesses.get(key))
+            # warm start from the adjoint of the same right-hand side (or the same key) in the
+            # previous design. Right-hand sides that change every design (stresses) need the
+            # key: by hash they never matched and each design added a solution to the cache
+            # (0.5 MB per iteration on a 300 x 100 MBB, 13 MB on a 128 x 64 x 64 grid)
+            key = ("rhs", hashlib.sha1(b.tobytes()).hexdigest()) if key is None else ("key", key)
+            guesses = system._adjoint_guesses
+            guess = guesses.pop(key, None)
+            lam, info = system.multigrid.solve(b, x0=guess if guess is not None
+                                               and guess.shape == b.shape else None)
             system._check_multigrid(lam, info, "adjoint")
             lam[:, system.fixed_dofs] = 0.0
-            system._adjoint_guesses[key] = lam.copy()
+            _keep_guess(guesses, key, lam.copy())
             return lam
         b = system.to_matrix_order(b)
-        lam = np.asarray(self._solver.solve(np.ascontiguousarray(b.T))).reshape(system.n_dofs, -1).T
-        lam = system.to_mesh_order(lam)
+        # remember=False keeps adjoints out of amg-reuse's history of static solutions, from
+        # which it projects the next static solve's start. No warm start here: on a tet part
+        # the previous design's solution leaves a residual nearly as large as the right-hand
+        # side (12k bracket, drifting designs, rtol 1e-8: 17-18 PCG iterations against 19)
+        lam = np.asarray(self._solver.solve(np.ascontiguousarray(b.T), remember=False))
+        lam = system.to_mesh_order(lam.reshape(system.n_dofs, -1).T)
         lam[:, system.fixed_dofs] = 0.0
         return lam
 

@@ -195,6 +195,8 @@ class SimpLoop:
             its = state.static.info.get("iterations")
             if its is not None:
                 record["solver_iterations"] = int(np.max(its))
+            if state.static.info.get("rtol") is not None:
+                record["solver_rtol"] = float(state.static.info["rtol"])
         # every response value by its label, e.g. "displacement[tip.y, brake]", "mass"
         record.update({label: value for label, value in values.items() if label not in record})
         # responses that adapt between iterations (the stress aggregate's normalisation) do it

@@ -59,7 +59,9 @@ class Reaction(Response):
         F = static.F[self.index]
         values = (static.internal_forces(U) - F) @ self.selector
         # λ = K_ff^-1 (K r)_f; adjoint() zeroes the supported rows of its right-hand side
-        lam = static.adjoint(np.repeat(static.internal_forces(self.selector[None, :]), len(self.index), axis=0))
+        # K r changes with the design: keyed by this response, its previous adjoint starts the next
+        lam = static.adjoint(np.repeat(static.internal_forces(self.selector[None, :]), len(self.index), axis=0),
+                             key=f"reaction-{id(self)}")
         weight = self.selector[None, :] - lam                        # (k, n_dofs): r - λ
         grads = state.stiffness_derivative[None, :] * system.element_cross_energies(U, weight)
         if system.has_body_loads:

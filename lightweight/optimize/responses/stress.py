@@ -306,7 +306,8 @@ class Stress(Response):
                     element = np.einsum("eqv,eqvd->ed", t[k, cells], ops)
                     rhs[k] += np.bincount(dofs[cells].ravel(), weights=element.ravel(), minlength=system.n_dofs)
         static = state.static
-        lam = static.adjoint(rhs)
+        # keyed by this response: its previous design's adjoint starts the next solve
+        lam = static.adjoint(rhs, key=f"stress-{id(self)}")
         U = static.U[self.index]
         implicit = -state.stiffness_derivative[None, :] * system.element_cross_energies(U, lam)
         if system.has_body_loads:
