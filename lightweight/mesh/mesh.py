@@ -10,12 +10,22 @@ A :class:`Mesh` holds what every layer above needs and nothing about physics:
 - ``grid`` (nx, ny[, nz]) for structured grids (with ``grid_spacing`` and ``grid_origin``),
   which unlocks fast paths higher up; ``None`` for general meshes.
 
+A grid made by :func:`~lightweight.mesh.grid.structured_grid` does not store ``points`` and
+``cells``: they follow from the grid's axes, and a design iteration on a grid never reads them
+(the multigrid, filter and responses work on the grid's shape), so keeping them cost 89 bytes per
+hex (int64 cells 64, float64 points 25) for nothing. Reading either builds it, read-only (an
+in-place change raises instead of being lost), and the same array is handed out again as long
+as someone still holds it (a weak reference); ``n_nodes``, ``n_cells`` and ``dim`` never build
+them. Assigning ``mesh.points`` or ``mesh.cells`` stores the new array as for any mesh.
+
 Set lookups go through :meth:`Mesh.node_set`, :meth:`Mesh.face_set` and :meth:`Mesh.cell_set`,
 which raise :class:`~lightweight.errors.UnknownSetError` listing the sets that do exist.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -87,15 +97,65 @@ class Mesh:
     @property
     def dim(self) -> int:
         """Spatial dimension (2 or 3)."""
-        return self.points.shape[1]
+        axes = self.__dict__.get("_grid_axes")
+        return len(axes) if axes is not None else self.points.shape[1]
 
     @property
     def n_nodes(self) -> int:
-        return self.points.shape[0]
+        axes = self.__dict__.get("_grid_axes")
+        return int(np.prod([a.size for a in axes])) if axes is not None else self.points.shape[0]
 
     @property
     def n_cells(self) -> int:
-        return self.cells.shape[0]
+        axes = self.__dict__.get("_grid_axes")
+        return int(np.prod(self.grid)) if axes is not None else self.cells.shape[0]
+
+    # ------------------------------------------------------------------ implicit grid arrays
+    @property
+    def stores_grid_arrays(self) -> bool:
+        """False for a grid whose points and cells are built on reading (module docstring)."""
+        return self.__dict__.get("_grid_axes") is None
+
+    def drop_grid_arrays(self, axes: Sequence[np.ndarray]) -> None:
+        """Stop storing points and cells of a quad/hex grid: rebuild them from ``axes`` on reading.
+
+        axes: the node coordinates along each axis, (nx+1,), (ny+1,)[, (nz+1,)]. They must
+        give back exactly the stored points, and the cells must be the grid numbering of
+        :mod:`lightweight.mesh.grid`; a mesh that does not is a MeshError and keeps its arrays.
+        """
+        axes = tuple(np.array(a, dtype=np.float64) for a in axes)
+        if (self.grid is None or self.cell_type not in ("quad", "hexahedron")
+                or tuple(a.size - 1 for a in axes) != tuple(self.grid)):
+            raise MeshError(f"drop_grid_arrays needs a quad/hex grid and one axis of n + 1 "
+                            f"coordinates per grid direction, got grid {self.grid} and axes of "
+                            f"{[a.size for a in axes]} values")
+        if not (np.array_equal(grid_node_coordinates(axes), self.points)
+                and np.array_equal(grid_cell_nodes(self.grid), self.cells)):
+            raise MeshError(f"mesh{self._src()} is not the grid its axes and shape describe: "
+                            f"its points and cells are kept")
+        self.__dict__.update(_grid_axes=axes, _points=None, _cells=None,
+                             _points_ref=None, _cells_ref=None)
+
+    def _built_on_reading(self, name: str, build: Callable[[], np.ndarray]) -> np.ndarray:
+        """The stored array ``name``, or the one still held by someone, or a new read-only one."""
+        held = self.__dict__.get(f"_{name}_ref")
+        value = held() if held is not None else None
+        if value is None:
+            value = build()
+            value.flags.writeable = False
+            self.__dict__[f"_{name}_ref"] = weakref.ref(value)
+        return value
+
+    def __getstate__(self) -> dict:
+        # weak references do not pickle (Dask sends meshes to workers): drop them
+        return {k: v for k, v in self.__dict__.items() if not k.endswith("_ref")}
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        for name in ("points", "cells"):           # pickles from before the implicit arrays
+            if name in state:
+                state[f"_{name}"] = state.pop(name)
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         g = f", grid={self.grid}" if self.grid else ""
@@ -370,3 +430,67 @@ def nodal_average(mesh: Mesh, cell_values: np.ndarray) -> np.ndarray:
     total = np.bincount(cells.ravel(), weights=np.repeat(vols * values, cells.shape[1]),
                         minlength=mesh.n_nodes)
     return total / np.where(weight > 0, weight, 1.0)
+
+
+def _get_points(mesh: Mesh) -> np.ndarray:
+    stored = mesh.__dict__.get("_points")
+    if stored is not None or mesh.__dict__.get("_grid_axes") is None:
+        return stored
+    return mesh._built_on_reading("points", lambda: grid_node_coordinates(mesh._grid_axes))
+
+
+def _get_cells(mesh: Mesh) -> np.ndarray:
+    stored = mesh.__dict__.get("_cells")
+    if stored is not None or mesh.__dict__.get("_grid_axes") is None:
+        return stored
+    return mesh._built_on_reading("cells", lambda: grid_cell_nodes(mesh.grid))
+
+
+def _setter(name: str):
+    other = "cells" if name == "points" else "points"
+
+    def store(mesh: Mesh, value) -> None:
+        # an assigned array is stored as for any mesh; on a grid that stored neither, the other
+        # array is stored too (a writable copy), from then on the mesh keeps both
+        if mesh.__dict__.get("_grid_axes") is not None:
+            mesh.__dict__[f"_{other}"] = np.array(getattr(mesh, other))
+            mesh.__dict__.pop("_grid_axes")
+        mesh.__dict__[f"_{name}"] = value
+    return store
+
+
+# Properties over the dataclass fields (assigned after the decorator, which would otherwise
+# take them for the fields' defaults): the dataclass __init__ stores through the setters.
+Mesh.points = property(_get_points, _setter("points"),
+                       doc="Node coordinates (n_nodes, dim) float64 (built on reading for grids).")
+Mesh.cells = property(_get_cells, _setter("cells"),
+                      doc="Cell node ids (n_cells, nodes_per_cell) int64 (built on reading for grids).")
+
+
+def grid_node_coordinates(axes: Sequence[np.ndarray]) -> np.ndarray:
+    """Node coordinates (n_nodes, dim) of a grid from its per-axis coordinates, x fastest.
+
+    axes: (nx+1,), (ny+1,)[, (nz+1,)] float64. Node (i, j[, k]) is row i + (nx+1)(j + (ny+1)k).
+    """
+    # meshgrid with indexing="ij" over the reversed axes makes x the fastest index
+    mesh_axes = np.meshgrid(*axes[::-1], indexing="ij")
+    return np.stack([a.ravel() for a in mesh_axes[::-1]], axis=1)
+
+
+def grid_cell_nodes(shape: Sequence[int]) -> np.ndarray:
+    """Cells (n_cells, 4 or 8) int64 of a (nx, ny[, nz]) grid in VTK order, x fastest.
+
+    Cell (i, j[, k]) is row i + nx(j + ny k); its nodes go counter-clockwise around the bottom
+    face, then the top face, starting at node (i, j[, k]).
+    """
+    nx, ny = int(shape[0]), int(shape[1])
+    if len(shape) == 2:
+        j, i = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+        n0 = (i + (nx + 1) * j).ravel()
+        return np.stack([n0, n0 + 1, n0 + nx + 2, n0 + nx + 1], axis=1)
+    nz = int(shape[2])
+    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
+    n0 = (i + (nx + 1) * (j + (ny + 1) * k)).ravel()
+    layer = (nx + 1) * (ny + 1)
+    bottom = [n0, n0 + 1, n0 + nx + 2, n0 + nx + 1]
+    return np.stack(bottom + [b + layer for b in bottom], axis=1)
