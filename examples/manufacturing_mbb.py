@@ -5,15 +5,15 @@
 Units: none (E = 1, unit cells). The same stiffest-layout problem at 50 % volume, once free and
 once with each manufacturing rule; every design is checked against every rule
 (lw.check_manufacturing: fraction of solid cells violating it) and pictured before/after
-(docs/gallery/manufacturing_mbb_*.png). Measured here (MMA, Heaviside projection, about 5 s
+(docs/gallery/manufacturing_mbb_*.png). Measured here (MMA, Heaviside projection, 1-2 s
 each; columns: % of the solid violating overhang +y, draw +y, minimum size 3, maximum size 4):
 
     design     compliance  volume   overhang  draw   min 3   max 4
-    free          189.1    0.500      5.2 %   58.5 %   2.5 %  19.7 %
-    overhang      208.3    0.500      0.0 %   55.4 %  28.0 %  10.6 %
+    free          189.1    0.500      5.1 %   59.3 %   3.2 %  18.4 %
+    overhang      197.8    0.500      0.0 %   58.6 %  30.3 %   9.4 %
     draw          584.7    0.500      0.0 %    0.0 %   0.8 %  56.1 %
-    min_size      195.1    0.500      5.4 %   54.3 %   0.0 %  19.6 %
-    max_size      234.5    0.482     12.1 %   75.3 %  64.0 %   0.7 %
+    min_size      193.5    0.500      5.7 %   54.7 %   0.0 %  19.4 %
+    max_size      223.5    0.499     10.0 %   76.2 %  71.5 %   0.8 %
 
 The cast beam pays 3.1x: without holes under material it can only be a beam of varying depth.
 """

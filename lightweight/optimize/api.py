@@ -63,7 +63,7 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
            min_stiffness, non_design, void, symmetry, extrusion, max_iterations, tolerance,
            objective_tolerance, move, continuation_interval, verbose, checkpoint, checkpoint_every,
            solver, problem: str, extra_parameters: dict, manufacturing=(), settle_iterations: int = 10,
-           mma_asymptotes: str = "bounds"):
+           mma_asymptotes: str = "bounds", shrink_move_with_beta: bool = True):
     """Validate the options and make the run's parts: (pipeline, analysis, settings, schedule, parameters)."""
     from ..fem.model import Model
     if not isinstance(model, Model):
@@ -103,6 +103,7 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
     settings = LoopSettings(
         optimizer=optimizer, max_iterations=int(max_iterations), tolerance=float(tolerance),
         objective_tolerance=float(objective_tolerance), move=float(move), mma_asymptotes=mma_asymptotes,
+        shrink_move_with_beta=bool(shrink_move_with_beta),
         settle_iterations=int(settle_iterations), verbose=bool(verbose),
         checkpoint=None if checkpoint is None else str(checkpoint), checkpoint_every=int(checkpoint_every))
     schedule = Schedule(penalty=(start, end, 0.5), beta=None if proj is None else (proj.beta, beta_end),
@@ -119,6 +120,7 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
                      if manufacturing else {}),
                   # recorded only when not the default: earlier checkpoints keep their resume key
                   **({"mma_asymptotes": mma_asymptotes} if mma_asymptotes != "bounds" else {}),
+                  **({"shrink_move_with_beta": False} if not shrink_move_with_beta else {}),
                   **extra_parameters}
     analysis = Analysis(model, interp, solver=solver)
     return pipeline, analysis, settings, schedule, parameters
@@ -311,12 +313,14 @@ def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: f
               continuation_interval: int = 25, callback=None, checkpoint=None,
               checkpoint_every: int = 10, solver: str = "auto", verbose: bool = True,
               settle_iterations: int = 10, record: dict | None = None,
-              mma_asymptotes: str = "bounds") -> SimpLoop:
+              mma_asymptotes: str = "bounds", shrink_move_with_beta: bool = True) -> SimpLoop:
     """The SimpLoop that :func:`optimize_problem` runs (for stepping it by hand: benchmarks, notebooks).
 
     record: more parameters to record in the result's provenance (a preset's own arguments).
     mma_asymptotes: "bounds" (Svanberg's first asymptotes at +-0.5 of [0, 1], the default) or
     "move" (first asymptotes from the move-limited box, TopOpt_in_PETSc's first step).
+    shrink_move_with_beta: MMA's move limit divided by β / 4 once the projection's β exceeds 4
+    (the default; False keeps it fixed; see :mod:`lightweight.optimize.loop`).
     """
     if not isinstance(problem, Problem):
         raise OptimizationError(f"optimize_problem() takes a lw.Problem, got {type(problem).__name__}")
@@ -334,7 +338,7 @@ def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: f
                    problem=problem.name,
                    extra_parameters={**(record or {}), "problem_definition": problem.describe()},
                    manufacturing=manufacturing, settle_iterations=settle_iterations,
-                   mma_asymptotes=mma_asymptotes)
+                   mma_asymptotes=mma_asymptotes, shrink_move_with_beta=shrink_move_with_beta)
     pipeline, analysis, settings, schedule, parameters = parts
     problem = _with_manufacturing_constraints(problem, manufacturing)
     return SimpLoop(problem, pipeline, analysis, settings, schedule, initial, callback=callback,
@@ -366,7 +370,7 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
                         continuation_interval: int = 25, initial: float | None = None,
                         callback=None, checkpoint=None, checkpoint_every: int = 10, resume=None,
                         solver: str = "auto", verbose: bool = True, settle_iterations: int = 10,
-                        mma_asymptotes: str = "bounds"):
+                        mma_asymptotes: str = "bounds", shrink_move_with_beta: bool = True):
     """Stiffest layout for a volume fraction: min Σ w_k c_k s.t. V(ρ̄) <= volume_fraction.
 
     filter_radius is in the mesh's length units (top88's rmin for unit elements). penalty: a
@@ -376,7 +380,8 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
     settle_iterations: a projected run at its final β stops once the objective has moved less
     than objective_tolerance in each of this many iterations (constraints holding).
     mma_asymptotes: "bounds" (default) or "move": MMA's first step bounded by the move limit
-    (TopOpt_in_PETSc's), see :func:`make_loop`.
+    (TopOpt_in_PETSc's), see :func:`make_loop`. shrink_move_with_beta: MMA's move limit divided
+    by β / 4 above β = 4 with projection (default True), see :func:`make_loop`.
     max_stress / min_safety_factor: a stress limit per load case (number or {case: value};
     see :func:`stress_limits`), bounded by the aggregated relaxed von Mises stress
     (:class:`~lightweight.optimize.responses.stress.Stress`, options in ``stress_options``).
@@ -473,7 +478,8 @@ def minimize_mass(model, max_compliance=None, max_compliance_factor: float | Non
                   tolerance: float = 0.01, objective_tolerance: float = 1e-3, move: float = 0.1,
                   continuation_interval: int = 25, initial: float = 0.5, callback=None,
                   checkpoint=None, checkpoint_every: int = 10, resume=None, solver: str = "auto",
-                  verbose: bool = True, settle_iterations: int = 10, mma_asymptotes: str = "bounds"):
+                  verbose: bool = True, settle_iterations: int = 10, mma_asymptotes: str = "bounds",
+                  shrink_move_with_beta: bool = True):
     """Lightest layout that is stiff enough: min V(ρ̄) s.t. c_k <= limit_k for every load case.
 
     max_compliance: a number (every case) or {case: limit}, in the model's units (force x length);
