@@ -15,14 +15,15 @@ do not produce spurious modes. Heaviside projection makes the design crisp; the 
 exports it as a solid tet part (lw.export_solid: smoothed surface, Gmsh) and compares the
 part's first frequency with the design's. Pictures go to docs/gallery/.
 
-Measured (2 shared cores, ~4 min in all): the solid bracket rings at 885, 2777, 4343 Hz. At 1.5 x
-the solid compliance the lightest bracket has volume fraction 0.459 and f1 = 973 Hz; with the
-floor 1.4 x 885 = 1239 Hz it has 0.463 and f1 = 1242 Hz (146 iterations). Thresholded at 0.5 on
-its own mesh (the solid cells as a part) it rings at 1243 Hz (+0.1 %). Exported (lw.export_solid,
-default level_field="auto": the design is crisp, so the part is the smoothed surface of its solid
-cells, closed where cells touch along an edge, +6.6 % volume) it rings at 1214 Hz (-2.3 %; Gmsh's
-mesh, 9.2k tets) or 1234 Hz (-0.6 %; when Gmsh runs out of time on a busy machine, the fallback is
-the closed solid cells). These are tet4 figures: on tet10 the solid cells ring at 1028 Hz and the
+Measured (2 shared cores, ~4 min in all, 2026-12-04): the solid bracket rings at 885, 2777, 4343 Hz.
+At 1.5 x the solid compliance the lightest bracket has volume fraction 0.459 and f1 = 979 Hz; with
+the floor 1.4 x 885 = 1239 Hz it has 0.463 and f1 = 1243 Hz (141 iterations each). Thresholded at
+0.5 on its own mesh (the solid cells as a part) it rings at 1247 Hz (+0.3 %). Exported
+(lw.export_solid, default level_field="auto": the design is crisp, so the part is the smoothed
+surface of its solid cells, closed where cells touch along an edge) it rang at 1240 Hz (-0.3 %;
+Gmsh ran out of time on the busy machine, the fallback is the design's clipped volume, 6.6k tets);
+with Gmsh's own mesh (9.2k tets, +6.6 % volume) at 1214 Hz (-2.3 %; measured before MMA's move
+shrank with beta, when the design rang at 1242 Hz). These are tet4 figures: on tet10 the solid cells ring at 1028 Hz and the
 part at 1049 Hz (+2.1 %), with compliance 60.4 against 67.1. The earlier default, the nodal-averaged
 density, cut the members one or two tets thick thin: 1125 Hz (-9.4 %), tet10 997 Hz (-3.0 %) and
 66 % more compliance (lightweight/export.py docstring; tests/test_frequency_export.py).
