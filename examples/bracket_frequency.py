@@ -16,11 +16,11 @@ exports it as a solid tet part (lw.export_solid: smoothed surface, Gmsh) and com
 part's first frequency with the design's. Pictures go to docs/gallery/.
 
 Measured (2 shared cores, ~4 min in all, 2026-12-04): the solid bracket rings at 885, 2777, 4343 Hz.
-At 1.5 x the solid compliance the lightest bracket has volume fraction 0.459 and f1 = 979 Hz; with
-the floor 1.4 x 885 = 1239 Hz it has 0.463 and f1 = 1243 Hz (141 iterations each). Thresholded at
-0.5 on its own mesh (the solid cells as a part) it rings at 1247 Hz (+0.3 %). Exported
+At 1.5 x the solid compliance the lightest bracket has volume fraction 0.458 and f1 = 976 Hz; with
+the floor 1.4 x 885 = 1239 Hz it has 0.462 and f1 = 1241 Hz (139 and 142 iterations). Thresholded
+at 0.5 on its own mesh (the solid cells as a part) it rings at 1244 Hz (+0.2 %). Exported
 (lw.export_solid, default level_field="auto": the design is crisp, so the part is the smoothed
-surface of its solid cells, closed where cells touch along an edge) it rang at 1240 Hz (-0.3 %;
+surface of its solid cells, closed where cells touch along an edge) it rang at 1239 Hz (-0.2 %;
 Gmsh ran out of time on the busy machine, the fallback is the design's clipped volume, 6.6k tets);
 with Gmsh's own mesh (9.2k tets, +6.6 % volume) at 1214 Hz (-2.3 %; measured before MMA's move
 shrank with beta, when the design rang at 1242 Hz). These are tet4 figures: on tet10 the solid cells ring at 1028 Hz and the

@@ -10,10 +10,10 @@ each; columns: % of the solid violating overhang +y, draw +y, minimum size 3, ma
 
     design     compliance  volume   overhang  draw   min 3   max 4
     free          189.1    0.500      5.1 %   59.3 %   3.2 %  18.4 %
-    overhang      197.8    0.500      0.0 %   58.6 %  30.3 %   9.4 %
+    overhang      197.9    0.500      0.0 %   57.8 %  30.0 %   8.2 %
     draw          584.7    0.500      0.0 %    0.0 %   0.8 %  56.1 %
-    min_size      193.5    0.500      5.7 %   54.7 %   0.0 %  19.4 %
-    max_size      223.5    0.499     10.0 %   76.2 %  71.5 %   0.8 %
+    min_size      194.0    0.500      5.5 %   54.8 %   0.0 %  18.9 %
+    max_size      224.3    0.493     10.2 %   75.9 %  69.7 %   0.8 %
 
 The cast beam pays 3.1x: without holes under material it can only be a beam of varying depth.
 """

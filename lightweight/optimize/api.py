@@ -319,7 +319,7 @@ def make_loop(model, problem: Problem, *, initial: float = 0.5, filter_radius: f
     record: more parameters to record in the result's provenance (a preset's own arguments).
     mma_asymptotes: "bounds" (Svanberg's first asymptotes at +-0.5 of [0, 1], the default) or
     "move" (first asymptotes from the move-limited box, TopOpt_in_PETSc's first step).
-    shrink_move_with_beta: MMA's move limit divided by β / 4 once the projection's β exceeds 4
+    shrink_move_with_beta: MMA's move limit divided by β / 8 once the projection's β exceeds 8
     (the default; False keeps it fixed; see :mod:`lightweight.optimize.loop`).
     """
     if not isinstance(problem, Problem):
@@ -381,7 +381,7 @@ def minimize_compliance(model, volume_fraction: float = 0.5, filter_radius: floa
     than objective_tolerance in each of this many iterations (constraints holding).
     mma_asymptotes: "bounds" (default) or "move": MMA's first step bounded by the move limit
     (TopOpt_in_PETSc's), see :func:`make_loop`. shrink_move_with_beta: MMA's move limit divided
-    by β / 4 above β = 4 with projection (default True), see :func:`make_loop`.
+    by β / 8 above β = 8 with projection (default True), see :func:`make_loop`.
     max_stress / min_safety_factor: a stress limit per load case (number or {case: value};
     see :func:`stress_limits`), bounded by the aggregated relaxed von Mises stress
     (:class:`~lightweight.optimize.responses.stress.Stress`, options in ``stress_options``).
