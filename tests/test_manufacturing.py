@@ -322,6 +322,9 @@ def test_mma_move_limit_shrinks_with_the_projection_beta():
     recorded = make_loop(model, compliance_problem(model, 0.5), filter_radius=1.5, projection="heaviside",
                          verbose=False, shrink_move_with_beta=False).parameters
     assert recorded["shrink_move_with_beta"] is False       # on record (and in the resume key)
+    with pytest.raises(lw.LightweightError, match="shrink_move_with_beta must be True"):
+        make_loop(model, compliance_problem(model, 0.5), filter_radius=1.5, projection="heaviside",
+                  verbose=False, shrink_move_with_beta="no")     # a string would read as True
 
 
 def test_mbb_maximum_member_size(mbb_free):

@@ -81,6 +81,9 @@ def _build(model, *, filter_radius, filter, projection, optimizer, penalty, inte
     if mma_asymptotes not in ("bounds", "move"):
         raise OptimizationError(f"mma_asymptotes must be 'bounds' (Svanberg's first asymptotes) or 'move' "
                                 f"(from the move-limited box, TopOpt_in_PETSc's), got {mma_asymptotes!r}")
+    if not isinstance(shrink_move_with_beta, (bool, np.bool_)):
+        raise OptimizationError(f"shrink_move_with_beta must be True (MMA's move limit shrinks above "
+                                f"projection beta 8) or False (fixed), got {shrink_move_with_beta!r}")
     if filter == "sensitivity" and projection:
         raise OptimizationError("projection needs filter='density' or 'helmholtz' (a sensitivity filter "
                                 "leaves the densities unfiltered, so there is nothing to project)")
