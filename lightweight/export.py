@@ -482,9 +482,9 @@ def mean_edge_length(mesh: Mesh) -> float:
             key = (int(min(a, b)), int(max(a, b)))
             counts[key] = counts.get(key, 0) + 1
     total = 0.0
+    points, cells = mesh.points, mesh.cells     # read once: a grid builds them on each read
     for (a, b), count in counts.items():
-        total += count * float(np.linalg.norm(mesh.points[mesh.cells[:, a]] - mesh.points[mesh.cells[:, b]],
-                                               axis=1).sum())
+        total += count * float(np.linalg.norm(points[cells[:, a]] - points[cells[:, b]], axis=1).sum())
     return total / (mesh.n_cells * sum(counts.values()))
 
 

@@ -376,3 +376,11 @@ def test_linear_simplex_jacobians_are_the_quadrature_product_bit_for_bit(cell_ty
     _, dN = shape_functions(cell_type, xi)
     general = np.linalg.det(np.einsum("ead,qar->eqdr", points[cells], dN))
     assert np.array_equal(mesh.jacobian_determinants(), general)
+
+
+def test_write_mesh_with_its_arguments_swapped_names_the_order(tmp_path):
+    """write_mesh(mesh, path) was a TypeError from pathlib deep inside; now it says what comes first."""
+    mesh = lw.structured_grid((2, 2))
+    with pytest.raises(lw.LightweightError, match="the file's path comes first"):
+        lw.write_mesh(mesh, tmp_path / "swapped.msh")
+    assert not (tmp_path / "swapped.msh").exists()

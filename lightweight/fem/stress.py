@@ -293,7 +293,8 @@ def stress_results(model_or_system, U: np.ndarray, stiffness_scale: np.ndarray |
     args = (system.dim, model.plane, model.material.nu)
     n_voigt = system.D.shape[0]
     E = extrapolation_matrix(mesh.cell_type)                     # (n_nodes_e, n_q)
-    count = np.bincount(mesh.cells.ravel(), minlength=mesh.n_nodes).astype(float)
+    cells = mesh.cells      # read once: a grid builds its cells on each read (mesh.py)
+    count = np.bincount(cells.ravel(), minlength=mesh.n_nodes).astype(float)
     count[count == 0] = 1.0
     out = {"stress": np.empty((n_cases, system.n_cells, n_voigt)),
            "von_mises": np.empty((n_cases, system.n_cells)),
@@ -309,7 +310,7 @@ def stress_results(model_or_system, U: np.ndarray, stiffness_scale: np.ndarray |
             # extrapolate to the block's nodes and add into the nodal sums in cell order
             at_nodes = np.einsum("aq,eqv->eav", E, points).reshape(-1, n_voigt)
             del points
-            _add_to_nodes(nodal, mesh.cells[block], at_nodes)
+            _add_to_nodes(nodal, cells[block], at_nodes)
             del at_nodes
         nodal /= count[:, None]
         out["von_mises_nodal"][c] = von_mises(nodal, *args)
