@@ -282,3 +282,60 @@ def test_analyses_share_the_fixed_loads_without_copies(solver):
     half = np.full(model.mesh.n_cells, 0.5)
     state = heavy.system().analyse(half, half, solver=solver)
     assert state.F.flags.writeable and not np.shares_memory(state.F, heavy.system().fixed_loads)
+
+
+def test_the_previous_displacements_become_the_next_solution_s_memory(monkeypatch):
+    """The design loop hands its previous U to the grid solve when nothing else holds it: the new
+    U is built in that memory (one DOF vector per case less at the solve's peak) and equals, bit
+    for bit, a solve that copied its start; a start someone still holds is copied, not changed."""
+    from lightweight.fem.multigrid import GridMultigrid
+    from lightweight.optimize.api import compliance_problem, make_loop
+    model = multigrid_model(two_cases=True)
+    mg_solve = GridMultigrid.solve
+    seen = []
+
+    def recording_solve(self, rhs, x0=None, overwrite_x0=False):
+        seen.append((None if x0 is None else x0.__array_interface__["data"][0], overwrite_x0))
+        return mg_solve(self, rhs, x0=x0, overwrite_x0=overwrite_x0)
+
+    monkeypatch.setattr(GridMultigrid, "solve", recording_solve)
+    loop = make_loop(model, compliance_problem(model, 0.4), filter_radius=1.5, solver="multigrid",
+                     verbose=False)
+    for _ in range(3):
+        loop.step()
+    history = [rec["objective"] for rec in loop.history]
+    assert [flag for _, flag in seen] == [False, True, True]
+    assert loop.analysis.last_displacements.__array_interface__["data"][0] == seen[-1][0]
+    # the same run while someone holds each start: copied, unchanged, the same numbers
+    held = []
+    copied = make_loop(model, compliance_problem(model, 0.4), filter_radius=1.5, solver="multigrid",
+                       verbose=False)
+    for _ in range(3):
+        if copied.analysis.last_displacements is not None:
+            held.append((copied.analysis.last_displacements, copied.analysis.last_displacements.copy()))
+        copied.step()
+    assert [flag for _, flag in seen[3:]] == [False, False, False]
+    assert [rec["objective"] for rec in copied.history] == history
+    assert all(np.array_equal(start, before) for start, before in held)
+
+
+def test_grid_solve_overwrites_only_a_start_it_may_use():
+    model = multigrid_model()
+    system = model.system()
+    U_ref = system.analyse(np.full(model.mesh.n_cells, 0.5), solver="multigrid").U
+    mg = system.multigrid
+    F = system.load_vectors()
+    start = np.ascontiguousarray(0.9 * U_ref)
+    expected, _ = mg.solve(F, x0=start.copy())
+    handed = start.copy()
+    U, _ = mg.solve(F, x0=handed, overwrite_x0=True)
+    assert np.shares_memory(U, handed) and np.array_equal(U, expected)
+    wide = np.repeat(start, 2, axis=1)
+    read_only = start.copy()
+    read_only.flags.writeable = False
+    for other in (start.astype(np.float32), wide[:, ::2], read_only):   # not float64 / not C / read-only
+        assert np.array_equal(other, start.astype(other.dtype))
+        before = np.array(other)
+        U, _ = mg.solve(F, x0=other, overwrite_x0=True)
+        assert not np.shares_memory(U, other) and np.array_equal(other, before)
+        assert np.allclose(U, expected, rtol=1e-6, atol=1e-12 * np.abs(expected).max())

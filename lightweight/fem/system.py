@@ -514,7 +514,7 @@ class LinearElasticSystem:
 
     def analyse(self, stiffness_scale: np.ndarray | None = None, mass_scale: np.ndarray | None = None,
                 solver: str = "auto", x0: np.ndarray | None = None,
-                rtol: float | None = None) -> "StaticState":
+                rtol: float | None = None, x0_disposable: bool = False) -> "StaticState":
         """Solve all load cases -> :class:`StaticState` (U, F, scales, adjoint solves).
 
         stiffness_scale / mass_scale: per-cell multipliers (n_cells,) of E and of the
@@ -525,7 +525,9 @@ class LinearElasticSystem:
         stops for this analysis and its adjoint solves (None: its own default, 1e-6 for
         amg-reuse and the grid multigrid; the design loop passes a looser one to AMG, see
         :data:`lightweight.optimize.analysis.DESIGN_SOLVER_RTOL`). Direct solvers and a solver
-        instance passed in keep their own accuracy.
+        instance passed in keep their own accuracy. x0_disposable: the caller no longer needs x0,
+        so the grid multigrid may build the solution in its memory (the design loop hands over
+        the previous displacements when nothing else holds them).
         """
         if rtol is not None and not (np.isfinite(rtol) and 0.0 < rtol < 1.0):
             raise SolverError(f"analysis rtol must lie in (0, 1), got {rtol!r}")
@@ -535,7 +537,8 @@ class LinearElasticSystem:
                 "the model has no load case: give loads={'case': [lw.PointLoad(...)]} "
                 "(a model without loads serves modal analysis only: lw.modes)")
         if self.uses_multigrid(solver):
-            return self._solve_multigrid(self._check_scale(stiffness_scale), mass_scale, x0, rtol)
+            return self._solve_multigrid(self._check_scale(stiffness_scale), mass_scale, x0, rtol,
+                                         x0_disposable)
         t0 = time.perf_counter()
         if self.solver is not None:
             # the last analysis' K goes before this one is assembled (the two together were
@@ -581,9 +584,10 @@ class LinearElasticSystem:
                            dict(self.last_solve_info), self._generation, solver=lin,
                            constrained=K, support_values=support_values)
 
-    def _solve_multigrid(self, scale: np.ndarray, mass_scale, x0, rtol: float | None = None):
+    def _solve_multigrid(self, scale: np.ndarray, mass_scale, x0, rtol: float | None = None,
+                         x0_disposable: bool = False):
         """The multigrid path of :meth:`solve` (no assembled matrix), same returns."""
-        from .multigrid import grid_matvec
+        from .multigrid import GridMultigrid, grid_matvec
         t0 = time.perf_counter()
         mg = self._get_multigrid()
         mg.rtol = self._multigrid_default_rtol if rtol is None else float(rtol)
@@ -601,8 +605,11 @@ class LinearElasticSystem:
         guess = None
         if x0 is not None and np.shape(x0) == rhs.shape and np.all(np.isfinite(x0)):
             guess = x0
-        U, info = mg.solve(rhs, x0=guess)
-        del rhs
+        if x0_disposable and guess is not None and isinstance(mg, GridMultigrid):
+            U, info = mg.solve(rhs, x0=guess, overwrite_x0=True)
+        else:
+            U, info = mg.solve(rhs, x0=guess)
+        del rhs, guess
         self._check_multigrid(U, info, "displacements")
         U[:, self.fixed_dofs] = self.fixed_values[None, :]
         self.last_solve_info = {"solver": "multigrid", "assembly_seconds": t1 - t0,
