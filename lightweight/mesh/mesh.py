@@ -133,11 +133,13 @@ class Mesh:
                 and np.array_equal(grid_cell_nodes(self.grid), self.cells)):
             raise MeshError(f"mesh{self._src()} is not the grid its axes and shape describe: "
                             f"its points and cells are kept")
+        for a in axes:
+            a.flags.writeable = False     # copies of the mesh share them
         self.__dict__.update(_grid_axes=axes, _points=None, _cells=None,
                              _points_ref=None, _cells_ref=None)
 
     def _built_on_reading(self, name: str, build: Callable[[], np.ndarray]) -> np.ndarray:
-        """The stored array ``name``, or the one still held by someone, or a new read-only one."""
+        """The grid's array ``name`` as still held by someone, else built anew, read-only."""
         held = self.__dict__.get(f"_{name}_ref")
         value = held() if held is not None else None
         if value is None:
