@@ -425,3 +425,33 @@ def test_half_stencil_apply_equals_the_full_matrix(nodes, dim):
         out = np.full_like(X, np.nan)
         _half_stencil_apply(nodes, dim, stored, X, out)
         np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vcycle_in_the_pcg_s_dead_product_gives_the_same_correction(dtype):
+    """The fine smoother's product and direction live in the PCG's A P between its use and the
+    next product (two float32 vectors fit in one float64 one; with the float64 V-cycle they do
+    not fit and are allocated): the V-cycle's correction is the one it gives on its own memory,
+    and a scratch too small, strided or read-only is never written."""
+    from lightweight.fem.multigrid import _borrowed_like
+    shape = (12, 6, 6)
+    mesh, Ke, fixed, F = _setup(shape, (1.0, 1.0, 1.0))
+    mg = GridMultigrid(shape, None, Ke, fixed, vcycle_dtype=dtype, coarse_max_dofs=300)
+    mg.update(_designs(mesh, shape)["random_simp"])
+    assert len(mg.levels) >= 2                       # a smoothed fine level
+    R = np.random.default_rng(3).standard_normal((2, mg.n_dofs)) * mg.free[None, :]
+    own = mg._vcycle(0, R.copy())
+    scratch = np.full(R.shape, 7.0)
+    borrowed = mg._vcycle(0, R.copy(), scratch=scratch)
+    np.testing.assert_allclose(borrowed, own, rtol=1e-6 if dtype == np.float32 else 1e-12,
+                               atol=1e-12 * np.abs(own).max())
+    assert (np.all(scratch == 7.0)) == (dtype == np.float64)     # used only where two fit
+    B = np.empty((2, 100), dtype=np.float32)
+    parts = _borrowed_like(B, np.empty((2, 100)), 2)
+    assert all(p.shape == B.shape and p.dtype == B.dtype and p.flags.c_contiguous for p in parts)
+    assert not np.shares_memory(parts[0], parts[1])
+    for bad in (np.empty((2, 99)), np.empty((2, 200))[:, ::2], np.empty((2, 100))[None][0].copy()):
+        if bad.flags.c_contiguous and bad.nbytes >= 2 * B.nbytes:
+            bad.flags.writeable = False
+        parts = _borrowed_like(B, bad, 2)
+        assert not any(np.shares_memory(p, bad) for p in parts)

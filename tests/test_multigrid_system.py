@@ -286,8 +286,8 @@ def test_analyses_share_the_fixed_loads_without_copies(solver):
 
 def test_the_previous_displacements_become_the_next_solution_s_memory(monkeypatch):
     """The design loop hands its previous U to the grid solve when nothing else holds it: the new
-    U is built in that memory (one DOF vector per case less at the solve's peak) and equals, bit
-    for bit, a solve that copied its start; a start someone still holds is copied, not changed."""
+    U is built in that memory (one DOF vector per case less at the solve's peak) and equals, to
+    round-off, a solve that copied its start; a start someone still holds is copied, not changed."""
     from lightweight.fem.multigrid import GridMultigrid
     from lightweight.optimize.api import compliance_problem, make_loop
     model = multigrid_model(two_cases=True)
@@ -315,7 +315,9 @@ def test_the_previous_displacements_become_the_next_solution_s_memory(monkeypatc
             held.append((copied.analysis.last_displacements, copied.analysis.last_displacements.copy()))
         copied.step()
     assert [flag for _, flag in seen[3:]] == [False, False, False]
-    assert [rec["objective"] for rec in copied.history] == history
+    # equal to round-off (a different buffer can change the alignment, and with it the order
+    # of the dot products' SIMD sums: 1e-14 relative seen between identical runs)
+    np.testing.assert_allclose([rec["objective"] for rec in copied.history], history, rtol=1e-12, atol=0)
     assert all(np.array_equal(start, before) for start, before in held)
 
 
@@ -329,7 +331,8 @@ def test_grid_solve_overwrites_only_a_start_it_may_use():
     expected, _ = mg.solve(F, x0=start.copy())
     handed = start.copy()
     U, _ = mg.solve(F, x0=handed, overwrite_x0=True)
-    assert np.shares_memory(U, handed) and np.array_equal(U, expected)
+    assert np.shares_memory(U, handed)
+    np.testing.assert_allclose(U, expected, rtol=1e-12, atol=1e-14 * np.abs(expected).max())
     wide = np.repeat(start, 2, axis=1)
     read_only = start.copy()
     read_only.flags.writeable = False

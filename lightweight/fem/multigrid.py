@@ -821,6 +821,22 @@ def _pcg_direction(P, Z, beta):
             p_c[i] = factor * p_c[i] + z_c[i]
 
 
+def _borrowed_like(B, scratch, count):
+    """``count`` arrays shaped and typed like B, C-ordered, carved from ``scratch`` when it has
+    room for all of them (two float32 fine-level vectors fit in one float64 one), else new.
+
+    The fine V-cycle's smoother product and direction in the PCG's dead product A P: one
+    float64 DOF vector per case less at the solve's peak (25 B/hex at 128x64x64), the same
+    arithmetic on other memory.
+    """
+    if (scratch is None or not scratch.flags.c_contiguous or not scratch.flags.writeable
+            or scratch.nbytes < count * B.nbytes):
+        return tuple(np.empty_like(B) for _ in range(count))
+    flat = scratch.reshape(-1).view(np.uint8)
+    return tuple(flat[i * B.nbytes:(i + 1) * B.nbytes].view(B.dtype).reshape(B.shape)
+                 for i in range(count))
+
+
 def _row_dots(A, B):
     """Per-case dot products (n_cases,) of (n_cases, n) arrays, without an (n_cases, n) temporary."""
     return np.einsum("ij,ij->i", A, B)
@@ -1168,14 +1184,16 @@ class GridMultigrid:
         T = np.diag(alphas) + np.diag(betas[:k - 1], 1) + np.diag(betas[:k - 1], -1)
         return float(np.linalg.eigvalsh(T).max())
 
-    def _smooth(self, lev, B, X, zero_guess, work=None):
+    def _smooth(self, lev, B, X, zero_guess, work=None, scratch=None):
         """Chebyshev-Jacobi (or damped Jacobi) smoothing of A X = B in place; returns X.
 
         work: a free array like B to hold the residual (the caller's dead residual), else one
         is allocated; on the fine level each saved vector is one fine-grid vector of the peak.
+        scratch: dead memory of the caller (the PCG's product A P between its use and the next
+        product) that holds the smoother's product and direction when it has room for them.
         """
         Dinv = lev.inv_diag[None, :]
-        tmp = np.empty_like(B)
+        tmp, Dk = _borrowed_like(B, scratch, 2)
         R = np.empty_like(B) if work is None else work
         if zero_guess:
             R[...] = B
@@ -1194,7 +1212,6 @@ class GridMultigrid:
         delta = 0.5 * (upper - lower)
         sigma = theta / delta
         rho = 1.0 / sigma
-        Dk = np.empty_like(B)
         _chebyshev_update(X, R, None, Dk, lev.inv_diag, 0.0, 1.0 / theta)
         for _ in range(self.smoother_degree - 1):
             self._apply_level(lev, Dk, tmp)
@@ -1203,7 +1220,8 @@ class GridMultigrid:
             rho = rho_new
         return X
 
-    def _vcycle(self, level_index, B):
+    def _vcycle(self, level_index, B, scratch=None):
+        """One V-cycle from this level down for the residual B; scratch: see :meth:`_smooth`."""
         lev = self.levels[level_index]
         if level_index == len(self.levels) - 1:
             X = self._direct.solve(B.T)          # (n, n_cases); B.T is Fortran order: no copy
@@ -1211,13 +1229,13 @@ class GridMultigrid:
         if level_index == 0 and self.vcycle_dtype == np.float32:
             # the fine level in single precision; its output stays float32 (PCG reads it as
             # is: its float64 values would be the same, so a cast back only costs a vector)
-            return self._vcycle_level(0, B.astype(np.float32))
-        return self._vcycle_level(level_index, B)
+            return self._vcycle_level(0, B.astype(np.float32), scratch)
+        return self._vcycle_level(level_index, B, scratch)
 
-    def _vcycle_level(self, level_index, B):
+    def _vcycle_level(self, level_index, B, scratch=None):
         """Smooth, restrict the residual, recurse, prolong, smooth (B's dtype on this level)."""
         lev = self.levels[level_index]
-        X = self._smooth(lev, B, np.zeros_like(B), zero_guess=True)
+        X = self._smooth(lev, B, np.zeros_like(B), zero_guess=True, scratch=scratch)
         R = self._apply_level(lev, X, np.empty_like(B))
         np.subtract(B, R, out=R)
         coarse = self.levels[level_index + 1]
@@ -1228,7 +1246,7 @@ class GridMultigrid:
         _prolong_add(coarse.nodes, lev.nodes, self.dim, Xc, X, lev.alive)
         del Xc
         # the restricted residual is dead: its buffer holds the post-smoother's residual
-        return self._smooth(lev, B, X, zero_guess=False, work=R)
+        return self._smooth(lev, B, X, zero_guess=False, work=R, scratch=scratch)
 
     def vcycle(self, r):
         """One V-cycle applied to residual(s) r (n_dofs,) or (n_cases, n_dofs); fixed DOFs -> 0."""
@@ -1291,7 +1309,7 @@ class GridMultigrid:
         safe_b = np.where(bnorm > 0, bnorm, 1.0)
         active = rnorm > self.rtol * bnorm
         iters = np.zeros(n_cases, dtype=int)
-        Z = self._vcycle(0, R)
+        Z = self._vcycle(0, R, scratch=AP)     # AP is dead until the next product
         P = Z.astype(np.float64)
         rz = _row_dots(R, Z)
         del Z
@@ -1307,7 +1325,7 @@ class GridMultigrid:
             active &= rnorm > self.rtol * bnorm
             if not active.any():
                 break
-            Z = self._vcycle(0, R)
+            Z = self._vcycle(0, R, scratch=AP)
             rz_new = _row_dots(R, Z)
             beta = np.where(active, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
             _pcg_direction(P, Z, beta)
