@@ -379,7 +379,9 @@ class Mesh:
                 slabs.append(np.ravel(ids))
         surface_cells = np.unique(np.concatenate(slabs))        # sorted: cell order kept
         local = np.array(CELL_TYPES[self.cell_type].faces)
-        faces = self.cells[surface_cells][:, local].reshape(-1, local.shape[1])
+        # the surface cells' nodes from the numbering alone: reading self.cells of a grid that
+        # does not store them would build all n_cells rows for each face set
+        faces = grid_cell_nodes(shape, surface_cells)[:, local].reshape(-1, local.shape[1])
         on_boundary = np.zeros(len(faces), dtype=bool)
         rest = faces
         for d in range(dim):
@@ -479,20 +481,21 @@ def grid_node_coordinates(axes: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([a.ravel() for a in mesh_axes[::-1]], axis=1)
 
 
-def grid_cell_nodes(shape: Sequence[int]) -> np.ndarray:
+def grid_cell_nodes(shape: Sequence[int], cell_ids: np.ndarray | None = None) -> np.ndarray:
     """Cells (n_cells, 4 or 8) int64 of a (nx, ny[, nz]) grid in VTK order, x fastest.
 
     Cell (i, j[, k]) is row i + nx(j + ny k); its nodes go counter-clockwise around the bottom
-    face, then the top face, starting at node (i, j[, k]).
+    face, then the top face, starting at node (i, j[, k]). cell_ids: only these rows, (k,).
     """
     nx, ny = int(shape[0]), int(shape[1])
+    ids = (np.arange(int(np.prod(shape)), dtype=np.int64) if cell_ids is None
+           else np.asarray(cell_ids, dtype=np.int64))
+    i, j = ids % nx, (ids // nx) % ny
     if len(shape) == 2:
-        j, i = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
-        n0 = (i + (nx + 1) * j).ravel()
+        n0 = i + (nx + 1) * j
         return np.stack([n0, n0 + 1, n0 + nx + 2, n0 + nx + 1], axis=1)
-    nz = int(shape[2])
-    k, j, i = np.meshgrid(np.arange(nz), np.arange(ny), np.arange(nx), indexing="ij")
-    n0 = (i + (nx + 1) * (j + (ny + 1) * k)).ravel()
+    k = ids // (nx * ny)
+    n0 = i + (nx + 1) * (j + (ny + 1) * k)
     layer = (nx + 1) * (ny + 1)
     bottom = [n0, n0 + 1, n0 + nx + 2, n0 + nx + 1]
     return np.stack(bottom + [b + layer for b in bottom], axis=1)
