@@ -153,3 +153,15 @@ def test_a_grid_design_loop_holds_neither_array():
     for name in ("points", "cells"):
         held = mesh.__dict__.get(f"_{name}_ref")
         assert held is None or held() is None, f"something keeps the grid's {name}"
+
+
+@pytest.mark.parametrize("shape", [(7, 5), (6, 4, 3)])
+def test_grid_cell_nodes_of_chosen_cells_are_those_rows(shape):
+    from lightweight.mesh.mesh import grid_cell_nodes
+    full = grid_cell_nodes(shape)
+    chosen = np.array([0, 3, len(full) // 2, len(full) - 1])
+    np.testing.assert_array_equal(grid_cell_nodes(shape, chosen), full[chosen])
+    mesh = lw.structured_grid(shape)
+    faces = mesh.boundary_faces()                    # from the surface cells' rows alone
+    explicit = Mesh(np.array(mesh.points), np.array(mesh.cells), mesh.cell_type)
+    assert {tuple(sorted(f)) for f in faces.tolist()} == {tuple(sorted(f)) for f in explicit.boundary_faces().tolist()}
