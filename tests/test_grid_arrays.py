@@ -20,16 +20,22 @@ from lightweight.errors import MeshError
 from lightweight.mesh.mesh import Mesh
 
 
+def _unravel(flat, counts):
+    """Index (i, j[, k]) of the flat x-fastest position ``flat`` in a raster of ``counts``."""
+    index = []
+    for c in counts:
+        index.append(flat % c)
+        flat //= c
+    return index
+
+
 def _reference_grid(shape, size, origin):
     """Points and cells of a grid written out node by node and cell by cell (no meshgrid)."""
     dim = len(shape)
     counts = [n + 1 for n in shape]
     points = []
     for flat in range(int(np.prod(counts))):
-        index, rest = [], flat
-        for c in counts:
-            index.append(rest % c)
-            rest //= c
+        index = _unravel(flat, counts)
         points.append([origin[d] + size[d] if index[d] == shape[d]
                        else origin[d] + size[d] / shape[d] * index[d] for d in range(dim)])
 
@@ -42,10 +48,7 @@ def _reference_grid(shape, size, origin):
 
     cells = []
     for flat in range(int(np.prod(shape))):
-        index, rest = [], flat
-        for n in shape:
-            index.append(rest % n)
-            rest //= n
+        index = _unravel(flat, shape)
         i, j = index[0], index[1]
         ring = [(i, j), (i + 1, j), (i + 1, j + 1), (i, j + 1)]
         if dim == 2:
