@@ -821,6 +821,31 @@ def _pcg_direction(P, Z, beta):
             p_c[i] = factor * p_c[i] + z_c[i]
 
 
+@numba.njit(cache=True, parallel=True)
+def _residual_single(B, AX, out):
+    """out = float32(B) - AX per entry, in float32 (B float64, AX and out float32 (n_cases, n)).
+
+    The fine float32 V-cycle reads the PCG's float64 residual as its right-hand side: each
+    entry rounded to float32, then subtracted in float32, exactly what a float32 copy of B
+    would give, without that copy (one float32 DOF vector per case of the solve's peak).
+    """
+    n_cases, n = B.shape
+    for c in range(n_cases):
+        b_c = B[c]
+        ax_c = AX[c]
+        out_c = out[c]
+        for i in numba.prange(n):
+            out_c[i] = np.float32(b_c[i]) - ax_c[i]
+
+
+def _residual(B, AX, out):
+    """out = B - AX in out's type (B may be the float64 right-hand side of a float32 level)."""
+    if B.dtype == out.dtype:
+        return np.subtract(B, AX, out=out)
+    _residual_single(B, AX, out)
+    return out
+
+
 def _borrowed_like(B, scratch, count):
     """``count`` arrays shaped and typed like B, C-ordered, carved from ``scratch`` when it has
     room for all of them (two float32 fine-level vectors fit in one float64 one), else new.
@@ -964,7 +989,11 @@ class GridMultigrid:
         # analysis kept across updates. Pivot checks off: Galerkin operators of SIMP designs
         # legitimately have pivots 1e-9 times their diagonal; no residual check per V-cycle
         # (a sparse product as large as the coarse solve itself).
+        # No serial-against-parallel timing of PARDISO: it keeps a second factor for good (28
+        # B/hex at 128x64x64, a third of the solver's memory beyond its vectors).
         self._direct = make_solver(coarse_solver, check_pivots=False, check_residuals=False)
+        if isinstance(coarse_solver, str) and hasattr(self._direct, "tune_threads"):
+            self._direct.tune_threads = False
         self.setup_seconds = 0.0
 
     # ------------------------------------------------------------------ hierarchy
@@ -1193,18 +1222,19 @@ class GridMultigrid:
         product) that holds the smoother's product and direction when it has room for them.
         """
         Dinv = lev.inv_diag[None, :]
-        tmp, Dk = _borrowed_like(B, scratch, 2)
-        R = np.empty_like(B) if work is None else work
+        # X's type is the level's arithmetic; B may be float64 on a float32 fine level
+        tmp, Dk = _borrowed_like(X, scratch, 2)
+        R = np.empty_like(X) if work is None else work
         if zero_guess:
-            R[...] = B
+            R[...] = B                    # rounds to R's type like a cast copy of B would
         else:
-            np.subtract(B, self._apply_level(lev, X, tmp), out=R)
+            _residual(B, self._apply_level(lev, X, tmp), R)
         if self.smoother == "jacobi":
             omega = self.jacobi_weight * 2.0 / lev.lmax
             for it in range(self.smoother_degree):
                 X += omega * Dinv * R
                 if it < self.smoother_degree - 1:
-                    R = B - self._apply_level(lev, X, tmp)
+                    R = _residual(B, self._apply_level(lev, X, tmp), np.empty_like(X))
             return X
         upper = lev.upper
         lower = upper / self.chebyshev_ratio
@@ -1227,17 +1257,19 @@ class GridMultigrid:
             X = self._direct.solve(B.T)          # (n, n_cases); B.T is Fortran order: no copy
             return np.ascontiguousarray(X.T) * lev.alive[None, :]
         if level_index == 0 and self.vcycle_dtype == np.float32:
-            # the fine level in single precision; its output stays float32 (PCG reads it as
-            # is: its float64 values would be the same, so a cast back only costs a vector)
-            return self._vcycle_level(0, B.astype(np.float32), scratch)
+            # the fine level in single precision, reading the float64 B entry by entry as
+            # float32 (no float32 copy of it); its output stays float32 (PCG reads it as is:
+            # its float64 values would be the same, so a cast back only costs a vector)
+            return self._vcycle_level(0, B, scratch, np.float32)
         return self._vcycle_level(level_index, B, scratch)
 
-    def _vcycle_level(self, level_index, B, scratch=None):
-        """Smooth, restrict the residual, recurse, prolong, smooth (B's dtype on this level)."""
+    def _vcycle_level(self, level_index, B, scratch=None, dtype=None):
+        """Smooth, restrict the residual, recurse, prolong, smooth (in ``dtype``, default B's)."""
         lev = self.levels[level_index]
-        X = self._smooth(lev, B, np.zeros_like(B), zero_guess=True, scratch=scratch)
-        R = self._apply_level(lev, X, np.empty_like(B))
-        np.subtract(B, R, out=R)
+        X = self._smooth(lev, B, np.zeros(B.shape, dtype or B.dtype), zero_guess=True,
+                         scratch=scratch)
+        R = self._apply_level(lev, X, np.empty_like(X))
+        _residual(B, R, R)
         coarse = self.levels[level_index + 1]
         Bc = np.empty((B.shape[0], coarse.n_dofs))
         _restrict(coarse.nodes, lev.nodes, self.dim, R, Bc, lev.alive)

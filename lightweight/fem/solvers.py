@@ -381,15 +381,22 @@ class PardisoSolver(LinearSolver):
     single-precision factorization and solves (iparm(28) = 1; inputs and outputs stay float64
     for the caller): two thirds of the factor memory and 1.2-1.4x faster, for inner solves
     whose accuracy is set elsewhere (the AMG coarse level: relative residual ~3e-5 there).
+    ``tune_threads=False``: never time one thread against all of MKL's at the first
+    refactorization, so never keep the two factors that timing needs (the grid multigrid's
+    coarsest level, refactorized every design iteration: its second factor was 28 B per hex
+    of the whole 128x64x64 run); the thread count then follows the flop rule alone.
     """
 
     name = "pardiso"
 
-    def __init__(self, matrix_type: int = 2, check_pivots: bool = True, single: bool = False):
+    def __init__(self, matrix_type: int = 2, check_pivots: bool = True, single: bool = False,
+                 tune_threads: bool = True):
         super().__init__()
-        if not isinstance(single, (bool, np.bool_)):
-            raise SolverError(f"pardiso single must be True or False, got {single!r}")
+        for option, value in (("single", single), ("tune_threads", tune_threads)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise SolverError(f"pardiso {option} must be True or False, got {value!r}")
         self.single = bool(single)
+        self.tune_threads = bool(tune_threads)
         self._dtype = np.float32 if self.single else np.float64
         import ctypes
 
@@ -557,7 +564,8 @@ class PardisoSolver(LinearSolver):
         # factorizations for one (0.18 of a bracket evaluation's 0.32 s).
         self._numeric_phases = 0
         # the timing keeps two factors: only when both fit (the analysis said what one needs)
-        self._tune = (self.threads == 1 and max_threads > 1 and pardiso_threads_fixed() is None
+        self._tune = (self.tune_threads and self.threads == 1 and max_threads > 1
+                      and pardiso_threads_fixed() is None
                       and mflops is not None and mflops >= PARDISO_TRY_PARALLEL_MFLOPS
                       and 2 * self.report["memory_bytes"] <= available_memory())
         self.mflops = mflops
