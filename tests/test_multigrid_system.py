@@ -261,27 +261,63 @@ def grid_state(model, rho):
 
 
 @pytest.mark.parametrize("solver", ["multigrid", "direct"])
-def test_analyses_share_the_fixed_loads_without_copies(solver):
-    """Without body loads every analysis reads one read-only view of the fixed loads as F (no
-    copy per analysis); load_vectors() and solve() still give the caller a writable copy."""
+def test_analyses_keep_the_fixed_loads_as_loaded_dofs_only(solver):
+    """Without body loads the system keeps only the loaded DOFs and their values: no dense
+    (n_cases, n_dofs) array on the system or its states; F is built again when read, and the
+    compliance f.u is read at the loaded DOFs (equal to the dense product to round-off)."""
     model = multigrid_model(shape=(8, 4, 4), two_cases=True)
     system = model.system()
+    dense = system.fixed_loads
+    assert dense.shape == (2, system.n_dofs) and np.count_nonzero(dense) > 0
+    np.testing.assert_array_equal(np.flatnonzero(np.any(dense != 0, axis=0)), system.loaded_dofs)
     first = system.analyse(np.full(model.mesh.n_cells, 0.5), solver=solver)
     second = system.analyse(np.full(model.mesh.n_cells, 0.7), solver=solver)
-    assert first.F is second.F and not first.F.flags.writeable
-    assert np.shares_memory(first.F, system.fixed_loads)
-    np.testing.assert_array_equal(first.F, system.load_vectors())
-    loads = system.load_vectors()
+    for state in (first, second):
+        np.testing.assert_array_equal(state.F, dense)
+        np.testing.assert_allclose(state.load_work(), np.einsum("cd,cd->c", dense, state.U),
+                                   rtol=1e-13)
+    big = system.n_dofs * 2 * 8
+    held = [name for name, value in vars(system).items()
+            if isinstance(value, np.ndarray) and value.nbytes >= big]
+    assert held == [], f"dense per-case arrays kept on the system: {held}"
+    assert [name for name, v in vars(first).items() if isinstance(v, np.ndarray)
+            and v.shape == dense.shape and v is not first.U] == []
+    # every read is the caller's own array
+    assert not np.shares_memory(system.fixed_loads, system.fixed_loads)
     U, F = system.solve(np.full(model.mesh.n_cells, 0.7), solver=solver)
-    for mine in (loads, F):
-        assert mine.flags.writeable and not np.shares_memory(mine, system.fixed_loads)
+    assert F.flags.writeable
+    np.testing.assert_array_equal(F, dense)
     np.testing.assert_allclose(U, second.U, rtol=1e-6, atol=1e-9 * np.abs(U).max())
-    # self-weight: the loads depend on the design, a new array per analysis
+    # self-weight: the loads depend on the design, the state keeps its own F
     heavy = lw.Model(model.mesh, lw.Material(E=1.0, nu=0.3, density=1.0), supports={"xmin": "xyz"},
                      loads={"weight": [lw.Gravity((0.0, 0.0, -1.0))]})
     half = np.full(model.mesh.n_cells, 0.5)
     state = heavy.system().analyse(half, half, solver=solver)
-    assert state.F.flags.writeable and not np.shares_memory(state.F, heavy.system().fixed_loads)
+    assert state.F is state.F and np.count_nonzero(state.F) > 0
+    np.testing.assert_allclose(state.load_work(), np.einsum("cd,cd->c", state.F, state.U), rtol=1e-13)
+
+
+def test_grid_solve_builds_its_residual_in_a_handed_over_rhs():
+    """overwrite_rhs=True: the PCG's residual lives in the rhs' memory; same solution to the bit
+    as a solve that copied it, the fixed rows of the rhs still set x[fixed]; a read-only rhs is
+    copied and left unchanged."""
+    model = multigrid_model(shape=(8, 4, 4), two_cases=True)
+    system = model.system()
+    mg = system._get_multigrid()
+    mg.update(np.full(model.mesh.n_cells, 0.6))
+    B = system.fixed_loads
+    B[:, system.fixed_dofs[:3]] = 2.5                 # fixed rows: read before B is overwritten
+    kept, info_kept = mg.solve(B.copy())
+    handed = B.copy()
+    mine, info = mg.solve(handed, overwrite_rhs=True)
+    np.testing.assert_array_equal(mine, kept)
+    assert info["iterations"] == info_kept["iterations"]
+    assert not np.array_equal(handed, B)              # its memory held the residual
+    frozen = B.copy()
+    frozen.flags.writeable = False
+    again, _ = mg.solve(frozen, overwrite_rhs=True)
+    np.testing.assert_array_equal(again, kept)
+    np.testing.assert_array_equal(frozen, B)
 
 
 def test_the_previous_displacements_become_the_next_solution_s_memory(monkeypatch):
@@ -294,9 +330,9 @@ def test_the_previous_displacements_become_the_next_solution_s_memory(monkeypatc
     mg_solve = GridMultigrid.solve
     seen = []
 
-    def recording_solve(self, rhs, x0=None, overwrite_x0=False):
+    def recording_solve(self, rhs, x0=None, overwrite_x0=False, **options):
         seen.append((None if x0 is None else x0.__array_interface__["data"][0], overwrite_x0))
-        return mg_solve(self, rhs, x0=x0, overwrite_x0=overwrite_x0)
+        return mg_solve(self, rhs, x0=x0, overwrite_x0=overwrite_x0, **options)
 
     monkeypatch.setattr(GridMultigrid, "solve", recording_solve)
     loop = make_loop(model, compliance_problem(model, 0.4), filter_radius=1.5, solver="multigrid",

@@ -1301,13 +1301,15 @@ class GridMultigrid:
         if self.scale is None:
             raise SolverError("GridMultigrid.update(stiffness_scale) must be called before solving")
 
-    def solve(self, rhs, x0=None, overwrite_x0: bool = False):
+    def solve(self, rhs, x0=None, overwrite_x0: bool = False, overwrite_rhs: bool = False):
         """Solve K_c U = rhs for all load cases by MG-preconditioned block CG.
 
         rhs: (n_cases, n_dofs) or (n_dofs,); x0: initial guess of the same shape (free DOFs).
         overwrite_x0: the caller hands x0 over (it no longer needs it), so a float64 C-ordered
         (n_cases, n_dofs) x0 becomes the solution's memory instead of being copied: one DOF
         vector per case less at the solve's peak (25 B per hex at 128x64x64), same numbers.
+        overwrite_rhs: likewise for rhs, which then holds the PCG's residual (its values are
+        lost; only its fixed rows are read, before).
         Returns (U like rhs, info) with info = {"iterations": [per case], "residuals": [relative
         ||r_free|| / ||rhs_free||], "seconds", "setup_seconds", "levels": [dofs per level],
         "converged": bool}.
@@ -1333,7 +1335,11 @@ class GridMultigrid:
                 np.multiply(X, free, out=X)
             else:
                 X = np.ascontiguousarray(X * free)
-        R = np.multiply(B, free, out=np.empty(B.shape))
+        fixed_rhs = B[:, fixed]               # a copy: R may take B's memory
+        disposable = (overwrite_rhs and B.dtype == np.float64 and B.flags.c_contiguous
+                      and B.flags.writeable and not np.shares_memory(B, X))
+        R = np.multiply(B, free, out=B if disposable else np.empty(B.shape))
+        del B
         bnorm = np.sqrt(_row_dots(R, R))
         AP = self._apply_level(self.levels[0], X, np.empty_like(X))
         R -= AP
@@ -1363,7 +1369,7 @@ class GridMultigrid:
             _pcg_direction(P, Z, beta)
             del Z
             rz = rz_new
-        X[:, fixed] = B[:, fixed] / self.fixed_diagonal
+        X[:, fixed] = fixed_rhs / self.fixed_diagonal
         info = {"iterations": iters.tolist(), "residuals": (rnorm / safe_b).tolist(),
                 "converged": bool(not active.any()), "seconds": time.perf_counter() - t0,
                 "setup_seconds": self.setup_seconds,

@@ -767,12 +767,12 @@ class GridMultigrid2D(GridMultigrid):
                 self._fixed_planes, self._stencils, self._soff, self._band, self._perm,
                 self._band_work, self._row_work)
 
-    def solve(self, rhs, x0=None, overwrite_x0: bool = False):
+    def solve(self, rhs, x0=None, overwrite_x0: bool = False, overwrite_rhs: bool = False):
         """Solve K_c U = rhs for all load cases by MG-preconditioned CG, one compiled call per case.
 
         rhs: (n_cases, n_dofs) or (n_dofs,); x0: initial guess of the same shape (free DOFs).
-        overwrite_x0: accepted for GridMultigrid's signature; this solver works in its own plane
-        layout, so x0 is always read, never changed. Returns (U like rhs, info) with the keys of
+        overwrite_x0, overwrite_rhs: accepted for GridMultigrid's signature; this solver works
+        in its own plane layout, so x0 and rhs are always read, never changed. Returns (U like rhs, info) with the keys of
         GridMultigrid.solve.
         """
         self._check_ready()

@@ -328,7 +328,7 @@ class LinearElasticSystem:
     def _setup_loads(self) -> None:
         mesh, model = self.mesh, self.model
         n_cases = len(self.case_names)
-        self.fixed_loads = np.zeros((n_cases, self.n_dofs))
+        dense = np.zeros((n_cases, self.n_dofs))
         # body loads: per case a list of (force per volume (dim,), cell weights (n_cells,), is_gravity)
         self.body_loads: list[list[tuple[np.ndarray, np.ndarray, bool]]] = [[] for _ in range(n_cases)]
         self._shape_integrals = None
@@ -340,12 +340,33 @@ class LinearElasticSystem:
                     weights[cells] = 1.0
                     self.body_loads[c].append((vec, weights, isinstance(load, Gravity)))
                 else:
-                    self.fixed_loads[c] += nodal_forces(mesh, load, model.thickness).reshape(-1)
+                    dense[c] += nodal_forces(mesh, load, model.thickness).reshape(-1)
         if any(self.body_loads):
             self._shape_integrals = cell_shape_integrals(mesh, model.thickness)
-        # what analyses read as F without body loads: never written, so shared, not copied
-        self._fixed_loads_read_only = self.fixed_loads.view()
-        self._fixed_loads_read_only.flags.writeable = False
+        # Kept as the loaded DOFs and their values only: loads act on a few faces or nodes, and
+        # a dense (n_cases, n_dofs) copy held for the whole run was 25 B per hex of a
+        # 128x64x64 grid run (a fifth of its solver's vectors); each analysis scatters a
+        # fresh dense vector that the grid solve then uses as its residual's memory.
+        loaded = np.flatnonzero(np.any(dense != 0.0, axis=0))
+        self.loaded_dofs = loaded.astype(np.int32 if self.n_dofs < 2 ** 31 else np.int64)
+        self.loaded_dofs.flags.writeable = False
+        self._load_values = np.ascontiguousarray(dense[:, loaded])
+        self._load_values.flags.writeable = False
+        del dense
+
+    @property
+    def fixed_loads(self) -> np.ndarray:
+        """The design-independent loads (n_cases, n_dofs), point and surface loads: a new
+        array at every read (the system keeps only :attr:`loaded_dofs` and their values)."""
+        F = np.zeros((len(self.case_names), self.n_dofs))
+        F[:, self.loaded_dofs] = self._load_values
+        return F
+
+    def fixed_load_work(self, U: np.ndarray) -> np.ndarray:
+        """sum_d F[c, d] U[c, d] of the fixed loads per case, (n_cases,), read at the loaded DOFs
+        only (no dense F); U (n_cases, n_dofs)."""
+        U = np.asarray(U)
+        return np.einsum("cd,cd->c", self._load_values, U[:, self.loaded_dofs])
 
     @property
     def has_body_loads(self) -> bool:
@@ -353,7 +374,7 @@ class LinearElasticSystem:
 
     def load_vectors(self, mass_scale: np.ndarray | None = None) -> np.ndarray:
         """External forces (n_cases, n_dofs); body forces scaled per cell by ``mass_scale``."""
-        F = self.fixed_loads.copy()
+        F = self.fixed_loads
         if not self.has_body_loads:
             return F
         scale = np.ones(self.n_cells) if mass_scale is None else np.asarray(mass_scale, dtype=float)
@@ -365,10 +386,8 @@ class LinearElasticSystem:
         return F
 
     def _analysis_loads(self, mass_scale) -> np.ndarray:
-        """The loads an analysis reads (n_cases, n_dofs): without body loads the shared
-        read-only view of the fixed loads (no copy), else :meth:`load_vectors`."""
-        if not self.has_body_loads:
-            return self._fixed_loads_read_only
+        """The loads an analysis solves for (n_cases, n_dofs), a new array the analysis may use
+        as work memory (:meth:`load_vectors`)."""
         return self.load_vectors(mass_scale)
 
     def body_load_gradient(self, U: np.ndarray) -> np.ndarray:
@@ -561,6 +580,8 @@ class LinearElasticSystem:
         u_prescribed = np.zeros(self.n_dofs)
         u_prescribed[fixed] = self.fixed_values
         rhs = self.to_matrix_order(F)
+        # the state reads the fixed loads again when asked (no dense F kept with it)
+        F = F if self.has_body_loads else None
         if np.any(self.fixed_values != 0.0):
             rhs -= (coupling.matrix(support_values) @ u_prescribed)[None, :]
         rhs[:, fixed] = diag_value * self.fixed_values[None, :]
@@ -595,18 +616,24 @@ class LinearElasticSystem:
         mg.update(scale)
         t1 = time.perf_counter()
         # The solver ignores the fixed rows of the rhs except to set x[fixed], which is
-        # overwritten with the prescribed values below, so F itself serves (no copy) unless
-        # lifting is needed: f_free -= K_fp u_p with a matrix-free K u_p.
+        # overwritten with the prescribed values below. Lifting: f_free -= K_fp u_p with a
+        # matrix-free K u_p. The rhs is this analysis' own array: the grid solve builds its
+        # residual in it (one DOF vector per case less at the solve's peak).
         rhs = F
         if np.any(self.fixed_values != 0.0):
             u_prescribed = np.zeros(self.n_dofs)
             u_prescribed[self.fixed_dofs] = self.fixed_values
             rhs = F - grid_matvec(self.mesh.grid, self.element_matrices[0], scale, u_prescribed)[None, :]
+        if self.has_body_loads:
+            rhs = rhs.copy() if rhs is F else rhs      # the state keeps F: the solve gets a copy
+        else:
+            F = None                  # the state reads the fixed loads again when asked
         guess = None
         if x0 is not None and np.shape(x0) == rhs.shape and np.all(np.isfinite(x0)):
             guess = x0
-        if x0_disposable and guess is not None and isinstance(mg, GridMultigrid):
-            U, info = mg.solve(rhs, x0=guess, overwrite_x0=True)
+        if isinstance(mg, GridMultigrid):
+            U, info = mg.solve(rhs, x0=guess, overwrite_x0=bool(x0_disposable and guess is not None),
+                               overwrite_rhs=True)
         else:
             U, info = mg.solve(rhs, x0=guess)
         del rhs, guess
@@ -728,7 +755,8 @@ class SupportCoupling:
 class StaticState:
     """One static analysis: displacements, loads, scales, and adjoint solves with its operator.
 
-    U, F: (n_cases, n_dofs) displacements and loads; stiffness_scale (n_cells,) the E
+    U, F: (n_cases, n_dofs) displacements and loads (F None: the system's fixed loads,
+    built again at every read of :attr:`F`, none kept); stiffness_scale (n_cells,) the E
     multipliers solved with, mass_scale (n_cells,) or None the self-weight multipliers;
     method: "direct" (any assembled-matrix solver) or "multigrid"; info: solver figures.
     :meth:`adjoint` reuses the factorization (or multigrid hierarchy) of this analysis, so it
@@ -745,7 +773,7 @@ class StaticState:
                  solver=None, constrained=None, support_values=None):
         self.system = system
         self.U = U
-        self.F = F
+        self._F = F
         self.stiffness_scale = stiffness_scale
         self.mass_scale = mass_scale
         self.method = method
@@ -754,6 +782,20 @@ class StaticState:
         self._solver = solver
         self._constrained = None if constrained is None else weakref.ref(constrained)
         self._support_values = support_values
+
+    @property
+    def F(self) -> np.ndarray:
+        """The loads solved for, (n_cases, n_dofs) (a new array each read when they are the
+        system's fixed loads)."""
+        return self.system.fixed_loads if self._F is None else self._F
+
+    def load_work(self, V: np.ndarray | None = None) -> np.ndarray:
+        """sum_d F[c, d] V[c, d] per case, (n_cases,) (V default U: the compliance f.u), read at
+        the loaded DOFs only when F is the system's fixed loads."""
+        V = self.U if V is None else V
+        if self._F is None:
+            return self.system.fixed_load_work(V)
+        return np.einsum("cd,cd->c", self._F, V)
 
     @property
     def is_current(self) -> bool:

@@ -143,5 +143,4 @@ class DesignState:
 
     def compliances(self) -> np.ndarray:
         """f_c · u_c per load case (n_cases,)."""
-        s = self.static
-        return np.einsum("cd,cd->c", s.F, s.U)
+        return self.static.load_work()

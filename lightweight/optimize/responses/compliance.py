@@ -56,7 +56,7 @@ class Compliance(Response):
         if "compliance" not in state.cache:
             static = state.static
             system = state.system
-            values = np.einsum("cd,cd->c", static.F, static.U)
+            values = static.load_work()
             grads = -state.stiffness_derivative[None, :] * system.element_energies(static.U)
             if system.has_body_loads:
                 grads += 2.0 * system.body_load_gradient(static.U)

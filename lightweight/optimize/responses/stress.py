@@ -527,7 +527,7 @@ class StressLagrangian(Stress):
         dim = self.model.dim
         held = np.zeros(self.model.mesh.n_nodes, dtype=bool)
         held[np.asarray(system.fixed_dofs, dtype=np.int64) // dim] = True
-        held |= np.any(system.fixed_loads.reshape(len(system.fixed_loads), -1, dim) != 0.0, axis=(0, 2))
+        held[np.asarray(system.loaded_dofs, dtype=np.int64) // dim] = True
         return ~held[np.asarray(nodes, dtype=np.int64)]
 
     def _constraints(self, state) -> np.ndarray:
