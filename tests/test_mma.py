@@ -236,6 +236,29 @@ def test_resume_from_state_is_bit_identical():
     assert not np.array_equal(tail3[-1], iterates[-1])
 
 
+def test_history_keeps_the_sign_of_the_last_step_and_reads_states_with_xold2():
+    """The design two updates back matters only through sign(xold1 - xold2): the optimizer
+    keeps that sign (int8), and a state written with xold2 itself continues identically."""
+    x0 = np.array([4.0, 3.0, 2.0])
+    _, _, iterates = run_mma(svanberg_toy, x0, MMA(3, 2, 0.0, 5.0, move_limit=0.3),
+                             max_iterations=8, step_tolerance=0.0)
+    first = MMA(3, 2, 0.0, 5.0, move_limit=0.3)
+    _, _, head = run_mma(svanberg_toy, x0, first, max_iterations=4, step_tolerance=0.0)
+    assert first.step_sign.dtype == np.int8
+    np.testing.assert_array_equal(first.step_sign, np.sign(head[-2] - head[-3]))
+    old_style = first.state()
+    del old_style["step_sign"]
+    old_style["xold2"] = head[-3]            # what states held before: the design itself
+    resumed = MMA.from_state(old_style)
+    _, _, tail = run_mma(svanberg_toy, head[-1], resumed, max_iterations=4, step_tolerance=0.0)
+    for a, b in zip(head + tail[1:], iterates):
+        assert np.array_equal(a, b)
+    bad = first.state()
+    bad["step_sign"] = np.array([2, 0, 1])
+    with pytest.raises(OptimizationError, match="step_sign"):
+        MMA.from_state(bad)
+
+
 def test_load_state_rejects_other_sizes():
     state = MMA(3, 2, 0.0, 1.0).state()
     with pytest.raises(OptimizationError, match="n=3, m=2"):
@@ -360,8 +383,8 @@ def reference_update(state, x, f0, df0, g, dg, max_newton=200, max_halvings=50):
         low = x - state["asymptote_init"] * span
         upp = x + state["asymptote_init"] * span
     else:
-        xold1, xold2 = state["xold1"], state["xold2"]
-        trend = np.sign((x - xold1) * (xold1 - xold2))
+        xold1 = state["xold1"]
+        trend = np.sign((x - xold1) * state["step_sign"])
         factor = np.select([trend > 0, trend < 0],
                            [state["asymptote_increase"], state["asymptote_decrease"]], 1.0)
         low = np.clip(x - factor * (xold1 - state["low"]), x - 10 * span, x - 0.01 * span)

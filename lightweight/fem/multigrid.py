@@ -339,13 +339,14 @@ def _fine_apply(nodes, cells, dim, offsets, Ke, scale, free, U, out, fixed_diag)
     the same entry. Measured 3-4x faster than a per-node gather of the same products, which
     re-reads each element vector 2^dim times. One kernel per dimension and dtype, so the
     element loops have constant trip counts; the cells of a row are multiplied as one block
-    (see :func:`_make_fine_apply`). U's dtype (float64 or float32) picks the kernel; Ke,
-    scale and free must have the same dtype.
+    (see :func:`_make_fine_apply`). out's dtype (float64 or float32) picks the kernel's
+    arithmetic; Ke and scale must have that dtype; U may be float32 in a float64 kernel (the
+    PCG's float32 search direction: its values are read exactly).
     """
     if dim == 3 and cells[2] >= _LAYERED_MIN_LAYERS:
-        _FINE_APPLY_LAYERED[U.dtype](nodes, cells, offsets, Ke, scale, free, U, out, fixed_diag)
+        _FINE_APPLY_LAYERED[out.dtype](nodes, cells, offsets, Ke, scale, free, U, out, fixed_diag)
         return
-    kernels = _FINE_APPLY_F32 if U.dtype == np.float32 else _FINE_APPLY
+    kernels = _FINE_APPLY_F32 if out.dtype == np.float32 else _FINE_APPLY
     kernels[dim](nodes, cells, offsets, Ke, scale, free, U, out, fixed_diag)
 
 
@@ -821,6 +822,30 @@ def _pcg_direction(P, Z, beta):
             p_c[i] = factor * p_c[i] + z_c[i]
 
 
+@numba.njit(cache=True)
+def _mean_over_free(diag, free):
+    """Mean of |diag| over the DOFs with free != 0 (1.0 if there are none), without copies."""
+    total = 0.0
+    count = 0
+    for i in range(diag.size):
+        if free[i] != 0:
+            total += abs(diag[i])
+            count += 1
+    return total / count if count else 1.0
+
+
+@numba.njit(cache=True, parallel=True)
+def _inverse_diagonal(diag, out):
+    """out = 1 / diag where diag > 0, else 0 (out float32 or float64, may be diag itself).
+
+    1/d is formed in float64 and rounded once to out's type: the float32 inverse of a float64
+    inverse, without the float64 array."""
+    for i in numba.prange(diag.size):
+        d = diag[i]
+        out[i] = 1.0 / d if d > 0.0 else 0.0
+    return out
+
+
 @numba.njit(cache=True, parallel=True)
 def _residual_single(B, AX, out):
     """out = float32(B) - AX per entry, in float32 (B float64, AX and out float32 (n_cases, n)).
@@ -958,9 +983,10 @@ class GridMultigrid:
         if fixed.shape != (self.n_dofs,):
             raise SolverError(f"fixed_mask must have one entry per DOF ({self.n_dofs}), got {fixed.shape}")
         self.fixed_mask = fixed
-        # 1/0 mask of free DOFs; float32 in 3D (exact for 0/1, half the bytes, and the
-        # float32 V-cycle kernels share it; float64 kernels promote it)
-        self.free = (~fixed).astype(np.float32 if dim == 3 else np.float64)
+        # 1/0 mask of free DOFs; bytes in 3D (exact for 0/1; the float32 and float64 kernels
+        # multiply by it in their own type: a quarter of a float32 mask, 9 B per hex at
+        # 128x64x64)
+        self.free = (~fixed).astype(np.uint8 if dim == 3 else np.float64)
         if smoother not in ("chebyshev", "jacobi"):
             raise SolverError(f"smoother must be 'chebyshev' or 'jacobi', got {smoother!r}")
         self.smoother = smoother
@@ -979,6 +1005,10 @@ class GridMultigrid:
         self.scale = None
         self.levels = self._build_levels(cells, nodes, n_levels)
         self._setup_boundary_corrections()
+        for lev in self.levels:
+            # the interpolation tables served the Galerkin tables G and the support
+            # corrections, both built now (2.7 MB at factor 8: 5 B per hex of 128x64x64)
+            lev.Q = None
         # intermediate levels: the half layout (no row pointers, no column indices)
         coarsest = self.levels[-1]
         # the direct solver needs column indices (int32 when they fit: half the memory)
@@ -1140,19 +1170,27 @@ class GridMultigrid:
         s = self._checked_scale(stiffness_scale)
         self.scale = s
         fine = self.levels[0]
+        # the previous design's diagonal and float32 scale go before the new ones are built
+        fine.inv_diag = None
+        self._fine32 = None
         diag = np.empty(self.n_dofs)
         _, nodes = _grid_dims(self.shape)
         _fine_diagonal(nodes, _grid_dims(self.shape)[0], self.dim, self.local, self.Ke, s, diag)
-        free = self.fixed_mask == False  # noqa: E712
-        self.fixed_diagonal = (float(np.mean(np.abs(diag[free]))) if free.any() else 1.0) \
+        # In place, one DOF vector at a time (the copies of diag[free], diag * free and the
+        # float64 inverse were 87 B/hex above the resident at 128x64x64, the solver's peak).
+        # fixed_diagonal only scales the fixed rows, which the PCG never mixes with free ones.
+        self.fixed_diagonal = _mean_over_free(diag, self.free) \
             if fixed_diagonal is None else float(fixed_diagonal)
-        diag = diag * self.free
-        fine.inv_diag = np.divide(1.0, diag, out=np.zeros_like(diag), where=diag > 0)
+        np.multiply(diag, self.free, out=diag)
         if self.vcycle_dtype == np.float32:
             f32 = np.float32
-            fine.inv_diag = fine.inv_diag.astype(f32)
-            free32 = self.free if self.free.dtype == f32 else self.free.astype(f32)
+            fine.inv_diag = np.empty(self.n_dofs, dtype=f32)
+            _inverse_diagonal(diag, fine.inv_diag)
+            del diag
+            free32 = self.free if self.free.dtype in (f32, np.uint8) else self.free.astype(f32)
             self._fine32 = (self.Ke.astype(f32), s.astype(f32), free32)
+        else:
+            fine.inv_diag = _inverse_diagonal(diag, diag)
         if len(self.levels) == 1:
             self._assemble_level(fine)
         for lev in self.levels[1:]:
@@ -1179,7 +1217,7 @@ class GridMultigrid:
         """out = A_level X restricted to live DOFs (X, out (n_cases, n_dofs))."""
         if lev is self.levels[0]:
             cells, nodes = _grid_dims(self.shape)
-            Ke, scale, free = self._fine32 if X.dtype == np.float32 else (self.Ke, self.scale, self.free)
+            Ke, scale, free = self._fine32 if out.dtype == np.float32 else (self.Ke, self.scale, self.free)
             _fine_apply(nodes, cells, self.dim, self.offsets, Ke, scale, free, X, out, 0.0)
         else:
             if lev.indices is None:
@@ -1322,10 +1360,11 @@ class GridMultigrid:
         n_cases = B.shape[0]
         fixed = self.fixed_mask
         free = self.free[None, :]
-        # Four float64 vectors (X, R, P, AP) and the preconditioned residual Z (float32 with
-        # the float32 V-cycle) per case: the free part of B lives in R only, the updates are
-        # fused in place and Z is dropped once it is folded into P (before, 8-9 vectors
-        # with the temporaries of X += alpha P, R -= alpha AP and the cast of Z).
+        # Three float64 vectors (X, R, AP), the direction P and the preconditioned residual Z
+        # (both float32 with the float32 V-cycle) per case: the free part of B lives in R
+        # only (in B's own memory when handed over), the updates are fused in place and Z is
+        # dropped once it is folded into P (before, 8-9 float64 vectors with the temporaries
+        # of X += alpha P, R -= alpha AP and the cast of Z).
         if x0 is None:
             X = np.zeros(B.shape)
         else:
@@ -1348,7 +1387,12 @@ class GridMultigrid:
         active = rnorm > self.rtol * bnorm
         iters = np.zeros(n_cases, dtype=int)
         Z = self._vcycle(0, R, scratch=AP)     # AP is dead until the next product
-        P = Z.astype(np.float64)
+        # The search direction keeps the V-cycle's type: float32 with the float32 V-cycle,
+        # whose output it is, up to the beta-weighted old directions. X and R stay float64 and
+        # are updated with the same (exactly read) P and its float64 product A P, so the
+        # recurrence still tracks B - A X to float64 round-off; only the conjugacy of the
+        # directions is rounded, at the level the float32 preconditioner already works at.
+        P = Z
         rz = _row_dots(R, Z)
         del Z
         for it in range(self.maxiter):

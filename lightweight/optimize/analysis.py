@@ -98,7 +98,20 @@ class DesignState:
         self.analysis = analysis
         self.rho = rho
         self.cache: dict = {}
+        # cache keys whose entries only gradients read (release_gradients drops them)
+        self.gradient_keys: set = {"stiffness_derivative"}
         self._static = None
+
+    def release_gradients(self) -> None:
+        """Drop the cached arrays that only gradients need (the stiffness derivative, the
+        compliance gradients, ...: ``gradient_keys``), once the optimizer holds its gradients.
+
+        The design loop calls it before its update, whose temporaries would otherwise sit on
+        top of them (16 B per cell of a compliance run); a response that needs them again
+        computes them again.
+        """
+        for key in self.gradient_keys:
+            self.cache.pop(key, None)
 
     @property
     def system(self):

@@ -196,6 +196,7 @@ class SimpLoop:
         self.iteration += 1
         trace, state, f, g, d_objective, d_constraints, values = self.evaluate(self.x)
         rho = trace.output
+        state.release_gradients()         # the update's temporaries need the room
         if s.optimizer == "oc":
             x_new = self._oc_step(trace, d_objective)
         else:

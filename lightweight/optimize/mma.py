@@ -279,7 +279,10 @@ class MMA:
         # History (nan = not yet known; used from the third update on).
         self.iteration = 0
         self.xold1 = np.full(n, np.nan)
-        self.xold2 = np.full(n, np.nan)
+        # The design two updates back enters the asymptotes only through the sign of
+        # xold1 - xold2 (the trend test), so that sign is kept (int8: +1, -1, 0 also for not
+        # known yet) instead of xold2 itself (7 B per variable less for the whole run)
+        self.step_sign = np.zeros(n, dtype=np.int8)
         self.low = np.full(n, np.nan)
         self.upp = np.full(n, np.nan)
         # Diagnostics of the last update (not needed to resume).
@@ -337,7 +340,7 @@ class MMA:
             reach = self.move_limit * (self.upper_bound - self.lower_bound)
             span_low = np.maximum(self.lower_bound, x - reach)
             span_upp = np.minimum(self.upper_bound, np.add(x, reach, out=reach), out=reach)
-        _moving_asymptotes(x, self.xold1, self.xold2, self.low, self.upp, span_low,
+        _moving_asymptotes(x, self.xold1, self.step_sign, self.low, self.upp, span_low,
                            span_upp, k > 2, self.asymptote_init, self.asymptote_decrease,
                            self.asymptote_increase, low, upp)
         # the move-limited spans (2 vectors of n, first two updates) would otherwise stay
@@ -384,7 +387,7 @@ class MMA:
                 f"{bad[:5].tolist()}; objective gradient spans |df0| = {np.abs(df0).min():.3g} to "
                 f"{np.abs(df0).max():.3g}: scale the objective and constraints to order 1")
 
-        self.xold2 = self.xold1
+        _step_signs(x, self.xold1, self.step_sign)     # sign(x - xold1): the next trend test
         self.xold1 = x            # _check_design returned a private copy
         self.low, self.upp = low, upp
         self.iteration = k
@@ -433,7 +436,7 @@ class MMA:
             "move_box_asymptotes": self.initial_asymptotes == "move",   # plain types only
             "iteration": self.iteration,
             "xold1": self.xold1.copy(),
-            "xold2": self.xold2.copy(),
+            "step_sign": self.step_sign.copy(),
             "low": self.low.copy(),
             "upp": self.upp.copy(),
         }
@@ -492,8 +495,17 @@ class MMA:
         self.subproblem = subproblem
         self.auto_scale = bool(state["auto_scale"])
         self.iteration = int(state["iteration"])
-        for name in ("xold1", "xold2", "low", "upp"):
+        for name in ("xold1", "low", "upp"):
             setattr(self, name, _vector(state[name], n, f"state {name}", broadcast=False).copy())
+        if "step_sign" in state:
+            sign = np.asarray(state["step_sign"])
+            if sign.shape != (n,) or not np.all(np.isin(sign, (-1, 0, 1))):
+                raise OptimizationError(f"MMA state step_sign must be {n} values of -1, 0 or 1")
+            self.step_sign = sign.astype(np.int8)
+        else:       # a state written before the sign replaced xold2 (same version otherwise)
+            xold2 = _vector(state["xold2"], n, "state xold2", broadcast=False)
+            self.step_sign = np.zeros(n, dtype=np.int8)
+            _step_signs(self.xold1, xold2, self.step_sign)
 
 
 # ---------------------------------------------------------------------- subproblem solver
@@ -1029,16 +1041,18 @@ _BLOCK = 4096
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")
-def _moving_asymptotes(x, xold1, xold2, low_old, upp_old, lower, upper, adapt, init, decrease,
-                       increase, low, upp):
-    """low, upp (n,) for design x: at s0 = init spans (adapt False) or moved by the trend."""
+def _moving_asymptotes(x, xold1, step_sign, low_old, upp_old, lower, upper, adapt, init,
+                       decrease, increase, low, upp):
+    """low, upp (n,) for design x: at s0 = init spans (adapt False) or moved by the trend.
+
+    step_sign (n,) int8: sign(xold1 - xold2); the trend is the sign of (x - xold1) times it."""
     for j in numba.prange(x.size):
         span = upper[j] - lower[j]
         if not adapt:
             low[j] = x[j] - init * span
             upp[j] = x[j] + init * span
             continue
-        trend = (x[j] - xold1[j]) * (xold1[j] - xold2[j])
+        trend = (x[j] - xold1[j]) * step_sign[j]
         factor = 1.0
         if trend > 0.0:
             factor = increase
@@ -1050,6 +1064,14 @@ def _moving_asymptotes(x, xold1, xold2, low_old, upp_old, lower, upper, adapt, i
                      x[j] - _ASYMPTOTE_MIN_DISTANCE * span)
         upp[j] = min(max(moved_upp, x[j] + _ASYMPTOTE_MIN_DISTANCE * span),
                      x[j] + _ASYMPTOTE_MAX_DISTANCE * span)
+
+
+@numba.njit(cache=True, parallel=True)
+def _step_signs(x, xold, out):
+    """out = sign(x - xold) as int8 (+1, -1; 0 for equal or not a number), in place."""
+    for j in numba.prange(x.size):
+        d = x[j] - xold[j]
+        out[j] = 1 if d > 0.0 else (-1 if d < 0.0 else 0)
 
 
 @numba.njit(cache=True, parallel=True, error_model="numpy")

@@ -112,6 +112,10 @@ class Passive(Stage):
         self.design = design
 
     def forward(self, x):
+        if getattr(self.design, "is_identity", False):
+            # no passive cell: the field as it is (stages never write into their input); a copy
+            # stayed alive beside it through the analysis and the update (8 B per cell)
+            return np.asarray(x, dtype=float)
         return self.design.impose(x)
 
     def backward(self, x, dy):

@@ -53,15 +53,17 @@ class Compliance(Response):
 
     def all_cases(self, state) -> tuple[np.ndarray, np.ndarray]:
         """Compliance of every load case (n_cases,) and gradients (n_cases, n_cells), cached per state."""
-        if "compliance" not in state.cache:
+        if "compliance" not in state.cache or "compliance.gradients" not in state.cache:
             static = state.static
             system = state.system
             values = static.load_work()
             grads = -state.stiffness_derivative[None, :] * system.element_energies(static.U)
             if system.has_body_loads:
                 grads += 2.0 * system.body_load_gradient(static.U)
-            state.cache["compliance"] = (values, grads)
-        return state.cache["compliance"]
+            state.cache["compliance"] = values
+            state.cache["compliance.gradients"] = grads
+            state.gradient_keys.add("compliance.gradients")
+        return state.cache["compliance"], state.cache["compliance.gradients"]
 
     def evaluate(self, state):
         values, grads = self.all_cases(state)
