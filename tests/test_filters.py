@@ -410,3 +410,24 @@ def test_helmholtz_filter_takes_any_factory_solver():
         np.testing.assert_allclose(filt.forward(x), reference, rtol=tolerance)
     with pytest.raises(OptimizationError, match="HelmholtzFilter.*'nope'"):
         HelmholtzFilter(mesh, 0.45, solver="nope")
+
+
+@pytest.mark.parametrize("shape, spacing, radius", [
+    ((23, 17, 9), (1.0, 1.0, 1.0), 3.2),       # long axes and one shorter than 2c + 2
+    ((40, 6), (0.5, 1.0), 2.1),                  # 2D, anisotropic cells
+    ((7, 5, 4), (1.0, 1.0, 1.0), 5.5),           # every axis shorter than the stencil
+])
+def test_grid_filter_row_sums_from_the_small_table_equal_the_stencil_of_ones(shape, spacing, radius):
+    """The grid filter keeps a table of row sums of a raster at most 2c + 2 long per axis: every
+    cell's Hs read through it equals, to the bit, the stencil applied to a field of ones, and
+    forward / backward equal H x / Hs and H^T (g / Hs) with that full Hs."""
+    flt = GridFilter(shape, spacing, radius)
+    full = flt._apply_H(np.ones(flt.n))
+    np.testing.assert_array_equal(flt.Hs, full)
+    assert flt._row_sums.size < flt.n or flt.n < 200
+    x = np.random.default_rng(1).random(flt.n)
+    np.testing.assert_array_equal(flt.forward(x), flt._apply_H(x) / full)
+    g = np.random.default_rng(2).standard_normal((2, flt.n))
+    np.testing.assert_array_equal(flt.backward(g), np.stack([flt._apply_H(row / full) for row in g]))
+    if flt.n > 1000:          # nothing of the field's size is kept
+        assert not [k for k, v in vars(flt).items() if isinstance(v, np.ndarray) and v.size >= flt.n]

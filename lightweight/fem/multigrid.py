@@ -982,7 +982,8 @@ class GridMultigrid:
         fixed = np.zeros(self.n_dofs, dtype=bool) if fixed_mask is None else np.asarray(fixed_mask, bool)
         if fixed.shape != (self.n_dofs,):
             raise SolverError(f"fixed_mask must have one entry per DOF ({self.n_dofs}), got {fixed.shape}")
-        self.fixed_mask = fixed
+        # the supported DOFs as indices (few: a face or some nodes), not a mask per DOF
+        self.fixed_dofs = np.flatnonzero(fixed)
         # 1/0 mask of free DOFs; bytes in 3D (exact for 0/1; the float32 and float64 kernels
         # multiply by it in their own type: a quarter of a float32 mask, 9 B per hex at
         # 128x64x64)
@@ -1026,6 +1027,11 @@ class GridMultigrid:
             self._direct.tune_threads = False
         self.setup_seconds = 0.0
 
+    @property
+    def fixed_mask(self) -> np.ndarray:
+        """(n_dofs,) bool, True for supported DOFs (built at each read from ``free``)."""
+        return self.free == 0
+
     # ------------------------------------------------------------------ hierarchy
     def _build_levels(self, cells, nodes, n_levels):
         dim = self.dim
@@ -1047,7 +1053,9 @@ class GridMultigrid:
             coarse = _Level(c_cells, c_nodes, dim, f)
             weight = np.empty((1, coarse.n_dofs))
             _restrict(coarse.nodes, lev.nodes, dim, lev.alive[None, :], weight, np.ones(lev.n_dofs))
-            coarse.alive = (weight[0] > 0).astype(np.float64)
+            # bytes in 3D (the kernels multiply by it in their own type); 2D's plane kernels
+            # keep their float64 copy
+            coarse.alive = (weight[0] > 0).astype(np.uint8 if dim == 3 else np.float64)
             levels.append(coarse)
         for lev in levels[1:]:
             Q = _interpolation_tables(dim, lev.factor)
@@ -1065,7 +1073,7 @@ class GridMultigrid:
         px, py, _ = _grid_dims(self.shape)[1]
         ci, cj, ck = np.meshgrid(np.arange(cx), np.arange(cy), np.arange(cz), indexing="ij")
         ci, cj, ck = (a.transpose(2, 1, 0).ravel() for a in (ci, cj, ck))   # cell id order
-        fixed_nodes = self.fixed_mask.reshape(-1, dim)
+        fixed_nodes = self.fixed_mask.reshape(-1, dim)          # built here once
         touched = np.zeros(self.n_cells, dtype=bool)
         for o in self.offsets:
             nid = (ci + o[0]) + px * ((cj + o[1]) + py * (ck + o[2]))
@@ -1202,7 +1210,10 @@ class GridMultigrid:
             lev.lmax = self._estimate_lmax(lev)
             lev.upper = 1.1 * lev.lmax
         coarsest = self.levels[-1]
-        A = sp.csr_matrix((coarsest.data.copy(), coarsest.indices, coarsest.indptr),
+        # On the level's own values, no copy (4 B/hex at 128x64x64): the direct solver reads
+        # a matrix's values only while it factorizes it (its solves read the factor), and the
+        # next update refills them before factorizing again. Dead DOFs make a new matrix.
+        A = sp.csr_matrix((coarsest.data, coarsest.indices, coarsest.indptr),
                           shape=(coarsest.n_dofs,) * 2)
         dead = np.flatnonzero(coarsest.alive == 0)
         if dead.size:
@@ -1358,7 +1369,7 @@ class GridMultigrid:
         if B.shape[1] != self.n_dofs:
             raise SolverError(f"rhs must have {self.n_dofs} DOFs per case, got {B.shape[1]}")
         n_cases = B.shape[0]
-        fixed = self.fixed_mask
+        fixed = self.fixed_dofs
         free = self.free[None, :]
         # Three float64 vectors (X, R, AP), the direction P and the preconditioned residual Z
         # (both float32 with the float32 V-cycle) per case: the free part of B lives in R

@@ -784,7 +784,7 @@ class GridMultigrid2D(GridMultigrid):
         if X0 is not None and X0.shape != B.shape:
             raise SolverError(f"x0 must have the shape of rhs {B.shape}, got {X0.shape}")
         n_nodes = self._n_nodes
-        fixed = self.fixed_mask
+        fixed = self.fixed_dofs
         X = np.empty_like(B)
         iterations, residuals, converged = [], [], True
         VB, VX, VR, VD, VT = self._work

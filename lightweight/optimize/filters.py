@@ -715,6 +715,32 @@ def _stencil_kernel(x, weights, extent, out):
                         a[t] += w * b[t]
 
 
+def _row_sum_index(n: int, c: int, length: int) -> np.ndarray:
+    """Index (n,) into an axis of ``length`` = min(n, 2c + 2) cells with the same distances to
+    both ends, each clipped at c, as cell i of an axis of n cells."""
+    i = np.arange(n)
+    if length == n:
+        return i
+    index = np.full(n, c)
+    index[:c] = i[:c]
+    near_end = i > n - 1 - c
+    index[near_end] = length - 1 - (n - 1 - i[near_end])
+    return index
+
+
+@numba.njit(cache=True, parallel=True)
+def _scale_by_row_sums(values, row_sums, kz, ky, kx):
+    """values[k, j, i] /= row_sums[kz[k], ky[j], kx[i]] in place; values (nz, ny, nx)."""
+    nz, ny, nx = values.shape
+    for line in numba.prange(nz * ny):
+        k = line // ny
+        j = line - k * ny
+        sums = row_sums[kz[k], ky[j]]
+        row = values[k, j]
+        for i in range(nx):
+            row[i] /= sums[kx[i]]
+
+
 class GridFilter(_NormalisedConvolution):
     """Convolution filter on a structured grid by a Numba stencil (no n x n matrix).
 
@@ -750,7 +776,36 @@ class GridFilter(_NormalisedConvolution):
         self._extent = np.where(nonzero.any(axis=2),
                                 np.where(nonzero, offsets[None, None, :], -1).max(axis=2),
                                 -1).astype(np.int64)
-        self.Hs = self._apply_H(np.ones(self.n))
+        # Hs_i depends only on which neighbours lie inside the grid, i.e. on the cell's
+        # distances to the grid's faces clipped at the stencil's half widths: the row sums of
+        # a raster at most 2c + 2 cells long per axis hold every value, summed by the same
+        # kernel in the same order (so equal to the bit), and each cell reads its value
+        # through three index maps instead of a stored Hs (8 B per cell for the whole run).
+        lengths = [min(n_axis, 2 * c + 2) for n_axis, c in zip(self._raster, (cz, cy, cx))]
+        small = np.empty(lengths)
+        _stencil_kernel(np.ones(lengths), self.weights, self._extent, small)
+        self._row_sums = small
+        self._row_sum_index = tuple(_row_sum_index(n_axis, c, length) for n_axis, c, length
+                                    in zip(self._raster, (cz, cy, cx), lengths))
+
+    @property
+    def Hs(self) -> np.ndarray:
+        """Row sums of H (n,), sum_j w_ij over the in-grid neighbours (built at each read)."""
+        kz, ky, kx = self._row_sum_index
+        return self._row_sums[np.ix_(kz, ky, kx)].reshape(-1)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out = self._apply_H(self._as_field(x, "x"))
+        _scale_by_row_sums(out.reshape(self._raster), self._row_sums, *self._row_sum_index)
+        return out
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        def transpose(g):
+            scaled = np.array(g, dtype=np.float64)           # g / Hs, a new array
+            _scale_by_row_sums(scaled.reshape(self._raster), self._row_sums,
+                               *self._row_sum_index)
+            return self._apply_HT(scaled)
+        return self._apply_rows(transpose, grad, "grad")
 
     @property
     def stencil_size(self) -> int:
