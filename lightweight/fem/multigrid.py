@@ -160,7 +160,7 @@ def _make_fine_apply_cellwise(dim: int, dtype=np.float64):
                 ue = np.empty(ND, dtype=DT)
                 dofs = np.empty(ND, dtype=np.int64)
                 for ci in range(oi, cx, 2):
-                    s = scale[ci + cx * (cj + cy * ck)]
+                    s = DT(scale[ci + cx * (cj + cy * ck)])      # as a copy in DT would hold it
                     base = ci + px * (cj + py * ck)
                     for b in range(NPC):
                         for q in range(DIM):
@@ -203,7 +203,8 @@ def _hex_row_apply(U, out, c, free, scale, Ke, node_offset, first_cell, first_no
     nd = _HEX_DOFS
     dim = 3
     for e in range(m):
-        s = scale[first_cell + stride * e]
+        # in UE's type: a float64 scale read by a float32 kernel rounds as a float32 copy would
+        s = UE.dtype.type(scale[first_cell + stride * e])
         base = first_node + stride * e
         for b in range(npc):
             nb = (base + node_offset[b]) * dim
@@ -1196,7 +1197,10 @@ class GridMultigrid:
             _inverse_diagonal(diag, fine.inv_diag)
             del diag
             free32 = self.free if self.free.dtype in (f32, np.uint8) else self.free.astype(f32)
-            self._fine32 = (self.Ke.astype(f32), s.astype(f32), free32)
+            # 3D kernels round the float64 scale to float32 as they read it (no float32 copy:
+            # 4 B per hex); the 2D cell-wise kernel reads a float32 copy
+            scale32 = s if self.dim == 3 else s.astype(f32)
+            self._fine32 = (self.Ke.astype(f32), scale32, free32)
         else:
             fine.inv_diag = _inverse_diagonal(diag, diag)
         if len(self.levels) == 1:

@@ -264,10 +264,16 @@ class LinearElasticSystem:
                             else np.zeros(0, dtype=np.int64))
         self.spring_stiffness = (np.concatenate([k for _, k in spring_parts]) if spring_parts
                                  else np.zeros(0))
-        self.free_mask = np.ones(self.n_dofs, dtype=bool)
-        self.free_mask[self.fixed_dofs] = False
         if self.check_mechanisms:
             self._check_mechanisms()
+
+    @property
+    def free_mask(self) -> np.ndarray:
+        """(n_dofs,) bool, False on supported DOFs: built at each read from :attr:`fixed_dofs`
+        (its readers build a solver or a modal problem once; a design iteration reads none)."""
+        mask = np.ones(self.n_dofs, dtype=bool)
+        mask[self.fixed_dofs] = False
+        return mask
 
     def _check_mechanisms(self) -> None:
         """Raise SingularStiffnessError if supports leave a rigid-body motion free.
