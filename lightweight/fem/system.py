@@ -585,8 +585,9 @@ class LinearElasticSystem:
         fixed = self.dirichlet.fixed_dofs
         u_prescribed = np.zeros(self.n_dofs)
         u_prescribed[fixed] = self.fixed_values
-        rhs = self.to_matrix_order(F)
-        # the state reads the fixed loads again when asked (no dense F kept with it)
+        # F is this analysis' own array: without body loads the state reads the fixed loads
+        # again when asked, so F itself becomes the rhs when K keeps the mesh's numbering
+        rhs = F if (self.node_order is None and not self.has_body_loads) else self.to_matrix_order(F)
         F = F if self.has_body_loads else None
         if np.any(self.fixed_values != 0.0):
             rhs -= (coupling.matrix(support_values) @ u_prescribed)[None, :]
