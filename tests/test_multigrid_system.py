@@ -378,3 +378,38 @@ def test_grid_solve_overwrites_only_a_start_it_may_use():
         U, _ = mg.solve(F, x0=other, overwrite_x0=True)
         assert not np.shares_memory(U, other) and np.array_equal(other, before)
         assert np.allclose(U, expected, rtol=1e-6, atol=1e-12 * np.abs(expected).max())
+
+
+def test_design_state_releases_gradient_only_entries_and_recomputes_them(monkeypatch):
+    """DesignState.release_gradients drops the stiffness derivative and the compliance gradients
+    (what the loop does before its update), keeps the compliance values, and a later evaluation
+    computes the same gradients again; the loop's history is the one of a loop that keeps them."""
+    from lightweight.optimize.analysis import DesignState
+    from lightweight.optimize.api import compliance_problem, make_loop
+    from lightweight.optimize.responses.compliance import Compliance
+
+    def fresh_loop():
+        model = multigrid_model(shape=(8, 4, 4), two_cases=True)
+        return model, make_loop(model, compliance_problem(model, 0.4), filter_radius=1.5,
+                                solver="multigrid", verbose=False)
+
+    model, loop = fresh_loop()
+    state = loop.analysis.state(np.full(model.mesh.n_cells, 0.4))
+    response = Compliance(model, "down")
+    values, grads = response.evaluate(state)
+    assert {"stiffness_derivative", "compliance.gradients"} <= set(state.cache)
+    state.release_gradients()
+    assert not {"stiffness_derivative", "compliance.gradients"} & set(state.cache)
+    np.testing.assert_array_equal(state.cache["compliance"], state.compliances())
+    again_values, again_grads = response.evaluate(state)
+    np.testing.assert_array_equal(again_values, values)
+    np.testing.assert_array_equal(again_grads, grads)
+
+    _, releasing = fresh_loop()
+    for _ in range(3):
+        releasing.step()
+    monkeypatch.setattr(DesignState, "release_gradients", lambda self: None)
+    _, keeping = fresh_loop()
+    for _ in range(3):
+        keeping.step()
+    assert [r["objective"] for r in releasing.history] == [r["objective"] for r in keeping.history]
