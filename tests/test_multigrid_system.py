@@ -282,8 +282,11 @@ def test_analyses_keep_the_fixed_loads_as_loaded_dofs_only(solver):
     assert held == [], f"dense per-case arrays kept on the system: {held}"
     assert [name for name, v in vars(first).items() if isinstance(v, np.ndarray)
             and v.shape == dense.shape and v is not first.U] == []
-    # every read is the caller's own array
+    # every read is a new array, read-only: a write into it would change nothing, so it raises
     assert not np.shares_memory(system.fixed_loads, system.fixed_loads)
+    with pytest.raises(ValueError, match="read-only"):
+        system.fixed_loads[0, system.loaded_dofs[0]] = 1.0
+    assert system.load_vectors().flags.writeable
     U, F = system.solve(np.full(model.mesh.n_cells, 0.7), solver=solver)
     assert F.flags.writeable
     np.testing.assert_array_equal(F, dense)
@@ -305,7 +308,7 @@ def test_grid_solve_builds_its_residual_in_a_handed_over_rhs():
     system = model.system()
     mg = system._get_multigrid()
     mg.update(np.full(model.mesh.n_cells, 0.6))
-    B = system.fixed_loads
+    B = system.load_vectors()
     B[:, system.fixed_dofs[:3]] = 2.5                 # fixed rows: read before B is overwritten
     kept, info_kept = mg.solve(B.copy())
     handed = B.copy()

@@ -363,7 +363,13 @@ class LinearElasticSystem:
     @property
     def fixed_loads(self) -> np.ndarray:
         """The design-independent loads (n_cases, n_dofs), point and surface loads: a new
-        array at every read (the system keeps only :attr:`loaded_dofs` and their values)."""
+        read-only array at every read (the system keeps only :attr:`loaded_dofs` and their
+        values, so a write into it would change nothing: numpy refuses it instead)."""
+        F = self._dense_fixed_loads()
+        F.flags.writeable = False
+        return F
+
+    def _dense_fixed_loads(self) -> np.ndarray:
         F = np.zeros((len(self.case_names), self.n_dofs))
         F[:, self.loaded_dofs] = self._load_values
         return F
@@ -380,7 +386,7 @@ class LinearElasticSystem:
 
     def load_vectors(self, mass_scale: np.ndarray | None = None) -> np.ndarray:
         """External forces (n_cases, n_dofs); body forces scaled per cell by ``mass_scale``."""
-        F = self.fixed_loads
+        F = self._dense_fixed_loads()
         if not self.has_body_loads:
             return F
         scale = np.ones(self.n_cells) if mass_scale is None else np.asarray(mass_scale, dtype=float)
