@@ -369,6 +369,16 @@ def test_half_stencil_levels_are_the_galerkin_product(shape, spacing, n_levels, 
         assert np.abs(out - expected).max() <= tol * np.abs(expected).max()
         np.testing.assert_allclose(1.0 / lev.inv_diag[lev.alive > 0], A.diagonal()[lev.alive > 0],
                                    rtol=tol)
+    # the coarsest level below intermediate ones is the Galerkin product of the level above,
+    # read off by probing: the same matrix (within the level above's rounding), dead DOFs zeroed
+    coarsest, above = mg.levels[-1], mg.levels[-2]
+    assert coarsest.from_level_above == (n_levels >= 3 and mg.dim == 3)
+    DP = DP @ sp.csr_matrix(_interpolation_matrix(coarsest.nodes, above.nodes, mg.dim))
+    alive = sp.diags(coarsest.alive.astype(float))
+    expected = (alive @ (DP.T @ K @ DP) @ alive).toarray()
+    got = sp.csr_matrix((coarsest.data, coarsest.indices, coarsest.indptr),
+                        shape=(coarsest.n_dofs,) * 2).toarray()
+    assert np.abs(got - expected).max() <= tol * np.abs(expected).max()
 
 
 def _half_layout_matrix(nodes, dim, data):

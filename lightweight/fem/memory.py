@@ -39,7 +39,7 @@ import os
 
 __all__ = ["ENV_MEMORY_LIMIT", "available_memory", "memory_source", "parse_bytes", "format_bytes",
            "filter_matrix_nonzeros", "factor_nonzeros", "factor_mflops",
-           "factor_bytes"]
+           "factor_bytes", "map_large_allocations"]
 
 ENV_MEMORY_LIMIT = "LIGHTWEIGHT_MEMORY_LIMIT"
 
@@ -204,3 +204,44 @@ def factor_bytes(n: int, dim: int, nnz_per_row: float | None = None, backend: st
     nnz = factor_nonzeros(n, dim, nnz_per_row)
     ratio = SUPERLU_FILL_RATIO if backend == "superlu" else 1.0
     return FACTOR_BYTES_PER_NONZERO * ratio * nnz
+
+
+# glibc's mallopt parameter number of M_MMAP_THRESHOLD (malloc.h)
+_M_MMAP_THRESHOLD = -3
+LARGE_ALLOCATION_BYTES = 2 * 2 ** 20
+_large_allocations_mapped: int | None = None
+
+
+def map_large_allocations(threshold: int = LARGE_ALLOCATION_BYTES) -> bool:
+    """Have glibc map every allocation of at least ``threshold`` bytes on its own (once per process).
+
+    Why: by default glibc raises its mmap threshold to the size of each large block freed (up
+    to 32 MiB), after which the work vectors of a grid solve and of the optimizer (2-13 MB at
+    128x64x64) come from the heap, where arrays of different lifetimes leave holes that the
+    heap keeps: the process grew 35-70 B per hex beyond its live arrays over three design
+    iterations (docs/performance.md, "Memory per hex, sixth pass"). A fixed threshold (which
+    also stops that adjustment) maps each such block and gives it back when freed, so the
+    resident memory follows the live arrays. Blocks below 2 MiB (the coarse levels' vectors)
+    stay on the heap, where they are reused quickly.
+
+    Returns True when the threshold is in force. Does nothing (False) off glibc, when
+    ``MALLOC_MMAP_THRESHOLD_`` is set in the environment (the user's choice stands) or when
+    ``LIGHTWEIGHT_MALLOC=default``.
+    """
+    global _large_allocations_mapped
+    if _large_allocations_mapped is not None:
+        return _large_allocations_mapped == threshold
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ or os.environ.get("LIGHTWEIGHT_MALLOC") == "default":
+        return False
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    if mallopt(_M_MMAP_THRESHOLD, int(threshold)) != 1:
+        return False
+    _large_allocations_mapped = int(threshold)
+    return True

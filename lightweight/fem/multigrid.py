@@ -97,7 +97,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import SolverError
+from .memory import map_large_allocations
 from .solvers import make_solver
+
+# The coarsest level is the Galerkin product of the level above, read off by probing, when
+# that level has at most this many DOFs (81 probes in 3D cost ~1 ms each there); larger ones
+# (grids that cannot be halved further) keep the factor^dim tables.
+PRODUCT_ABOVE_MAX_DOFS = 40_000
 
 # Local node offsets of a cell in VTK order (quad: ccw; hex: ccw bottom, then top).
 _OFFSETS_2D = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=np.int64)
@@ -547,6 +553,40 @@ def _zero_dead(indptr, indices, data, alive, diag_out):
                 diag_out[r] = data[k]
 
 
+@numba.njit(cache=True)
+def _colour_probe(nodes, dim, colour, comp, out):
+    """out[0] = 1 at DOF comp of the nodes with (i % 3) + 3 (j % 3) + 9 (k % 3) == colour, else 0.
+
+    No two nodes of one colour lie in each other's 3^dim neighbourhood, so a grid operator
+    applied to this vector gives each row's coefficient with that colour's one neighbour.
+    """
+    px, py, pz = nodes
+    for n in range(px * py * pz):
+        i = n % px
+        j = (n // px) % py
+        k = n // (px * py)
+        hit = (i % 3) + 3 * ((j % 3) + 3 * (k % 3)) == colour
+        for p in range(dim):
+            out[0, n * dim + p] = 1.0 if hit and p == comp else 0.0
+
+
+@numba.njit(cache=True)
+def _fill_probed(nodes, dim, indptr, indices, colour, comp, product, data):
+    """data[e] = product[0, r] for the entries (r, col) whose column is a probed DOF."""
+    px, py, pz = nodes
+    for r in range(indptr.shape[0] - 1):
+        for e in range(indptr[r], indptr[r + 1]):
+            col = indices[e]
+            if col % dim != comp:
+                continue
+            m = col // dim
+            i = m % px
+            j = (m // px) % py
+            k = m // (px * py)
+            if (i % 3) + 3 * ((j % 3) + 3 * (k % 3)) == colour:
+                data[e] = product[0, r]
+
+
 @numba.njit(cache=True, parallel=True)
 def _csr_apply(indptr, indices, data, X, out):
     """out = A X for CSR A and X (n_cases, n)."""
@@ -931,6 +971,8 @@ class _Level:
         self.lmax = 1.0                     # (estimate of) the largest eigenvalue of D^-1 A
         self.upper = 1.1                    # upper end of the Chebyshev interval
         self.Q = self.G = None              # interpolation / Galerkin tables from the fine grid
+        self.from_level_above = False       # Galerkin product of the level above (the coarsest)
+        self.degree = 2                     # smoother matvecs per pre-/post-smoothing
 
 
 class GridMultigrid:
@@ -958,7 +1000,7 @@ class GridMultigrid:
                  smoother: str = "chebyshev", coarse_max_dofs: int = 20000, rtol: float = 1e-8,
                  maxiter: int = 500, smoother_degree: int = 2, chebyshev_ratio: float = 10.0,
                  jacobi_weight: float = 0.6, coarse_dtype=np.float32, coarse_solver="direct",
-                 vcycle_dtype=np.float32):
+                 vcycle_dtype=np.float32, coarse_smoother_degree: int = 12):
         shape = tuple(int(n) for n in shape)
         self.dim = dim = len(shape)
         if dim not in (2, 3) or min(shape) < 1:
@@ -1002,10 +1044,22 @@ class GridMultigrid:
         if np.dtype(vcycle_dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
             raise SolverError(f"vcycle_dtype must be float32 or float64, got {vcycle_dtype!r}")
         self.vcycle_dtype = np.dtype(vcycle_dtype)
+        if dim == 3:
+            # the solve's and the optimizer's big work vectors go back to the system when
+            # freed instead of fragmenting the heap (lightweight.fem.memory)
+            map_large_allocations()
         self._fine32 = None                 # (Ke, scale, free) in float32 for the V-cycle
         self.fixed_diagonal = 1.0
         self.scale = None
         self.levels = self._build_levels(cells, nodes, n_levels)
+        for lev in self.levels:
+            lev.degree = self.smoother_degree
+        if self.levels[-1].from_level_above:
+            # The level above a coarsest Galerkin product is small (at most
+            # PRODUCT_ABOVE_MAX_DOFS) and stands in for the direct solve such a level used to
+            # get: more smoothing there keeps most of that solve's effect for little time
+            # (see the module docstring, "Coarsest level").
+            self.levels[-2].degree = max(self.smoother_degree, int(coarse_smoother_degree))
         self._setup_boundary_corrections()
         for lev in self.levels:
             # the interpolation tables served the Galerkin tables G and the support
@@ -1058,7 +1112,15 @@ class GridMultigrid:
             # keep their float64 copy
             coarse.alive = (weight[0] > 0).astype(np.uint8 if dim == 3 else np.float64)
             levels.append(coarse)
-        for lev in levels[1:]:
+        for index, lev in enumerate(levels[1:], start=1):
+            if (dim == 3 and index >= 2 and index == len(levels) - 1
+                    and levels[index - 1].n_dofs <= PRODUCT_ABOVE_MAX_DOFS):
+                # The coarsest level of a 3D grid below a small intermediate one: P^T A P of
+                # that level by probing (no table of factor^3 Galerkin blocks: 18.9 MB at
+                # factor 16). 2D keeps its tables (f^2 blocks: small), which the serial 2D
+                # solver's banded coarsest reads too.
+                lev.from_level_above = True
+                continue
             Q = _interpolation_tables(dim, lev.factor)
             lev.Q = Q
             lev.G = np.einsum("pba,bc,pcd->pad", Q, self.Ke, Q).reshape(Q.shape[0], -1)
@@ -1106,8 +1168,12 @@ class GridMultigrid:
             lev.corr_index = key_of.reshape(-1)
             lev.corr_fine = t
 
-    def _level_element_matrices(self, lev, first_slab, last_slab):
-        """Galerkin element matrices of coarse cells in slabs [first, last) (z in 3D, y in 2D)."""
+    def _level_element_matrices(self, lev, first_slab, last_slab, out=None):
+        """Galerkin element matrices of coarse cells in slabs [first, last) (z in 3D, y in 2D).
+
+        out: a float64 buffer of at least (cells, n_e * n_e) values to hold them (the caller
+        reuses one for all chunks of a level), else they are allocated.
+        """
         dim = self.dim
         f = lev.factor
         cx, cy, cz = lev.cells
@@ -1121,7 +1187,11 @@ class GridMultigrid:
             S = block.reshape(-1, f, cx, f).transpose(0, 2, 1, 3).reshape(-1, f * f)
             per_slab = cx
         nd = self.Ke.shape[0]
-        Ke = (S @ lev.G).reshape(-1, nd, nd)
+        if out is None:
+            Ke = (S @ lev.G).reshape(-1, nd, nd)
+        else:
+            Ke = np.matmul(S, lev.G, out=out[:S.shape[0] * nd * nd].reshape(-1, nd * nd))
+            Ke = Ke.reshape(-1, nd, nd)
         lo, hi = first_slab * per_slab, last_slab * per_slab
         sel = (lev.corr_cells >= lo) & (lev.corr_cells < hi)
         if np.any(sel):
@@ -1144,8 +1214,11 @@ class GridMultigrid:
             lev.data = np.zeros(size, dtype=self.coarse_dtype if half else np.float64)
         data = lev.data                                     # refilled in place: no second copy
         data[:] = 0.0
+        # one buffer for every chunk's element matrices (a fresh 9 MB block per slab of the
+        # first level of 128x64x64 was 32 allocations per update)
+        chunk = np.empty(min(n_slabs, step) * per_slab * nd * nd)
         for first in range(0, n_slabs, step):
-            Ke, lo = self._level_element_matrices(lev, first, min(n_slabs, first + step))
+            Ke, lo = self._level_element_matrices(lev, first, min(n_slabs, first + step), chunk)
             if half:
                 _scatter_cells_half(Ke, lo, lev.cells, lev.nodes, self.offsets, self.dim, data)
             else:
@@ -1156,6 +1229,35 @@ class GridMultigrid:
             _zero_dead_half(lev.nodes, self.dim, data, lev.alive, diag)
         else:
             _zero_dead(lev.indptr, lev.indices, data, lev.alive, diag)
+        return diag
+
+    def _assemble_by_product(self, lev, above):
+        """lev's CSR values = P^T A_above P, read off 3^dim * dim probes; returns the diagonal.
+
+        Each probe is 1 on one displacement component of the coarse nodes of one colour
+        (i % 3, j % 3, k % 3): prolonged, multiplied by the level above and restricted, it
+        gives every row's coefficient with the one probed neighbour of that colour. The same
+        transfers and masks as the V-cycle, so this is the Galerkin operator of the operator
+        that level's smoother sees (its float32 values, float64 arithmetic).
+        """
+        dim = self.dim
+        if lev.data is None:
+            lev.data = np.zeros(lev.indptr[-1])
+        probe = np.empty((1, lev.n_dofs))
+        fine = np.empty((1, above.n_dofs))
+        product = np.empty((1, above.n_dofs))
+        restricted = np.empty((1, lev.n_dofs))
+        for colour in range(3 ** dim):
+            for comp in range(dim):
+                _colour_probe(lev.nodes, dim, colour, comp, probe)
+                fine[...] = 0.0
+                _prolong_add(lev.nodes, above.nodes, dim, probe, fine, above.alive)
+                self._apply_level(above, fine, product)
+                _restrict(lev.nodes, above.nodes, dim, product, restricted, above.alive)
+                _fill_probed(lev.nodes, dim, lev.indptr, lev.indices, colour, comp, restricted,
+                             lev.data)
+        diag = np.empty(lev.n_dofs)
+        _zero_dead(lev.indptr, lev.indices, lev.data, lev.alive, diag)
         return diag
 
     def _checked_scale(self, stiffness_scale) -> np.ndarray:
@@ -1205,8 +1307,11 @@ class GridMultigrid:
             fine.inv_diag = _inverse_diagonal(diag, diag)
         if len(self.levels) == 1:
             self._assemble_level(fine)
-        for lev in self.levels[1:]:
-            d = self._assemble_level(lev)
+        for index, lev in enumerate(self.levels[1:], start=1):
+            if lev.from_level_above:
+                d = self._assemble_by_product(lev, self.levels[index - 1])
+            else:
+                d = self._assemble_level(lev)
             lev.inv_diag = np.divide(1.0, d, out=np.zeros_like(d), where=d > 0)
         fine.lmax = self.fine_lmax_bound
         fine.upper = self.fine_lmax_bound
@@ -1284,9 +1389,9 @@ class GridMultigrid:
             _residual(B, self._apply_level(lev, X, tmp), R)
         if self.smoother == "jacobi":
             omega = self.jacobi_weight * 2.0 / lev.lmax
-            for it in range(self.smoother_degree):
+            for it in range(lev.degree):
                 X += omega * Dinv * R
-                if it < self.smoother_degree - 1:
+                if it < lev.degree - 1:
                     R = _residual(B, self._apply_level(lev, X, tmp), np.empty_like(X))
             return X
         upper = lev.upper
@@ -1296,15 +1401,20 @@ class GridMultigrid:
         sigma = theta / delta
         rho = 1.0 / sigma
         _chebyshev_update(X, R, None, Dk, lev.inv_diag, 0.0, 1.0 / theta)
-        for _ in range(self.smoother_degree - 1):
+        for _ in range(lev.degree - 1):
             self._apply_level(lev, Dk, tmp)
             rho_new = 1.0 / (2.0 * sigma - rho)
             _chebyshev_update(X, R, tmp, Dk, lev.inv_diag, rho_new * rho, 2.0 * rho_new / delta)
             rho = rho_new
         return X
 
-    def _vcycle(self, level_index, B, scratch=None):
-        """One V-cycle from this level down for the residual B; scratch: see :meth:`_smooth`."""
+    def _vcycle(self, level_index, B, scratch=None, work=None):
+        """One V-cycle from this level down for the residual B; scratch: see :meth:`_smooth`.
+
+        work: (X, R), two arrays of B's shape in the level's arithmetic that hold the output
+        and the level's residual (the PCG passes the same two for all its V-cycles); the
+        output is then X itself.
+        """
         lev = self.levels[level_index]
         if level_index == len(self.levels) - 1:
             X = self._direct.solve(B.T)          # (n, n_cases); B.T is Fortran order: no copy
@@ -1313,15 +1423,20 @@ class GridMultigrid:
             # the fine level in single precision, reading the float64 B entry by entry as
             # float32 (no float32 copy of it); its output stays float32 (PCG reads it as is:
             # its float64 values would be the same, so a cast back only costs a vector)
-            return self._vcycle_level(0, B, scratch, np.float32)
-        return self._vcycle_level(level_index, B, scratch)
+            return self._vcycle_level(0, B, scratch, np.float32, work)
+        return self._vcycle_level(level_index, B, scratch, None, work)
 
-    def _vcycle_level(self, level_index, B, scratch=None, dtype=None):
+    def _vcycle_level(self, level_index, B, scratch=None, dtype=None, work=None):
         """Smooth, restrict the residual, recurse, prolong, smooth (in ``dtype``, default B's)."""
         lev = self.levels[level_index]
-        X = self._smooth(lev, B, np.zeros(B.shape, dtype or B.dtype), zero_guess=True,
-                         scratch=scratch)
-        R = self._apply_level(lev, X, np.empty_like(X))
+        if work is None:
+            X, R = np.zeros(B.shape, dtype or B.dtype), None
+        else:
+            X, R = work
+            X[...] = 0.0
+        # R holds the pre-smoother's residual, then the restricted one, then the post-smoother's
+        X = self._smooth(lev, B, X, zero_guess=True, work=R, scratch=scratch)
+        R = self._apply_level(lev, X, np.empty_like(X) if R is None else R)
         _residual(B, R, R)
         coarse = self.levels[level_index + 1]
         Bc = np.empty((B.shape[0], coarse.n_dofs))
@@ -1401,15 +1516,21 @@ class GridMultigrid:
         safe_b = np.where(bnorm > 0, bnorm, 1.0)
         active = rnorm > self.rtol * bnorm
         iters = np.zeros(n_cases, dtype=int)
-        Z = self._vcycle(0, R, scratch=AP)     # AP is dead until the next product
+        # The fine V-cycle's output and residual: two vectors for all V-cycles of this solve
+        # (one pair per V-cycle was 18 blocks of 6.5 MB per solve at 128x64x64)
+        work = None if len(self.levels) == 1 else tuple(
+            np.empty(R.shape, self.vcycle_dtype) for _ in range(2))
+        Z = self._vcycle(0, R, scratch=AP, work=work)     # AP is dead until the next product
         # The search direction keeps the V-cycle's type: float32 with the float32 V-cycle,
         # whose output it is, up to the beta-weighted old directions. X and R stay float64 and
         # are updated with the same (exactly read) P and its float64 product A P, so the
         # recurrence still tracks B - A X to float64 round-off; only the conjugacy of the
         # directions is rounded, at the level the float32 preconditioner already works at.
-        P = Z
+        P = Z                             # the direction takes the first output's memory
         rz = _row_dots(R, Z)
         del Z
+        if work is not None:
+            work = (np.empty_like(P), work[1])
         for it in range(self.maxiter):
             if not active.any():
                 break
@@ -1422,7 +1543,7 @@ class GridMultigrid:
             active &= rnorm > self.rtol * bnorm
             if not active.any():
                 break
-            Z = self._vcycle(0, R, scratch=AP)
+            Z = self._vcycle(0, R, scratch=AP, work=work)
             rz_new = _row_dots(R, Z)
             beta = np.where(active, rz_new / np.where(rz != 0, rz, 1.0), 0.0)
             _pcg_direction(P, Z, beta)

@@ -62,7 +62,7 @@ MULTIGRID_AUTO_MIN_DOFS = {2: 150_000, 3: 20_000}
 MULTIGRID_2D_SERIAL_AUTO_MIN_DOFS = 20_000
 # Largest coarsest level (DOFs) of the hierarchy, solved directly; in 2D a 4k-DOF coarse grid
 # refactorizes in ~5 ms against ~25 ms at 15k (MBB 300x100).
-MULTIGRID_COARSE_MAX_DOFS = {2: 5_000, 3: 20_000}
+MULTIGRID_COARSE_MAX_DOFS = {2: 5_000, 3: 1_000}
 # Relative residual ||r_free|| / ||f_free|| at which multigrid-PCG stops.
 MULTIGRID_RTOL = 1e-6
 #: multigrid adjoint solutions kept as warm starts (one per response key or constant
