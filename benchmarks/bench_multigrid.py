@@ -337,9 +337,9 @@ def test_memory_per_hex_of_solve_and_design_iteration():
     # for: compiled inside the traced build they counted ~500 B/hex of Numba's own objects
     # whenever the JIT cache was cold (881 instead of 367)
     shape, Ke, fixed, _ = petsc_cantilever(8)
-    warm_hierarchy = GridMultigrid(shape, None, Ke, fixed, coarse_max_dofs=300)
+    warm_hierarchy = GridMultigrid(shape, None, Ke, fixed, coarse_max_dofs=100, bfloat16_levels=1)
     warm_hierarchy.update(design_scale(int(np.prod(shape)), "random"))
-    assert len(warm_hierarchy.levels) >= 3
+    assert len(warm_hierarchy.levels) >= 4 and warm_hierarchy.levels[1].bfloat16
     del warm, warm_model, warm_hierarchy
     gc.collect()
     tracemalloc.start()

@@ -197,7 +197,8 @@ def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid"
     """
     radius = PETSC_FILTER_RADIUS if radius_cells is None else radius_cells / n
     warm_model = petsc_model(8)                        # JIT caches, MKL loaded: the baseline
-    warm_model.system().multigrid_options = {"coarse_max_dofs": 300}   # every level kind used
+    # every level kind used: a bfloat16 first level, a half level above a coarsest product
+    warm_model.system().multigrid_options = {"coarse_max_dofs": 100, "bfloat16_levels": 1}
     warm = petsc_loop(warm_model, solver)
     warm.step()
     warm.step()

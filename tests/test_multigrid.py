@@ -372,13 +372,50 @@ def test_half_stencil_levels_are_the_galerkin_product(shape, spacing, n_levels, 
     # the coarsest level below intermediate ones is the Galerkin product of the level above,
     # read off by probing: the same matrix (within the level above's rounding), dead DOFs zeroed
     coarsest, above = mg.levels[-1], mg.levels[-2]
-    assert coarsest.from_level_above == (n_levels >= 3 and mg.dim == 3)
+    assert coarsest.from_level_above == (n_levels >= 4 and mg.dim == 3)
     DP = DP @ sp.csr_matrix(_interpolation_matrix(coarsest.nodes, above.nodes, mg.dim))
     alive = sp.diags(coarsest.alive.astype(float))
     expected = (alive @ (DP.T @ K @ DP) @ alive).toarray()
     got = sp.csr_matrix((coarsest.data, coarsest.indices, coarsest.indptr),
                         shape=(coarsest.n_dofs,) * 2).toarray()
     assert np.abs(got - expected).max() <= tol * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("shape, spacing", [((16, 8, 8), SPACING_3D), ((24, 16), SPACING_2D)])
+@pytest.mark.parametrize("chunk_values", [None, 1])
+def test_bfloat16_level_is_the_rounded_float32_level(shape, spacing, chunk_values, monkeypatch):
+    """A bfloat16 first level holds the float32 level's values rounded to nearest even, bit
+    for bit, whether it is assembled in one window or slab by slab (the window carried from
+    chunk to chunk); its diagonal is the float32 one; the solve still converges to the direct
+    compliance, and the level above a coarsest product is never rounded."""
+    import lightweight.fem.multigrid as multigrid
+    if chunk_values is not None:
+        monkeypatch.setattr(multigrid, "ASSEMBLY_CHUNK_VALUES", chunk_values)
+    mesh, Ke, fixed, F = _setup(shape, spacing)
+    scale = np.random.default_rng(6).uniform(1e-3, 1.0, mesh.n_cells)
+    rounded = GridMultigrid(shape, spacing, Ke, fixed, n_levels=4, bfloat16_levels=1)
+    plain = GridMultigrid(shape, spacing, Ke, fixed, n_levels=4, bfloat16_levels=0)
+    rounded.update(scale)
+    plain.update(scale)
+    level, reference = rounded.levels[1], plain.levels[1]
+    assert level.data.dtype == np.uint16 and reference.data.dtype == np.float32
+    expected = np.empty(reference.data.size, np.uint16)
+    multigrid._round_to_bfloat16(reference.data, expected)
+    np.testing.assert_array_equal(level.data, expected)
+    np.testing.assert_array_equal(level.inv_diag, reference.inv_diag)
+    decoded = (level.data.astype(np.uint32) << 16).view(np.float32)
+    assert np.abs(decoded - reference.data).max() <= 2.0 ** -8 * np.abs(reference.data).max()
+    _, K = _assembled(mesh, Ke, scale)
+    U, info = rounded.solve(F)
+    assert info["converged"]
+    assert abs(F @ U - _direct_compliance(K, fixed, F)) <= 1e-6 * abs(F @ U)
+    assert not any(lev.bfloat16 for lev in rounded.levels[2:])
+    for n_levels in (3, 4):
+        deep = GridMultigrid(shape, spacing, Ke, fixed, n_levels=n_levels, bfloat16_levels=5)
+        above_product = deep.levels[-1].from_level_above
+        assert above_product == (len(shape) == 3 and n_levels == 4)     # factor 8 and up
+        assert [lev.bfloat16 for lev in deep.levels] == (
+            [False] + [True] * (n_levels - 2 - above_product) + [False] * (1 + above_product))
 
 
 def _half_layout_matrix(nodes, dim, data):
@@ -418,7 +455,7 @@ def test_half_stencil_apply_equals_the_full_matrix(nodes, dim):
     """The half-layout kernel (U X plus the scatter of U^T X, even then odd slabs, the
     constant-length interior path and the checked boundary path) is the full symmetric
     matrix, for odd and even slab counts, with garbage in the padding slots."""
-    from lightweight.fem.multigrid import _half_row_length, _half_stencil_apply
+    from lightweight.fem.multigrid import _half_row_length, _half_stencil_apply, _round_to_bfloat16
     rng = np.random.default_rng(17)
     n_nodes = nodes[0] * nodes[1] * nodes[2]
     half = _half_row_length(dim)
@@ -429,9 +466,12 @@ def test_half_stencil_apply_equals_the_full_matrix(nodes, dim):
     A = _half_layout_matrix(nodes, dim, data)
     assert abs(A - A.T).max() == 0.0
     X = rng.standard_normal((2, A.shape[0]))
-    for dtype in (np.float64, np.float32):
-        stored = data.astype(dtype)
-        expected = (_half_layout_matrix(nodes, dim, stored) @ X.T).T
+    bfloat16 = np.empty(data.size, np.uint16)
+    _round_to_bfloat16(data.astype(np.float32), bfloat16)
+    for dtype in (np.float64, np.float32, "bfloat16"):
+        stored = bfloat16 if dtype == "bfloat16" else data.astype(dtype)
+        values = (bfloat16.astype(np.uint32) << 16).view(np.float32) if dtype == "bfloat16" else stored
+        expected = (_half_layout_matrix(nodes, dim, values) @ X.T).T
         out = np.full_like(X, np.nan)
         _half_stencil_apply(nodes, dim, stored, X, out)
         np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12 * np.abs(expected).max())

@@ -95,11 +95,21 @@ import time
 import numba
 import numpy as np
 import scipy.sparse as sp
+from llvmlite import ir as llvm_ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from ..errors import SolverError
 from .memory import map_large_allocations
 from .solvers import make_solver
 
+# Element-matrix values per chunk of a level's assembly (float64: ~4 MB; at least one slab)
+ASSEMBLY_CHUNK_VALUES = 500_000
+# Largest coarsest level (DOFs) by default; 3D grids of DEEP_HIERARCHY_MIN_DOFS or more coarsen
+# further, to DEEP_COARSE_MAX_DOFS (128x64x64: 4 131 -> 675 DOFs, 21 MB of direct factor less).
+COARSE_MAX_DOFS = 20_000
+DEEP_HIERARCHY_MIN_DOFS = 1_000_000
+DEEP_COARSE_MAX_DOFS = 1_000
 # The coarsest level is the Galerkin product of the level above, read off by probing, when
 # that level has at most this many DOFs (81 probes in 3D cost ~1 ms each there); larger ones
 # (grids that cannot be halved further) keep the factor^dim tables.
@@ -618,9 +628,42 @@ def _half_stencil_lines(dim: int) -> int:
     return (3 ** (dim - 1) - 1) // 2
 
 
+@numba.njit(cache=True)
 def _half_row_length(dim: int) -> int:
     """Values stored per row of the half layout: 2 dim + lines * 3 dim (10 in 2D, 42 in 3D)."""
-    return 2 * dim + _half_stencil_lines(dim) * 3 * dim
+    return 2 * dim + ((3 ** (dim - 1) - 1) // 2) * 3 * dim
+
+
+@numba.njit(cache=True, parallel=True)
+def _round_to_bfloat16(values, out):
+    """out = the upper 16 bits of float32 ``values``, rounded to nearest even (bfloat16).
+
+    values: float32 (n,); out: uint16 (n,). Finite values only (Galerkin coefficients).
+    """
+    bits = values.view(np.uint32)
+    for t in numba.prange(bits.shape[0]):
+        u = bits[t]
+        out[t] = np.uint16((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """The float32 whose bit pattern is the uint32 ``bits`` (an LLVM bitcast: no memory)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], llvm_ir.FloatType())
+    return types.float32(types.uint32), codegen
+
+
+@numba.njit(cache=True, inline="always")
+def _stored_value(row, t):
+    """Value t of a float32/float64 layout row."""
+    return row[t]
+
+
+@numba.njit(cache=True, inline="always")
+def _bfloat16_value(row, t):
+    """Value t of a bfloat16 (uint16) layout row as float32: its bits are the upper half."""
+    return _float32_from_bits(np.uint32(row[t]) << np.uint32(16))
 
 
 @numba.njit(cache=True, inline="always")
@@ -647,10 +690,12 @@ def _half_column(t, i, j, k, px, py, pz, dim):
 
 
 @numba.njit(cache=True)
-def _scatter_cells_half(Ke_chunk, first_cell, cells, nodes, offsets, dim, data):
+def _scatter_cells_half(Ke_chunk, first_cell, cells, nodes, offsets, dim, data, first_node=0):
     """data += the blocks (n, m >= n) of element matrices Ke_chunk (m, nd, nd) of cells
     first_cell.. in the half layout (each entry gets the same additions in the same order as
-    in the full CSR layout, so the stored values are those of its upper half)."""
+    in the full CSR layout, so the stored values are those of its upper half).
+
+    first_node: data holds the rows of nodes first_node.. only (a window of node layers)."""
     cx, cy, cz = cells
     px, py, pz = nodes
     npc = offsets.shape[0]
@@ -671,18 +716,23 @@ def _scatter_cells_half(Ke_chunk, first_cell, cells, nodes, offsets, dim, data):
                 else:
                     slot = 2 * dim + (0 if dk == 0 else 2 + dj) * line + (di + 1) * dim
                 for p in range(dim):
-                    start = (na * dim + p) * half + slot
+                    start = ((na - first_node) * dim + p) * half + slot
                     for q in range(dim):
                         data[start + q] += Ke_chunk[m, a * dim + p, b * dim + q]
 
 
 @numba.njit(cache=True)
-def _zero_dead_half(nodes, dim, data, alive, diag_out):
+def _zero_dead_half(nodes, dim, data, alive, diag_out, first_node=0, last_node=-1):
     """_zero_dead for the half layout: zero the values whose row or column DOF is dead (or
-    outside the grid) and write the diagonal into diag_out."""
+    outside the grid) and write the diagonal into diag_out.
+
+    first_node, last_node: only the rows of nodes [first_node, last_node) (-1: to the end),
+    which data holds from its start (a window of node layers)."""
     px, py, pz = nodes
-    half = data.shape[0] // (px * py * pz * dim)
-    for n in range(px * py * pz):
+    half = _half_row_length(dim)
+    if last_node < 0:
+        last_node = px * py * pz
+    for n in range(first_node, last_node):
         i = n % px
         j = (n // px) % py
         k = n // (px * py)
@@ -691,15 +741,17 @@ def _zero_dead_half(nodes, dim, data, alive, diag_out):
             diag_out[r] = 0.0
             for t in range(half):
                 col = _half_column(t, i, j, k, px, py, pz, dim)
-                pos = r * half + t
+                pos = (r - first_node * dim) * half + t
                 if col < 0 or alive[r] == 0.0 or alive[col] == 0.0:
                     data[pos] = 0.0
                 elif col == r:
                     diag_out[r] = data[pos]
 
 
-def _make_half_stencil_apply(dim: int):
-    """Numba kernel of :func:`_half_stencil_apply` for one dimension (lengths compile-time)."""
+def _make_half_stencil_apply(dim: int, bfloat16: bool = False):
+    """Numba kernel of :func:`_half_stencil_apply` for one dimension (lengths compile-time);
+    bfloat16: the values are stored as uint16 upper halves of float32 (decoded per row)."""
+    value = _bfloat16_value if bfloat16 else _stored_value
     DIM = dim
     LINE = 3 * dim
     N_LINES = _half_stencil_lines(dim)
@@ -759,7 +811,7 @@ def _make_half_stencil_apply(dim: int):
                                 xp = xb[p]
                                 acc = 0.0
                                 for t in range(HALF):
-                                    v = row_data[t]
+                                    v = value(row_data, t)
                                     acc += v * xb[t]
                                     yb[t] += v * xp
                                 Oc[r] += acc
@@ -781,16 +833,18 @@ def _make_half_stencil_apply(dim: int):
     return half_stencil_apply
 
 
-_HALF_STENCIL_APPLY = {2: _make_half_stencil_apply(2), 3: _make_half_stencil_apply(3)}
+_HALF_STENCIL_APPLY = {(dim, bf16): _make_half_stencil_apply(dim, bf16)
+                       for dim in (2, 3) for bf16 in (False, True)}
 
 
 def _half_stencil_apply(nodes, dim, data, X, out):
     """out = A X for a symmetric grid operator stored in the half layout above.
 
-    data: (n_nodes * dim * HALF_ROW,) float32 or float64 (arithmetic in float64);
-    X, out: (n_cases, n_dofs) float64. Sums in another order than a full-row product.
+    data: (n_nodes * dim * HALF_ROW,) float32, float64 or uint16 (bfloat16: the upper halves
+    of float32 values); arithmetic in float64; X, out: (n_cases, n_dofs) float64. Sums in
+    another order than a full-row product.
     """
-    _HALF_STENCIL_APPLY[dim](nodes, data, X, out)
+    _HALF_STENCIL_APPLY[dim, data.dtype == np.uint16](nodes, data, X, out)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -973,6 +1027,7 @@ class _Level:
         self.Q = self.G = None              # interpolation / Galerkin tables from the fine grid
         self.from_level_above = False       # Galerkin product of the level above (the coarsest)
         self.degree = 2                     # smoother matvecs per pre-/post-smoothing
+        self.bfloat16 = False               # half layout stored as bfloat16 (uint16)
 
 
 class GridMultigrid:
@@ -997,10 +1052,11 @@ class GridMultigrid:
     """
 
     def __init__(self, shape, spacing=None, element_matrix=None, fixed_mask=None, n_levels=None,
-                 smoother: str = "chebyshev", coarse_max_dofs: int = 20000, rtol: float = 1e-8,
+                 smoother: str = "chebyshev", coarse_max_dofs: int | None = None, rtol: float = 1e-8,
                  maxiter: int = 500, smoother_degree: int = 2, chebyshev_ratio: float = 10.0,
                  jacobi_weight: float = 0.6, coarse_dtype=np.float32, coarse_solver="direct",
-                 vcycle_dtype=np.float32, coarse_smoother_degree: int = 12):
+                 vcycle_dtype=np.float32, coarse_smoother_degree: int = 12,
+                 bfloat16_levels: int | None = None):
         shape = tuple(int(n) for n in shape)
         self.dim = dim = len(shape)
         if dim not in (2, 3) or min(shape) < 1:
@@ -1039,6 +1095,13 @@ class GridMultigrid:
         self.jacobi_weight = float(jacobi_weight)
         self.rtol = float(rtol)
         self.maxiter = int(maxiter)
+        if coarse_max_dofs is None:
+            # a direct coarsest of up to 20 000 DOFs, except on 3D grids of a million DOFs or
+            # more, where its factor (~21 MB at 4 131 DOFs) outweighs a fine vector and the
+            # smoothing that replaces it costs little against the fine level (see the module
+            # docstring, "Coarsest level")
+            coarse_max_dofs = (DEEP_COARSE_MAX_DOFS if dim == 3 and self.n_dofs >= DEEP_HIERARCHY_MIN_DOFS
+                               else COARSE_MAX_DOFS)
         self.coarse_max_dofs = int(coarse_max_dofs)
         self.coarse_dtype = np.dtype(coarse_dtype)
         if np.dtype(vcycle_dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
@@ -1054,12 +1117,19 @@ class GridMultigrid:
         self.levels = self._build_levels(cells, nodes, n_levels)
         for lev in self.levels:
             lev.degree = self.smoother_degree
-        if self.levels[-1].from_level_above:
-            # The level above a coarsest Galerkin product is small (at most
-            # PRODUCT_ABOVE_MAX_DOFS) and stands in for the direct solve such a level used to
-            # get: more smoothing there keeps most of that solve's effect for little time
+        if self.levels[-1].from_level_above and self.levels[-2].n_dofs <= COARSE_MAX_DOFS:
+            # The level above a coarsest Galerkin product is small enough to have been the
+            # direct coarsest by default (the deep hierarchy of large 3D grids coarsens past
+            # it): more smoothing there keeps most of that solve's effect for little time
             # (see the module docstring, "Coarsest level").
             self.levels[-2].degree = max(self.smoother_degree, int(coarse_smoother_degree))
+        if bfloat16_levels is None:
+            bfloat16_levels = 1 if dim == 3 and self.n_dofs >= DEEP_HIERARCHY_MIN_DOFS else 0
+        # intermediate levels only, and never the level a coarsest product is read from (its
+        # rounding would reach the direct solve: an indefinite coarsest was seen)
+        last = len(self.levels) - (2 if self.levels[-1].from_level_above else 1)
+        for lev in self.levels[1:min(last, 1 + int(bfloat16_levels))]:
+            lev.bfloat16 = True
         self._setup_boundary_corrections()
         for lev in self.levels:
             # the interpolation tables served the Galerkin tables G and the support
@@ -1113,12 +1183,13 @@ class GridMultigrid:
             coarse.alive = (weight[0] > 0).astype(np.uint8 if dim == 3 else np.float64)
             levels.append(coarse)
         for index, lev in enumerate(levels[1:], start=1):
-            if (dim == 3 and index >= 2 and index == len(levels) - 1
+            if (dim == 3 and index >= 2 and index == len(levels) - 1 and lev.factor >= 8
                     and levels[index - 1].n_dofs <= PRODUCT_ABOVE_MAX_DOFS):
                 # The coarsest level of a 3D grid below a small intermediate one: P^T A P of
-                # that level by probing (no table of factor^3 Galerkin blocks: 18.9 MB at
-                # factor 16). 2D keeps its tables (f^2 blocks: small), which the serial 2D
-                # solver's banded coarsest reads too.
+                # that level by probing instead of a table of factor^3 Galerkin blocks (2.4 MB
+                # at factor 8, 18.9 MB at 16; factor 4's 0.3 MB table stays, being cheaper to
+                # use than 81 probes). 2D keeps its tables (f^2 blocks: small), which the
+                # serial 2D solver's banded coarsest reads too.
                 lev.from_level_above = True
                 continue
             Q = _interpolation_tables(dim, lev.factor)
@@ -1203,7 +1274,7 @@ class GridMultigrid:
         nd = self.Ke.shape[0]
         n_slabs = lev.cells[2] if self.dim == 3 else lev.cells[1]
         per_slab = lev.cells[0] * (lev.cells[1] if self.dim == 3 else 1)
-        step = max(1, int(500_000 // max(1, per_slab * nd * nd)))      # ~4 MB chunks
+        step = max(1, int(ASSEMBLY_CHUNK_VALUES // max(1, per_slab * nd * nd)))   # ~4 MB chunks
         half = lev.indices is None              # an intermediate level: the half layout
         if lev.data is None:
             # intermediate levels store float32 values (computed in float64) of their upper
@@ -1211,12 +1282,15 @@ class GridMultigrid:
             # hierarchy (the first coarse level, ~280 -> ~70 B per fine hex) and of the
             # bandwidth of its matvec; only the smoother sees them
             size = lev.n_dofs * _half_row_length(self.dim) if half else lev.indptr[-1]
-            lev.data = np.zeros(size, dtype=self.coarse_dtype if half else np.float64)
+            dtype = (np.uint16 if lev.bfloat16 else self.coarse_dtype) if half else np.float64
+            lev.data = np.zeros(size, dtype=dtype)
         data = lev.data                                     # refilled in place: no second copy
-        data[:] = 0.0
         # one buffer for every chunk's element matrices (a fresh 9 MB block per slab of the
         # first level of 128x64x64 was 32 allocations per update)
         chunk = np.empty(min(n_slabs, step) * per_slab * nd * nd)
+        if lev.bfloat16:
+            return self._assemble_bfloat16(lev, n_slabs, step, chunk)
+        data[:] = 0.0
         for first in range(0, n_slabs, step):
             Ke, lo = self._level_element_matrices(lev, first, min(n_slabs, first + step), chunk)
             if half:
@@ -1229,6 +1303,37 @@ class GridMultigrid:
             _zero_dead_half(lev.nodes, self.dim, data, lev.alive, diag)
         else:
             _zero_dead(lev.indptr, lev.indices, data, lev.alive, diag)
+        return diag
+
+    def _assemble_bfloat16(self, lev, n_slabs, step, chunk):
+        """Fill a bfloat16 half layout through a float32 window of node layers; returns the diagonal.
+
+        The values are summed in float32 exactly as a float32 layout would hold them; a node
+        layer is complete once the cell slabs on both sides of it are scattered, and is then
+        rounded into the store, so the float32 sums never exist for the whole level (the
+        window is one chunk of slabs plus a layer). The diagonal is that of the float32 sums.
+        """
+        dim = self.dim
+        layer_nodes = lev.nodes[0] * (lev.nodes[1] if dim == 3 else 1)
+        row_values = dim * _half_row_length(dim)                # per node
+        layer_values = layer_nodes * row_values
+        window = np.zeros((min(n_slabs, step) + 1) * layer_values, dtype=np.float32)
+        diag = np.empty(lev.n_dofs)
+        for first in range(0, n_slabs, step):
+            last = min(n_slabs, first + step)
+            Ke, lo = self._level_element_matrices(lev, first, last, chunk)
+            _scatter_cells_half(Ke, lo, lev.cells, lev.nodes, self.offsets, dim, window,
+                                first * layer_nodes)
+            done = last if last < n_slabs else last + 1        # node layers [first, done) are complete
+            n_done = (done - first) * layer_values
+            _zero_dead_half(lev.nodes, dim, window, lev.alive, diag, first * layer_nodes,
+                            done * layer_nodes)
+            _round_to_bfloat16(window[:n_done],
+                               lev.data[first * layer_values:first * layer_values + n_done])
+            if last < n_slabs:
+                # node layer `last` has its lower slab's sums only: it starts the next window
+                window[:layer_values] = window[n_done:n_done + layer_values]
+                window[layer_values:] = 0.0
         return diag
 
     def _assemble_by_product(self, lev, above):

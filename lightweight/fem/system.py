@@ -61,8 +61,9 @@ MULTIGRID_AUTO_MIN_DOFS = {2: 150_000, 3: 20_000}
 # switch to it from this size on (measured against PARDISO per design iteration, docs/performance.md)
 MULTIGRID_2D_SERIAL_AUTO_MIN_DOFS = 20_000
 # Largest coarsest level (DOFs) of the hierarchy, solved directly; in 2D a 4k-DOF coarse grid
-# refactorizes in ~5 ms against ~25 ms at 15k (MBB 300x100).
-MULTIGRID_COARSE_MAX_DOFS = {2: 5_000, 3: 1_000}
+# refactorizes in ~5 ms against ~25 ms at 15k (MBB 300x100). None: GridMultigrid's own choice
+# (3D: 20 000, or 1 000 from a million DOFs on, lightweight/fem/multigrid.py).
+MULTIGRID_COARSE_MAX_DOFS = {2: 5_000, 3: None}
 # Relative residual ||r_free|| / ||f_free|| at which multigrid-PCG stops.
 MULTIGRID_RTOL = 1e-6
 #: multigrid adjoint solutions kept as warm starts (one per response key or constant
