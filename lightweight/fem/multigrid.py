@@ -655,12 +655,6 @@ def _float32_from_bits(typingctx, bits):
 
 
 @numba.njit(cache=True, inline="always")
-def _stored_value(row, t):
-    """Value t of a float32/float64 layout row."""
-    return row[t]
-
-
-@numba.njit(cache=True, inline="always")
 def _bfloat16_value(row, t):
     """Value t of a bfloat16 (uint16) layout row as float32: its bits are the upper half."""
     return _float32_from_bits(np.uint32(row[t]) << np.uint32(16))
@@ -751,8 +745,8 @@ def _zero_dead_half(nodes, dim, data, alive, diag_out, first_node=0, last_node=-
 def _make_half_stencil_apply(dim: int, bfloat16: bool = False):
     """Numba kernel of :func:`_half_stencil_apply` for one dimension (lengths compile-time);
     bfloat16: the values are stored as uint16 upper halves of float32 (decoded per row)."""
-    value = _bfloat16_value if bfloat16 else _stored_value
-    DIM = dim
+    BF16 = bool(bfloat16)          # a constant: LLVM drops the other branch (a captured
+    DIM = dim                      # function instead would stop Numba caching the kernel)
     LINE = 3 * dim
     N_LINES = _half_stencil_lines(dim)
     HALF = _half_row_length(dim)
@@ -811,7 +805,10 @@ def _make_half_stencil_apply(dim: int, bfloat16: bool = False):
                                 xp = xb[p]
                                 acc = 0.0
                                 for t in range(HALF):
-                                    v = value(row_data, t)
+                                    if BF16:
+                                        v = _bfloat16_value(row_data, t)
+                                    else:
+                                        v = row_data[t]
                                     acc += v * xb[t]
                                     yb[t] += v * xp
                                 Oc[r] += acc
