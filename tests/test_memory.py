@@ -270,3 +270,43 @@ def test_auto_decides_on_pardisos_analysis_of_the_pattern(monkeypatch):
     monkeypatch.setenv(memory.ENV_MEMORY_LIMIT, str(int(need * 1.5)))
     with pytest.warns(UserWarning, match="PARDISO's analysis"):
         assert make_solver("auto", n_dofs=system.n_dofs, dim=3, pattern=pattern).name in ("amg", "amg-reuse")
+
+
+def _run_python(code: str, **env_changes) -> str:
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MALLOC_MMAP_THRESHOLD_", "LIGHTWEIGHT_MALLOC")}
+    env.update(env_changes)
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
+                         text=True, env=env)
+    return out.stdout.strip()
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc's mallopt")
+def test_large_blocks_are_mapped_and_given_back():
+    """A 3D GridMultigrid makes glibc map blocks of 2 MiB or more: a freed 8 MB work vector
+    leaves the resident memory at once (with glibc's default, a block of that size freed after
+    a larger one stays in the heap), once per process; the user's own setting stands."""
+    code = """
+import numpy as np
+from lightweight.fem.multigrid import GridMultigrid
+from lightweight.fem import memory
+def resident():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+big = np.ones(3_000_000); del big          # glibc's default raises its threshold above 8 MB
+Ke = np.eye(24)
+GridMultigrid((2, 2, 2), None, Ke, np.zeros(81, bool), n_levels=1)
+before = resident()
+work = np.ones(1_000_000)                  # 8 MB, touched
+during = resident()
+del work
+after = resident()
+print(memory.map_large_allocations(), memory.map_large_allocations(), during - before > 7e6,
+      during - after > 7e6)
+"""
+    assert _run_python(code) == "True True True True"
+    assert _run_python(code, LIGHTWEIGHT_MALLOC="default").startswith("False False True False")
+    assert _run_python(code, MALLOC_MMAP_THRESHOLD_="65536").startswith("False False True True")

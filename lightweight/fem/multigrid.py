@@ -61,7 +61,26 @@ How each piece is built, and why:
   at zero by the transfers and given a unit diagonal in the coarsest direct solve.
 * Coarsening stops when a level has at most ``coarse_max_dofs`` DOFs or a cell count per axis
   is odd (such a grid cannot be halved; its coarsest level is then larger and the direct
-  solve dearer, so prefer even counts, ideally multiples of 2^(levels-1)).
+  solve dearer, so prefer even counts, ideally multiples of 2^(levels-1)). By default 20 000
+  DOFs; 3D grids of a million DOFs or more go on to at most 1 000 (the deep hierarchy below).
+* Deep hierarchy of large 3D grids (memory; docs/performance.md, "Memory per hex, sixth
+  pass"): a direct coarsest of 4 131 DOFs holds a ~21 MB factor (40 B per hex of 128x64x64,
+  beyond its float64 fine vector), so such grids coarsen once more, to 675 DOFs. That level
+  is the Galerkin product P^T A P of the level above, read off 3^dim * dim probes (one
+  displacement component of the nodes of one colour (i % 3, j % 3, k % 3): no two of them
+  share a stencil, so prolonging, multiplying and restricting the probe gives each row's
+  coefficient with its probed neighbour; :meth:`GridMultigrid._assemble_by_product`): no
+  factor-16 table (18.9 MB). A Galerkin product of products is the product with the composed
+  interpolation, so this is the operator the tables would give, within the level above's
+  float32 rounding (tested against scipy's). The level above, no longer solved exactly,
+  smooths with ``coarse_smoother_degree`` (12) Chebyshev steps: the PETSc problem's MG-PCG
+  iterations at 128x64x64 stay those of the direct 4 131-DOF solve but one in ten design
+  iterations; at 64x32x32 the same change cost up to 7 iterations late in a run, which is why
+  it starts at a million DOFs. Their first coarse level is also stored in bfloat16
+  (``bfloat16_levels``): the upper 16 bits of each float32 value, rounded to nearest even
+  (68 -> 34 B per fine hex), summed in float32 in a window of node layers and rounded layer
+  by layer, read by a bitcast (same speed as float32). Never the level a coarsest product is
+  read from: its rounding reached the direct solve as an indefinite matrix.
 * Smoother: Chebyshev of degree ``smoother_degree`` on [lambda_max/ratio, lambda_max] of
   D^-1 A (each step one fused Numba pass, no vector temporaries); or damped Jacobi. Degrees 3
   and 4 cut PCG iterations by only 10-15 % on optimizer iterates, so 2 is the cheapest. On the fine level lambda_max is bounded exactly by that of the
@@ -1045,6 +1064,12 @@ class GridMultigrid:
     on PETSc-problem iterates). float64: the previous, all-double V-cycle.
     coarse_solver: solver of the coarsest level, a name of
     :func:`~lightweight.fem.solvers.make_solver` or a LinearSolver instance (default "direct").
+    coarse_max_dofs: None (20 000; 1 000 for 3D grids of DEEP_HIERARCHY_MIN_DOFS or more) or a
+    number. coarse_smoother_degree: Chebyshev steps on a level of at most 20 000 DOFs above a
+    coarsest Galerkin product (it stands in for an exact solve). bfloat16_levels: how many
+    intermediate levels from the first are stored as bfloat16 (None: 1 for 3D grids of
+    DEEP_HIERARCHY_MIN_DOFS or more, else 0; never the level above a coarsest product).
+    Building a 3D GridMultigrid calls :func:`~lightweight.fem.memory.map_large_allocations`.
     Call :meth:`update` with the per-cell scale before :meth:`solve`, :meth:`vcycle`.
     """
 
