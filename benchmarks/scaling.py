@@ -110,6 +110,19 @@ def numba_threads(n: int):
 
 
 def _rss_mb() -> float:
+    """This process's peak resident memory so far, MiB.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this program's own memory.
+    ru_maxrss instead keeps the peak of the process before its exec: started from a large
+    parent (pytest with everything loaded), it reported the parent's size and no growth.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
