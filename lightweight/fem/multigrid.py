@@ -1121,7 +1121,7 @@ class GridMultigrid:
             # a direct coarsest of up to 20 000 DOFs, except on 3D grids of a million DOFs or
             # more, where its factor (~21 MB at 4 131 DOFs) outweighs a fine vector and the
             # smoothing that replaces it costs little against the fine level (see the module
-            # docstring, "Coarsest level")
+            # docstring, "Deep hierarchy of large 3D grids")
             coarse_max_dofs = (DEEP_COARSE_MAX_DOFS if dim == 3 and self.n_dofs >= DEEP_HIERARCHY_MIN_DOFS
                                else COARSE_MAX_DOFS)
         self.coarse_max_dofs = int(coarse_max_dofs)
@@ -1143,7 +1143,7 @@ class GridMultigrid:
             # The level above a coarsest Galerkin product is small enough to have been the
             # direct coarsest by default (the deep hierarchy of large 3D grids coarsens past
             # it): more smoothing there keeps most of that solve's effect for little time
-            # (see the module docstring, "Coarsest level").
+            # (the module docstring, "Deep hierarchy of large 3D grids").
             self.levels[-2].degree = max(self.smoother_degree, int(coarse_smoother_degree))
         if bfloat16_levels is None:
             bfloat16_levels = 1 if dim == 3 and self.n_dofs >= DEEP_HIERARCHY_MIN_DOFS else 0
