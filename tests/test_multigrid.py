@@ -211,6 +211,10 @@ def test_bad_input_raises():
         mg.solve(np.zeros(mg.n_dofs))
     with pytest.raises(SolverError, match="one value per cell"):
         mg.update(np.ones(3))
+    for option, value in (("bfloat16_levels", -1), ("coarse_smoother_degree", 0),
+                          ("smoother_degree", 2.5), ("coarse_max_dofs", "many")):
+        with pytest.raises(SolverError, match=option):
+            GridMultigrid((4, 2, 2), None, Ke, fixed, **{option: value})
 
 
 @pytest.mark.parametrize("design", ["random_simp", "thresholded"])

@@ -1112,6 +1112,14 @@ class GridMultigrid:
         if smoother not in ("chebyshev", "jacobi"):
             raise SolverError(f"smoother must be 'chebyshev' or 'jacobi', got {smoother!r}")
         self.smoother = smoother
+        for name, value in (("smoother_degree", smoother_degree),
+                            ("coarse_smoother_degree", coarse_smoother_degree),
+                            ("bfloat16_levels", 0 if bfloat16_levels is None else bfloat16_levels),
+                            ("coarse_max_dofs", 1 if coarse_max_dofs is None else coarse_max_dofs)):
+            if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                    or value < (0 if name == "bfloat16_levels" else 1)):
+                raise SolverError(f"{name} must be a whole number >= "
+                                  f"{0 if name == 'bfloat16_levels' else 1}, got {value!r}")
         self.smoother_degree = int(smoother_degree)
         self.chebyshev_ratio = float(chebyshev_ratio)
         self.jacobi_weight = float(jacobi_weight)
