@@ -288,7 +288,8 @@ def _run_python(code: str, **env_changes) -> str:
 def test_large_blocks_are_mapped_and_given_back():
     """A 3D GridMultigrid makes glibc map blocks of 2 MiB or more: a freed 8 MB work vector
     leaves the resident memory at once (with glibc's default, a block of that size freed after
-    a larger one stays in the heap), once per process; the user's own setting stands."""
+    a larger one comes from the heap and may stay there), once per process; the user's own
+    setting stands."""
     code = """
 import numpy as np
 from lightweight.fem.multigrid import GridMultigrid
@@ -308,5 +309,6 @@ print(memory.map_large_allocations(), memory.map_large_allocations(), during - b
       during - after > 7e6)
 """
     assert _run_python(code) == "True True True True"
-    assert _run_python(code, LIGHTWEIGHT_MALLOC="default").startswith("False False True False")
-    assert _run_python(code, MALLOC_MMAP_THRESHOLD_="65536").startswith("False False True True")
+    # the user's choices stand (what glibc then does with a freed block is its own business)
+    assert _run_python(code, LIGHTWEIGHT_MALLOC="default").startswith("False False True")
+    assert _run_python(code, MALLOC_MMAP_THRESHOLD_="65536") == "False False True True"
