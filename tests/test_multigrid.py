@@ -422,6 +422,33 @@ def test_bfloat16_level_is_the_rounded_float32_level(shape, spacing, chunk_value
             [False] + [True] * (n_levels - 2 - above_product) + [False] * (1 + above_product))
 
 
+def test_coarsest_product_with_dead_dofs_is_the_galerkin_product_and_solves():
+    """A thick clamped block (every DOF of the nodes with x <= 7) leaves coarse DOFs whose whole
+    interpolation support is fixed: the coarsest product zeroes them like the tables do, equals
+    (D P)^T K (D P) of the assembled K on the live DOFs, and the solve matches the direct one."""
+    shape = (16, 8, 8)
+    mesh, Ke, _, F = _setup(shape, SPACING_3D)
+    fixed = np.repeat(mesh.points[:, 0] <= 7.0 * SPACING_3D[0], 3)
+    scale = _designs(mesh, shape)["random_simp"]
+    mg = GridMultigrid(shape, SPACING_3D, Ke, fixed, n_levels=4)
+    mg.update(scale)
+    coarsest, above = mg.levels[-1], mg.levels[-2]
+    assert coarsest.from_level_above and np.count_nonzero(coarsest.alive == 0) > 0
+    _, K = _assembled(mesh, Ke, scale)
+    DP = sp.diags((~fixed).astype(float)).tocsr()
+    for level in range(1, len(mg.levels)):
+        DP = DP @ sp.csr_matrix(_interpolation_matrix(mg.levels[level].nodes,
+                                                      mg.levels[level - 1].nodes, 3))
+    alive = sp.diags(coarsest.alive.astype(float))
+    expected = (alive @ (DP.T @ K @ DP) @ alive).toarray()
+    got = sp.csr_matrix((coarsest.data, coarsest.indices, coarsest.indptr),
+                        shape=(coarsest.n_dofs,) * 2).toarray()
+    assert np.abs(got - expected).max() <= 1e-6 * np.abs(expected).max()
+    U, info = mg.solve(F)
+    assert info["converged"]
+    assert abs(F @ U - _direct_compliance(K, fixed, F)) <= 1e-6 * abs(F @ U)
+
+
 def _half_layout_matrix(nodes, dim, data):
     """The full symmetric matrix (scipy CSR) of half-layout values, decoded entry by entry."""
     px, py, pz = nodes
