@@ -33,8 +33,8 @@ import scipy.sparse.linalg as spla
 from lightweight.fem.assembly import build_pattern, element_dofs, refill
 from lightweight.fem.kernels import element_quadratic_forms
 from lightweight.fem.multigrid import GridMultigrid, grid_matvec
-from scaling import (design_scale, grid_cells, numba_threads, petsc_cantilever, petsc_loop,
-                     petsc_model)
+from scaling import (design_iterations_in_subprocess, design_scale, grid_cells, numba_threads,
+                     petsc_cantilever, petsc_loop, petsc_model)
 
 THRESHOLDS = json.loads((Path(__file__).parent / "thresholds.json").read_text())
 
@@ -388,19 +388,16 @@ def test_memory_per_hex_of_design_iterations_at_128x64x64():
     level, glibc's heap), so this run checks the deep hierarchy (bfloat16 first level, a
     675-DOF coarsest product) and the mapped large blocks together (~30 s)."""
     import os
-    import subprocess
-    import sys
     entry = THRESHOLDS["design_iteration_bytes_per_hex_128x64x64"]
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
-    out = subprocess.run([sys.executable, str(Path(__file__).parent / "scaling.py"), "--one", "64",
-                          "--iterations-per-size", "3", "--mma-asymptotes", "move"],
-                         check=True, capture_output=True, text=True, env=env)
-    run = json.loads(out.stdout.strip().splitlines()[-1])
+    run = design_iterations_in_subprocess(64, 3, mma_asymptotes="move", env=env)
     print(f"128x64x64 PETSc problem, 3 design iterations: RSS growth {run['rss_bytes_per_cell']:.0f} "
           f"B/hex, NumPy peak {run['numpy_peak_bytes_per_cell']:.0f} B/hex, levels {run['levels']}, "
           f"MG-PCG iterations {run['solver_iterations']} (recorded {entry['measured']}, ceilings "
           f"{entry['max_rss']} / {entry['max_numpy_peak']})")
-    assert run["solver_iterations"] == [8, 9, 9]
+    # the deep hierarchy in use, converging as on this VM (8, 9, 9; float32 sums may differ
+    # by a CPU's vector width, so not to the iteration)
+    assert len(run["levels"]) == 5 and max(run["solver_iterations"]) <= 11
     assert run["rss_bytes_per_cell"] <= entry["max_rss"]
     assert run["numpy_peak_bytes_per_cell"] <= entry["max_numpy_peak"]

@@ -266,13 +266,16 @@ def run_design_iterations(n: int, iterations: int = 4, solver: str = "multigrid"
 
 def design_iterations_in_subprocess(n: int, iterations: int, solver: str = "multigrid",
                                     radius_cells: float | None = None, mma_asymptotes: str = "bounds",
-                                    vcycle_dtype: str = "float32") -> dict:
-    """run_design_iterations in a fresh Python process (clean peak RSS); returns its dict."""
+                                    vcycle_dtype: str = "float32", env: dict | None = None) -> dict:
+    """run_design_iterations in a fresh Python process (clean peak RSS); returns its dict.
+
+    env: the process's environment (None: this one's), e.g. to pin its threads.
+    """
     extra = [] if radius_cells is None else ["--radius-cells", str(radius_cells)]
     extra += ["--mma-asymptotes", mma_asymptotes, "--vcycle-dtype", vcycle_dtype]
     out = subprocess.run([sys.executable, __file__, "--one", str(n), "--iterations-per-size",
                           str(iterations), "--solver", solver, *extra],
-                         check=True, capture_output=True, text=True)
+                         check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
